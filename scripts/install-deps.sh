@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs, on Debian 12 as root, what the integration tests need: Incus 6.0 (bookworm-backports),
+# restic >= 0.18 (from trixie, pinned so nothing else upgrades), restic-rest-server, busybox-static.
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+
+need=()
+command -v incus >/dev/null 2>&1 && [ -x /usr/libexec/incus/incusd ] || need+=(incus)
+command -v rest-server >/dev/null 2>&1 || need+=(restic-rest-server)
+[ -x /bin/busybox ] && /bin/busybox --help 2>&1 | grep -q 'static' || command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
+restic_ok=0
+if command -v restic >/dev/null 2>&1; then
+  v=$(restic version | awk '{print $2}')
+  if [ "$(printf '%s\n0.18.0\n' "$v" | sort -V | head -n1)" = "0.18.0" ]; then restic_ok=1; fi
+fi
+[ $restic_ok = 1 ] || need+=(restic)
+for tool in curl xz zstd; do command -v $tool >/dev/null 2>&1 || need+=("$tool"); done
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "install-deps: everything present"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "install-deps: missing ${need[*]} and not root; install them or run as root" >&2
+  exit 1
+fi
+
+src=/etc/apt/sources.list.d/incus-backup-extra.sources
+if [ ! -f "$src" ]; then
+  mirror=$(awk '/^URIs:/ && $2 ~ /debian$/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+  cat > "$src" <<SRC
+Types: deb
+URIs: $mirror
+Suites: bookworm-backports trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  cat > /etc/apt/preferences.d/incus-backup-trixie <<PIN
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+pkgs=()
+for p in "${need[@]}"; do
+  case "$p" in
+    incus) apt-get install -y -qq --no-install-recommends -t bookworm-backports incus ;;
+    restic) apt-get install -y -qq --no-install-recommends restic/trixie ;;
+    *) pkgs+=("$p") ;;
+  esac
+done
+[ ${#pkgs[@]} -eq 0 ] || apt-get install -y -qq --no-install-recommends "${pkgs[@]}"
+echo "install-deps: installed ${need[*]}"

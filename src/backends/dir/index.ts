@@ -1,0 +1,262 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import { hostname } from 'node:os';
+import { isAbsolute, join, normalize } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { compressor, decompressor, EXTENSIONS } from '../../core/compression.js';
+import { DIR_MODE, exists, FILE_MODE, fsyncPath, mkdirPrivate, pidAlive, writeFileAtomic } from '../../core/fsutil.js';
+import { HashingStream } from '../../core/hashing.js';
+import { formatTimestamp, ManifestError, parseManifest, compareTimestamps, type Manifest } from '../../core/manifest.js';
+import type { ResourceKey } from '../../core/types.js';
+import { UsageError } from '../../errors.js';
+import { toolVersion } from '../../version.js';
+import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, ListFilter, WriteRequest } from '../types.js';
+
+const STAGING = '.staging';
+const TRASH = '.trash';
+const TS_DIR = /^\d{8}T\d{6}Z(-\d+)?$/;
+
+/** A backup that is listed by path but whose manifest or archive is not usable. */
+export interface BrokenBackup {
+  location: string;
+  key: Partial<ResourceKey> & { timestamp: string };
+  problem: string;
+}
+
+/**
+ * Backups as plain files: one directory per backup, holding the archive, manifest.json and a
+ * `sha256sum -c` compatible checksums.txt. A backup is assembled under .staging/ and appears
+ * in the listed tree by a single directory rename, so a reader never sees half of one.
+ */
+export class DirBackend implements Backend {
+  readonly kind = 'dir' as const;
+
+  constructor(
+    readonly root: string,
+    readonly uri: string,
+  ) {}
+
+  resourceDir(k: ResourceKey): string {
+    if (k.type === 'instance') return join(this.root, 'instances', k.project, k.name);
+    if (k.type === 'volume') return join(this.root, 'volumes', k.project, k.pool!, k.name);
+    return join(this.root, 'config', k.project);
+  }
+
+  async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
+    if (!(await exists(join(this.root, 'metadata.json')))) {
+      await mkdirPrivate(this.root);
+      await writeFileAtomic(
+        join(this.root, 'metadata.json'),
+        JSON.stringify({ format: 1, created: new Date().toISOString(), tool: `incus-backup ${toolVersion}` }, null, 2) + '\n',
+      );
+      onNotice(`initialised directory target ${this.root}`);
+    }
+    await mkdirPrivate(join(this.root, STAGING));
+    await this.sweepStaging();
+  }
+
+  /** Removes what killed runs left in .staging/ and .trash/ (their pid is gone). */
+  private async sweepStaging(): Promise<void> {
+    for (const area of [STAGING, TRASH]) {
+      const dir = join(this.root, area);
+      let entries: string[] = [];
+      try {
+        entries = await fs.readdir(dir);
+      } catch {
+        continue;
+      }
+      for (const e of entries) {
+        const [host, pid] = e.split('_');
+        if (host === hostname() && !pidAlive(Number(pid))) await fs.rm(join(dir, e), { recursive: true, force: true });
+      }
+    }
+  }
+
+  private async ensureExists(): Promise<void> {
+    if (!(await exists(this.root))) {
+      throw new UsageError(`target ${this.uri} does not exist`, 'check the path, or run a backup to create it');
+    }
+  }
+
+  async createWriter(req: WriteRequest): Promise<ArchiveWriter> {
+    const staging = join(this.root, STAGING, `${hostname()}_${process.pid}_${randomBytes(4).toString('hex')}`);
+    await fs.mkdir(staging, { mode: DIR_MODE });
+    const file = req.archiveBase + EXTENSIONS[req.compression];
+    const partial = join(staging, `${file}.partial`);
+    const out = createWriteStream(partial, { flags: 'wx', mode: FILE_MODE, highWaterMark: 1 << 20 });
+    const input = new PassThrough({ highWaterMark: 1 << 20 });
+    const comp = compressor(req.compression);
+    const stored = comp ? new HashingStream() : undefined;
+    const done = (comp ? pipeline(input, comp, stored!, out) : pipeline(input, out)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const timestamp = formatTimestamp(req.when);
+    const finalParent = this.resourceDir(req.key);
+    let finished = false;
+
+    const abort = async (): Promise<void> => {
+      if (finished) return;
+      input.destroy();
+      out.destroy();
+      await done;
+      await fs.rm(staging, { recursive: true, force: true });
+    };
+
+    const commit: ArchiveWriter['commit'] = async (m) => {
+      const err = await done;
+      if (err) throw err;
+      await fsyncPath(partial);
+      await fs.rename(partial, join(staging, file));
+      const st = await fs.stat(join(staging, file));
+      const manifest: Manifest = {
+        ...m,
+        archive: {
+          file,
+          size: m.archive.size,
+          sha256: m.archive.sha256,
+          storedSize: st.size,
+          storedSha256: stored ? stored.sha256 : m.archive.sha256,
+        },
+      };
+      await writeFileAtomic(join(staging, 'checksums.txt'), `${manifest.archive.storedSha256}  ${file}\n`);
+      // The manifest goes last: its presence is what makes the directory a backup.
+      await writeFileAtomic(join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+      await mkdirPrivate(finalParent);
+      for (let n = 0; ; n++) {
+        const ts = n === 0 ? timestamp : `${timestamp}-${n}`;
+        const dest = join(finalParent, ts);
+        manifest.timestamp = ts;
+        if (n > 0) await writeFileAtomic(join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+        try {
+          await fs.rename(staging, dest);
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          if ((code === 'ENOTEMPTY' || code === 'EEXIST') && n < 1000) continue;
+          throw e;
+        }
+        await fsyncPath(finalParent);
+        finished = true;
+        return { manifest, location: dest };
+      }
+    };
+
+    return { stream: input, timestamp, commit, abort };
+  }
+
+  async list(filter: ListFilter = {}): Promise<BackupEntry[]> {
+    return (await this.scan(filter)).entries;
+  }
+
+  /** Every backup directory under the layout, split into usable entries and broken ones. */
+  async scan(filter: ListFilter = {}): Promise<{ entries: BackupEntry[]; broken: BrokenBackup[] }> {
+    await this.ensureExists();
+    const entries: BackupEntry[] = [];
+    const broken: BrokenBackup[] = [];
+    const dirs = await this.candidateDirs(filter);
+    for (const { dir, key } of dirs) {
+      for (const ts of (await readdirSafe(dir)).filter((d) => TS_DIR.test(d))) {
+        const location = join(dir, ts);
+        try {
+          const manifest = parseManifest(await fs.readFile(join(location, 'manifest.json'), 'utf8'));
+          if (manifest.type !== key.type || manifest.name !== key.name || manifest.project !== key.project) {
+            throw new ManifestError('manifest does not match its location');
+          }
+          const st = await fs.stat(join(location, manifest.archive.file)).catch(() => undefined);
+          if (!st) throw new ManifestError(`archive ${manifest.archive.file} is missing`);
+          if (st.size !== manifest.archive.storedSize) {
+            throw new ManifestError(`archive has ${st.size} bytes, manifest says ${manifest.archive.storedSize}`);
+          }
+          entries.push({ manifest, location });
+        } catch (e) {
+          const problem =
+            (e as NodeJS.ErrnoException).code === 'ENOENT'
+              ? 'manifest.json is missing'
+              : `invalid manifest: ${(e as Error).message}`;
+          broken.push({ location, key: { ...key, timestamp: ts }, problem });
+        }
+      }
+    }
+    entries.sort(
+      (a, b) =>
+        a.manifest.type.localeCompare(b.manifest.type) ||
+        a.manifest.project.localeCompare(b.manifest.project) ||
+        (a.manifest.pool ?? '').localeCompare(b.manifest.pool ?? '') ||
+        a.manifest.name.localeCompare(b.manifest.name) ||
+        compareTimestamps(a.manifest.timestamp, b.manifest.timestamp),
+    );
+    return { entries, broken };
+  }
+
+  private async candidateDirs(f: ListFilter): Promise<{ dir: string; key: ResourceKey }[]> {
+    const out: { dir: string; key: ResourceKey }[] = [];
+    const pick = (want: string | undefined, all: string[]) => (want ? all.filter((x) => x === want) : all);
+    if (!f.type || f.type === 'instance') {
+      const base = join(this.root, 'instances');
+      for (const project of pick(f.project, await readdirSafe(base)))
+        for (const name of pick(f.name, await readdirSafe(join(base, project))))
+          out.push({ dir: join(base, project, name), key: { type: 'instance', project, name } });
+    }
+    if (!f.type || f.type === 'volume') {
+      const base = join(this.root, 'volumes');
+      for (const project of pick(f.project, await readdirSafe(base)))
+        for (const pool of pick(f.pool, await readdirSafe(join(base, project))))
+          for (const name of pick(f.name, await readdirSafe(join(base, project, pool))))
+            out.push({ dir: join(base, project, pool, name), key: { type: 'volume', project, pool, name } });
+    }
+    if (!f.type || f.type === 'config') {
+      const base = join(this.root, 'config');
+      for (const project of pick(f.project, await readdirSafe(base)))
+        out.push({ dir: join(base, project), key: { type: 'config', project, name: 'config' } });
+    }
+    return out;
+  }
+
+  async openArchive(entry: BackupEntry): Promise<Readable> {
+    const file = join(entry.location, entry.manifest.archive.file);
+    const raw = createReadStream(file, { highWaterMark: 1 << 20 });
+    await new Promise<void>((resolve, reject) => {
+      raw.once('open', () => resolve());
+      raw.once('error', reject);
+    });
+    const dec = decompressor(entry.manifest.options.compression);
+    if (!dec) return raw;
+    raw.on('error', (e) => dec.destroy(e));
+    return raw.pipe(dec);
+  }
+
+  async remove(entry: BackupEntry): Promise<void> {
+    // Out of the listed tree first (one rename), then delete: a crash in between leaves only
+    // trash that the next writer sweeps, never a half-deleted backup that still lists.
+    const trash = join(this.root, TRASH);
+    await mkdirPrivate(trash);
+    const dest = join(trash, `${hostname()}_${process.pid}_${randomBytes(4).toString('hex')}`);
+    await fs.rename(entry.location, dest);
+    await fs.rm(dest, { recursive: true, force: true });
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function readdirSafe(dir: string): Promise<string[]> {
+  try {
+    return (await fs.readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+export const dirBackendFactory: BackendFactory = {
+  scheme: 'dir',
+  example: 'dir:/srv/backups',
+  create(rest, uri) {
+    if (!rest) throw new UsageError('dir: target needs a path', 'e.g. --target dir:/srv/backups');
+    if (!isAbsolute(rest)) {
+      throw new UsageError(`directory target "${rest}" is not an absolute path`, `use e.g. dir:${join('/srv', rest)}`);
+    }
+    return new DirBackend(normalize(rest).replace(/(.)\/+$/, '$1'), uri);
+  },
+};
+

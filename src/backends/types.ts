@@ -1,0 +1,61 @@
+import type { Readable, Writable } from 'node:stream';
+import type { Manifest } from '../core/manifest.js';
+import type { Compression, ResourceKey, ResourceType } from '../core/types.js';
+
+export interface ListFilter {
+  type?: ResourceType;
+  project?: string;
+  name?: string;
+  pool?: string;
+}
+
+/** A complete backup as a backend lists it: its manifest and where it lives. */
+export interface BackupEntry {
+  manifest: Manifest;
+  /** Backend-specific location (a directory, a restic snapshot id). */
+  location: string;
+}
+
+/** The archive being written; nothing becomes visible to `list` until `commit`. */
+export interface ArchiveWriter {
+  /** Where the tarball bytes go. Ends when the caller ends it. */
+  readonly stream: Writable;
+  /** Version id this backup will have (final after commit). */
+  readonly timestamp: string;
+  /**
+   * Makes the backup visible, once its data is durable. The manifest is completed by the
+   * backend (stored size/sha256, file name) and returned.
+   */
+  commit(manifest: Omit<Manifest, 'archive'> & { archive: Pick<Manifest['archive'], 'size' | 'sha256'> }): Promise<BackupEntry>;
+  /** Removes everything written so far. Safe to call more than once and after a failed commit. */
+  abort(): Promise<void>;
+}
+
+export interface WriteRequest {
+  key: ResourceKey;
+  when: Date;
+  archiveBase: 'export.tar' | 'volume.tar';
+  compression: Compression;
+}
+
+/** Everything a storage target must do; one conformance suite runs against each. */
+export interface Backend {
+  readonly kind: 'dir' | 'restic';
+  readonly uri: string;
+  /** Prepares the target for writing (creates it if missing, says so through `onNotice`). */
+  prepareWrite(onNotice: (msg: string) => void): Promise<void>;
+  /** Complete backups only, oldest first per resource. Fails if the target does not exist. */
+  list(filter?: ListFilter): Promise<BackupEntry[]>;
+  createWriter(req: WriteRequest): Promise<ArchiveWriter>;
+  /** The uncompressed tarball as stored. */
+  openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable>;
+  remove(entry: BackupEntry): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface BackendFactory {
+  scheme: string;
+  /** One-line description for help texts and errors. */
+  example: string;
+  create(rest: string, uri: string): Backend;
+}

@@ -1,0 +1,70 @@
+import { Builtins, Cli } from 'clipanion';
+import { dirBackendFactory } from './backends/dir/index.js';
+import { registerBackend } from './backends/registry.js';
+import { resticBackendFactory } from './backends/restic/index.js';
+import { BackupAllCommand, BackupConfigCommand, BackupInstancesCommand, BackupVolumesCommand } from './cli/commands/backup.js';
+import { ListCommand } from './cli/commands/list.js';
+import { PruneCommand, VerifyCommand } from './cli/commands/maintenance.js';
+import {
+  RestoreAllCommand,
+  RestoreConfigCommand,
+  RestoreInstanceCommand,
+  RestoreInstancesCommand,
+  RestoreVolumeCommand,
+  RestoreVolumesCommand,
+} from './cli/commands/restore.js';
+import type { IbContext } from './cli/context.js';
+import { ExitCode } from './errors.js';
+import { toolVersion } from './version.js';
+
+registerBackend(dirBackendFactory);
+registerBackend(resticBackendFactory);
+
+export function buildCli(): Cli<IbContext> {
+  const cli = new Cli<IbContext>({ binaryLabel: 'incus-backup', binaryName: 'incus-backup', binaryVersion: toolVersion });
+  for (const c of [
+    BackupInstancesCommand,
+    BackupVolumesCommand,
+    BackupConfigCommand,
+    BackupAllCommand,
+    RestoreInstanceCommand,
+    RestoreInstancesCommand,
+    RestoreVolumeCommand,
+    RestoreVolumesCommand,
+    RestoreConfigCommand,
+    RestoreAllCommand,
+    ListCommand,
+    VerifyCommand,
+    PruneCommand,
+    Builtins.HelpCommand,
+    Builtins.VersionCommand,
+  ])
+    cli.register(c);
+  return cli;
+}
+
+/**
+ * Entry point. The first SIGINT/SIGTERM aborts the run's signal so streams stop and cleanup
+ * runs (exit 130); a second one exits at once.
+ */
+export async function main(argv: string[]): Promise<void> {
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) process.exit(ExitCode.interrupted);
+    process.stderr.write(`\n${sig}: stopping and cleaning up (press Ctrl-C again to quit at once)\n`);
+    controller.abort(new Error(`interrupted by ${sig}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const cli = buildCli();
+  const code = await cli.run(argv, {
+    ...Cli.defaultContext,
+    colorDepth: process.stdout.isTTY && !process.env.NO_COLOR ? process.stdout.getColorDepth() : 1,
+    env: process.env,
+    signal: controller.signal,
+    interactive: !!process.stdin.isTTY && !!process.stderr.isTTY,
+  });
+  process.exitCode = controller.signal.aborted && code === 0 ? ExitCode.interrupted : code;
+}

@@ -1,0 +1,142 @@
+import { Command, Option } from 'clipanion';
+import * as t from 'typanion';
+import { backupResource, isTmpName, sweepProjectLeftovers } from '../../core/backup.js';
+import { mapPool } from '../../core/pool.js';
+import type { Compression } from '../../core/types.js';
+import { UsageError, type ExitCodeValue } from '../../errors.js';
+import type { BackupSubject, IncusApi } from '../../incus/api.js';
+import { BaseCommand, checkName, NotImplementedCommand } from '../base.js';
+import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
+
+/** `POOL/NAME` → parts, with a clear error when the pool is missing. */
+export function parseVolumeRef(ref: string): { pool: string; name: string } {
+  const parts = ref.split('/');
+  if (parts.length !== 2 || !parts[0] || !parts[1]) {
+    throw new UsageError(`volume "${ref}" must be given as POOL/NAME`, 'e.g. default/data; `incus storage volume list` shows pools and names');
+  }
+  return { pool: checkName('pool', parts[0]), name: checkName('volume', parts[1]) };
+}
+
+abstract class BackupCommand extends BaseCommand {
+  noSnapshot = Option.Boolean('--no-snapshot', false, { description: 'Export the live resource (not point-in-time; prints a warning)' });
+  optimized = Option.Boolean('--optimized', false, { description: 'Storage-driver-optimized format: restores ONLY onto a pool of the same driver' });
+  withSnapshots = Option.Boolean('--with-snapshots', false, { description: "Also ship the resource's existing snapshots" });
+  compression = Option.String('--compression', 'none', {
+    description: 'Directory targets only: none, gzip, zstd or xz',
+    validator: t.isEnum(['none', 'gzip', 'zstd', 'xz'] as const),
+  });
+
+  abstract subjects(api: IncusApi, projects: string[]): Promise<BackupSubject[]>;
+
+  async run(): Promise<ExitCodeValue> {
+    const backend = this.openTarget();
+    if (this.compression !== 'none' && backend.kind !== 'dir') {
+      throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
+    }
+    const api = this.incus();
+    const subjects = await this.subjects(api, await this.projects(api));
+    const row = (s: BackupSubject): ResultRow => ({
+      type: s.kind,
+      project: s.project,
+      name: s.name,
+      ...(s.kind === 'volume' ? { pool: s.pool } : {}),
+      status: 'planned',
+    });
+    if (this.dryRun) {
+      this.print(subjects.map(row), resultColumns);
+      return 0;
+    }
+    const ctx = this.runContext(api, backend);
+    await backend.prepareWrite((m) => ctx.ui.info(m));
+    for (const p of new Set(subjects.map((s) => s.project))) await sweepProjectLeftovers(ctx, p);
+    const opts = { live: this.noSnapshot, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
+    const errors: unknown[] = [];
+    const settled = await mapPool(subjects, this.parallel, async (s) => {
+      const started = Date.now();
+      const entry = await backupResource(ctx, s, opts);
+      return { entry, ms: Date.now() - started };
+    });
+    const rows = settled.map((r, i): ResultRow => {
+      if (r.status === 'fulfilled') {
+        const m = r.value.entry.manifest;
+        return { ...row(subjects[i]!), status: 'ok', timestamp: m.timestamp, size: m.archive.size, durationMs: r.value.ms, mode: m.consistency.mode };
+      }
+      errors.push(r.reason);
+      return { ...row(subjects[i]!), status: 'failed', error: errorText(r.reason) };
+    });
+    ctx.ui.stop();
+    this.print(rows, resultColumns);
+    return settle(rows, errors);
+  }
+}
+
+export class BackupInstancesCommand extends BackupCommand {
+  static override paths = [['backup', 'instances']];
+  static override usage = Command.Usage({
+    category: 'Backup',
+    description: 'Back up instances (all of the project when no names are given)',
+    details: 'Running instances are captured at one instant via a temporary snapshot; the snapshot and its temporary copy are removed afterwards.',
+    examples: [
+      ['Back up every instance of the default project', '$0 backup instances --target dir:/srv/backups'],
+      ['Back up two instances into restic', '$0 backup instances web1 db1 --target restic:/srv/restic'],
+    ],
+  });
+  names = Option.Rest({ name: 'NAME' });
+
+  async subjects(api: IncusApi, projects: string[]): Promise<BackupSubject[]> {
+    const out: BackupSubject[] = [];
+    for (const project of projects) {
+      if (this.names.length) {
+        for (const n of this.names) out.push({ kind: 'instance', project, name: checkName('instance', n) });
+      } else {
+        for (const i of await api.listInstances(project)) if (!isTmpName(i.name)) out.push({ kind: 'instance', project, name: i.name });
+      }
+    }
+    return out;
+  }
+}
+
+export class BackupVolumesCommand extends BackupCommand {
+  static override paths = [['backup', 'volumes']];
+  static override usage = Command.Usage({
+    category: 'Backup',
+    description: 'Back up custom storage volumes (all of the project when none are given)',
+    examples: [
+      ['Back up every custom volume', '$0 backup volumes --target dir:/srv/backups'],
+      ['Back up one volume', '$0 backup volumes default/data --target dir:/srv/backups'],
+    ],
+  });
+  names = Option.Rest({ name: 'POOL/NAME' });
+
+  async subjects(api: IncusApi, projects: string[]): Promise<BackupSubject[]> {
+    const out: BackupSubject[] = [];
+    for (const project of projects) {
+      if (this.names.length) {
+        for (const ref of this.names) out.push({ kind: 'volume', project, ...parseVolumeRef(ref) });
+      } else {
+        for (const v of await api.listVolumes(project)) {
+          if (!isTmpName(v.name) && !v.name.includes('/')) out.push({ kind: 'volume', project, pool: v.pool!, name: v.name });
+        }
+      }
+    }
+    return out;
+  }
+}
+
+export class BackupConfigCommand extends NotImplementedCommand {
+  static override paths = [['backup', 'config']];
+  static override usage = Command.Usage({
+    category: 'Backup',
+    description: 'Back up the declarative config: projects, profiles, networks, storage pools',
+    examples: [['Back up the config', '$0 backup config --target dir:/srv/backups']],
+  });
+}
+
+export class BackupAllCommand extends NotImplementedCommand {
+  static override paths = [['backup', 'all']];
+  static override usage = Command.Usage({
+    category: 'Backup',
+    description: 'Back up config, then all custom volumes, then all instances',
+    examples: [['The nightly job', '$0 backup all --target restic:/srv/restic']],
+  });
+}

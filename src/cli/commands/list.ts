@@ -1,0 +1,68 @@
+import { Command, Option } from 'clipanion';
+import * as t from 'typanion';
+import type { ResourceType } from '../../core/types.js';
+import { humanBytes } from '../../output/format.js';
+import type { BackupEntry } from '../../backends/types.js';
+import { BaseCommand, checkName } from '../base.js';
+
+const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config' } as const;
+
+export class ListCommand extends BaseCommand {
+  static override paths = [['list']];
+  static override usage = Command.Usage({
+    category: 'Inspect',
+    description: 'List the complete backups in a target',
+    details: 'Only backups whose data and manifest were fully written appear. Scoped to --project unless --all-projects.',
+    examples: [
+      ['Everything of the default project', '$0 list --target dir:/srv/backups'],
+      ['Versions of one instance, as JSON', '$0 list instances web1 --target dir:/srv/backups --output json'],
+    ],
+  });
+  kind = Option.String({ required: false, name: 'all|instances|volumes|config', validator: t.isEnum(Object.keys(KINDS) as (keyof typeof KINDS)[]) });
+  name = Option.String({ required: false, name: 'NAME' });
+
+  async run(): Promise<void> {
+    const backend = this.openTarget();
+    const type: ResourceType | undefined = KINDS[this.kind ?? 'all'];
+    let name = this.name;
+    let pool: string | undefined;
+    if (name?.includes('/') && type === 'volume') [pool, name] = name.split('/') as [string, string];
+    if (name) checkName('resource', name);
+    const entries = await backend.list({
+      ...(type ? { type } : {}),
+      ...(this.allProjects ? {} : { project: this.checkedProject() }),
+      ...(name ? { name } : {}),
+      ...(pool ? { pool } : {}),
+    });
+    this.print(
+      entries,
+      [
+        { header: 'TYPE', value: (e) => e.manifest.type },
+        { header: 'PROJECT', value: (e) => e.manifest.project },
+        { header: 'NAME', value: (e) => (e.manifest.pool ? `${e.manifest.pool}/${e.manifest.name}` : e.manifest.name) },
+        { header: 'VERSION', value: (e) => e.manifest.timestamp },
+        { header: 'SIZE', value: (e) => humanBytes(e.manifest.archive.storedSize) },
+        { header: 'MODE', value: (e) => e.manifest.consistency.mode },
+      ],
+      toListData,
+    );
+    if (entries.length === 0 && this.format === 'table') this.context.stderr.write('no backups found\n');
+  }
+}
+
+export function toListData(e: BackupEntry): Record<string, unknown> {
+  const m = e.manifest;
+  return {
+    type: m.type,
+    project: m.project,
+    name: m.name,
+    ...(m.pool ? { pool: m.pool } : {}),
+    timestamp: m.timestamp,
+    size: m.archive.storedSize,
+    archiveSize: m.archive.size,
+    sha256: m.archive.sha256,
+    consistency: m.consistency.mode,
+    instant: m.consistency.instant,
+    location: e.location,
+  };
+}

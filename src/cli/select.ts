@@ -1,0 +1,53 @@
+import type { Backend, BackupEntry, ListFilter } from '../backends/types.js';
+import type { ResourceType } from '../core/types.js';
+import { UsageError } from '../errors.js';
+
+/** Groups a backend listing by resource, each group oldest first. */
+export function groupByResource(entries: BackupEntry[]): Map<string, BackupEntry[]> {
+  const groups = new Map<string, BackupEntry[]>();
+  for (const e of entries) {
+    const m = e.manifest;
+    const k = `${m.type}\0${m.project}\0${m.pool ?? ''}\0${m.name}`;
+    (groups.get(k) ?? groups.set(k, []).get(k)!).push(e);
+  }
+  return groups;
+}
+
+/** Picks one version of one resource: an exact --version, or the newest complete backup. */
+export function pickVersion(versions: BackupEntry[], label: string, version?: string): BackupEntry {
+  if (versions.length === 0) throw new UsageError(`no backup of ${label} in the target`, 'run `incus-backup list` to see what the target holds');
+  if (!version) return versions[versions.length - 1]!;
+  const hit = versions.find((v) => v.manifest.timestamp === version);
+  if (!hit) {
+    const have = versions.slice(-5).map((v) => v.manifest.timestamp).join(', ');
+    throw new UsageError(`${label} has no backup with version ${version}`, `available (newest last): ${have}`);
+  }
+  return hit;
+}
+
+/** Backups to restore: for each named resource (or each backed-up one) the chosen version. */
+export async function selectBackups(
+  backend: Backend,
+  type: ResourceType,
+  projects: string[],
+  refs: { name: string; pool?: string }[],
+  version?: string,
+): Promise<BackupEntry[]> {
+  const out: BackupEntry[] = [];
+  for (const project of projects) {
+    const filter: ListFilter = { type, project };
+    if (refs.length) {
+      for (const r of refs) {
+        const label = `${type} ${project}/${r.pool ? `${r.pool}/` : ''}${r.name}`;
+        const versions = await backend.list({ ...filter, name: r.name, ...(r.pool ? { pool: r.pool } : {}) });
+        out.push(pickVersion(versions, label, version));
+      }
+    } else {
+      for (const [, versions] of groupByResource(await backend.list(filter))) {
+        const m = versions[0]!.manifest;
+        out.push(pickVersion(versions, `${type} ${project}/${m.pool ? `${m.pool}/` : ''}${m.name}`, version));
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,48 @@
+import { ExitCode, InterruptedError, IbError, type ExitCodeValue } from '../errors.js';
+import { humanBytes, humanDuration, type Column } from '../output/format.js';
+
+/** One line of the end-of-run summary, the same object for the table and for json/yaml. */
+export interface ResultRow {
+  type: string;
+  project: string;
+  name: string;
+  pool?: string;
+  status: 'ok' | 'failed' | 'skipped' | 'planned';
+  action?: string;
+  timestamp?: string;
+  size?: number;
+  durationMs?: number;
+  mode?: string;
+  detail?: string;
+  error?: string;
+}
+
+export const resultColumns: Column<ResultRow>[] = [
+  { header: 'TYPE', value: (r) => r.type },
+  { header: 'PROJECT', value: (r) => r.project },
+  { header: 'NAME', value: (r) => (r.pool ? `${r.pool}/${r.name}` : r.name) },
+  { header: 'STATUS', value: (r) => r.status },
+  { header: 'VERSION', value: (r) => r.timestamp ?? '' },
+  { header: 'SIZE', value: (r) => (r.size !== undefined ? humanBytes(r.size) : '') },
+  { header: 'TIME', value: (r) => (r.durationMs !== undefined ? humanDuration(r.durationMs) : '') },
+  {
+    header: 'RATE',
+    value: (r) => (r.size && r.durationMs ? `${humanBytes(Math.round((r.size * 1000) / Math.max(r.durationMs, 1)))}/s` : ''),
+  },
+  { header: 'DETAIL', value: (r) => r.error ?? r.detail ?? r.mode ?? '' },
+];
+
+/**
+ * Exit code of a run over many resources: an interrupt wins; a run whose only item failed
+ * fails with that item's own error; otherwise some failures mean exit 3.
+ */
+export function settle(rows: ResultRow[], errors: unknown[]): ExitCodeValue {
+  if (errors.some((e) => e instanceof InterruptedError)) throw errors.find((e) => e instanceof InterruptedError);
+  if (errors.length === 0) return ExitCode.ok;
+  if (rows.length === 1 && errors.length === 1) throw errors[0];
+  return ExitCode.partial;
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof IbError || e instanceof Error ? e.message : String(e);
+}

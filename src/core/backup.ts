@@ -1,0 +1,206 @@
+import { hostname } from 'node:os';
+import { pipeline } from 'node:stream/promises';
+import { subjectPath, type BackupSubject } from '../incus/api.js';
+import type { Instance } from '../incus/types.js';
+import { IncusError } from '../incus/errors.js';
+import { InterruptedError } from '../errors.js';
+import { toolVersion } from '../version.js';
+import type { BackupEntry } from '../backends/types.js';
+import { HashingStream } from './hashing.js';
+import { MANIFEST_FORMAT, type Manifest } from './manifest.js';
+import { Cleanup, type RunContext } from './run.js';
+import { TarIndexCapture } from './tarindex.js';
+import { isStaleTmpName, isTmpName, tmpName } from './tmpnames.js';
+import type { Compression, ConsistencyMode, ResourceKey } from './types.js';
+
+export interface BackupOptions {
+  /** --no-snapshot: export the live resource (not point-in-time). */
+  live: boolean;
+  optimized: boolean;
+  withSnapshots: boolean;
+  compression: Compression;
+}
+
+/** Identity that a copy gets anew but a restored instance must keep (MACs, UUIDs, cloud-init). */
+function identityKeys(config: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(config)) {
+    if (
+      k === 'volatile.uuid' ||
+      k === 'volatile.uuid.generation' ||
+      k === 'volatile.cloud-init.instance-id' ||
+      /^volatile\.[^.]+\.hwaddr$/.test(k)
+    )
+      out[k] = v;
+  }
+  return out;
+}
+
+const DAY = 24 * 3600 * 1000;
+
+/**
+ * Backs up one instance or custom volume into the backend.
+ *
+ * Consistency: Incus 6.0 can only back up the live resource. For a running instance (or any
+ * custom volume) we take a temporary snapshot, copy that snapshot to a temporary resource and
+ * back the copy up, so the archive holds the filesystem at the snapshot instant and exactly one
+ * copy of it. A stopped instance is already still and is backed up directly. With
+ * --with-snapshots a running instance is frozen while the server stages the backup instead,
+ * because a copy cannot carry the source's snapshots.
+ */
+export async function backupResource(ctx: RunContext, subject: BackupSubject, opts: BackupOptions): Promise<BackupEntry> {
+  const { api, backend, ui, signal } = ctx;
+  const label = subject.kind === 'instance' ? `instance ${subject.project}/${subject.name}` : `volume ${subject.project}/${subject.pool}/${subject.name}`;
+  const task = ui.task(label);
+  const cleanup = new Cleanup();
+  const server = await api.client.server();
+  let writer: Awaited<ReturnType<typeof backend.createWriter>> | undefined;
+  try {
+    await sweepResourceLeftovers(ctx, subject);
+    let source: Manifest['source'];
+    let running = false;
+    if (subject.kind === 'instance') {
+      const inst: Instance = await api.getInstance(subject.project, subject.name);
+      running = inst.status !== 'Stopped';
+      source = { status: inst.status, instanceType: inst.type };
+    } else {
+      const vol = await api.getVolume(subject.project, subject.pool, subject.name);
+      source = { contentType: vol.content_type };
+    }
+    let mode: ConsistencyMode;
+    if (opts.live) mode = 'live';
+    else if (subject.kind === 'instance' && !running) mode = 'stopped';
+    else if (opts.withSnapshots && subject.kind === 'instance') mode = 'freeze';
+    else if (opts.withSnapshots) {
+      mode = 'live';
+      ui.warn(`${label}: --with-snapshots ships the volume's snapshots with the live volume; its current state is not point-in-time`);
+    } else mode = 'snapshot';
+    if (opts.live) ui.warn(`${label}: --no-snapshot exports the live filesystem; files may be inconsistent with each other`);
+
+    const expires = new Date(Date.now() + DAY);
+    let exportFrom: BackupSubject = subject;
+    let instant = new Date();
+    if (mode === 'snapshot') {
+      const snap = tmpName();
+      task.phase('snapshot');
+      instant = new Date();
+      await api.createSnapshot(subject, snap, expires);
+      const dropSnap = cleanup.push(`delete temporary snapshot ${snap}`, () => api.deleteSnapshot(subject, snap));
+      const copy = tmpName();
+      task.phase('copying snapshot');
+      if (subject.kind === 'instance') {
+        const srcInst = await api.getInstance(subject.project, subject.name);
+        cleanup.push(`delete temporary copy ${copy}`, () => deleteIfExists(ctx, { ...subject, name: copy }));
+        await api.copyInstanceFromSnapshot(subject.project, subject.name, snap, copy, {});
+        // The copy got a new identity; give it the source's so the restore is the same machine.
+        await api.updateInstance(subject.project, copy, (i) => {
+          const config = { ...i.config, ...identityKeys(srcInst.config) };
+          delete config['volatile.apply_template'];
+          return { ...i, config };
+        });
+      } else {
+        cleanup.push(`delete temporary copy ${copy}`, () => deleteIfExists(ctx, { ...subject, name: copy }));
+        await api.copyVolumeFromSnapshot(subject.project, subject.pool, subject.name, snap, copy, {});
+      }
+      // The source carries the snapshot only as long as the copy takes.
+      await cleanup.runNow(dropSnap, () => api.deleteSnapshot(subject, snap));
+      exportFrom = { ...subject, name: copy };
+    }
+
+    const bname = tmpName();
+    task.phase('staging on the server');
+    let thaw: (() => void) | undefined;
+    if (mode === 'freeze' && subject.kind === 'instance') {
+      instant = new Date();
+      await api.setInstanceState(subject.project, subject.name, 'freeze');
+      thaw = cleanup.push(`unfreeze ${label}`, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
+    } else if (mode !== 'snapshot') instant = new Date();
+    cleanup.push(`delete server-side backup ${bname}`, () => api.deleteServerBackup(exportFrom, bname).catch(ignoreNotFound));
+    await api.createServerBackup(exportFrom, bname, { withSnapshots: opts.withSnapshots, optimized: opts.optimized, expiresAt: expires }, signal);
+    if (thaw) await cleanup.runNow(thaw, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
+
+    const key: ResourceKey =
+      subject.kind === 'instance'
+        ? { type: 'instance', project: subject.project, name: subject.name }
+        : { type: 'volume', project: subject.project, pool: subject.pool, name: subject.name };
+    writer = await backend.createWriter({
+      key,
+      when: new Date(),
+      archiveBase: subject.kind === 'instance' ? 'export.tar' : 'volume.tar',
+      compression: opts.compression,
+    });
+    const dl = await api.downloadServerBackup(exportFrom, bname, signal);
+    const index = new TarIndexCapture();
+    const hash = new HashingStream((n) => task.bytes(n, dl.size));
+    await pipeline(dl.stream, index, hash, writer.stream, { signal });
+    if (dl.size !== undefined && hash.bytes !== dl.size) {
+      throw new IncusError(0, `export of ${label} was cut short (${hash.bytes} of ${dl.size} bytes)`, 'GET', subjectPath(exportFrom));
+    }
+    const entry = await writer.commit({
+      format: MANIFEST_FORMAT,
+      ...key,
+      timestamp: writer.timestamp,
+      createdAt: new Date().toISOString(),
+      tool: { name: 'incus-backup', version: toolVersion },
+      incus: { serverVersion: server.environment.server_version },
+      consistency: { mode, instant: instant.toISOString() },
+      options: { optimized: opts.optimized, withSnapshots: opts.withSnapshots, compression: opts.compression },
+      archive: { size: hash.bytes, sha256: hash.sha256 },
+      source: { ...source, host: hostname() },
+      index: index.index,
+    });
+    task.end(true, `${entry.manifest.timestamp}`);
+    return entry;
+  } catch (e) {
+    await writer?.abort().catch(() => undefined);
+    task.end(false);
+    if (signal.aborted) throw new InterruptedError(`interrupted while backing up ${label}; nothing was kept`);
+    throw e;
+  } finally {
+    await cleanup.run(ui.warn.bind(ui));
+  }
+}
+
+function ignoreNotFound(e: unknown): void {
+  if (e instanceof IncusError && e.notFound) return;
+  throw e;
+}
+
+async function deleteIfExists(ctx: RunContext, s: BackupSubject): Promise<void> {
+  try {
+    if (s.kind === 'instance') await ctx.api.deleteInstance(s.project, s.name);
+    else await ctx.api.deleteVolume(s.project, s.pool, s.name);
+  } catch (e) {
+    ignoreNotFound(e);
+  }
+}
+
+/** Removes temporary snapshots and server-side backups that killed runs left on `subject`. */
+async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject): Promise<void> {
+  for (const snap of (await ctx.api.listSnapshots(subject)).filter(isStaleTmpName)) {
+    ctx.ui.warn(`removing temporary snapshot ${snap} left by an interrupted run`);
+    await ctx.api.deleteSnapshot(subject, snap).catch(ignoreNotFound);
+  }
+  for (const b of (await ctx.api.listServerBackups(subject)).filter(isStaleTmpName)) {
+    ctx.ui.warn(`removing server-side backup ${b} left by an interrupted run`);
+    await ctx.api.deleteServerBackup(subject, b).catch(ignoreNotFound);
+  }
+}
+
+/** Removes temporary copies (instances, volumes) that killed runs left in `project`. */
+export async function sweepProjectLeftovers(ctx: RunContext, project: string): Promise<void> {
+  for (const i of await ctx.api.listInstances(project)) {
+    if (isStaleTmpName(i.name)) {
+      ctx.ui.warn(`removing temporary copy ${project}/${i.name} left by an interrupted run`);
+      await deleteIfExists(ctx, { kind: 'instance', project, name: i.name });
+    }
+  }
+  for (const v of await ctx.api.listVolumes(project)) {
+    if (isStaleTmpName(v.name) && !v.name.includes('/')) {
+      ctx.ui.warn(`removing temporary copy ${project}/${v.pool}/${v.name} left by an interrupted run`);
+      await deleteIfExists(ctx, { kind: 'volume', project, pool: v.pool!, name: v.name });
+    }
+  }
+}
+
+export { isTmpName };

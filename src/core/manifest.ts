@@ -1,0 +1,87 @@
+import type { Compression, ConsistencyMode, ResourceKey, ResourceType } from './types.js';
+
+export const MANIFEST_FORMAT = 1;
+
+/** Everything needed to restore and to verify one backup, written after its data is safe. */
+export interface Manifest extends ResourceKey {
+  format: number;
+  /** The backup's version id: YYYYMMDDThhmmssZ, with -N appended if one second held several. */
+  timestamp: string;
+  createdAt: string;
+  tool: { name: string; version: string };
+  incus: { serverVersion: string };
+  consistency: { mode: ConsistencyMode; instant: string };
+  options: { optimized: boolean; withSnapshots: boolean; compression: Compression };
+  archive: {
+    /** File name as stored (export.tar, volume.tar.zst, ...). */
+    file: string;
+    /** Bytes and sha256 of the uncompressed tarball, as Incus produced it. */
+    size: number;
+    sha256: string;
+    /** Bytes and sha256 of what is stored, when compression makes it differ. */
+    storedSize: number;
+    storedSha256: string;
+  };
+  source: { status?: string; instanceType?: string; contentType?: string; host?: string };
+  /** The archive's backup/index.yaml, parsed, captured while streaming. */
+  index?: Record<string, unknown>;
+  protected?: boolean;
+}
+
+export class ManifestError extends Error {}
+
+const TYPES: ResourceType[] = ['instance', 'volume', 'config'];
+const SHA = /^[0-9a-f]{64}$/;
+
+function need(cond: unknown, what: string): asserts cond {
+  if (!cond) throw new ManifestError(what);
+}
+
+/** Validates a parsed manifest; the message names the first field that is wrong. */
+export function validateManifest(v: unknown): Manifest {
+  need(v && typeof v === 'object' && !Array.isArray(v), 'not a JSON object');
+  const m = v as Manifest;
+  need(m.format === MANIFEST_FORMAT, `unsupported format ${String(m.format)} (expected ${MANIFEST_FORMAT})`);
+  need(TYPES.includes(m.type), `bad type ${String(m.type)}`);
+  need(typeof m.project === 'string' && m.project, 'missing project');
+  need(typeof m.name === 'string' && m.name, 'missing name');
+  need(m.type !== 'volume' || (typeof m.pool === 'string' && m.pool), 'volume without pool');
+  need(typeof m.timestamp === 'string' && /^\d{8}T\d{6}Z(-\d+)?$/.test(m.timestamp), 'bad timestamp');
+  need(m.archive && typeof m.archive === 'object', 'missing archive');
+  need(typeof m.archive.file === 'string' && !m.archive.file.includes('/'), 'bad archive file name');
+  need(Number.isSafeInteger(m.archive.size) && m.archive.size >= 0, 'bad archive size');
+  need(Number.isSafeInteger(m.archive.storedSize) && m.archive.storedSize >= 0, 'bad stored size');
+  need(SHA.test(m.archive.sha256 ?? ''), 'bad archive sha256');
+  need(SHA.test(m.archive.storedSha256 ?? ''), 'bad stored sha256');
+  need(m.consistency && typeof m.consistency.mode === 'string', 'missing consistency');
+  return m;
+}
+
+export function parseManifest(text: string): Manifest {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new ManifestError(`not valid JSON (${(e as Error).message})`);
+  }
+  return validateManifest(v);
+}
+
+/** UTC second-resolution version id used in paths and for --version. */
+export function formatTimestamp(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+}
+
+export function timestampToDate(ts: string): Date {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z/.exec(ts);
+  if (!m) throw new ManifestError(`bad timestamp ${ts}`);
+  return new Date(Date.UTC(+m[1]!, +m[2]! - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!));
+}
+
+/** Orders version ids: by time, then by the -N suffix for backups of the same second. */
+export function compareTimestamps(a: string, b: string): number {
+  const [ta, na] = a.split('-');
+  const [tb, nb] = b.split('-');
+  if (ta !== tb) return ta! < tb! ? -1 : 1;
+  return Number(na ?? 0) - Number(nb ?? 0);
+}

@@ -1,0 +1,231 @@
+import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import { PassThrough } from 'node:stream';
+import type { BackupSubject } from '../incus/api.js';
+import { IncusError } from '../incus/errors.js';
+import { InterruptedError, UsageError } from '../errors.js';
+import type { BackupEntry } from '../backends/types.js';
+import { VerifyingStream } from './hashing.js';
+import { Cleanup, type RunContext } from './run.js';
+import { tmpName } from './tmpnames.js';
+
+export type RestoreAction = 'create' | 'replace' | 'skip';
+
+export interface RestorePlanItem {
+  entry: BackupEntry;
+  dest: BackupSubject;
+  action: RestoreAction;
+  /** Start the instance afterwards (it was running at backup time and --no-start is absent). */
+  start: boolean;
+  /** Instances this restore stops (and starts again afterwards). */
+  stops: string[];
+}
+
+export interface PlanOptions {
+  targetName?: string;
+  replace: boolean;
+  skipExisting: boolean;
+  noStart: boolean;
+}
+
+function destOf(entry: BackupEntry, targetName?: string): BackupSubject {
+  const m = entry.manifest;
+  const name = targetName ?? m.name;
+  return m.type === 'volume'
+    ? { kind: 'volume', project: m.project, pool: m.pool!, name }
+    : { kind: 'instance', project: m.project, name };
+}
+
+function destLabel(d: BackupSubject): string {
+  return d.kind === 'instance' ? `instance ${d.project}/${d.name}` : `volume ${d.project}/${d.pool}/${d.name}`;
+}
+
+/** Decides, per backup, what the restore will do, without changing anything. */
+export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts: PlanOptions): Promise<RestorePlanItem[]> {
+  const plan: RestorePlanItem[] = [];
+  const conflicts: string[] = [];
+  for (const entry of entries) {
+    const dest = destOf(entry, opts.targetName);
+    let exists = false;
+    const stops: string[] = [];
+    if (dest.kind === 'instance') {
+      try {
+        const cur = await ctx.api.getInstance(dest.project, dest.name);
+        exists = true;
+        if (cur.status !== 'Stopped') stops.push(dest.name);
+      } catch (e) {
+        if (!(e instanceof IncusError && e.notFound)) throw e;
+      }
+    } else {
+      try {
+        const vol = await ctx.api.getVolume(dest.project, dest.pool, dest.name);
+        exists = true;
+        for (const user of vol.used_by ?? []) {
+          const m = /^\/1\.0\/instances\/([^/?]+)/.exec(user);
+          if (!m) continue;
+          const inst = await ctx.api.getInstance(dest.project, decodeURIComponent(m[1]!));
+          if (inst.status !== 'Stopped') stops.push(inst.name);
+        }
+      } catch (e) {
+        if (!(e instanceof IncusError && e.notFound)) throw e;
+      }
+    }
+    let action: RestoreAction = 'create';
+    if (exists) {
+      if (opts.replace) action = 'replace';
+      else if (opts.skipExisting) action = 'skip';
+      else conflicts.push(destLabel(dest));
+    }
+    const start = entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
+    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [] });
+  }
+  if (conflicts.length) {
+    throw new UsageError(
+      `already exists: ${conflicts.join(', ')}`,
+      'pass --replace to replace it (the current one is kept until the restore succeeded), --skip-existing to leave it, or --target-name NEW',
+    );
+  }
+  return plan;
+}
+
+/**
+ * Carries out one plan item. The backup is first imported under a temporary name while its
+ * sha256 is checked on the way in; only a complete, verified import takes the destination's
+ * name. For a replace the current resource is renamed aside first and is put back, as it was,
+ * if anything after that fails.
+ */
+export async function restoreItem(ctx: RunContext, item: RestorePlanItem): Promise<void> {
+  if (item.action === 'skip') return;
+  const { api, backend, ui, signal } = ctx;
+  const label = destLabel(item.dest);
+  const task = ui.task(label);
+  const cleanup = new Cleanup();
+  const m = item.entry.manifest;
+  const staged: BackupSubject = { ...item.dest, name: tmpName() };
+  try {
+    task.phase('importing');
+    const archive = await backend.openArchive(item.entry, signal);
+    const verify = new VerifyingStream({ sha256: m.archive.sha256, size: m.archive.size, label: `${m.name} ${m.timestamp}` }, (n) =>
+      task.bytes(n, m.archive.size),
+    );
+    const body = new PassThrough({ highWaterMark: 1 << 20 });
+    let swapped = false;
+    cleanup.push(`delete partly restored ${staged.name}`, async () => {
+      if (!swapped) await deleteSubject(ctx, staged);
+    });
+    const feeding = pipeline(archive, verify, body, { signal });
+    const importing = api.importBackup(staged, body, { signal });
+    // Whichever side fails first stops the other: a bad checksum aborts the upload, a refused
+    // upload stops reading the archive.
+    const results = await Promise.allSettled([feeding, importing]);
+    for (const r of results) if (r.status === 'rejected') {
+      body.destroy();
+      archive.destroy();
+      throw r.reason;
+    }
+    task.phase('swapping in');
+    if (item.action === 'replace') await swapIn(ctx, item, staged);
+    else await rename(ctx, staged, item.dest.name);
+    swapped = true; // the staged resource is now the destination
+    await keepCloudInitIdentity(ctx, item);
+    if (item.start) {
+      task.phase('starting');
+      await api.setInstanceState(item.dest.project, item.dest.name, 'start');
+    }
+    task.end(true, `${m.timestamp} → ${item.dest.name}`);
+  } catch (e) {
+    task.end(false);
+    await cleanup.run(ui.warn.bind(ui));
+    if (signal.aborted) throw new InterruptedError(`interrupted while restoring ${label}; nothing was changed`);
+    throw e;
+  }
+}
+
+async function rename(ctx: RunContext, s: BackupSubject, to: string): Promise<void> {
+  if (s.kind === 'instance') await ctx.api.renameInstance(s.project, s.name, to);
+  else await ctx.api.renameVolume(s.project, s.pool, s.name, to);
+}
+
+async function deleteSubject(ctx: RunContext, s: BackupSubject): Promise<void> {
+  try {
+    if (s.kind === 'instance') await ctx.api.deleteInstance(s.project, s.name);
+    else await ctx.api.deleteVolume(s.project, s.pool, s.name);
+  } catch (e) {
+    if (!(e instanceof IncusError && e.notFound)) throw e;
+  }
+}
+
+/**
+ * Replaces the destination with the staged import: stop what must stop, rename the current
+ * resource aside, rename the staged one in, then delete the old one. Any failure before the
+ * delete puts the old one back under its name and restarts what was stopped.
+ */
+async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
+  const { api, ui } = ctx;
+  const dest = item.dest;
+  const aside: BackupSubject = { ...dest, name: `ibold-${process.pid}-${randomBytes(3).toString('hex')}` };
+  const undo = new Cleanup();
+  try {
+    for (const name of item.stops) {
+      await api.setInstanceState(dest.project, name, 'stop', { timeout: 30 }).catch(() =>
+        api.setInstanceState(dest.project, name, 'stop', { force: true }),
+      );
+      // Restarted on failure; on success the restored instance's own start rule applies.
+      undo.push(`start ${name}`, () => api.setInstanceState(dest.project, name, 'start'));
+    }
+    await rename(ctx, dest, aside.name);
+    undo.push(`put ${dest.name} back`, () => rename(ctx, aside, dest.name));
+    // Renaming a volume re-points the stopped instances' disk devices at the new name.
+    const repoint = dest.kind === 'volume' ? await devicesUsing(ctx, dest.project, dest.pool, aside.name) : [];
+    await rename(ctx, staged, dest.name);
+    undo.push(`move the restored copy out of the way`, () => rename(ctx, { ...dest }, staged.name));
+    for (const r of repoint) {
+      await setDiskSource(ctx, dest.project, r.instance, r.device, dest.name);
+      undo.push(`re-point ${r.instance}/${r.device}`, () => setDiskSource(ctx, dest.project, r.instance, r.device, aside.name));
+    }
+    await deleteSubject(ctx, aside);
+  } catch (e) {
+    ui.warn(`replacing ${dest.name} failed (${(e as Error).message}); putting the original back`);
+    await undo.run(ui.warn.bind(ui));
+    throw e;
+  }
+  // Users of a replaced volume run again; a replaced instance follows item.start.
+  for (const name of item.stops) {
+    if (dest.kind === 'instance' && name === dest.name) continue;
+    await api.setInstanceState(dest.project, name, 'start');
+  }
+}
+
+async function devicesUsing(
+  ctx: RunContext,
+  project: string,
+  pool: string,
+  volume: string,
+): Promise<{ instance: string; device: string }[]> {
+  const out: { instance: string; device: string }[] = [];
+  for (const inst of await ctx.api.listInstances(project)) {
+    for (const [dev, d] of Object.entries(inst.devices ?? {})) {
+      if (d.type === 'disk' && d.pool === pool && d.source === volume) out.push({ instance: inst.name, device: dev });
+    }
+  }
+  return out;
+}
+
+async function setDiskSource(ctx: RunContext, project: string, instance: string, device: string, source: string): Promise<void> {
+  await ctx.api.updateInstance(project, instance, (i) => ({
+    ...i,
+    devices: { ...i.devices, [device]: { ...i.devices[device]!, source } },
+  }));
+}
+
+/**
+ * Incus gives a renamed instance a new cloud-init instance-id, which would make cloud-init
+ * run again on first boot. A restore under the original name is the same machine: keep its id.
+ */
+async function keepCloudInitIdentity(ctx: RunContext, item: RestorePlanItem): Promise<void> {
+  const m = item.entry.manifest;
+  if (item.dest.kind !== 'instance' || item.dest.name !== m.name) return;
+  const config = (m.index?.config as { container?: { config?: Record<string, string> } } | undefined)?.container?.config;
+  const id = config?.['volatile.cloud-init.instance-id'];
+  if (id) await ctx.api.patchInstanceConfig(item.dest.project, item.dest.name, { 'volatile.cloud-init.instance-id': id });
+}

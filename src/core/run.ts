@@ -1,0 +1,56 @@
+import type { IncusApi } from '../incus/api.js';
+import type { Backend } from '../backends/types.js';
+
+/** Progress of one resource; the output layer decides how it looks (bar, spinner, plain lines). */
+export interface Task {
+  /** A step with no byte count (staging on the server, importing, snapshotting). */
+  phase(text: string): void;
+  /** Bytes moved so far, against an optional total. */
+  bytes(done: number, total?: number): void;
+  end(ok: boolean, text?: string): void;
+}
+
+export interface Ui {
+  info(msg: string): void;
+  warn(msg: string): void;
+  task(label: string): Task;
+}
+
+/** What the core flows need, injected so commands stay thin and tests can swap parts. */
+export interface RunContext {
+  api: IncusApi;
+  backend: Backend;
+  ui: Ui;
+  /** Aborted on SIGINT/SIGTERM: streams stop, then cleanup runs unaborted. */
+  signal: AbortSignal;
+}
+
+/** LIFO undo steps, each run even if an earlier one fails; failures are reported, not thrown. */
+export class Cleanup {
+  private steps: { what: string; fn: () => Promise<void> }[] = [];
+
+  push(what: string, fn: () => Promise<void>): () => void {
+    const step = { what, fn };
+    this.steps.push(step);
+    return () => {
+      this.steps = this.steps.filter((s) => s !== step);
+    };
+  }
+
+  /** Runs one registered step now (e.g. the temporary snapshot as soon as it was copied). */
+  async runNow(remove: () => void, fn: () => Promise<void>): Promise<void> {
+    remove();
+    await fn();
+  }
+
+  async run(warn: (msg: string) => void): Promise<void> {
+    while (this.steps.length) {
+      const s = this.steps.pop()!;
+      try {
+        await s.fn();
+      } catch (e) {
+        warn(`cleanup failed: ${s.what}: ${(e as Error).message}`);
+      }
+    }
+  }
+}

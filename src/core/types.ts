@@ -1,0 +1,18 @@
+/** What is backed up: an instance, a custom volume (pool-scoped) or the server's config. */
+export type ResourceType = 'instance' | 'volume' | 'config';
+
+export interface ResourceKey {
+  type: ResourceType;
+  project: string;
+  name: string;
+  /** Custom volumes only. */
+  pool?: string;
+}
+
+export type ConsistencyMode = 'snapshot' | 'stopped' | 'freeze' | 'live';
+export type Compression = 'none' | 'gzip' | 'zstd' | 'xz';
+
+export function keyLabel(k: ResourceKey): string {
+  if (k.type === 'volume') return `${k.project}/${k.pool}/${k.name}`;
+  return `${k.project}/${k.name}`;
+}

@@ -1,0 +1,220 @@
+import type { Readable } from 'node:stream';
+import type { IncusClient, RequestOptions } from './client.js';
+import { IncusError } from './errors.js';
+import type { Instance, Project, StorageVolume } from './types.js';
+
+const enc = encodeURIComponent;
+
+/** Paths of the two kinds of resources that Incus backs up the same way. */
+export type BackupSubject =
+  | { kind: 'instance'; project: string; name: string }
+  | { kind: 'volume'; project: string; pool: string; name: string };
+
+export function subjectPath(s: BackupSubject): string {
+  return s.kind === 'instance'
+    ? `/1.0/instances/${enc(s.name)}`
+    : `/1.0/storage-pools/${enc(s.pool)}/volumes/custom/${enc(s.name)}`;
+}
+
+function names(urls: string[]): string[] {
+  return urls.map((u) => decodeURIComponent(u.split('?')[0]!.split('/').pop()!));
+}
+
+/**
+ * Typed operations on top of the client. Everything that talks to Incus goes through
+ * `IncusClient`; this file only knows paths and payloads.
+ */
+export class IncusApi {
+  constructor(readonly client: IncusClient) {}
+
+  async exists(path: string, project: string): Promise<boolean> {
+    try {
+      await this.client.get(path, { project });
+      return true;
+    } catch (e) {
+      if (e instanceof IncusError && e.notFound) return false;
+      throw e;
+    }
+  }
+
+  // Projects
+  listProjects(): Promise<Project[]> {
+    return this.client.get<Project[]>('/1.0/projects', { query: { recursion: '1' } });
+  }
+  async createProject(name: string, config: Record<string, string> = {}, description = ''): Promise<void> {
+    await this.client.run('POST', '/1.0/projects', { body: { name, config, description } });
+  }
+  async deleteProject(name: string): Promise<void> {
+    await this.client.run('DELETE', `/1.0/projects/${enc(name)}`);
+  }
+
+  // Instances
+  listInstances(project: string): Promise<Instance[]> {
+    return this.client.get<Instance[]>('/1.0/instances', { project, query: { recursion: '1' } });
+  }
+  getInstance(project: string, name: string): Promise<Instance> {
+    return this.client.get<Instance>(`/1.0/instances/${enc(name)}`, { project });
+  }
+  async setInstanceState(
+    project: string,
+    name: string,
+    action: 'start' | 'stop' | 'freeze' | 'unfreeze',
+    opts: { force?: boolean; timeout?: number } = {},
+  ): Promise<void> {
+    await this.client.run('PUT', `/1.0/instances/${enc(name)}/state`, {
+      project,
+      body: { action, force: opts.force ?? false, timeout: opts.timeout ?? 30 },
+    });
+  }
+  async deleteInstance(project: string, name: string): Promise<void> {
+    await this.client.run('DELETE', `/1.0/instances/${enc(name)}`, { project });
+  }
+  async renameInstance(project: string, name: string, newName: string): Promise<void> {
+    await this.client.run('POST', `/1.0/instances/${enc(name)}`, { project, body: { name: newName } });
+  }
+  /** PATCHes config keys with the current ETag, so a concurrent edit is refused, not lost. */
+  async patchInstanceConfig(project: string, name: string, config: Record<string, string>): Promise<void> {
+    const path = `/1.0/instances/${enc(name)}`;
+    const { etag } = await this.client.getWithEtag(path, { project });
+    await this.client.run('PATCH', path, { project, etag, body: { config } });
+  }
+  async updateInstance(project: string, name: string, mutate: (i: Instance) => Instance): Promise<void> {
+    const path = `/1.0/instances/${enc(name)}`;
+    const { value, etag } = await this.client.getWithEtag<Instance>(path, { project });
+    await this.client.run('PUT', path, { project, etag, body: mutate(value) });
+  }
+  /** A full, independent copy of one snapshot of an instance (no snapshots of its own). */
+  async copyInstanceFromSnapshot(
+    project: string,
+    source: string,
+    snapshot: string,
+    name: string,
+    config: Record<string, string>,
+  ): Promise<void> {
+    await this.client.run('POST', '/1.0/instances', {
+      project,
+      body: { name, config, source: { type: 'copy', source: `${source}/${snapshot}` } },
+    });
+  }
+
+  // Custom volumes
+  async listVolumes(project: string): Promise<StorageVolume[]> {
+    const pools = await this.client.get<string[]>('/1.0/storage-pools');
+    const out: StorageVolume[] = [];
+    for (const pool of names(pools)) {
+      const vols = await this.client.get<StorageVolume[]>(`/1.0/storage-pools/${enc(pool)}/volumes/custom`, {
+        project,
+        query: { recursion: '1' },
+      });
+      for (const v of vols) out.push({ ...v, pool });
+    }
+    return out;
+  }
+  getVolume(project: string, pool: string, name: string): Promise<StorageVolume> {
+    return this.client.get<StorageVolume>(`/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`, { project });
+  }
+  async createVolume(
+    project: string,
+    pool: string,
+    name: string,
+    opts: { config?: Record<string, string>; contentType?: 'filesystem' | 'block' } = {},
+  ): Promise<void> {
+    await this.client.run('POST', `/1.0/storage-pools/${enc(pool)}/volumes/custom`, {
+      project,
+      body: { name, type: 'custom', content_type: opts.contentType ?? 'filesystem', config: opts.config ?? {} },
+    });
+  }
+  async deleteVolume(project: string, pool: string, name: string): Promise<void> {
+    await this.client.run('DELETE', `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`, { project });
+  }
+  async renameVolume(project: string, pool: string, name: string, newName: string): Promise<void> {
+    await this.client.run('POST', `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`, {
+      project,
+      body: { name: newName },
+    });
+  }
+  async patchVolumeConfig(project: string, pool: string, name: string, config: Record<string, string>): Promise<void> {
+    const path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`;
+    const { etag } = await this.client.getWithEtag(path, { project });
+    await this.client.run('PATCH', path, { project, etag, body: { config } });
+  }
+  async copyVolumeFromSnapshot(
+    project: string,
+    pool: string,
+    source: string,
+    snapshot: string,
+    name: string,
+    config: Record<string, string>,
+  ): Promise<void> {
+    await this.client.run('POST', `/1.0/storage-pools/${enc(pool)}/volumes/custom`, {
+      project,
+      body: {
+        name,
+        type: 'custom',
+        config,
+        source: { type: 'copy', pool, name: `${source}/${snapshot}`, volume_only: true },
+      },
+    });
+  }
+
+  // Snapshots, server-side backups, import: the same API shape for instances and volumes
+  async createSnapshot(s: BackupSubject, name: string, expiresAt: Date): Promise<void> {
+    await this.client.run('POST', `${subjectPath(s)}/snapshots`, {
+      project: s.project,
+      body: { name, stateful: false, expires_at: expiresAt.toISOString() },
+    });
+  }
+  async listSnapshots(s: BackupSubject): Promise<string[]> {
+    return names(await this.client.get<string[]>(`${subjectPath(s)}/snapshots`, { project: s.project }));
+  }
+  async deleteSnapshot(s: BackupSubject, name: string): Promise<void> {
+    await this.client.run('DELETE', `${subjectPath(s)}/snapshots/${enc(name)}`, { project: s.project });
+  }
+  async createServerBackup(
+    s: BackupSubject,
+    name: string,
+    opts: { withSnapshots: boolean; optimized: boolean; expiresAt: Date },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const only = s.kind === 'instance' ? { instance_only: !opts.withSnapshots } : { volume_only: !opts.withSnapshots };
+    await this.client.run('POST', `${subjectPath(s)}/backups`, {
+      project: s.project,
+      signal,
+      body: {
+        name,
+        ...only,
+        optimized_storage: opts.optimized,
+        compression_algorithm: 'none',
+        expires_at: opts.expiresAt.toISOString(),
+      },
+    });
+  }
+  async listServerBackups(s: BackupSubject): Promise<string[]> {
+    return names(await this.client.get<string[]>(`${subjectPath(s)}/backups`, { project: s.project }));
+  }
+  downloadServerBackup(s: BackupSubject, name: string, signal?: AbortSignal): Promise<{ stream: Readable; size?: number }> {
+    return this.client.download(`${subjectPath(s)}/backups/${enc(name)}/export`, { project: s.project, signal });
+  }
+  async deleteServerBackup(s: BackupSubject, name: string): Promise<void> {
+    await this.client.run('DELETE', `${subjectPath(s)}/backups/${enc(name)}`, { project: s.project });
+  }
+
+  /** Streams a backup tarball into Incus as a new instance or volume and waits for the import. */
+  async importBackup(
+    s: BackupSubject,
+    body: Readable,
+    opts: RequestOptions = {},
+  ): Promise<void> {
+    const path = s.kind === 'instance' ? '/1.0/instances' : `/1.0/storage-pools/${enc(s.pool)}/volumes/custom`;
+    const headers: Record<string, string> = { 'x-incus-name': s.name };
+    const op = await this.client.upload(path, body, headers, { ...opts, project: s.project });
+    await this.client.wait(op, opts.signal);
+  }
+
+  async createInstanceFromImage(project: string, name: string, alias: string, start: boolean): Promise<void> {
+    await this.client.run('POST', '/1.0/instances', {
+      project,
+      body: { name, source: { type: 'image', alias }, start },
+    });
+  }
+}

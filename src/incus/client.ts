@@ -1,0 +1,231 @@
+import { Readable } from 'node:stream';
+import { Client } from 'undici';
+import { IncusConnectionError, IncusError } from './errors.js';
+
+/** Where the Incus socket is: INCUS_SOCKET, else $INCUS_DIR/unix.socket, else the system's. */
+export function resolveSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.INCUS_SOCKET) return env.INCUS_SOCKET;
+  if (env.INCUS_DIR) return `${env.INCUS_DIR.replace(/\/+$/, '')}/unix.socket`;
+  return '/var/lib/incus/unix.socket';
+}
+
+export interface RequestOptions {
+  project?: string;
+  body?: unknown;
+  /** Sent as If-Match so a concurrent change is refused instead of overwritten. */
+  etag?: string;
+  query?: Record<string, string | undefined>;
+  signal?: AbortSignal;
+}
+
+export interface IncusResponse<T> {
+  type: 'sync' | 'async';
+  metadata: T;
+  etag?: string;
+  /** For async answers: the operation's path, to wait on. */
+  operation?: string;
+}
+
+export interface Operation {
+  id: string;
+  status: string;
+  status_code: number;
+  err: string;
+  metadata: Record<string, unknown> | null;
+  resources: Record<string, string[]> | null;
+}
+
+export interface ServerInfo {
+  api_extensions: string[];
+  api_version: string;
+  environment: { server_version: string; server_name?: string; storage?: string; kernel_version?: string };
+}
+
+interface RawResponse {
+  type: 'sync' | 'async' | 'error';
+  status_code: number;
+  error_code: number;
+  error: string;
+  operation: string;
+  metadata: unknown;
+}
+
+export type RequestLogger = (event: { method: string; path: string; status: number; ms: number }) => void;
+
+/**
+ * The only code that talks to Incus. It speaks the REST API over the UNIX socket with undici,
+ * turns sync/async/error envelopes into values or `IncusError`s, and waits on operations.
+ */
+export class IncusClient {
+  private readonly http: Client;
+  private info?: ServerInfo;
+
+  constructor(
+    readonly socketPath: string = resolveSocketPath(),
+    private readonly log?: RequestLogger,
+  ) {
+    // Staging a large backup or spooling an import can take many minutes between bytes:
+    // undici's 300 s header/body timeouts would turn that into a bogus failure.
+    this.http = new Client('http://incus', { socketPath, headersTimeout: 0, bodyTimeout: 0 });
+  }
+
+  async close(): Promise<void> {
+    await this.http.close();
+  }
+
+  private url(path: string, project?: string, query?: Record<string, string | undefined>): string {
+    const params = new URLSearchParams();
+    if (project) params.set('project', project);
+    for (const [k, v] of Object.entries(query ?? {})) if (v !== undefined) params.set(k, v);
+    const qs = params.toString();
+    return qs ? `${path}${path.includes('?') ? '&' : '?'}${qs}` : path;
+  }
+
+  private connectionError(e: unknown): never {
+    const code = (e as NodeJS.ErrnoException)?.code;
+    if (code === 'ENOENT' || code === 'ECONNREFUSED') {
+      throw new IncusConnectionError(
+        `cannot reach Incus: no daemon listening at ${this.socketPath}`,
+        'is incusd running? Point INCUS_SOCKET (or INCUS_DIR) at its socket',
+        e,
+      );
+    }
+    if (code === 'EACCES' || code === 'EPERM') {
+      throw new IncusConnectionError(
+        `permission denied on the Incus socket ${this.socketPath}`,
+        'run as root or as a member of the incus-admin group',
+        e,
+      );
+    }
+    throw e;
+  }
+
+  /** A JSON request; async answers are returned with their operation, not waited on. */
+  async request<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<IncusResponse<T>> {
+    const started = Date.now();
+    const headers: Record<string, string> = {};
+    let body: string | undefined;
+    if (opts.body !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(opts.body);
+    }
+    if (opts.etag) headers['if-match'] = opts.etag;
+    const target = this.url(path, opts.project, opts.query);
+    let res;
+    try {
+      res = await this.http.request({ method: method as 'GET', path: target, headers, body, signal: opts.signal });
+    } catch (e) {
+      this.connectionError(e);
+    }
+    const text = await res.body.text();
+    this.log?.({ method, path: target, status: res.statusCode, ms: Date.now() - started });
+    return this.parse<T>(method, target, res.statusCode, text, res.headers.etag);
+  }
+
+  private parse<T>(method: string, path: string, status: number, text: string, etag: unknown): IncusResponse<T> {
+    let raw: RawResponse;
+    try {
+      raw = JSON.parse(text) as RawResponse;
+    } catch {
+      throw new IncusError(status, `unexpected answer (HTTP ${status}): ${text.slice(0, 200)}`, method, path);
+    }
+    if (raw.type === 'error' || status >= 400) {
+      throw new IncusError(raw.error_code || status, raw.error || `HTTP ${status}`, method, path);
+    }
+    return {
+      type: raw.type,
+      metadata: raw.metadata as T,
+      etag: typeof etag === 'string' ? etag : undefined,
+      operation: raw.operation || undefined,
+    };
+  }
+
+  async get<T>(path: string, opts: RequestOptions = {}): Promise<T> {
+    return (await this.request<T>('GET', path, opts)).metadata;
+  }
+
+  /** GET with the ETag, for read-modify-write updates. */
+  async getWithEtag<T>(path: string, opts: RequestOptions = {}): Promise<{ value: T; etag?: string }> {
+    const r = await this.request<T>('GET', path, opts);
+    return { value: r.metadata, etag: r.etag };
+  }
+
+  /** Sends a request and, if the server answers with an operation, waits for it to finish. */
+  async run(method: string, path: string, opts: RequestOptions = {}): Promise<Operation | undefined> {
+    const r = await this.request<Operation>(method, path, opts);
+    if (r.type !== 'async' || !r.operation) return undefined;
+    return this.wait(r.operation, opts.signal);
+  }
+
+  /**
+   * Waits on an operation. The wait endpoint sends its body only when the operation ends, so it
+   * is polled in bounded slices: a client-side timeout can never fire on a long but healthy job.
+   */
+  async wait(operation: string, signal?: AbortSignal): Promise<Operation> {
+    const id = operation.split('/').pop()!;
+    for (;;) {
+      signal?.throwIfAborted();
+      const op = await this.get<Operation>(`/1.0/operations/${encodeURIComponent(id)}/wait`, {
+        query: { timeout: '30' },
+        signal,
+      });
+      if (op.status_code === 200) return op;
+      if (op.status_code >= 400) {
+        throw new IncusError(op.status_code, op.err || op.status, 'WAIT', operation);
+      }
+    }
+  }
+
+  /** Streams a response body (an export); errors are read and thrown as IncusError. */
+  async download(path: string, opts: RequestOptions = {}): Promise<{ stream: Readable; size?: number }> {
+    const target = this.url(path, opts.project, opts.query);
+    let res;
+    try {
+      res = await this.http.request({ method: 'GET', path: target, signal: opts.signal });
+    } catch (e) {
+      this.connectionError(e);
+    }
+    if (res.statusCode >= 400) {
+      const text = await res.body.text();
+      this.parse('GET', target, res.statusCode, text, undefined);
+    }
+    const len = Number(res.headers['content-length']);
+    return { stream: res.body as unknown as Readable, size: Number.isFinite(len) ? len : undefined };
+  }
+
+  /** Streams a request body (an import); returns the operation the server created. */
+  async upload(
+    path: string,
+    body: Readable,
+    headers: Record<string, string>,
+    opts: RequestOptions = {},
+  ): Promise<string> {
+    const target = this.url(path, opts.project, opts.query);
+    let res;
+    try {
+      res = await this.http.request({
+        method: 'POST',
+        path: target,
+        // Exactly this type: anything else makes Incus treat the body as JSON.
+        headers: { 'content-type': 'application/octet-stream', ...headers },
+        body,
+        signal: opts.signal,
+      });
+    } catch (e) {
+      this.connectionError(e);
+    }
+    const text = await res.body.text();
+    const r = this.parse<Operation>('POST', target, res.statusCode, text, undefined);
+    if (!r.operation) throw new IncusError(res.statusCode, 'import answered without an operation', 'POST', target);
+    return r.operation;
+  }
+
+  async server(): Promise<ServerInfo> {
+    this.info ??= await this.get<ServerInfo>('/1.0');
+    return this.info;
+  }
+
+  async hasExtension(name: string): Promise<boolean> {
+    return (await this.server()).api_extensions.includes(name);
+  }
+}

@@ -1,0 +1,41 @@
+import Table from 'cli-table3';
+import { stringify } from 'yaml';
+
+export type OutputFormat = 'table' | 'json' | 'yaml';
+
+export interface Column<T> {
+  header: string;
+  value: (row: T) => string;
+}
+
+/** One result, three renderings: people get a table, scripts get the same rows as data. */
+export function render<T>(rows: T[], format: OutputFormat, columns: Column<T>[], toData: (row: T) => unknown = (r) => r): string {
+  if (format === 'json') return JSON.stringify(rows.map(toData), null, 2) + '\n';
+  if (format === 'yaml') return stringify(rows.map(toData));
+  if (rows.length === 0) return '';
+  const table = new Table({
+    head: columns.map((c) => c.header),
+    style: { head: [], border: [] },
+    chars: { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' },
+  });
+  for (const r of rows) table.push(columns.map((c) => c.value(r)));
+  return table.toString() + '\n';
+}
+
+export function humanBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+export function humanDuration(ms: number): string {
+  if (ms < 1000) return `${ms} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  return `${Math.floor(s / 60)}m${Math.round(s % 60)}s`;
+}

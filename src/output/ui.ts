@@ -1,0 +1,94 @@
+import type { Writable } from 'node:stream';
+import cliProgress from 'cli-progress';
+import type { Task, Ui } from '../core/run.js';
+import { humanBytes } from './format.js';
+
+export interface UiOptions {
+  stream: Writable & { isTTY?: boolean };
+  quiet: boolean;
+  color: boolean;
+}
+
+function stamp(): string {
+  return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+}
+
+/**
+ * Progress for people and for logs. On a terminal: one live bar per resource with bytes, rate
+ * and ETA. Elsewhere (cron, CI, pipes): plain timestamped lines, no escape codes, no redraws.
+ * --quiet keeps only warnings (errors are printed by the caller).
+ */
+export function createUi(opts: UiOptions): Ui & { stop(): void } {
+  const tty = !!opts.stream.isTTY && !opts.quiet;
+  const color = (code: number, s: string) => (opts.color && tty ? `\x1b[${code}m${s}\x1b[0m` : s);
+  let multi: cliProgress.MultiBar | undefined;
+  const line = (s: string) => {
+    if (multi) multi.log(s + '\n');
+    else opts.stream.write(s + '\n');
+  };
+  const plain = (s: string) => line(tty ? s : `${stamp()} ${s}`);
+
+  return {
+    info(msg) {
+      if (!opts.quiet) plain(msg);
+    },
+    warn(msg) {
+      plain(color(33, `warning: ${msg}`));
+    },
+    task(label): Task {
+      const started = Date.now();
+      if (opts.quiet) return { phase() {}, bytes() {}, end() {} };
+      if (!tty) {
+        let lastLogged = 0;
+        return {
+          phase: (text) => plain(`${label}: ${text}`),
+          bytes(done, total) {
+            // A line every 10 s at most: readable in a log, no carriage returns.
+            if (Date.now() - lastLogged < 10_000) return;
+            lastLogged = Date.now();
+            plain(`${label}: ${humanBytes(done)}${total ? ` of ${humanBytes(total)}` : ''}`);
+          },
+          end: (ok, text) => plain(`${label}: ${ok ? 'done' : 'FAILED'}${text ? ` (${text})` : ''} in ${((Date.now() - started) / 1000).toFixed(1)} s`),
+        };
+      }
+      multi ??= new cliProgress.MultiBar(
+        {
+          stream: opts.stream as NodeJS.WriteStream,
+          format: `{label} {bar} {done} / {totalh} {rate} ETA {eta_formatted} {phase}`,
+          hideCursor: true,
+          clearOnComplete: false,
+          barsize: 24,
+          etaBuffer: 20,
+          fps: 5,
+        },
+        cliProgress.Presets.shades_classic,
+      );
+      const bar = multi.create(1, 0, { label, done: '0 B', totalh: '?', rate: '', phase: '' });
+      let total = 1;
+      return {
+        phase: (text) => bar.update({ phase: text }),
+        bytes(done, t) {
+          if (t && t !== total) {
+            total = t;
+            bar.setTotal(t);
+          }
+          const secs = (Date.now() - started) / 1000;
+          bar.update(Math.min(done, total), {
+            done: humanBytes(done),
+            totalh: t ? humanBytes(t) : '?',
+            rate: secs > 0 ? `${humanBytes(Math.round(done / secs))}/s` : '',
+            phase: '',
+          });
+        },
+        end(ok, text) {
+          bar.update(total, { phase: ok ? color(32, `done ${text ?? ''}`) : color(31, 'FAILED') });
+          bar.stop();
+        },
+      };
+    },
+    stop() {
+      multi?.stop();
+      multi = undefined;
+    },
+  };
+}
