@@ -38,6 +38,13 @@ export interface WriteRequest {
   compression: Compression;
 }
 
+/** A backup the backend can see but cannot use (bad or missing manifest, missing data). */
+export interface BrokenBackup {
+  location: string;
+  key: Partial<ResourceKey> & { timestamp?: string };
+  problem: string;
+}
+
 /** Everything a storage target must do; one conformance suite runs against each. */
 export interface Backend {
   readonly kind: 'dir' | 'restic';
@@ -46,10 +53,13 @@ export interface Backend {
   prepareWrite(onNotice: (msg: string) => void): Promise<void>;
   /** Complete backups only, oldest first per resource. Fails if the target does not exist. */
   list(filter?: ListFilter): Promise<BackupEntry[]>;
+  /** Like list, plus what is damaged or incomplete (for verify). */
+  scan(filter?: ListFilter): Promise<{ entries: BackupEntry[]; broken: BrokenBackup[] }>;
   createWriter(req: WriteRequest): Promise<ArchiveWriter>;
   /** The uncompressed tarball as stored. */
   openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable>;
-  remove(entry: BackupEntry): Promise<void>;
+  /** Removes these backups (a batch, so restic can forget them all and prune once). */
+  remove(entries: BackupEntry[]): Promise<void>;
   close(): Promise<void>;
 }
 

@@ -11,18 +11,12 @@ import { formatTimestamp, ManifestError, parseManifest, compareTimestamps, type 
 import type { ResourceKey } from '../../core/types.js';
 import { UsageError } from '../../errors.js';
 import { toolVersion } from '../../version.js';
-import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, ListFilter, WriteRequest } from '../types.js';
+import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, ListFilter, WriteRequest } from '../types.js';
 
 const STAGING = '.staging';
 const TRASH = '.trash';
 const TS_DIR = /^\d{8}T\d{6}Z(-\d+)?$/;
 
-/** A backup that is listed by path but whose manifest or archive is not usable. */
-export interface BrokenBackup {
-  location: string;
-  key: Partial<ResourceKey> & { timestamp: string };
-  problem: string;
-}
 
 /**
  * Backups as plain files: one directory per backup, holding the archive, manifest.json and a
@@ -226,14 +220,16 @@ export class DirBackend implements Backend {
     return raw.pipe(dec);
   }
 
-  async remove(entry: BackupEntry): Promise<void> {
+  async remove(entries: BackupEntry[]): Promise<void> {
     // Out of the listed tree first (one rename), then delete: a crash in between leaves only
     // trash that the next writer sweeps, never a half-deleted backup that still lists.
     const trash = join(this.root, TRASH);
     await mkdirPrivate(trash);
-    const dest = join(trash, `${hostname()}_${process.pid}_${randomBytes(4).toString('hex')}`);
-    await fs.rename(entry.location, dest);
-    await fs.rm(dest, { recursive: true, force: true });
+    for (const entry of entries) {
+      const dest = join(trash, `${hostname()}_${process.pid}_${randomBytes(4).toString('hex')}`);
+      await fs.rename(entry.location, dest);
+      await fs.rm(dest, { recursive: true, force: true });
+    }
   }
 
   async close(): Promise<void> {}
