@@ -80,12 +80,18 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     const expires = new Date(Date.now() + DAY);
     let exportFrom: BackupSubject = subject;
     let instant = new Date();
+    let frozenMs: number | undefined;
     if (mode === 'snapshot') {
       const snap = tmpName();
       task.phase('snapshot');
+      // Snapshots are atomic only on copy-on-write drivers; on `dir` a snapshot is a file-by-file
+      // copy. Freezing the writers for its duration makes it one instant on every driver (on
+      // CoW drivers the freeze lasts milliseconds).
+      const thawAll = await freezeWriters(ctx, subject, cleanup);
       instant = new Date();
+      const dropSnap = cleanup.push(`delete temporary snapshot ${snap}`, () => api.deleteSnapshot(subject, snap).catch(ignoreNotFound));
       await api.createSnapshot(subject, snap, expires);
-      const dropSnap = cleanup.push(`delete temporary snapshot ${snap}`, () => api.deleteSnapshot(subject, snap));
+      frozenMs = await thawAll();
       const copy = tmpName();
       task.phase('copying snapshot');
       if (subject.kind === 'instance') {
@@ -117,7 +123,10 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     } else if (mode !== 'snapshot') instant = new Date();
     cleanup.push(`delete server-side backup ${bname}`, () => api.deleteServerBackup(exportFrom, bname).catch(ignoreNotFound));
     await api.createServerBackup(exportFrom, bname, { withSnapshots: opts.withSnapshots, optimized: opts.optimized, expiresAt: expires }, signal);
-    if (thaw) await cleanup.runNow(thaw, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
+    if (thaw) {
+      await cleanup.runNow(thaw, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
+      frozenMs = Date.now() - instant.getTime();
+    }
 
     const key: ResourceKey =
       subject.kind === 'instance'
@@ -143,7 +152,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       createdAt: new Date().toISOString(),
       tool: { name: 'incus-backup', version: toolVersion },
       incus: { serverVersion: server.environment.server_version },
-      consistency: { mode, instant: instant.toISOString() },
+      consistency: { mode, instant: instant.toISOString(), ...(frozenMs !== undefined ? { frozenMs } : {}) },
       options: { optimized: opts.optimized, withSnapshots: opts.withSnapshots, compression: opts.compression },
       archive: { size: hash.bytes, sha256: hash.sha256 },
       source: { ...source, host: hostname() },
@@ -159,6 +168,35 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
   } finally {
     await cleanup.run(ui.warn.bind(ui));
   }
+}
+
+/**
+ * Freezes the running instances that write to `subject` (the instance itself, or the users of
+ * a volume); returns a function that thaws them. Thawing is also registered as cleanup so an
+ * error or interrupt never leaves an instance frozen.
+ */
+async function freezeWriters(ctx: RunContext, subject: BackupSubject, cleanup: Cleanup): Promise<() => Promise<number>> {
+  const names: string[] = [];
+  if (subject.kind === 'instance') names.push(subject.name);
+  else {
+    const vol = await ctx.api.getVolume(subject.project, subject.pool, subject.name);
+    for (const u of vol.used_by ?? []) {
+      const m = /^\/1\.0\/instances\/([^/?]+)/.exec(u);
+      if (m) names.push(decodeURIComponent(m[1]!));
+    }
+  }
+  const thaws: { name: string; remove: () => void }[] = [];
+  for (const name of names) {
+    const inst = await ctx.api.getInstance(subject.project, name);
+    if (inst.status !== 'Running') continue;
+    await ctx.api.setInstanceState(subject.project, name, 'freeze');
+    thaws.push({ name, remove: cleanup.push(`unfreeze ${name}`, () => ctx.api.setInstanceState(subject.project, name, 'unfreeze')) });
+  }
+  const frozenAt = Date.now();
+  return async () => {
+    for (const t of thaws) await cleanup.runNow(t.remove, () => ctx.api.setInstanceState(subject.project, t.name, 'unfreeze'));
+    return thaws.length ? Date.now() - frozenAt : 0;
+  };
 }
 
 function ignoreNotFound(e: unknown): void {

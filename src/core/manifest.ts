@@ -10,7 +10,8 @@ export interface Manifest extends ResourceKey {
   createdAt: string;
   tool: { name: string; version: string };
   incus: { serverVersion: string };
-  consistency: { mode: ConsistencyMode; instant: string };
+  /** How the backup was made consistent, when, and how long writers were frozen for it. */
+  consistency: { mode: ConsistencyMode; instant: string; frozenMs?: number };
   options: { optimized: boolean; withSnapshots: boolean; compression: Compression };
   archive: {
     /** File name as stored (export.tar, volume.tar.zst, ...). */
