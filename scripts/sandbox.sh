@@ -56,6 +56,9 @@ up() {
   incus admin waitready --timeout 60
   incus storage show default >/dev/null 2>&1 || incus storage create default dir </dev/null >/dev/null
   incus profile device show default 2>/dev/null | grep -q '^root:' || incus profile device add default root disk path=/ pool=default </dev/null >/dev/null
+  # busybox init powers off on SIGUSR2, not on the SIGPWR Incus sends by default: without this
+  # every clean stop waits for the 30 s timeout and is then forced.
+  [ "$(incus profile get default raw.lxc)" = "lxc.signal.halt = SIGUSR2" ] || incus profile set default raw.lxc "lxc.signal.halt = SIGUSR2"
   incus image alias list --format csv | grep -q "^$image_alias," || build_image
   say "ready: INCUS_SOCKET=$INCUS_SOCKET"
 }

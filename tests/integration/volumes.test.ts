@@ -1,0 +1,77 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, incus, incusJson, launch, parseJson, sh, state, tempTarget, testProject } from './helpers.js';
+
+let project: { name: string; dispose: () => Promise<void> };
+let target: ReturnType<typeof tempTarget>;
+let P: string;
+let sha: string;
+
+async function volumeNames(): Promise<string[]> {
+  const vols = await incusJson<{ name: string }[]>('/1.0/storage-pools/default/volumes/custom?recursion=1', P);
+  return vols.map((v) => v.name).sort();
+}
+
+beforeAll(async () => {
+  project = await testProject('vol');
+  P = project.name;
+  target = tempTarget();
+  await incus('storage', 'volume', 'create', 'default', 'data', '--project', P);
+  await launch(P, 'app');
+  await incus('storage', 'volume', 'attach', 'default', 'data', 'app', '/mnt/data', '--project', P);
+  sha = await sh(P, 'app', 'dd if=/dev/urandom of=/mnt/data/blob bs=1M count=3 2>/dev/null; sha256sum /mnt/data/blob | cut -d" " -f1');
+});
+
+afterAll(async () => {
+  await project?.dispose();
+  target?.dispose();
+});
+
+describe('custom volumes on a directory target', () => {
+  it('backs up every volume of the project while it is in use', async () => {
+    const r = await cli(['backup', 'volumes', '--project', P, '--target', target.uri]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const list = await cli(['list', 'volumes', '--project', P, '--target', target.uri, '--output', 'json']);
+    const rows = parseJson<{ type: string; pool: string; name: string; consistency: string; size: number }[]>(list.stdout);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ type: 'volume', pool: 'default', name: 'data', consistency: 'snapshot' });
+    expect(rows[0]!.size).toBeGreaterThan(3 << 20);
+    expect(await state(P, 'app')).toBe('Running');
+    expect(await volumeNames()).toEqual(['data']);
+    expect(await incusJson<string[]>('/1.0/storage-pools/default/volumes/custom/data/snapshots', P)).toEqual([]);
+  });
+
+  it('asks for POOL/NAME', async () => {
+    const r = await cli(['restore', 'volume', 'data', '-y', '--project', P, '--target', target.uri]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/POOL\/NAME/);
+  });
+
+  it('restores under a new name with identical data', async () => {
+    const r = await cli(['restore', 'volume', 'default/data', '--target-name', 'data2', '-y', '--project', P, '--target', target.uri]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await volumeNames()).toEqual(['data', 'data2']);
+    await incus('storage', 'volume', 'attach', 'default', 'data2', 'app', '/mnt/data2', '--project', P);
+    expect(await sh(P, 'app', 'sha256sum /mnt/data2/blob | cut -d" " -f1')).toBe(sha);
+    await incus('storage', 'volume', 'detach', 'default', 'data2', 'app', '--project', P);
+    await incus('storage', 'volume', 'delete', 'default', 'data2', '--project', P);
+  });
+
+  it('replacing a volume used by a running instance needs --force without a terminal', async () => {
+    await sh(P, 'app', 'echo drift > /mnt/data/blob');
+    const r = await cli(['restore', 'volume', 'default/data', '--replace', '-y', '--project', P, '--target', target.uri]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/stops the running instances/);
+    expect(r.stdout).toMatch(/stops app/);
+    expect(await sh(P, 'app', 'cat /mnt/data/blob')).toBe('drift');
+  });
+
+  it('--replace --force swaps the data in, re-attaches it and restarts its users', async () => {
+    const r = await cli(['restore', 'volume', 'default/data', '--replace', '--force', '--project', P, '--target', target.uri]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await state(P, 'app')).toBe('Running');
+    expect(await sh(P, 'app', 'sha256sum /mnt/data/blob | cut -d" " -f1')).toBe(sha);
+    const dev = await incusJson<{ devices: Record<string, Record<string, string>> }>('/1.0/instances/app', P);
+    expect(Object.values(dev.devices).find((d) => d.path === '/mnt/data')?.source).toBe('data');
+    expect(await volumeNames()).toEqual(['data']);
+  });
+});
