@@ -90,7 +90,12 @@ export abstract class BaseCommand extends Command<IbContext> {
   }
 
   incus(): IncusApi {
-    const client = new IncusClient(resolveSocketPath(this.context.env));
+    const log =
+      this.logLevel === 'debug'
+        ? (e: { method: string; path: string; status: number; ms: number }) =>
+            this.context.stderr.write(`debug: incus ${e.method} ${e.path} → ${e.status} (${e.ms} ms)\n`)
+        : undefined;
+    const client = new IncusClient(resolveSocketPath(this.context.env), log);
     this.cleanupFns.push(() => client.close());
     return new IncusApi(client);
   }

@@ -173,22 +173,25 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       // Restarted on failure; on success the restored instance's own start rule applies.
       undo.push(`start ${name}`, () => api.setInstanceState(dest.project, name, 'start'));
     }
+    // Detach a volume's disk devices first: Incus takes ~30 s to rename an attached volume, and
+    // re-pointing devices by hand afterwards is what a rename would do anyway. Re-attaching
+    // them is both the success path and the undo.
+    const detached = dest.kind === 'volume' ? await detachUsers(ctx, dest) : [];
+    undo.push(`re-attach ${dest.name}`, () => reattachUsers(ctx, dest.project, detached));
     await rename(ctx, dest, aside.name);
     undo.push(`put ${dest.name} back`, () => rename(ctx, aside, dest.name));
-    // Renaming a volume re-points the stopped instances' disk devices at the new name.
-    const repoint = dest.kind === 'volume' ? await devicesUsing(ctx, dest.project, dest.pool, aside.name) : [];
     await rename(ctx, staged, dest.name);
     undo.push(`move the restored copy out of the way`, () => rename(ctx, { ...dest }, staged.name));
-    for (const r of repoint) {
-      await setDiskSource(ctx, dest.project, r.instance, r.device, dest.name);
-      undo.push(`re-point ${r.instance}/${r.device}`, () => setDiskSource(ctx, dest.project, r.instance, r.device, aside.name));
-    }
-    await deleteSubject(ctx, aside);
+    await reattachUsers(ctx, dest.project, detached);
   } catch (e) {
     ui.warn(`replacing ${dest.name} failed (${(e as Error).message}); putting the original back`);
     await undo.run(ui.warn.bind(ui));
     throw e;
   }
+  // The swap is done; failing to delete the old copy loses nothing, so it is only a warning.
+  await deleteSubject(ctx, aside).catch((e: unknown) =>
+    ui.warn(`the replaced ${dest.name} is kept as ${aside.name}: deleting it failed (${(e as Error).message})`),
+  );
   // Users of a replaced volume run again; a replaced instance follows item.start.
   for (const name of item.stops) {
     if (dest.kind === 'instance' && name === dest.name) continue;
@@ -196,26 +199,32 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
   }
 }
 
-async function devicesUsing(
-  ctx: RunContext,
-  project: string,
-  pool: string,
-  volume: string,
-): Promise<{ instance: string; device: string }[]> {
-  const out: { instance: string; device: string }[] = [];
-  for (const inst of await ctx.api.listInstances(project)) {
-    for (const [dev, d] of Object.entries(inst.devices ?? {})) {
-      if (d.type === 'disk' && d.pool === pool && d.source === volume) out.push({ instance: inst.name, device: dev });
-    }
+interface DetachedDisk {
+  instance: string;
+  device: string;
+  config: Record<string, string>;
+}
+
+/** Removes the disk devices that attach volume `dest` from (stopped) instances of its project. */
+async function detachUsers(ctx: RunContext, dest: BackupSubject & { kind: 'volume' }): Promise<DetachedDisk[]> {
+  const out: DetachedDisk[] = [];
+  for (const inst of await ctx.api.listInstances(dest.project)) {
+    const mine = Object.entries(inst.devices ?? {}).filter(([, d]) => d.type === 'disk' && d.pool === dest.pool && d.source === dest.name);
+    if (!mine.length) continue;
+    await ctx.api.updateInstance(dest.project, inst.name, (i) => {
+      const devices = { ...i.devices };
+      for (const [name] of mine) delete devices[name];
+      return { ...i, devices };
+    });
+    for (const [device, config] of mine) out.push({ instance: inst.name, device, config });
   }
   return out;
 }
 
-async function setDiskSource(ctx: RunContext, project: string, instance: string, device: string, source: string): Promise<void> {
-  await ctx.api.updateInstance(project, instance, (i) => ({
-    ...i,
-    devices: { ...i.devices, [device]: { ...i.devices[device]!, source } },
-  }));
+async function reattachUsers(ctx: RunContext, project: string, disks: DetachedDisk[]): Promise<void> {
+  for (const d of disks) {
+    await ctx.api.updateInstance(project, d.instance, (i) => ({ ...i, devices: { ...i.devices, [d.device]: d.config } }));
+  }
 }
 
 /**
