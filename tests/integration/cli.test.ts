@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { cli, repo } from './helpers.js';
+
+const version = (JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { version: string }).version;
+
+describe('the CLI surface', () => {
+  it('prints its version', async () => {
+    const r = await cli(['--version']);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout.trim()).toBe(version);
+  });
+
+  it('lists every command in --help, without colours when NO_COLOR is set', async () => {
+    const r = await cli(['--help']);
+    expect(r.exitCode).toBe(0);
+    for (const c of [
+      'backup instances',
+      'backup volumes',
+      'backup config',
+      'backup all',
+      'restore instance ',
+      'restore instances',
+      'restore volume ',
+      'restore volumes',
+      'restore config',
+      'restore all',
+      'list',
+      'verify',
+      'prune',
+    ]) {
+      expect(r.stdout).toContain(`incus-backup ${c}`);
+    }
+    expect(r.stdout).not.toMatch(/\x1b\[/);
+  });
+
+  it.each(['backup instances', 'restore instance', 'list', 'verify', 'prune', 'backup all'])(
+    '%s --help has a description and an example',
+    async (path) => {
+      const r = await cli([...path.split(' '), '--help']);
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout).toMatch(/^Examples$/m);
+      expect(r.stdout).toMatch(/\$ incus-backup /);
+    },
+  );
+
+  it('rejects bad targets with exit 2, one line and a hint', async () => {
+    for (const [target, msg] of [
+      ['nowhere', /has no scheme/],
+      ['ftp:/x', /unknown target scheme/],
+      ['dir:relative', /not an absolute path/],
+    ] as const) {
+      const r = await cli(['list', '--target', target]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr).toMatch(/^Hint: /m);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('takes the target from INCUS_BACKUP_TARGET', async () => {
+    const r = await cli(['list'], { INCUS_BACKUP_TARGET: 'dir:/nonexistent/ib-target' });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/dir:\/nonexistent\/ib-target does not exist/);
+  });
+
+  it('says clearly when the Incus socket is missing', async () => {
+    const r = await cli(['backup', 'instances', '--target', 'dir:/tmp/ib-unused'], { INCUS_SOCKET: '/nonexistent/unix.socket' });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/cannot reach Incus: no daemon listening at \/nonexistent\/unix.socket/);
+    expect(r.stderr).toMatch(/Hint: .*INCUS_SOCKET/);
+  });
+
+  it('validates --parallel and --output', async () => {
+    expect((await cli(['list', '--target', 'dir:/tmp', '--parallel', '0'])).exitCode).not.toBe(0);
+    const r = await cli(['list', '--target', 'dir:/tmp', '--output', 'xml']);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/output/);
+  });
+});

@@ -1,0 +1,92 @@
+import { createHash } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { describe, expect, it } from 'vitest';
+import { ChecksumMismatchError, HashingStream, VerifyingStream } from '../../src/core/hashing.js';
+import { TarIndexCapture } from '../../src/core/tarindex.js';
+import { mapPool } from '../../src/core/pool.js';
+
+/** A minimal ustar archive built by hand: header blocks, data padded to 512, two zero blocks. */
+function tar(entries: { name: string; data: Buffer }[]): Buffer {
+  const blocks: Buffer[] = [];
+  for (const e of entries) {
+    const h = Buffer.alloc(512);
+    h.write(e.name, 0, 'utf8');
+    h.write('0000644\0', 100);
+    h.write('0000000\0', 108);
+    h.write('0000000\0', 116);
+    h.write(e.data.length.toString(8).padStart(11, '0') + '\0', 124);
+    h.write('00000000000\0', 136);
+    h.write('        ', 148);
+    h.write('0', 156);
+    h.write('ustar\0', 257);
+    h.write('00', 263);
+    let sum = 0;
+    for (const b of h) sum += b;
+    h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+    blocks.push(h, e.data, Buffer.alloc((512 - (e.data.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
+}
+
+const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
+
+/** Feeds `buf` in small chunks, as a socket would. */
+function chunked(buf: Buffer, size = 100): Readable {
+  const parts: Buffer[] = [];
+  for (let i = 0; i < buf.length; i += size) parts.push(buf.subarray(i, i + size));
+  return Readable.from(parts);
+}
+
+describe('streaming helpers', () => {
+  it('HashingStream counts and hashes what passes through', async () => {
+    const data = Buffer.from('x'.repeat(100_000));
+    const h = new HashingStream();
+    await pipeline(chunked(data), h, sink());
+    expect(h.bytes).toBe(100_000);
+    expect(h.sha256).toBe(createHash('sha256').update(data).digest('hex'));
+  });
+
+  it('VerifyingStream passes matching bytes and fails on a flipped byte, a short or a long stream', async () => {
+    const data = Buffer.from('hello world'.repeat(1000));
+    const expected = { sha256: createHash('sha256').update(data).digest('hex'), size: data.length, label: 't' };
+    await expect(pipeline(chunked(data), new VerifyingStream(expected), sink())).resolves.toBeUndefined();
+    const flipped = Buffer.from(data);
+    flipped[5000] = flipped[5000]! ^ 1;
+    await expect(pipeline(chunked(flipped), new VerifyingStream(expected), sink())).rejects.toThrow(/sha256 mismatch/);
+    await expect(pipeline(chunked(data.subarray(0, 100)), new VerifyingStream(expected), sink())).rejects.toThrow(/truncated/);
+    await expect(pipeline(chunked(Buffer.concat([data, data])), new VerifyingStream(expected), sink())).rejects.toBeInstanceOf(ChecksumMismatchError);
+  });
+
+  it('TarIndexCapture reads backup/index.yaml from the first entries, across chunk borders', async () => {
+    const archive = tar([
+      { name: 'backup/index.yaml', data: Buffer.from('name: web\npool: default\nsnapshots: []\n') },
+      { name: 'backup/container/rootfs/x', data: Buffer.alloc(3000, 7) },
+    ]);
+    const cap = new TarIndexCapture();
+    await pipeline(chunked(archive, 37), cap, sink());
+    expect(cap.index).toEqual({ name: 'web', pool: 'default', snapshots: [] });
+  });
+
+  it('TarIndexCapture finds nothing in an archive without an index', async () => {
+    const cap = new TarIndexCapture();
+    await pipeline(chunked(tar([{ name: 'other', data: Buffer.from('x') }])), cap, sink());
+    expect(cap.index).toBeUndefined();
+  });
+
+  it('mapPool keeps order, limits concurrency and isolates failures', async () => {
+    let running = 0;
+    let peak = 0;
+    const out = await mapPool([5, 1, 3, 2], 2, async (n) => {
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise((r) => setTimeout(r, n * 5));
+      running--;
+      if (n === 3) throw new Error('three');
+      return n * 10;
+    });
+    expect(peak).toBe(2);
+    expect(out.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message))).toEqual([50, 10, 'three', 20]);
+  });
+});

@@ -1,0 +1,37 @@
+import { describe, expect, it } from 'vitest';
+import '../../src/cli.js';
+import { openBackend, parseTarget } from '../../src/backends/registry.js';
+import { DirBackend } from '../../src/backends/dir/index.js';
+import { UsageError } from '../../src/errors.js';
+
+describe('target URIs', () => {
+  it('resolves dir: with an absolute path, normalised', () => {
+    const b = openBackend('dir:/srv/backups//incus/');
+    expect(b).toBeInstanceOf(DirBackend);
+    expect((b as DirBackend).root).toBe('/srv/backups/incus');
+  });
+
+  it('hands everything after restic: to restic', () => {
+    expect(parseTarget('restic:sftp:user@host:/srv/r').rest).toBe('sftp:user@host:/srv/r');
+    expect(parseTarget('restic:rest:http://127.0.0.1:8000/r').scheme).toBe('restic');
+  });
+
+  it.each([
+    [undefined, /no target given/, /INCUS_BACKUP_TARGET/],
+    ['/srv/backups', /has no scheme/, /dir:\/srv\/backups/],
+    ['s3:bucket', /unknown target scheme "s3:"/, /dir:, restic:/],
+    ['dir:relative/path', /not an absolute path/, /dir:\/srv\/relative\/path/],
+    ['dir:', /needs a path/, /--target dir:/],
+  ])('rejects %s with a usage error and a hint', (uri, msg, hint) => {
+    let err: unknown;
+    try {
+      openBackend(uri);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UsageError);
+    expect((err as UsageError).exitCode).toBe(2);
+    expect((err as UsageError).message).toMatch(msg);
+    expect((err as UsageError).hint).toMatch(hint);
+  });
+});
