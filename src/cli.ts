@@ -4,7 +4,7 @@ import { registerBackend } from './backends/registry.js';
 import { resticBackendFactory } from './backends/restic/index.js';
 import { BackupAllCommand, BackupConfigCommand, BackupInstancesCommand, BackupVolumesCommand } from './cli/commands/backup.js';
 import { ListCommand } from './cli/commands/list.js';
-import { PruneCommand, VerifyCommand } from './cli/commands/maintenance.js';
+import { ProtectCommand, PruneCommand, UnprotectCommand, VerifyCommand } from './cli/commands/maintenance.js';
 import {
   RestoreAllCommand,
   RestoreConfigCommand,
@@ -36,6 +36,8 @@ export function buildCli(): Cli<IbContext> {
     ListCommand,
     VerifyCommand,
     PruneCommand,
+    ProtectCommand,
+    UnprotectCommand,
     Builtins.HelpCommand,
     Builtins.VersionCommand,
   ])

@@ -34,7 +34,7 @@ export interface ArchiveWriter {
 export interface WriteRequest {
   key: ResourceKey;
   when: Date;
-  archiveBase: 'export.tar' | 'volume.tar';
+  archiveBase: 'export.tar' | 'volume.tar' | 'config.json';
   compression: Compression;
 }
 
@@ -43,6 +43,45 @@ export interface BrokenBackup {
   location: string;
   key: Partial<ResourceKey> & { timestamp?: string };
   problem: string;
+  /** What kind of damage, for verify's report; 'manifest' when not given. */
+  kind?: ProblemKind;
+}
+
+/** Kinds of damage verify reports; the message says the details. */
+export type ProblemKind = 'checksum' | 'missing' | 'manifest' | 'truncated' | 'size' | 'unreadable' | 'repository';
+
+export interface Problem {
+  kind: ProblemKind;
+  message: string;
+}
+
+/** What verify asks for. A dir target reads and hashes all data whatever is asked. */
+export interface CheckOptions {
+  /** restic: `restic check --read-data`. */
+  readData?: boolean;
+  /** restic: `restic check --read-data-subset X` (n/t, x% or a size). */
+  readDataSubset?: string;
+  /** Stream every archive back and compare it with its manifest (restic: `restic dump`). */
+  deep?: boolean;
+  signal?: AbortSignal;
+  /** Bytes read so far for the item being checked. */
+  onBytes?: (done: number) => void;
+}
+
+/** The stored data of one backup checked against its manifest. */
+export interface EntryCheck {
+  problems: Problem[];
+  bytesRead: number;
+  /** The backup disappeared while being checked (a concurrent prune): not damage. */
+  gone?: boolean;
+}
+
+export interface LockRequest {
+  /** Waits this long for another writer; 0 fails at once. */
+  waitMs: number;
+  signal?: AbortSignal;
+  /** Waiting, or taking over a stale lock. */
+  onNotice?: (msg: string) => void;
 }
 
 /** Everything a storage target must do; one conformance suite runs against each. */
@@ -61,6 +100,24 @@ export interface Backend {
   /** Removes these backups (a batch, so restic can forget them all and prune once). */
   remove(entries: BackupEntry[]): Promise<void>;
   close(): Promise<void>;
+
+  /**
+   * Re-reads the stored data of one backup and checks it against its manifest (and, for dir
+   * targets, checksums.txt). Without it, verify streams openArchive() when --deep is given.
+   */
+  checkEntry?(entry: BackupEntry, opts: CheckOptions): Promise<EntryCheck>;
+  /**
+   * Extension point for a whole-repository check, run once before the per-backup checks
+   * (restic: `restic check`, with --read-data / --read-data-subset from opts).
+   */
+  check?(opts: CheckOptions): Promise<{ problems: Problem[]; bytesRead?: number }>;
+  /** Pins a backup so that prune never removes it (restic: a tag). Returns the updated entry. */
+  setProtected?(entry: BackupEntry, value: boolean): Promise<BackupEntry>;
+  /**
+   * Takes the target's writer lock for backup, prune and protect; resolves to its release.
+   * Absent when the storage locks by itself (restic).
+   */
+  lock?(purpose: string, req: LockRequest): Promise<() => Promise<void>>;
 }
 
 export interface BackendFactory {

@@ -49,6 +49,11 @@ export abstract class BaseCommand extends Command<IbContext> {
 
   abstract run(): Promise<ExitCodeValue | void>;
 
+  /** Runs `fn` when the command ends, however it ends (locks, connections, progress bars). */
+  protected onCleanup(fn: () => Promise<void>): void {
+    this.cleanupFns.push(fn);
+  }
+
   async execute(): Promise<number> {
     try {
       return (await this.run()) ?? ExitCode.ok;

@@ -16,3 +16,6 @@ export function keyLabel(k: ResourceKey): string {
   if (k.type === 'volume') return `${k.project}/${k.pool}/${k.name}`;
   return `${k.project}/${k.name}`;
 }
+
+/** The project recorded for server-wide resources (the declarative config). */
+export const SERVER_WIDE = '*';

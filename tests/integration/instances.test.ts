@@ -185,7 +185,8 @@ describe('instances on a directory target', () => {
   it('two backups in the same second do not collide', async () => {
     await incus('stop', '-f', 'web', '--project', P);
     try {
-      const results = await Promise.all([0, 1].map(() => cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri])));
+      // The target's writer lock serialises them; --lock-wait lets the second wait its turn.
+      const results = await Promise.all([0, 1].map(() => cli(['backup', 'instances', 'web', '--lock-wait', '1m', '--project', P, '--target', target.uri])));
       for (const r of results) expect(r.exitCode, r.stderr).toBe(0);
       const stamps = (await listJson('web')).map((r) => r.timestamp);
       expect(new Set(stamps).size).toBe(stamps.length);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, join, normalize } from 'node:path';
@@ -11,10 +12,26 @@ import { formatTimestamp, ManifestError, parseManifest, compareTimestamps, type 
 import type { ResourceKey } from '../../core/types.js';
 import { UsageError } from '../../errors.js';
 import { toolVersion } from '../../version.js';
-import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, ListFilter, WriteRequest } from '../types.js';
+import { ArchiveDigest, tarProblems } from '../../core/verify.js';
+import type {
+  ArchiveWriter,
+  Backend,
+  BackendFactory,
+  BackupEntry,
+  BrokenBackup,
+  CheckOptions,
+  EntryCheck,
+  ListFilter,
+  LockRequest,
+  Problem,
+  ProblemKind,
+  WriteRequest,
+} from '../types.js';
+import { acquireLock } from './lock.js';
 
 const STAGING = '.staging';
 const TRASH = '.trash';
+import { SERVER_WIDE } from '../../core/types.js';
 const TS_DIR = /^\d{8}T\d{6}Z(-\d+)?$/;
 
 
@@ -34,7 +51,8 @@ export class DirBackend implements Backend {
   resourceDir(k: ResourceKey): string {
     if (k.type === 'instance') return join(this.root, 'instances', k.project, k.name);
     if (k.type === 'volume') return join(this.root, 'volumes', k.project, k.pool!, k.name);
-    return join(this.root, 'config', k.project);
+    // The declarative config is server-wide: one series of versions, whatever the project.
+    return join(this.root, 'config');
   }
 
   async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
@@ -158,17 +176,25 @@ export class DirBackend implements Backend {
             throw new ManifestError('manifest does not match its location');
           }
           const st = await fs.stat(join(location, manifest.archive.file)).catch(() => undefined);
-          if (!st) throw new ManifestError(`archive ${manifest.archive.file} is missing`);
+          if (!st) throw new DamageError('missing', `archive ${manifest.archive.file} is missing`);
           if (st.size !== manifest.archive.storedSize) {
-            throw new ManifestError(`archive has ${st.size} bytes, manifest says ${manifest.archive.storedSize}`);
+            throw new DamageError(
+              st.size < manifest.archive.storedSize ? 'truncated' : 'size',
+              `size mismatch: archive ${manifest.archive.file} has ${st.size} bytes, manifest says ${manifest.archive.storedSize}`,
+            );
           }
           entries.push({ manifest, location });
         } catch (e) {
-          const problem =
-            (e as NodeJS.ErrnoException).code === 'ENOENT'
-              ? 'manifest.json is missing'
-              : `invalid manifest: ${(e as Error).message}`;
-          broken.push({ location, key: { ...key, timestamp: ts }, problem });
+          const code = (e as NodeJS.ErrnoException).code;
+          const [kind, problem]: [ProblemKind, string] =
+            e instanceof DamageError
+              ? [e.kind, e.message]
+              : code === 'ENOENT'
+                ? ['missing', 'manifest.json is missing']
+                : code
+                  ? ['unreadable', `manifest.json cannot be read: ${(e as Error).message}`]
+                  : ['manifest', `invalid manifest: ${(e as Error).message}`];
+          broken.push({ location, key: { ...key, timestamp: ts }, problem, kind });
         }
       }
     }
@@ -200,9 +226,7 @@ export class DirBackend implements Backend {
             out.push({ dir: join(base, project, pool, name), key: { type: 'volume', project, pool, name } });
     }
     if (!f.type || f.type === 'config') {
-      const base = join(this.root, 'config');
-      for (const project of pick(f.project, await readdirSafe(base)))
-        out.push({ dir: join(base, project), key: { type: 'config', project, name: 'config' } });
+      out.push({ dir: join(this.root, 'config'), key: { type: 'config', project: SERVER_WIDE, name: 'config' } });
     }
     return out;
   }
@@ -233,6 +257,138 @@ export class DirBackend implements Backend {
   }
 
   async close(): Promise<void> {}
+
+  /**
+   * Reads the stored archive once: its bytes are hashed as stored and, when compressed, fed
+   * to the decompressor whose output (the tar) is hashed too, so a compressed backup costs one
+   * read. A decompressor failure does not stop the read: the stored checksum still gets its
+   * verdict, which is the more useful message (bit rot rather than "bad gzip").
+   */
+  async checkEntry(entry: BackupEntry, opts: CheckOptions): Promise<EntryCheck> {
+    const m = entry.manifest;
+    const file = m.archive.file;
+    const problems: Problem[] = [];
+    if (!(await exists(entry.location))) return { problems, bytesRead: 0, gone: true };
+    problems.push(...(await this.checksumFileProblems(entry)));
+    if (m.options.compression === 'none' && (m.archive.size !== m.archive.storedSize || m.archive.sha256 !== m.archive.storedSha256)) {
+      problems.push({ kind: 'manifest', message: 'invalid manifest: uncompressed archive with differing stored and tar checksums' });
+    }
+
+    const stored = new ArchiveDigest();
+    const dec = decompressor(m.options.compression);
+    const tar = dec ? new ArchiveDigest() : stored;
+    let decError: Error | undefined;
+    // Errors reach decError through the pipeline; the listener only keeps a late one (a write
+    // racing the failure) from becoming an uncaught exception.
+    dec?.on('error', () => undefined);
+    const decDone = dec
+      ? pipeline(dec, tar.sink()).catch((e: unknown) => {
+          decError ??= e as Error;
+        })
+      : Promise.resolve();
+    const feeding = () => dec && !decError && !dec.destroyed && !dec.writableEnded;
+    try {
+      const raw = createReadStream(join(entry.location, file), { highWaterMark: 1 << 20, ...(opts.signal ? { signal: opts.signal } : {}) });
+      for await (const chunk of raw as AsyncIterable<Buffer>) {
+        stored.update(chunk);
+        opts.onBytes?.(stored.bytes);
+        if (feeding() && !dec!.write(chunk)) {
+          await Promise.race([once(dec!, 'drain'), decDone]).catch((e: unknown) => {
+            decError ??= e as Error;
+          });
+        }
+      }
+      if (feeding()) dec!.end();
+      await decDone;
+    } catch (e) {
+      dec?.destroy();
+      if (opts.signal?.aborted) throw e;
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        if (!(await exists(entry.location))) return { problems: [], bytesRead: stored.bytes, gone: true };
+        problems.push({ kind: 'missing', message: `archive ${file} is missing` });
+      } else problems.push({ kind: 'unreadable', message: `archive ${file} cannot be read: ${(e as Error).message}` });
+      return { problems, bytesRead: stored.bytes };
+    }
+
+    let storedOk = true;
+    if (stored.bytes !== m.archive.storedSize) {
+      storedOk = false;
+      problems.push({
+        kind: stored.bytes < m.archive.storedSize ? 'truncated' : 'size',
+        message: `size mismatch: ${file} has ${stored.bytes} bytes, manifest says ${m.archive.storedSize}`,
+      });
+    } else if (stored.sha256 !== m.archive.storedSha256) {
+      storedOk = false;
+      problems.push({
+        kind: 'checksum',
+        message: `checksum mismatch: ${file} sha256 ${stored.sha256.slice(0, 12)}…, manifest says ${m.archive.storedSha256.slice(0, 12)}…`,
+      });
+    }
+    if (dec && decError) {
+      problems.push({ kind: 'unreadable', message: `${file} cannot be decompressed: ${decError.message}` });
+    } else if (storedOk) {
+      // With a damaged stored file the tar's own mismatch is a consequence: say it once.
+      problems.push(...tarProblems(tar, m, dec ? `tar inside ${file}` : file));
+    }
+    return { problems, bytesRead: stored.bytes };
+  }
+
+  /** checksums.txt (for `sha256sum -c`) must exist and agree with the manifest. */
+  private async checksumFileProblems(entry: BackupEntry): Promise<Problem[]> {
+    const file = entry.manifest.archive.file;
+    let text: string;
+    try {
+      text = await fs.readFile(join(entry.location, 'checksums.txt'), 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [{ kind: 'missing', message: 'checksums.txt is missing' }];
+      return [{ kind: 'unreadable', message: `checksums.txt cannot be read: ${(e as Error).message}` }];
+    }
+    const line = text
+      .split('\n')
+      .map((l) => /^([0-9a-f]{64}) [ *](.+)$/.exec(l))
+      .find((x) => x?.[2] === file);
+    if (!line) return [{ kind: 'checksum', message: `checksums.txt has no line for ${file}` }];
+    if (line[1] !== entry.manifest.archive.storedSha256) {
+      return [{ kind: 'checksum', message: `checksum mismatch: checksums.txt and manifest.json disagree on ${file}` }];
+    }
+    return [];
+  }
+
+  /**
+   * Protection lives in manifest.json (`"protected": true`), rewritten atomically: the manifest
+   * is already what list, restore and prune read, it travels with the backup when the tree is
+   * copied elsewhere, and writeFileAtomic means a crash leaves the old manifest or the new one.
+   * The file is edited as raw JSON so fields a newer version wrote are kept. The caller holds
+   * the target lock, so two protects cannot interleave their read and write.
+   */
+  async setProtected(entry: BackupEntry, value: boolean): Promise<BackupEntry> {
+    const path = join(entry.location, 'manifest.json');
+    const text = await fs.readFile(path, 'utf8');
+    const manifest = parseManifest(text);
+    if ((manifest.protected === true) === value) return { manifest, location: entry.location };
+    const raw = JSON.parse(text) as Record<string, unknown>;
+    if (value) raw.protected = true;
+    else delete raw.protected;
+    const next = JSON.stringify(raw, null, 2) + '\n';
+    await writeFileAtomic(path, next);
+    return { manifest: parseManifest(next), location: entry.location };
+  }
+
+  /** The writer lock: see lock.ts. The target must exist (prepareWrite creates it). */
+  async lock(purpose: string, req: LockRequest): Promise<() => Promise<void>> {
+    await this.ensureExists();
+    return acquireLock(this.root, { purpose, waitMs: req.waitMs, ...(req.signal ? { signal: req.signal } : {}), ...(req.onNotice ? { onNotice: req.onNotice } : {}) });
+  }
+}
+
+/** A backup whose manifest is fine but whose data is not where or what it says. */
+class DamageError extends Error {
+  constructor(
+    readonly kind: ProblemKind,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 async function readdirSafe(dir: string): Promise<string[]> {

@@ -7,6 +7,7 @@ import { UsageError, type ExitCodeValue } from '../../errors.js';
 import type { BackupSubject, IncusApi } from '../../incus/api.js';
 import { BaseCommand, checkName, NotImplementedCommand } from '../base.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
+import { lockTarget, lockWaitOption } from './maintenance.js';
 
 /** `POOL/NAME` → parts, with a clear error when the pool is missing. */
 export function parseVolumeRef(ref: string): { pool: string; name: string } {
@@ -25,6 +26,7 @@ abstract class BackupCommand extends BaseCommand {
     description: 'Directory targets only: none, gzip, zstd or xz',
     validator: t.isEnum(['none', 'gzip', 'zstd', 'xz'] as const),
   });
+  lockWait = lockWaitOption();
 
   abstract subjects(api: IncusApi, projects: string[]): Promise<BackupSubject[]>;
 
@@ -48,6 +50,7 @@ abstract class BackupCommand extends BaseCommand {
     }
     const ctx = this.runContext(api, backend);
     await backend.prepareWrite((m) => ctx.ui.info(m));
+    this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, ctx.ui, this.context.signal));
     for (const p of new Set(subjects.map((s) => s.project))) await sweepProjectLeftovers(ctx, p);
     const opts = { live: this.noSnapshot, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
     const errors: unknown[] = [];

@@ -1,20 +1,318 @@
-import { Command } from 'clipanion';
-import { NotImplementedCommand } from '../base.js';
+import { Command, Option } from 'clipanion';
+import * as t from 'typanion';
+import { parseLockWait } from '../../backends/dir/lock.js';
+import type { Backend, ListFilter } from '../../backends/types.js';
+import { planPrune, pruneRows, reasonText, effectivePolicy, type PruneRow } from '../../core/prune.js';
+import { policyIsEmpty, RetentionError, type RetentionPolicy } from '../../core/retention.js';
+import type { Ui } from '../../core/run.js';
+import type { ResourceKey, ResourceType } from '../../core/types.js';
+import { verifyBackups, verifyFailed, type VerifyItem } from '../../core/verify.js';
+import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
+import { humanBytes, humanDuration, type Column } from '../../output/format.js';
+import { createUi } from '../../output/ui.js';
+import { BaseCommand, checkName } from '../base.js';
+import { pickVersion } from '../select.js';
+import { parseVolumeRef } from './backup.js';
 
-export class VerifyCommand extends NotImplementedCommand {
+const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config' } as const;
+type Kind = keyof typeof KINDS;
+const kindOption = (required: boolean) =>
+  Option.String({ required, name: 'all|instances|volumes|config', validator: t.isEnum(Object.keys(KINDS) as Kind[]) });
+
+/** --lock-wait for every command that writes a target; backup commands use it too. */
+export const lockWaitOption = () =>
+  Option.String('--lock-wait', '0', {
+    description: 'How long to wait for another run writing the same dir: target, e.g. 30s, 10m (default 0: fail at once)',
+  });
+
+/**
+ * Takes the target's writer lock if the backend has one (dir: yes; restic locks by itself).
+ * Parse `lockWait` before doing anything else so a typo fails before any work.
+ */
+export async function lockTarget(backend: Backend, purpose: string, lockWait: string, ui: Ui, signal: AbortSignal): Promise<() => Promise<void>> {
+  const waitMs = parseLockWait(lockWait);
+  if (!backend.lock) return async () => undefined;
+  return backend.lock(purpose, { waitMs, signal, onNotice: (m) => ui.warn(m) });
+}
+
+const label = (k: { type?: string; project?: string; pool?: string; name?: string }) =>
+  `${k.type ?? '?'} ${[k.project, k.pool, k.name].filter(Boolean).join('/')}`;
+
+/** The common shape of verify and prune: [KIND] [NAME], scoped to --project or --all-projects. */
+abstract class ScopedCommand extends BaseCommand {
+  kind = kindOption(false);
+  name = Option.String({ required: false, name: 'NAME' });
+
+  scope(): ListFilter {
+    const type: ResourceType | undefined = KINDS[this.kind ?? 'all'];
+    let name = this.name;
+    let pool: string | undefined;
+    if (name?.includes('/') && type === 'volume') [pool, name] = name.split('/') as [string, string];
+    if (name) checkName('resource', name);
+    if (pool) checkName('pool', pool);
+    return {
+      ...(type ? { type } : {}),
+      ...(this.allProjects ? {} : { project: this.checkedProject() }),
+      ...(name ? { name } : {}),
+      ...(pool ? { pool } : {}),
+    };
+  }
+
+  /** A named resource with no backups is a mistake worth saying, as for restore. */
+  nothingFound(backend: Backend): never {
+    throw new UsageError(`no backups of ${this.kind ?? 'all'} ${this.name} in ${backend.uri}`, 'check the name, --project and --target; `incus-backup list` shows what is there');
+  }
+
+  ui(): Ui & { stop(): void } {
+    return createUi({ stream: this.context.stderr, quiet: this.quiet, color: this.useColor });
+  }
+}
+
+const verifyColumns: Column<VerifyItem>[] = [
+  { header: 'TYPE', value: (i) => i.type ?? '?' },
+  { header: 'PROJECT', value: (i) => i.project ?? '' },
+  { header: 'NAME', value: (i) => (i.pool ? `${i.pool}/${i.name}` : (i.name ?? '')) },
+  { header: 'VERSION', value: (i) => i.timestamp ?? '' },
+  { header: 'SIZE', value: (i) => (i.size !== undefined ? humanBytes(i.size) : '') },
+  { header: 'STATUS', value: (i) => i.status },
+  { header: 'PROBLEM', value: (i) => i.problems.map((p) => p.message).join('; ') },
+];
+
+export class VerifyCommand extends ScopedCommand {
   static override paths = [['verify']];
   static override usage = Command.Usage({
     category: 'Inspect',
     description: 'Check backups against their checksums and manifests; exit 3 if anything is damaged',
-    examples: [['Verify everything', '$0 verify all --target dir:/srv/backups']],
+    details: `
+      Reports every backup with its status and, for a bad one, why: checksum mismatch, missing file, unreadable or invalid manifest, truncated tar, size mismatch. Exit 0 when all is sound, 3 when anything is damaged or missing. Never locks the target and changes nothing.
+
+      Directory targets: every verify reads all stored data once, re-hashing each archive against checksums.txt and manifest.json, decompressing compressed archives in the same pass and checking the tar inside (size, sha256, end-of-archive blocks). \`--read-data\`, \`--read-data-subset\` and \`--deep\` are accepted for restic targets and change nothing for directory targets.
+    `,
+    examples: [
+      ['Verify everything of every project', '$0 verify all --all-projects --target dir:/srv/backups'],
+      ['Verify the backups of one instance, as JSON', '$0 verify instances web1 --target dir:/srv/backups --output json'],
+    ],
   });
+  readData = Option.Boolean('--read-data', false, { description: 'restic: read all pack data (dir targets always read all data)' });
+  readDataSubset = Option.String('--read-data-subset', { description: 'restic: read a subset of the data: n/t, x% or a size such as 5G' });
+  deep = Option.Boolean('--deep', false, { description: 'restic: stream every archive back and compare it with its manifest' });
+
+  async run(): Promise<ExitCodeValue> {
+    if (this.readDataSubset && !/^(\d+\/\d+|\d+(\.\d+)?%|\d+[KMGT]?)$/i.test(this.readDataSubset)) {
+      throw new UsageError(`--read-data-subset "${this.readDataSubset}" is not n/t, x% or a size`, 'e.g. 1/5, 10% or 5G');
+    }
+    const backend = this.openTarget();
+    const filter = this.scope();
+    const ui = this.ui();
+    let report;
+    try {
+      report = await verifyBackups(
+        backend,
+        filter,
+        { readData: this.readData, deep: this.deep, parallel: this.parallel, ...(this.readDataSubset ? { readDataSubset: this.readDataSubset } : {}) },
+        ui,
+        this.context.signal,
+      );
+    } finally {
+      ui.stop();
+    }
+    if (this.name && report.items.length === 0) this.nothingFound(backend);
+    this.print(report.items, verifyColumns);
+    const { ok, damaged, gone } = report.counts;
+    this.context.stderr.write(
+      `verified ${report.items.length} backup(s) in ${backend.uri}: ${ok} ok, ${damaged} damaged${gone ? `, ${gone} removed meanwhile` : ''}; ` +
+        `${humanBytes(report.bytesChecked)} checked in ${humanDuration(report.durationMs)}\n`,
+    );
+    return verifyFailed(report) ? ExitCode.partial : ExitCode.ok;
+  }
 }
 
-export class PruneCommand extends NotImplementedCommand {
+const count = (flag: string, what: string) =>
+  Option.String(flag, { description: what, validator: t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(-1)]) });
+
+const pruneColumns: Column<PruneRow>[] = [
+  { header: 'TYPE', value: (r) => r.type },
+  { header: 'PROJECT', value: (r) => r.project },
+  { header: 'NAME', value: (r) => (r.pool ? `${r.pool}/${r.name}` : r.name) },
+  { header: 'VERSION', value: (r) => r.timestamp },
+  { header: 'SIZE', value: (r) => humanBytes(r.size) },
+  { header: 'ACTION', value: (r) => r.action },
+  { header: 'REASON', value: reasonText },
+];
+
+export class PruneCommand extends ScopedCommand {
   static override paths = [['prune']];
   static override usage = Command.Usage({
     category: 'Maintenance',
     description: 'Remove old backups according to a retention policy (preview first)',
-    examples: [['Keep 7 daily and 4 weekly backups', '$0 prune all --keep-daily 7 --keep-weekly 4 --target dir:/srv/backups']],
+    details: `
+      The policy applies to each resource (instance, volume, project config) separately, with restic's \`forget\` rules: a backup stays if any rule keeps it. Counts of -1 mean unlimited (write it as --keep-daily=-1); \`--keep-within\` takes durations such as 30d, 2w, 1y6m (measured from the newest backup). The newest backup of every resource and protected backups (see \`protect\`) always stay. Without any --keep option prune refuses to run.
+
+      A preview lists every backup with keep or remove and the rules that keep it; \`--dry-run\` stops there, otherwise prune asks for confirmation (\`-y\` to skip). On a dir: target, prune holds the target's writer lock from planning to removal.
+    `,
+    examples: [
+      ['Keep 7 daily and 4 weekly backups of everything', '$0 prune all --keep-daily 7 --keep-weekly 4 --target dir:/srv/backups -y'],
+      ['Preview keeping only the last backup of web1', '$0 prune instances web1 --keep-last 1 --target dir:/srv/backups --dry-run'],
+    ],
   });
+  keepLast = count('--keep-last', 'Keep the N newest backups');
+  keep = count('--keep', 'Alias of --keep-last');
+  keepHourly = count('--keep-hourly', 'Keep the newest backup of each of the last N hours that have one');
+  keepDaily = count('--keep-daily', 'Keep the newest backup of each of the last N days that have one');
+  keepWeekly = count('--keep-weekly', 'Keep the newest backup of each of the last N ISO weeks that have one');
+  keepMonthly = count('--keep-monthly', 'Keep the newest backup of each of the last N months that have one');
+  keepYearly = count('--keep-yearly', 'Keep the newest backup of each of the last N years that have one');
+  keepWithin = Option.String('--keep-within', { description: 'Keep backups this recent relative to the newest, e.g. 30d, 2w, 1y6m' });
+  lockWait = lockWaitOption();
+
+  /** The policy from the flags, checked as a whole before anything is read. */
+  flagPolicy(): RetentionPolicy {
+    if (this.keep !== undefined && this.keepLast !== undefined && this.keep !== this.keepLast) {
+      throw new UsageError('--keep and --keep-last disagree', '--keep is an alias of --keep-last: give one of them');
+    }
+    const p: RetentionPolicy = {};
+    const last = this.keepLast ?? this.keep;
+    if (last !== undefined) p.keepLast = last;
+    if (this.keepHourly !== undefined) p.keepHourly = this.keepHourly;
+    if (this.keepDaily !== undefined) p.keepDaily = this.keepDaily;
+    if (this.keepWeekly !== undefined) p.keepWeekly = this.keepWeekly;
+    if (this.keepMonthly !== undefined) p.keepMonthly = this.keepMonthly;
+    if (this.keepYearly !== undefined) p.keepYearly = this.keepYearly;
+    if (this.keepWithin !== undefined) p.keepWithin = this.keepWithin;
+    let empty: boolean;
+    try {
+      empty = policyIsEmpty(p);
+    } catch (e) {
+      if (e instanceof RetentionError) throw new UsageError(e.message, 'see `incus-backup prune --help` for the --keep-* options');
+      throw e;
+    }
+    // Configured defaults (a later issue) go through effectivePolicy's `defaults`; until then
+    // an empty policy is always a mistake, never "delete everything" nor "keep everything".
+    if (empty) {
+      throw new UsageError('no retention policy given: prune would not know what to keep', 'pass at least one --keep-* option, e.g. --keep-last 7 or --keep-daily 7 --keep-weekly 4');
+    }
+    return p;
+  }
+
+  async run(): Promise<ExitCodeValue> {
+    const flags = this.flagPolicy();
+    parseLockWait(this.lockWait);
+    const backend = this.openTarget();
+    const filter = this.scope();
+    const ui = this.ui();
+    let release = async () => undefined as void;
+    try {
+      // Planned under the lock, so no backup or protect can change what the plan was made on.
+      if (!this.dryRun) release = await lockTarget(backend, 'prune', this.lockWait, ui, this.context.signal);
+      const { entries, broken } = await backend.scan(filter);
+      if (broken.length) ui.warn(`${broken.length} damaged backup(s) are left alone; \`incus-backup verify\` names them`);
+      if (this.name && entries.length === 0) this.nothingFound(backend);
+      const plan = planPrune(entries, (k: ResourceKey) => effectivePolicy(k, flags));
+      this.print(pruneRows(plan), pruneColumns);
+      const err = this.context.stderr;
+      err.write(
+        `${entries.length} backup(s) of ${plan.resources} resource(s): ${entries.length - plan.remove.length} to keep, ` +
+          `${plan.remove.length} to remove (${humanBytes(plan.bytesFreed)})\n`,
+      );
+      if (this.dryRun) {
+        err.write('dry run: nothing was changed\n');
+        return ExitCode.ok;
+      }
+      if (plan.remove.length === 0) return ExitCode.ok;
+      await this.confirm(`Remove ${plan.remove.length} backup(s) (${humanBytes(plan.bytesFreed)}) from ${backend.uri}?`);
+      const task = ui.task(`removing ${plan.remove.length} backup(s)`);
+      try {
+        await backend.remove(plan.remove);
+      } catch (e) {
+        task.end(false);
+        throw new IbError(`prune failed while removing backups: ${(e as Error).message}`, ExitCode.failed, '`incus-backup list` shows what is left; run prune again to finish');
+      }
+      task.end(true);
+      ui.stop();
+      err.write(`removed ${plan.remove.length} backup(s), freed ${humanBytes(plan.bytesFreed)}\n`);
+      return ExitCode.ok;
+    } finally {
+      ui.stop();
+      await release();
+    }
+  }
+}
+
+abstract class ProtectionCommand extends BaseCommand {
+  kind = Option.String({ name: 'instances|volumes|config', validator: t.isEnum(['instances', 'volumes', 'config'] as const) });
+  name = Option.String({ required: false, name: 'NAME' });
+  version = Option.String('--version', { description: 'Backup version (YYYYMMDDThhmmssZ); default: the newest complete one' });
+  lockWait = lockWaitOption();
+  abstract readonly value: boolean;
+
+  async run(): Promise<ExitCodeValue> {
+    if (this.version && !/^\d{8}T\d{6}Z(-\d+)?$/.test(this.version)) {
+      throw new UsageError(`--version "${this.version}" is not a backup version`, 'versions look like 20260131T235959Z; see `incus-backup list`');
+    }
+    if (this.allProjects) throw new UsageError(`${this.path[0]} works on one backup`, 'give its project with --project');
+    const project = this.checkedProject();
+    const type = KINDS[this.kind];
+    let ref: { name: string; pool?: string };
+    if (type === 'config') {
+      if (this.name) throw new UsageError('config backups have no NAME', `e.g. incus-backup ${this.path[0]} config --version 20260131T235959Z`);
+      ref = { name: 'config' };
+    } else if (!this.name) {
+      throw new UsageError(`which ${type}?`, `e.g. incus-backup ${this.path[0]} ${this.kind} ${type === 'volume' ? 'default/data' : 'web1'} --version 20260131T235959Z`);
+    } else ref = type === 'volume' ? parseVolumeRef(this.name) : { name: checkName('instance', this.name) };
+    parseLockWait(this.lockWait);
+
+    const backend = this.openTarget();
+    if (!backend.setProtected) throw new IbError(`${backend.kind} targets cannot protect backups yet`, ExitCode.failed);
+    const ui = createUi({ stream: this.context.stderr, quiet: this.quiet, color: this.useColor });
+    const release = this.dryRun ? async () => undefined : await lockTarget(backend, this.path[0]!, this.lockWait, ui, this.context.signal);
+    try {
+      const versions = await backend.list({ type, project, name: ref.name, ...(ref.pool ? { pool: ref.pool } : {}) });
+      const wanted = { type, project, name: ref.name, ...(ref.pool ? { pool: ref.pool } : {}) };
+      const entry = pickVersion(versions, label(wanted), this.version);
+      const was = entry.manifest.protected === true;
+      const after = this.dryRun ? entry : await backend.setProtected(entry, this.value);
+      const m = after.manifest;
+      const row = { type: m.type, project: m.project, ...(m.pool ? { pool: m.pool } : {}), name: m.name, timestamp: m.timestamp, protected: this.dryRun ? this.value : m.protected === true };
+      this.print([row], [
+        { header: 'TYPE', value: (r) => r.type },
+        { header: 'PROJECT', value: (r) => r.project },
+        { header: 'NAME', value: (r) => (r.pool ? `${r.pool}/${r.name}` : r.name) },
+        { header: 'VERSION', value: (r) => r.timestamp },
+        { header: 'PROTECTED', value: (r) => (r.protected ? 'yes' : 'no') },
+      ]);
+      const state = this.value ? 'protected' : 'unprotected';
+      this.context.stderr.write(
+        `${label(m)} ${m.timestamp}: ${was === this.value ? `already ${state}` : this.dryRun ? `would be ${state} (dry run)` : state}\n`,
+      );
+      return ExitCode.ok;
+    } finally {
+      ui.stop();
+      await release();
+    }
+  }
+}
+
+export class ProtectCommand extends ProtectionCommand {
+  static override paths = [['protect']];
+  static override usage = Command.Usage({
+    category: 'Maintenance',
+    description: 'Pin one backup so that prune never removes it',
+    details:
+      'Names a backup as `list` and `restore` do: KIND, NAME (POOL/NAME for volumes, none for config), --project and --version (default: the newest). Prune shows protected backups as kept for reason "protected". On a dir: target the flag is stored in the backup\'s manifest.json, rewritten atomically.',
+    examples: [
+      ['Keep the backup taken before an upgrade', '$0 protect instances web1 --version 20260131T235959Z --target dir:/srv/backups'],
+      ['Pin the newest backup of a volume', '$0 protect volumes default/data --target dir:/srv/backups'],
+    ],
+  });
+  readonly value = true;
+}
+
+export class UnprotectCommand extends ProtectionCommand {
+  static override paths = [['unprotect']];
+  static override usage = Command.Usage({
+    category: 'Maintenance',
+    description: 'Let prune remove a backup that was protected',
+    examples: [['Release a pinned backup', '$0 unprotect instances web1 --version 20260131T235959Z --target dir:/srv/backups']],
+  });
+  readonly value = false;
 }

@@ -1,0 +1,109 @@
+import { cpSync, promises as fs, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, launch, parseJson, tempTarget, testProject } from './helpers.js';
+
+// One real backup per compression, made once; each test damages its own copy of the target.
+let proj: Awaited<ReturnType<typeof testProject>>;
+const base = tempTarget();
+const copies: ReturnType<typeof tempTarget>[] = [];
+
+interface Item {
+  name: string;
+  timestamp: string;
+  status: string;
+  problems: { kind: string; message: string }[];
+}
+
+function copyTarget(): { dir: string; uri: string; versions: string[] } {
+  const t = tempTarget();
+  copies.push(t);
+  cpSync(base.dir, t.dir, { recursive: true });
+  const versions = readdirSync(join(t.dir, 'instances', proj.name, 'c1')).sort();
+  return { dir: t.dir, uri: t.uri, versions };
+}
+
+const backupDir = (t: { dir: string }, version: string) => join(t.dir, 'instances', proj.name, 'c1', version);
+
+beforeAll(async () => {
+  proj = await testProject('verify');
+  await launch(proj.name, 'c1');
+  for (const compression of ['none', 'gzip']) {
+    const r = await cli(['backup', 'instances', 'c1', '--project', proj.name, '--target', base.uri, '--compression', compression, '-q']);
+    expect(r.exitCode, r.stderr).toBe(0);
+  }
+});
+
+afterAll(async () => {
+  await proj?.dispose();
+  base.dispose();
+  for (const c of copies) c.dispose();
+});
+
+describe('verify on a directory target', () => {
+  it('passes a clean target with exit 0 and counts what it read', async () => {
+    const r = await cli(['verify', 'all', '--project', proj.name, '--target', base.uri, '--output', 'json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const items = parseJson<Item[]>(r.stdout);
+    expect(items.map((i) => [i.name, i.status])).toEqual([
+      ['c1', 'ok'],
+      ['c1', 'ok'],
+    ]);
+    expect(r.stderr).toMatch(new RegExp(`verified 2 backup\\(s\\) in ${base.uri}: 2 ok, 0 damaged; \\d+(\\.\\d)? MiB checked`));
+  });
+
+  it('exits 3 on a flipped byte, naming the backup and "checksum"', async () => {
+    const t = copyTarget();
+    const [plain, gz] = t.versions as [string, string];
+    for (const [v, file] of [
+      [plain, 'export.tar'],
+      [gz, 'export.tar.gz'],
+    ] as const) {
+      const fh = await fs.open(join(backupDir(t, v), file), 'r+');
+      await fh.write(Buffer.from([0x5a]), 0, 1, 70_000);
+      await fh.close();
+    }
+    const r = await cli(['verify', 'instances', 'c1', '--project', proj.name, '--target', t.uri]);
+    expect(r.exitCode, r.stderr).toBe(3);
+    const lines = r.stdout.split('\n');
+    for (const v of [plain, gz]) {
+      const line = lines.find((l) => l.includes(v));
+      expect(line).toMatch(/c1 .* damaged .*checksum mismatch/);
+    }
+    expect(r.stderr).toContain('0 ok, 2 damaged');
+  });
+
+  it('exits 3 on a deleted archive file, saying it is missing', async () => {
+    const t = copyTarget();
+    await fs.rm(join(backupDir(t, t.versions[0]!), 'export.tar'));
+    const r = await cli(['verify', '--project', proj.name, '--target', t.uri, '--output', 'json']);
+    expect(r.exitCode, r.stderr).toBe(3);
+    const items = parseJson<Item[]>(r.stdout);
+    expect(items.map((i) => [i.timestamp, i.status, i.problems.map((p) => `${p.kind}: ${p.message}`)])).toEqual([
+      [t.versions[0], 'damaged', ['missing: archive export.tar is missing']],
+      [t.versions[1], 'ok', []],
+    ]);
+  });
+
+  it('exits 3 on a corrupt manifest.json, saying "manifest"', async () => {
+    const t = copyTarget();
+    const path = join(backupDir(t, t.versions[1]!), 'manifest.json');
+    await fs.writeFile(path, (await fs.readFile(path, 'utf8')).slice(0, 200));
+    const r = await cli(['verify', '--project', proj.name, '--target', t.uri]);
+    expect(r.exitCode, r.stderr).toBe(3);
+    const line = r.stdout.split('\n').find((l) => l.includes(t.versions[1]!));
+    expect(line).toMatch(/damaged .*invalid manifest: not valid JSON/);
+    expect(r.stderr).toContain('1 ok, 1 damaged');
+  });
+
+  it('accepts the restic read options on a dir target and rejects bad input with exit 2', async () => {
+    const ok = await cli(['verify', '--read-data', '--read-data-subset', '10%', '--deep', '--project', proj.name, '--target', base.uri, '-q']);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    const subset = await cli(['verify', '--read-data-subset', 'lots', '--project', proj.name, '--target', base.uri]);
+    expect(subset.exitCode).toBe(2);
+    expect(subset.stderr).toContain('--read-data-subset "lots"');
+    const unknown = await cli(['verify', 'instances', 'nope', '--project', proj.name, '--target', base.uri]);
+    expect(unknown.exitCode).toBe(2);
+    expect(unknown.stderr).toContain('no backups of instances nope');
+  });
+});
