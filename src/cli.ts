@@ -7,12 +7,12 @@ import { ListCommand } from './cli/commands/list.js';
 import { ProtectCommand, PruneCommand, UnprotectCommand, VerifyCommand } from './cli/commands/maintenance.js';
 import {
   RestoreAllCommand,
-  RestoreConfigCommand,
   RestoreInstanceCommand,
   RestoreInstancesCommand,
   RestoreVolumeCommand,
   RestoreVolumesCommand,
 } from './cli/commands/restore.js';
+import { RestoreConfigCommand } from './cli/commands/config.js';
 import type { IbContext } from './cli/context.js';
 import { ExitCode } from './errors.js';
 import { toolVersion } from './version.js';
@@ -32,7 +32,7 @@ export function buildCli(): Cli<IbContext> {
     RestoreVolumeCommand,
     RestoreVolumesCommand,
     RestoreConfigCommand,
-    RestoreAllCommand,
+      RestoreAllCommand,
     ListCommand,
     VerifyCommand,
     PruneCommand,

@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import enquirer from 'enquirer';
+import { stringify as stringifyYaml } from 'yaml';
 import { openBackend } from '../backends/registry.js';
 import type { Backend } from '../backends/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../errors.js';
@@ -119,6 +120,11 @@ export abstract class BaseCommand extends Command<IbContext> {
     const ui = createUi({ stream: this.context.stderr, quiet: this.quiet, color: this.useColor });
     this.cleanupFns.push(async () => ui.stop());
     return { api, backend, ui, signal: this.context.signal };
+  }
+
+  /** One result object as json/yaml (for results that are not a list of rows). */
+  printData(data: unknown): void {
+    this.context.stdout.write(this.format === 'yaml' ? stringifyYaml(data) : JSON.stringify(data, null, 2) + '\n');
   }
 
   print<T>(rows: T[], columns: Column<T>[], toData?: (row: T) => unknown): void {

@@ -7,6 +7,7 @@ import { InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { VerifyingStream } from './hashing.js';
 import { Cleanup, type RunContext } from './run.js';
+import { mapName, type Mappings } from './preflight.js';
 import { tmpName } from './tmpnames.js';
 
 export type RestoreAction = 'create' | 'replace' | 'skip';
@@ -19,6 +20,8 @@ export interface RestorePlanItem {
   start: boolean;
   /** Instances this restore stops (and starts again afterwards). */
   stops: string[];
+  /** Instances: import onto this pool instead of the archive's. */
+  rootPool?: string;
 }
 
 export interface PlanOptions {
@@ -26,14 +29,25 @@ export interface PlanOptions {
   replace: boolean;
   skipExisting: boolean;
   noStart: boolean;
+  /** --project-map / --pool-map: restore into a differently named project or pool. */
+  maps?: Mappings;
 }
 
-function destOf(entry: BackupEntry, targetName?: string): BackupSubject {
+function destOf(entry: BackupEntry, targetName: string | undefined, maps: Mappings | undefined): BackupSubject {
   const m = entry.manifest;
   const name = targetName ?? m.name;
+  const project = maps ? mapName(maps.project, m.project) : m.project;
   return m.type === 'volume'
-    ? { kind: 'volume', project: m.project, pool: m.pool!, name }
-    : { kind: 'instance', project: m.project, name };
+    ? { kind: 'volume', project, pool: maps ? mapName(maps.pool, m.pool!) : m.pool!, name }
+    : { kind: 'instance', project, name };
+}
+
+/** The root disk's pool after --pool-map, when it differs from the archive's (X-Incus-pool). */
+function rootPoolOverride(entry: BackupEntry, maps: Mappings | undefined): string | undefined {
+  const pool = (entry.manifest.index as { pool?: string } | undefined)?.pool;
+  if (!maps || !pool) return undefined;
+  const mapped = mapName(maps.pool, pool);
+  return mapped !== pool ? mapped : undefined;
 }
 
 function destLabel(d: BackupSubject): string {
@@ -45,7 +59,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   const plan: RestorePlanItem[] = [];
   const conflicts: string[] = [];
   for (const entry of entries) {
-    const dest = destOf(entry, opts.targetName);
+    const dest = destOf(entry, opts.targetName, opts.maps);
     let exists = false;
     const stops: string[] = [];
     if (dest.kind === 'instance') {
@@ -77,7 +91,8 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
       else conflicts.push(destLabel(dest));
     }
     const start = entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
-    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [] });
+    const rootPool = dest.kind === 'instance' ? rootPoolOverride(entry, opts.maps) : undefined;
+    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], ...(rootPool ? { rootPool } : {}) });
   }
   if (conflicts.length) {
     throw new UsageError(
@@ -114,7 +129,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem): Promi
       if (!swapped) await deleteSubject(ctx, staged);
     });
     const feeding = pipeline(archive, verify, body, { signal });
-    const importing = api.importBackup(staged, body, { signal });
+    const importing = api.importBackup(staged, body, { signal, ...(item.rootPool ? { pool: item.rootPool } : {}) });
     // Whichever side fails first stops the other: a bad checksum aborts the upload, a refused
     // upload stops reading the archive.
     const results = await Promise.allSettled([feeding, importing]);

@@ -200,13 +200,10 @@ export class IncusApi {
   }
 
   /** Streams a backup tarball into Incus as a new instance or volume and waits for the import. */
-  async importBackup(
-    s: BackupSubject,
-    body: Readable,
-    opts: RequestOptions = {},
-  ): Promise<void> {
+  async importBackup(s: BackupSubject, body: Readable, opts: RequestOptions & { pool?: string } = {}): Promise<void> {
     const path = s.kind === 'instance' ? '/1.0/instances' : `/1.0/storage-pools/${enc(s.pool)}/volumes/custom`;
     const headers: Record<string, string> = { 'x-incus-name': s.name };
+    if (opts.pool) headers['x-incus-pool'] = opts.pool;
     const op = await this.client.upload(path, body, headers, { ...opts, project: s.project });
     await this.client.wait(op, opts.signal);
   }
@@ -216,5 +213,51 @@ export class IncusApi {
       project,
       body: { name, source: { type: 'image', alias }, start },
     });
+  }
+}
+
+/** Kinds of declarative objects, in the order they must be created (dependencies first). */
+export const CONFIG_KINDS = ['project', 'storage-pool', 'network', 'network-acl', 'network-zone', 'profile'] as const;
+export type ConfigKind = (typeof CONFIG_KINDS)[number];
+
+const CONFIG_COLLECTION: Record<ConfigKind, { path: string; projectScoped: boolean; feature?: string }> = {
+  project: { path: '/1.0/projects', projectScoped: false },
+  'storage-pool': { path: '/1.0/storage-pools', projectScoped: false },
+  network: { path: '/1.0/networks', projectScoped: true, feature: 'features.networks' },
+  'network-acl': { path: '/1.0/network-acls', projectScoped: true, feature: 'features.networks' },
+  'network-zone': { path: '/1.0/network-zones', projectScoped: true, feature: 'features.networks.zones' },
+  profile: { path: '/1.0/profiles', projectScoped: true, feature: 'features.profiles' },
+};
+
+export function configKindInfo(kind: ConfigKind) {
+  return CONFIG_COLLECTION[kind];
+}
+
+/** Generic access to declarative objects (projects, pools, networks, ACLs, zones, profiles). */
+export class ConfigApi {
+  constructor(readonly client: IncusClient) {}
+
+  list<T>(kind: ConfigKind, project?: string): Promise<T[]> {
+    const c = CONFIG_COLLECTION[kind];
+    return this.client.get<T[]>(c.path, { query: { recursion: '1' }, ...(c.projectScoped && project ? { project } : {}) });
+  }
+
+  async create(kind: ConfigKind, body: Record<string, unknown>, project?: string): Promise<void> {
+    const c = CONFIG_COLLECTION[kind];
+    await this.client.run('POST', c.path, { body, ...(c.projectScoped && project ? { project } : {}) });
+  }
+
+  /** Read-modify-write with the ETag, so a concurrent edit is refused rather than lost. */
+  async update(kind: ConfigKind, name: string, mutate: (cur: Record<string, unknown>) => Record<string, unknown>, project?: string): Promise<void> {
+    const c = CONFIG_COLLECTION[kind];
+    const path = `${c.path}/${enc(name)}`;
+    const opts = c.projectScoped && project ? { project } : {};
+    const { value, etag } = await this.client.getWithEtag<Record<string, unknown>>(path, opts);
+    await this.client.run('PUT', path, { ...opts, etag, body: mutate(value) });
+  }
+
+  async delete(kind: ConfigKind, name: string, project?: string): Promise<void> {
+    const c = CONFIG_COLLECTION[kind];
+    await this.client.run('DELETE', `${c.path}/${enc(name)}`, c.projectScoped && project ? { project } : {});
   }
 }

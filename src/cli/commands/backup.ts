@@ -1,13 +1,44 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { backupResource, isTmpName, sweepProjectLeftovers } from '../../core/backup.js';
+import { backupConfig } from '../../core/config.js';
+import { SERVER_WIDE } from '../../core/types.js';
 import { mapPool } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
 import { UsageError, type ExitCodeValue } from '../../errors.js';
 import type { BackupSubject, IncusApi } from '../../incus/api.js';
-import { BaseCommand, checkName, NotImplementedCommand } from '../base.js';
+import { BaseCommand, checkName } from '../base.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
 import { lockTarget, lockWaitOption } from './maintenance.js';
+
+/** What one backup run covers: instances, volumes, and (for `config` / `all`) the config. */
+type BackupItem = BackupSubject | { kind: 'config' };
+
+async function instanceSubjects(api: IncusApi, projects: string[], names: string[]): Promise<BackupSubject[]> {
+  const out: BackupSubject[] = [];
+  for (const project of projects) {
+    if (names.length) {
+      for (const n of names) out.push({ kind: 'instance', project, name: checkName('instance', n) });
+    } else {
+      for (const i of await api.listInstances(project)) if (!isTmpName(i.name)) out.push({ kind: 'instance', project, name: i.name });
+    }
+  }
+  return out;
+}
+
+async function volumeSubjects(api: IncusApi, projects: string[], refs: string[]): Promise<BackupSubject[]> {
+  const out: BackupSubject[] = [];
+  for (const project of projects) {
+    if (refs.length) {
+      for (const ref of refs) out.push({ kind: 'volume', project, ...parseVolumeRef(ref) });
+    } else {
+      for (const v of await api.listVolumes(project)) {
+        if (!isTmpName(v.name) && !v.name.includes('/')) out.push({ kind: 'volume', project, pool: v.pool!, name: v.name });
+      }
+    }
+  }
+  return out;
+}
 
 /** `POOL/NAME` → parts, with a clear error when the pool is missing. */
 export function parseVolumeRef(ref: string): { pool: string; name: string } {
@@ -28,7 +59,7 @@ abstract class BackupCommand extends BaseCommand {
   });
   lockWait = lockWaitOption();
 
-  abstract subjects(api: IncusApi, projects: string[]): Promise<BackupSubject[]>;
+  abstract subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]>;
 
   async run(): Promise<ExitCodeValue> {
     const backend = this.openTarget();
@@ -37,13 +68,10 @@ abstract class BackupCommand extends BaseCommand {
     }
     const api = this.incus();
     const subjects = await this.subjects(api, await this.projects(api));
-    const row = (s: BackupSubject): ResultRow => ({
-      type: s.kind,
-      project: s.project,
-      name: s.name,
-      ...(s.kind === 'volume' ? { pool: s.pool } : {}),
-      status: 'planned',
-    });
+    const row = (s: BackupItem): ResultRow =>
+      s.kind === 'config'
+        ? { type: 'config', project: SERVER_WIDE, name: 'config', status: 'planned' }
+        : { type: s.kind, project: s.project, name: s.name, ...(s.kind === 'volume' ? { pool: s.pool } : {}), status: 'planned' };
     if (this.dryRun) {
       this.print(subjects.map(row), resultColumns);
       return 0;
@@ -51,12 +79,12 @@ abstract class BackupCommand extends BaseCommand {
     const ctx = this.runContext(api, backend);
     await backend.prepareWrite((m) => ctx.ui.info(m));
     this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, ctx.ui, this.context.signal));
-    for (const p of new Set(subjects.map((s) => s.project))) await sweepProjectLeftovers(ctx, p);
+    for (const p of new Set(subjects.flatMap((s) => (s.kind === 'config' ? [] : [s.project])))) await sweepProjectLeftovers(ctx, p);
     const opts = { live: this.noSnapshot, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
     const errors: unknown[] = [];
     const settled = await mapPool(subjects, this.parallel, async (s) => {
       const started = Date.now();
-      const entry = await backupResource(ctx, s, opts);
+      const entry = s.kind === 'config' ? await backupConfig(ctx) : await backupResource(ctx, s, opts);
       return { entry, ms: Date.now() - started };
     });
     const rows = settled.map((r, i): ResultRow => {
@@ -86,16 +114,8 @@ export class BackupInstancesCommand extends BackupCommand {
   });
   names = Option.Rest({ name: 'NAME' });
 
-  async subjects(api: IncusApi, projects: string[]): Promise<BackupSubject[]> {
-    const out: BackupSubject[] = [];
-    for (const project of projects) {
-      if (this.names.length) {
-        for (const n of this.names) out.push({ kind: 'instance', project, name: checkName('instance', n) });
-      } else {
-        for (const i of await api.listInstances(project)) if (!isTmpName(i.name)) out.push({ kind: 'instance', project, name: i.name });
-      }
-    }
-    return out;
+  subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
+    return instanceSubjects(api, projects, this.names);
   }
 }
 
@@ -111,35 +131,37 @@ export class BackupVolumesCommand extends BackupCommand {
   });
   names = Option.Rest({ name: 'POOL/NAME' });
 
-  async subjects(api: IncusApi, projects: string[]): Promise<BackupSubject[]> {
-    const out: BackupSubject[] = [];
-    for (const project of projects) {
-      if (this.names.length) {
-        for (const ref of this.names) out.push({ kind: 'volume', project, ...parseVolumeRef(ref) });
-      } else {
-        for (const v of await api.listVolumes(project)) {
-          if (!isTmpName(v.name) && !v.name.includes('/')) out.push({ kind: 'volume', project, pool: v.pool!, name: v.name });
-        }
-      }
-    }
-    return out;
+  subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
+    return volumeSubjects(api, projects, this.names);
   }
 }
 
-export class BackupConfigCommand extends NotImplementedCommand {
+export class BackupConfigCommand extends BackupCommand {
   static override paths = [['backup', 'config']];
   static override usage = Command.Usage({
     category: 'Backup',
-    description: 'Back up the declarative config: projects, profiles, networks, storage pools',
+    description: 'Back up the declarative config of the whole server: projects, storage pools, networks, ACLs, zones, profiles',
+    details: 'Secret values (keys containing password, secret, token, passphrase or private key) are not stored.',
     examples: [['Back up the config', '$0 backup config --target dir:/srv/backups']],
   });
+
+  async subjects(): Promise<BackupItem[]> {
+    return [{ kind: 'config' }];
+  }
 }
 
-export class BackupAllCommand extends NotImplementedCommand {
+export class BackupAllCommand extends BackupCommand {
   static override paths = [['backup', 'all']];
   static override usage = Command.Usage({
     category: 'Backup',
-    description: 'Back up config, then all custom volumes, then all instances',
-    examples: [['The nightly job', '$0 backup all --target restic:/srv/restic']],
+    description: 'Back up the config, then all custom volumes, then all instances of the selected project(s)',
+    examples: [
+      ['The nightly job', '$0 backup all --target restic:/srv/restic'],
+      ['Every project, two at a time', '$0 backup all --all-projects --parallel 2 --target dir:/srv/backups'],
+    ],
   });
+
+  async subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
+    return [{ kind: 'config' }, ...(await volumeSubjects(api, projects, [])), ...(await instanceSubjects(api, projects, []))];
+  }
 }

@@ -1,11 +1,17 @@
 import { Command, Option } from 'clipanion';
+import { compareTimestamps } from '../../core/manifest.js';
+import { describeRequirement, missingRequirements, requirementKey, requirementsOf, type Mappings, type Requirement } from '../../core/preflight.js';
 import { planRestore, restoreItem, type RestorePlanItem } from '../../core/restore.js';
+import type { RunContext } from '../../core/run.js';
+import { SERVER_WIDE } from '../../core/types.js';
+import type { BackupEntry } from '../../backends/types.js';
+import { applyConfig, configPreviewColumns, configPreviewData, configPreviewRows, pickConfig, previewConfig } from './config.js';
 import { mapPool } from '../../core/pool.js';
 import type { ResourceType } from '../../core/types.js';
-import { UsageError, type ExitCodeValue } from '../../errors.js';
+import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
-import { BaseCommand, checkName, NotImplementedCommand } from '../base.js';
-import { selectBackups } from '../select.js';
+import { BaseCommand, checkName } from '../base.js';
+import { groupByResource, selectBackups } from '../select.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 
@@ -39,45 +45,60 @@ function previewData(i: RestorePlanItem): Record<string, unknown> {
   };
 }
 
-abstract class RestoreCommand extends BaseCommand {
-  version = Option.String('--version', { description: 'Backup version (YYYYMMDDThhmmssZ); default: the newest complete one' });
+/** "old=new" pairs from repeatable --*-map options. */
+function parseMap(what: string, pairs: string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const p of pairs) {
+    const [from, to, ...rest] = p.split('=');
+    if (!from || !to || rest.length) throw new UsageError(`--${what}-map "${p}" is not OLD=NEW`, `e.g. --${what}-map default=staging`);
+    m.set(checkName(what, from), checkName(what, to));
+  }
+  return m;
+}
+
+/** Options and steps every restore shares: plan, pre-flight, preview, confirm, execute. */
+abstract class RestoreBase extends BaseCommand {
   replace = Option.Boolean('--replace', false, { description: 'Replace what exists (kept until the restore succeeded)' });
   skipExisting = Option.Boolean('--skip-existing', false, { description: 'Leave what exists alone' });
   noStart = Option.Boolean('--no-start', false, { description: 'Do not start instances that were running at backup time' });
+  projectMap = Option.Array('--project-map', [], { description: 'Restore project OLD into NEW (repeatable)' });
+  poolMap = Option.Array('--pool-map', [], { description: 'Restore onto pool NEW what was on pool OLD (repeatable)' });
 
-  abstract readonly type: ResourceType;
-  abstract refs(): { name: string; pool?: string }[];
-  targetNameOption(): string | undefined {
-    return undefined;
+  protected checkCommon(version: string | undefined): void {
+    if (this.replace && this.skipExisting) throw new UsageError('--replace and --skip-existing exclude each other', 'pick one');
+    if (version && !/^\d{8}T\d{6}Z(-\d+)?$/.test(version)) {
+      throw new UsageError(`--version "${version}" is not a backup version`, 'versions look like 20260131T235959Z; see `incus-backup list`');
+    }
   }
 
-  async run(): Promise<ExitCodeValue> {
-    if (this.replace && this.skipExisting) throw new UsageError('--replace and --skip-existing exclude each other', 'pick one');
-    if (this.version && !/^\d{8}T\d{6}Z(-\d+)?$/.test(this.version)) {
-      throw new UsageError(`--version "${this.version}" is not a backup version`, 'versions look like 20260131T235959Z; see `incus-backup list`');
-    }
-    const targetName = this.targetNameOption();
-    if (targetName) checkName(this.type, targetName);
-    const backend = this.openTarget();
-    const refs = this.refs();
-    const projects = this.allProjects ? undefined : [this.checkedProject()];
-    const api = this.incus();
-    const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
-    if (entries.length === 0) throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, 'check --project and --target; `incus-backup list` shows what is there');
-    const ctx = this.runContext(api, backend);
-    const plan = await planRestore(ctx, entries, {
-      ...(targetName ? { targetName } : {}),
-      replace: this.replace,
-      skipExisting: this.skipExisting,
-      noStart: this.noStart,
-    });
-    this.print(plan, previewColumns, previewData);
-    if (this.dryRun) {
-      if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
-      return 0;
-    }
-    const work = plan.filter((i) => i.action !== 'skip');
-    if (work.length === 0) return 0;
+  protected maps(): Mappings {
+    return { project: parseMap('project', this.projectMap ?? []), pool: parseMap('pool', this.poolMap ?? []) };
+  }
+
+  protected planOptions(targetName?: string) {
+    return { ...(targetName ? { targetName } : {}), replace: this.replace, skipExisting: this.skipExisting, noStart: this.noStart, maps: this.maps() };
+  }
+
+  /** Requirements of the instances in `plan` that are neither there nor created by this run. */
+  protected async preflight(ctx: RunContext, plan: RestorePlanItem[], willExist: Set<string>): Promise<Requirement[]> {
+    const maps = this.maps();
+    for (const i of plan) if (i.dest.kind === 'volume' && i.action !== 'skip') willExist.add(requirementKey('volume', i.dest.project, `${i.dest.pool}/${i.dest.name}`));
+    const reqs = plan.filter((i) => i.action !== 'skip').flatMap((i) => requirementsOf(i, maps));
+    return missingRequirements(ctx.api, reqs, willExist);
+  }
+
+  protected refuseMissing(missing: Requirement[]): void {
+    if (!missing.length) return;
+    for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
+    throw new IbError(
+      `cannot restore: ${missing.length} thing(s) the backups need do not exist in the destination`,
+      ExitCode.failed,
+      'create them, restore the config first (restore all --apply-config), or map names with --project-map/--pool-map',
+    );
+  }
+
+  /** Asks once for the whole plan; stopping the users of a volume needs --force or a person. */
+  protected async confirmPlan(work: RestorePlanItem[], extra = ''): Promise<void> {
     const replacing = work.filter((i) => i.action === 'replace').length;
     const stopsVolumeUsers = work.some((i) => i.dest.kind === 'volume' && i.stops.length > 0);
     if (stopsVolumeUsers && !this.force) {
@@ -86,14 +107,16 @@ abstract class RestoreCommand extends BaseCommand {
       }
       this.yes = false;
     }
-    await this.confirm(`Restore ${work.length} item(s)${replacing ? `, replacing ${replacing}` : ''}?`);
-    const errors: unknown[] = [];
+    await this.confirm(`Restore ${work.length} item(s)${replacing ? `, replacing ${replacing}` : ''}${extra}?`);
+  }
+
+  protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
     const settled = await mapPool(work, this.parallel, async (item) => {
       const started = Date.now();
       await restoreItem(ctx, item);
       return Date.now() - started;
     });
-    const rows = settled.map((r, i): ResultRow => {
+    return settled.map((r, i): ResultRow => {
       const item = work[i]!;
       const m = item.entry.manifest;
       const base: ResultRow = {
@@ -110,10 +133,50 @@ abstract class RestoreCommand extends BaseCommand {
       errors.push(r.reason);
       return { ...base, status: 'failed', error: errorText(r.reason) };
     });
+  }
+
+  protected finish(ctx: RunContext & { ui: { stop(): void } }, rows: ResultRow[], errors: unknown[]): ExitCodeValue {
     ctx.ui.stop();
     if (!this.quiet || errors.length) this.context.stderr.write('\n');
     this.print(rows, resultColumns);
     return settle(rows, errors);
+  }
+}
+
+abstract class RestoreCommand extends RestoreBase {
+  version = Option.String('--version', { description: 'Backup version (YYYYMMDDThhmmssZ); default: the newest complete one' });
+
+  abstract readonly type: ResourceType;
+  abstract refs(): { name: string; pool?: string }[];
+  targetNameOption(): string | undefined {
+    return undefined;
+  }
+
+  async run(): Promise<ExitCodeValue> {
+    this.checkCommon(this.version);
+    const targetName = this.targetNameOption();
+    if (targetName) checkName(this.type, targetName);
+    const backend = this.openTarget();
+    const refs = this.refs();
+    const projects = this.allProjects ? undefined : [this.checkedProject()];
+    const api = this.incus();
+    const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
+    if (entries.length === 0) throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, 'check --project and --target; `incus-backup list` shows what is there');
+    const ctx = this.runContext(api, backend);
+    const plan = await planRestore(ctx, entries, this.planOptions(targetName));
+    const missing = await this.preflight(ctx, plan, new Set());
+    this.print(plan, previewColumns, previewData);
+    this.refuseMissing(missing);
+    if (this.dryRun) {
+      if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
+      return 0;
+    }
+    const work = plan.filter((i) => i.action !== 'skip');
+    if (work.length === 0) return 0;
+    await this.confirmPlan(work);
+    const errors: unknown[] = [];
+    const rows = await this.restoreItems(ctx, work, errors);
+    return this.finish(ctx, rows, errors);
   }
 }
 
@@ -184,20 +247,88 @@ export class RestoreVolumesCommand extends RestoreCommand {
   }
 }
 
-export class RestoreConfigCommand extends NotImplementedCommand {
-  static override paths = [['restore', 'config']];
-  static override usage = Command.Usage({
-    category: 'Restore',
-    description: 'Preview (and with --apply, apply) the declarative config from a backup',
-    examples: [['Preview config drift', '$0 restore config --target dir:/srv/backups']],
-  });
-}
-
-export class RestoreAllCommand extends NotImplementedCommand {
+export class RestoreAllCommand extends RestoreBase {
   static override paths = [['restore', 'all']];
   static override usage = Command.Usage({
     category: 'Restore',
-    description: 'Restore config, volumes, then instances from one backup set, after one preview',
-    examples: [['The worst day, first step', '$0 restore all --target restic:/srv/restic --dry-run']],
+    description: 'Restore config (with --apply-config), then volumes, then instances from one backup set, after one preview',
+    details:
+      'For every backed-up resource of the selected project(s) the newest backup is used, or with --version TS the newest not newer than TS. Before anything changes, each instance archive is checked for the profiles, networks, pools and volumes it needs; if any is missing the restore refuses to start.',
+    examples: [
+      ['The worst day, first step', '$0 restore all --target restic:/srv/restic --dry-run'],
+      ['Then for real, config included', '$0 restore all --target restic:/srv/restic --apply-config --skip-existing -y'],
+    ],
   });
+  version = Option.String('--version', { description: 'Use, per resource, the newest backup not newer than this version' });
+  applyConfig = Option.Boolean('--apply-config', false, { description: 'Also apply the config backup (projects, pools, networks, profiles) first' });
+
+  async run(): Promise<ExitCodeValue> {
+    this.checkCommon(this.version);
+    const backend = this.openTarget();
+    const api = this.incus();
+    const ctx = this.runContext(api, backend);
+    const project = this.allProjects ? undefined : this.checkedProject();
+    const all = await backend.list(project ? { project } : {});
+    const chosen: BackupEntry[] = [];
+    for (const [, versions] of groupByResource(all.filter((e) => e.manifest.type !== 'config'))) {
+      const eligible = this.version ? versions.filter((v) => compareTimestamps(v.manifest.timestamp, this.version!) <= 0) : versions;
+      if (eligible.length) chosen.push(eligible[eligible.length - 1]!);
+    }
+    const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), project ? { project } : {}, this.force) : undefined;
+    if (!chosen.length && !config) throw new UsageError(`no backups found in ${backend.uri}${project ? ` for project ${project}` : ''}`, 'check --project and --target');
+    const opts = this.planOptions();
+    const volumes = await planRestore(ctx, chosen.filter((e) => e.manifest.type === 'volume'), opts);
+    const instances = await planRestore(ctx, chosen.filter((e) => e.manifest.type === 'instance'), opts);
+    const plan = [...volumes, ...instances];
+    // What the config step will create counts as present for the pre-flight.
+    const willExist = new Set<string>();
+    for (const c of config?.changes ?? []) {
+      const o = c.object;
+      if (c.action === 'delete') continue;
+      if (o.kind === 'profile' || o.kind === 'network') for (const p of [o.project ?? 'default']) willExist.add(requirementKey(o.kind, p, o.name));
+      if (o.kind === 'storage-pool') for (const i of plan) willExist.add(requirementKey('storage-pool', i.dest.project, o.name));
+    }
+    const missing = await this.preflight(ctx, plan, willExist);
+    if (this.format === 'table') {
+      if (config) {
+        this.context.stdout.write(`Config (version ${config.entry.manifest.timestamp}):\n`);
+        if (config.changes.length || config.kept.length) this.print(configPreviewRows(config), configPreviewColumns);
+        else this.context.stdout.write('  no changes\n');
+      }
+      this.context.stdout.write('Volumes and instances:\n');
+      this.print(plan, previewColumns);
+    } else {
+      this.printData({ config: config ? configPreviewData(config) : null, items: plan.map(previewData), missing });
+    }
+    this.refuseMissing(missing);
+    if (this.dryRun) {
+      if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
+      return 0;
+    }
+    const work = plan.filter((i) => i.action !== 'skip');
+    const configWork = config?.changes.length ?? 0;
+    if (!work.length && !configWork) return 0;
+    await this.confirmPlan(work, configWork ? ` and ${configWork} config change(s)` : '');
+    const errors: unknown[] = [];
+    const rows: ResultRow[] = [];
+    if (config && configWork) {
+      const started = Date.now();
+      const { failed } = await applyConfig(ctx, config);
+      for (const f of failed) errors.push(new IbError(`config: ${f.label}: ${f.error}`));
+      rows.push({
+        type: 'config',
+        project: SERVER_WIDE,
+        name: 'config',
+        status: failed.length ? 'failed' : 'ok',
+        timestamp: config.entry.manifest.timestamp,
+        durationMs: Date.now() - started,
+        detail: `${configWork - failed.length} of ${configWork} change(s) applied`,
+        ...(failed.length ? { error: failed.map((f) => f.label).join('; ') } : {}),
+      });
+    }
+    // Volumes first: the instances that attach them need them to exist.
+    rows.push(...(await this.restoreItems(ctx, work.filter((i) => i.dest.kind === 'volume'), errors)));
+    rows.push(...(await this.restoreItems(ctx, work.filter((i) => i.dest.kind === 'instance'), errors)));
+    return this.finish(ctx, rows, errors);
+  }
 }

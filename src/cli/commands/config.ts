@@ -1,0 +1,145 @@
+import { Command, Option } from 'clipanion';
+import {
+  applyChange,
+  captureConfig,
+  configApi,
+  diffConfig,
+  extraObjects,
+  loadConfig,
+  objectLabel,
+  type ConfigChange,
+  type ConfigObject,
+  type ConfigScope,
+} from '../../core/config.js';
+import type { RunContext } from '../../core/run.js';
+import { ExitCode, IbError, type ExitCodeValue } from '../../errors.js';
+import type { Column } from '../../output/format.js';
+import type { Backend, BackupEntry } from '../../backends/types.js';
+import { BaseCommand } from '../base.js';
+import { pickVersion } from '../select.js';
+
+export interface ConfigPreview {
+  entry: BackupEntry;
+  changes: ConfigChange[];
+  /** Present now, absent from the backup, and kept because --force was not given. */
+  kept: ConfigObject[];
+}
+
+interface PreviewRow {
+  action: string;
+  object: string;
+  key: string;
+  old: string;
+  new: string;
+  note: string;
+}
+
+const clip = (s: string | undefined) => (s === undefined ? '' : s.length > 40 ? `${s.slice(0, 39)}…` : s);
+
+export function configPreviewRows(p: ConfigPreview): PreviewRow[] {
+  const rows: PreviewRow[] = [];
+  for (const c of p.changes) {
+    const note = c.disruptive ? 'disruptive' : '';
+    if (!c.changes.length) rows.push({ action: c.action, object: objectLabel(c.object), key: '', old: '', new: '', note });
+    for (const k of c.changes) rows.push({ action: c.action, object: objectLabel(c.object), key: k.key, old: clip(k.old), new: clip(k.new), note });
+  }
+  for (const o of p.kept) rows.push({ action: 'keep', object: objectLabel(o), key: '', old: '', new: '', note: 'not in the backup; --force deletes it' });
+  return rows;
+}
+
+export const configPreviewColumns: Column<PreviewRow>[] = [
+  { header: 'ACTION', value: (r) => r.action },
+  { header: 'OBJECT', value: (r) => r.object },
+  { header: 'KEY', value: (r) => r.key },
+  { header: 'OLD', value: (r) => r.old },
+  { header: 'NEW', value: (r) => r.new },
+  { header: 'NOTE', value: (r) => r.note },
+];
+
+export function configPreviewData(p: ConfigPreview): Record<string, unknown> {
+  return {
+    version: p.entry.manifest.timestamp,
+    changes: p.changes.map((c) => ({
+      kind: c.object.kind,
+      ...(c.object.project ? { project: c.object.project } : {}),
+      name: c.object.name,
+      action: c.action,
+      disruptive: c.disruptive,
+      changes: c.changes,
+    })),
+    kept: p.kept.map((o) => ({ kind: o.kind, ...(o.project ? { project: o.project } : {}), name: o.name })),
+  };
+}
+
+/** Newest config backup (not newer than `notAfter` when given), or an exact version. */
+export async function pickConfig(backend: Backend, version?: string, notAfter?: string): Promise<BackupEntry> {
+  let versions = await backend.list({ type: 'config' });
+  if (notAfter) versions = versions.filter((v) => v.manifest.timestamp <= notAfter);
+  return pickVersion(versions, 'the config', version);
+}
+
+export async function previewConfig(ctx: RunContext, entry: BackupEntry, scope: ConfigScope, force: boolean): Promise<ConfigPreview> {
+  const backup = await loadConfig(ctx, entry);
+  const current = await captureConfig(configApi(ctx));
+  return { entry, changes: diffConfig(backup, current, scope, force), kept: force ? [] : extraObjects(backup, current, scope) };
+}
+
+/** Applies in dependency order; an object that cannot be changed is reported and the rest goes on. */
+export async function applyConfig(ctx: RunContext, p: ConfigPreview): Promise<{ failed: { label: string; error: string }[]; applied: number }> {
+  const api = configApi(ctx);
+  const failed: { label: string; error: string }[] = [];
+  let applied = 0;
+  for (const c of p.changes) {
+    try {
+      await applyChange(api, c);
+      applied++;
+      ctx.ui.info(`config: ${c.action} ${objectLabel(c.object)}`);
+    } catch (e) {
+      failed.push({ label: `${c.action} ${objectLabel(c.object)}`, error: (e as Error).message });
+      ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${(e as Error).message}`);
+    }
+  }
+  return { failed, applied };
+}
+
+export class RestoreConfigCommand extends BaseCommand {
+  static override paths = [['restore', 'config']];
+  static override usage = Command.Usage({
+    category: 'Restore',
+    description: 'Preview (and with --apply, apply) the declarative config from a backup',
+    details:
+      'Without --apply nothing changes. Scope: the selected --project (the project, its profiles, networks, ACLs and zones); --all-projects for everything, including storage pools. Objects that exist now but not in the backup are deleted only with --force; the default project and profiles never are.',
+    examples: [
+      ['Preview config drift', '$0 restore config --target dir:/srv/backups'],
+      ['Put the config of a given night back', '$0 restore config --all-projects --version 20260101T020000Z --apply -y --target dir:/srv/backups'],
+    ],
+  });
+  version = Option.String('--version', { description: 'Config backup version; default: the newest' });
+  apply = Option.Boolean('--apply', false, { description: 'Apply the changes (after confirmation)' });
+
+  async run(): Promise<ExitCodeValue> {
+    const backend = this.openTarget();
+    const api = this.incus();
+    const ctx = this.runContext(api, backend);
+    const entry = await pickConfig(backend, this.version);
+    const scope: ConfigScope = this.allProjects ? {} : { project: this.checkedProject() };
+    const preview = await previewConfig(ctx, entry, scope, this.force);
+    if (this.format === 'table') {
+      this.print(configPreviewRows(preview), configPreviewColumns);
+      if (!preview.changes.length) this.context.stderr.write(`config matches the backup of ${entry.manifest.timestamp}\n`);
+    } else this.printData(configPreviewData(preview));
+    if (!this.apply || this.dryRun) {
+      if (preview.changes.length && this.format === 'table') this.context.stderr.write('preview only: nothing was changed (use --apply to apply)\n');
+      return ExitCode.ok;
+    }
+    if (!preview.changes.length) return ExitCode.ok;
+    await this.confirm(`Apply ${preview.changes.length} config change(s)?`);
+    const { failed } = await applyConfig(ctx, preview);
+    if (failed.length) {
+      for (const f of failed) this.context.stderr.write(`failed: ${f.label}: ${f.error}\n`);
+      if (failed.length === preview.changes.length) throw new IbError(`no config change could be applied`, ExitCode.failed);
+      return ExitCode.partial;
+    }
+    return ExitCode.ok;
+  }
+}

@@ -1,0 +1,298 @@
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { BackupEntry } from '../backends/types.js';
+import { toolVersion } from '../version.js';
+import { HashingStream, VerifyingStream } from './hashing.js';
+import { MANIFEST_FORMAT } from './manifest.js';
+import type { RunContext } from './run.js';
+import { SERVER_WIDE } from './types.js';
+import { IbError } from '../errors.js';
+import { CONFIG_KINDS, ConfigApi, configKindInfo, type ConfigKind } from '../incus/api.js';
+import type { Project } from '../incus/types.js';
+
+/** One declarative object as stored in a config backup. */
+export interface ConfigObject {
+  kind: ConfigKind;
+  /** Owning project for project-scoped kinds (profiles, networks, ACLs, zones). */
+  project?: string;
+  name: string;
+  description: string;
+  config: Record<string, string>;
+  /** Profiles: devices. */
+  devices?: Record<string, Record<string, string>>;
+  /** Networks: type; storage pools: driver. Needed to create, not updatable. */
+  type?: string;
+  /** Network ACLs: rules. */
+  ingress?: unknown[];
+  egress?: unknown[];
+}
+
+export interface ConfigSnapshot {
+  format: 1;
+  capturedAt: string;
+  objects: ConfigObject[];
+  /** `kind/project/name key` of every value that was not written in clear. */
+  redacted: string[];
+}
+
+export const REDACTED = '<redacted>';
+
+/** Keys whose values are credentials: never written to a backup, never restored. */
+const SECRET = /(password|secret|token|passphrase|private[._-]?key|\.key$)/i;
+
+/** Keys Incus owns or that only make sense at creation: not compared, not restored. */
+function ignoredKey(kind: ConfigKind, key: string): boolean {
+  if (key.startsWith('volatile.')) return true;
+  if (kind === 'storage-pool' && (key === 'source' || key === 'size' || /\.(pool_name|vg_name|thinpool_name)$/.test(key))) return true;
+  return false;
+}
+
+const id = (o: Pick<ConfigObject, 'kind' | 'project' | 'name'>) => `${o.kind}/${o.project ?? ''}/${o.name}`;
+
+function projectsWithFeature(projects: Project[], feature: string | undefined): string[] {
+  // The default project always has every feature; other projects only where enabled.
+  return projects.filter((p) => p.name === 'default' || !feature || p.config[feature] === 'true').map((p) => p.name);
+}
+
+/** Reads the whole server's declarative state (all projects), with secrets redacted. */
+export async function captureConfig(api: ConfigApi): Promise<ConfigSnapshot> {
+  const projects = await api.list<Project>('project');
+  const objects: ConfigObject[] = [];
+  const redacted: string[] = [];
+  for (const kind of CONFIG_KINDS) {
+    const info = configKindInfo(kind);
+    const scopes = info.projectScoped ? projectsWithFeature(projects, info.feature) : [undefined];
+    for (const project of scopes) {
+      let raw: Record<string, unknown>[];
+      try {
+        raw = await api.list<Record<string, unknown>>(kind, project);
+      } catch (e) {
+        // Zones and ACLs are absent on servers without the extension: nothing to back up.
+        if (kind === 'network-zone' || kind === 'network-acl') continue;
+        throw e;
+      }
+      for (const r of raw) {
+        if (kind === 'network' && r.managed === false) continue;
+        const o = toObject(kind, r, project);
+        for (const [k, v] of Object.entries(o.config)) {
+          if (SECRET.test(k) && v !== '') {
+            o.config[k] = REDACTED;
+            redacted.push(`${id(o)} ${k}`);
+          }
+        }
+        objects.push(o);
+      }
+    }
+  }
+  return { format: 1, capturedAt: new Date().toISOString(), objects, redacted };
+}
+
+function toObject(kind: ConfigKind, r: Record<string, unknown>, project: string | undefined): ConfigObject {
+  const o: ConfigObject = {
+    kind,
+    ...(project ? { project } : {}),
+    name: String(r.name),
+    description: String(r.description ?? ''),
+    config: { ...((r.config as Record<string, string>) ?? {}) },
+  };
+  if (kind === 'profile') o.devices = (r.devices as ConfigObject['devices']) ?? {};
+  if (kind === 'network') o.type = String(r.type ?? '');
+  if (kind === 'storage-pool') o.type = String(r.driver ?? '');
+  if (kind === 'network-acl') {
+    o.ingress = (r.ingress as unknown[]) ?? [];
+    o.egress = (r.egress as unknown[]) ?? [];
+  }
+  return o;
+}
+
+export interface KeyChange {
+  key: string;
+  old?: string;
+  new?: string;
+}
+
+export interface ConfigChange {
+  object: ConfigObject;
+  action: 'create' | 'update' | 'delete';
+  changes: KeyChange[];
+  /** Changing managed networks or storage pools can cut off running instances. */
+  disruptive: boolean;
+}
+
+export interface ConfigScope {
+  /** undefined = every project and the server-wide objects (storage pools). */
+  project?: string;
+}
+
+function inScope(o: ConfigObject, scope: ConfigScope): boolean {
+  if (scope.project === undefined) return true;
+  if (o.kind === 'project') return o.name === scope.project;
+  if (o.kind === 'storage-pool') return false;
+  return o.project === scope.project;
+}
+
+function stable(v: unknown): string {
+  return JSON.stringify(v, (_k, val: unknown) =>
+    val && typeof val === 'object' && !Array.isArray(val)
+      ? Object.fromEntries(Object.entries(val as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)))
+      : val,
+  );
+}
+
+function diffObject(want: ConfigObject, have: ConfigObject): KeyChange[] {
+  const out: KeyChange[] = [];
+  const keys = new Set([...Object.keys(want.config), ...Object.keys(have.config)]);
+  for (const k of [...keys].sort()) {
+    if (ignoredKey(want.kind, k) || want.config[k] === REDACTED) continue;
+    if (want.config[k] !== have.config[k]) {
+      out.push({ key: k, ...(have.config[k] !== undefined ? { old: have.config[k] } : {}), ...(want.config[k] !== undefined ? { new: want.config[k] } : {}) });
+    }
+  }
+  if (want.description !== have.description) out.push({ key: 'description', old: have.description, new: want.description });
+  if (want.kind === 'profile') {
+    const names = new Set([...Object.keys(want.devices ?? {}), ...Object.keys(have.devices ?? {})]);
+    for (const d of [...names].sort()) {
+      const a = have.devices?.[d];
+      const b = want.devices?.[d];
+      if (stable(a) !== stable(b)) {
+        out.push({ key: `devices.${d}`, ...(a ? { old: stable(a) } : {}), ...(b ? { new: stable(b) } : {}) });
+      }
+    }
+  }
+  if (want.kind === 'network-acl') {
+    for (const k of ['ingress', 'egress'] as const) {
+      if (stable(want[k]) !== stable(have[k])) out.push({ key: k, old: stable(have[k]), new: stable(want[k]) });
+    }
+  }
+  return out;
+}
+
+/**
+ * What applying `backup` would change in `current`, within `scope`, in dependency order
+ * (creates and updates: projects → pools → networks → ACLs → zones → profiles; deletes in the
+ * reverse order). Deletes are listed only with `withDeletes` (--force); the default project and
+ * the default profiles are never deleted.
+ */
+export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scope: ConfigScope, withDeletes: boolean): ConfigChange[] {
+  const want = backup.objects.filter((o) => inScope(o, scope));
+  const have = new Map(current.objects.filter((o) => inScope(o, scope)).map((o) => [id(o), o]));
+  const wantIds = new Set(want.map(id));
+  const order = (k: ConfigKind) => CONFIG_KINDS.indexOf(k);
+  const disruptive = (o: ConfigObject) => o.kind === 'network' || o.kind === 'storage-pool';
+  const out: ConfigChange[] = [];
+  for (const w of [...want].sort((a, b) => order(a.kind) - order(b.kind))) {
+    const h = have.get(id(w));
+    if (!h) {
+      out.push({ object: w, action: 'create', changes: Object.entries(w.config).filter(([k, v]) => !ignoredKey(w.kind, k) && v !== REDACTED).map(([key, v]) => ({ key, new: v })), disruptive: false });
+      continue;
+    }
+    const changes = diffObject(w, h);
+    if (changes.length) out.push({ object: w, action: 'update', changes, disruptive: disruptive(w) });
+  }
+  if (withDeletes) {
+    const extra = [...have.values()].filter((h) => !wantIds.has(id(h)));
+    for (const h of extra.sort((a, b) => order(b.kind) - order(a.kind))) {
+      if ((h.kind === 'project' || h.kind === 'profile') && h.name === 'default') continue;
+      out.push({ object: h, action: 'delete', changes: [], disruptive: disruptive(h) });
+    }
+  }
+  return out;
+}
+
+/** Objects present now but not in the backup, which only --force would delete. */
+export function extraObjects(backup: ConfigSnapshot, current: ConfigSnapshot, scope: ConfigScope): ConfigObject[] {
+  const wantIds = new Set(backup.objects.filter((o) => inScope(o, scope)).map(id));
+  return current.objects.filter((o) => inScope(o, scope) && !wantIds.has(id(o)) && !(o.name === 'default' && (o.kind === 'project' || o.kind === 'profile')));
+}
+
+/** Applies one change; the caller collects failures (an object in use, say) and goes on. */
+export async function applyChange(api: ConfigApi, c: ConfigChange): Promise<void> {
+  const o = c.object;
+  if (c.action === 'delete') return api.delete(o.kind, o.name, o.project);
+  if (c.action === 'create') {
+    const config = Object.fromEntries(Object.entries(o.config).filter(([k, v]) => !k.startsWith('volatile.') && v !== REDACTED));
+    const body: Record<string, unknown> = { name: o.name, description: o.description, config };
+    if (o.kind === 'profile') body.devices = o.devices ?? {};
+    if (o.kind === 'network') body.type = o.type;
+    if (o.kind === 'storage-pool') body.driver = o.type;
+    if (o.kind === 'network-acl') Object.assign(body, { ingress: o.ingress ?? [], egress: o.egress ?? [] });
+    return api.create(o.kind, body, o.project);
+  }
+  await api.update(
+    o.kind,
+    o.name,
+    (cur) => {
+      const curConfig = (cur.config as Record<string, string>) ?? {};
+      // Keep what Incus owns, what is creation-only and what was redacted; set the rest.
+      const config: Record<string, string> = {};
+      for (const [k, v] of Object.entries(curConfig)) if (ignoredKey(o.kind, k) || o.config[k] === REDACTED) config[k] = v;
+      for (const [k, v] of Object.entries(o.config)) if (!ignoredKey(o.kind, k) && v !== REDACTED) config[k] = v;
+      const body: Record<string, unknown> = { config, description: o.description };
+      if (o.kind === 'profile') body.devices = o.devices ?? {};
+      if (o.kind === 'network-acl') Object.assign(body, { ingress: o.ingress ?? [], egress: o.egress ?? [] });
+      return body;
+    },
+    o.project,
+  );
+}
+
+export function objectLabel(o: Pick<ConfigObject, 'kind' | 'project' | 'name'>): string {
+  return o.project ? `${o.kind} ${o.project}/${o.name}` : `${o.kind} ${o.name}`;
+}
+
+// --- storing and loading a config backup through any backend -------------------------------
+
+
+export function configApi(ctx: RunContext): ConfigApi {
+  return new ConfigApi(ctx.api.client);
+}
+
+/** Captures the server's declarative config and stores it as one checksummed JSON document. */
+export async function backupConfig(ctx: RunContext): Promise<BackupEntry> {
+  const task = ctx.ui.task('config');
+  task.phase('reading');
+  const snapshot = await captureConfig(configApi(ctx));
+  const body = Buffer.from(JSON.stringify(snapshot, null, 2) + '\n');
+  const key = { type: 'config' as const, project: SERVER_WIDE, name: 'config' };
+  const writer = await ctx.backend.createWriter({ key, when: new Date(), archiveBase: 'config.json', compression: 'none' });
+  try {
+    const hash = new HashingStream();
+    await pipeline(Readable.from([body]), hash, writer.stream, { signal: ctx.signal });
+    const server = await ctx.api.client.server();
+    const entry = await writer.commit({
+      format: MANIFEST_FORMAT,
+      ...key,
+      timestamp: writer.timestamp,
+      createdAt: new Date().toISOString(),
+      tool: { name: 'incus-backup', version: toolVersion },
+      incus: { serverVersion: server.environment.server_version },
+      consistency: { mode: 'live', instant: snapshot.capturedAt },
+      options: { optimized: false, withSnapshots: false, compression: 'none' },
+      archive: { size: hash.bytes, sha256: hash.sha256 },
+      source: {},
+    });
+    task.end(true, `${snapshot.objects.length} objects`);
+    if (snapshot.redacted.length) ctx.ui.warn(`config: ${snapshot.redacted.length} secret value(s) were not stored (see README: secrets)`);
+    return entry;
+  } catch (e) {
+    await writer.abort().catch(() => undefined);
+    task.end(false);
+    throw e;
+  }
+}
+
+/** Reads a config backup back, checking its sha256 against the manifest. */
+export async function loadConfig(ctx: Pick<RunContext, 'backend' | 'signal'>, entry: BackupEntry): Promise<ConfigSnapshot> {
+  const m = entry.manifest;
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      chunks.push(chunk);
+      cb();
+    },
+  });
+  await pipeline(await ctx.backend.openArchive(entry, ctx.signal), new VerifyingStream({ sha256: m.archive.sha256, size: m.archive.size, label: `config ${m.timestamp}` }), sink, { signal: ctx.signal });
+  const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ConfigSnapshot;
+  if (parsed.format !== 1 || !Array.isArray(parsed.objects)) throw new IbError(`config backup ${m.timestamp} is not in a format this version understands`);
+  return parsed;
+}

@@ -1,0 +1,94 @@
+import { IncusError } from '../incus/errors.js';
+import type { IncusApi } from '../incus/api.js';
+import type { RestorePlanItem } from './restore.js';
+
+/** Something an instance needs in its destination before Incus can import it. */
+export interface Requirement {
+  what: 'profile' | 'network' | 'storage-pool' | 'volume';
+  project: string;
+  /** For volumes: POOL/NAME. */
+  name: string;
+  neededBy: string;
+}
+
+interface IndexContainer {
+  profiles?: string[];
+  devices?: Record<string, Record<string, string>>;
+}
+
+/** Name mappings for restoring into a different environment (--project-map, --pool-map). */
+export interface Mappings {
+  project: Map<string, string>;
+  pool: Map<string, string>;
+}
+
+export const mapName = (m: Map<string, string>, v: string) => m.get(v) ?? v;
+
+/**
+ * What the archive's own backup/index.yaml says the instance needs: its profiles, the networks
+ * its NICs use, its root pool and the custom volumes its disks attach, after mappings.
+ */
+export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requirement[] {
+  const m = item.entry.manifest;
+  if (m.type !== 'instance' || !m.index) return [];
+  const project = item.dest.project;
+  const neededBy = `instance ${project}/${item.dest.name}`;
+  const index = m.index as { pool?: string; config?: { container?: IndexContainer } };
+  const c = index.config?.container ?? {};
+  const out: Requirement[] = [];
+  if (index.pool) out.push({ what: 'storage-pool', project, name: mapName(maps.pool, index.pool), neededBy });
+  for (const p of c.profiles ?? []) out.push({ what: 'profile', project, name: p, neededBy });
+  for (const d of Object.values(c.devices ?? {})) {
+    if (d.type === 'nic' && d.network) out.push({ what: 'network', project, name: d.network, neededBy });
+    if (d.type === 'disk' && d.pool && d.source && !d.source.startsWith('/')) {
+      out.push({ what: 'volume', project, name: `${mapName(maps.pool, d.pool)}/${d.source.split('/')[0]}`, neededBy });
+    }
+  }
+  return out;
+}
+
+const key = (r: Pick<Requirement, 'what' | 'project' | 'name'>) => `${r.what}\0${r.project}\0${r.name}`;
+
+/**
+ * The requirements that exist neither in Incus now nor among what this same restore creates
+ * (`willExist`, keys built with `requirementKey`). Incus resolves a project's profiles and
+ * networks to the default project's when the project does not have its own.
+ */
+export async function missingRequirements(api: IncusApi, reqs: Requirement[], willExist: Set<string>): Promise<Requirement[]> {
+  const seen = new Map<string, boolean>();
+  const missing: Requirement[] = [];
+  for (const r of reqs) {
+    const k = key(r);
+    if (willExist.has(k)) continue;
+    if (!seen.has(k)) seen.set(k, await exists(api, r));
+    if (!seen.get(k)) missing.push(r);
+  }
+  return missing;
+}
+
+export function requirementKey(what: Requirement['what'], project: string, name: string): string {
+  return key({ what, project, name });
+}
+
+async function exists(api: IncusApi, r: Requirement): Promise<boolean> {
+  const enc = encodeURIComponent;
+  let path: string;
+  if (r.what === 'profile') path = `/1.0/profiles/${enc(r.name)}`;
+  else if (r.what === 'network') path = `/1.0/networks/${enc(r.name)}`;
+  else if (r.what === 'storage-pool') path = `/1.0/storage-pools/${enc(r.name)}`;
+  else {
+    const [pool, vol] = r.name.split('/') as [string, string];
+    path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(vol)}`;
+  }
+  try {
+    await api.client.get(path, r.what === 'storage-pool' ? {} : { project: r.project });
+    return true;
+  } catch (e) {
+    if (e instanceof IncusError && e.notFound) return false;
+    throw e;
+  }
+}
+
+export function describeRequirement(r: Requirement): string {
+  return `${r.what} ${r.name} (project ${r.project}), needed by ${r.neededBy}`;
+}

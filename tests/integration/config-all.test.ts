@@ -1,0 +1,154 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, incus, incusJson, instanceNames, parseJson, sh, state, tempTarget } from './helpers.js';
+
+const tag = randomBytes(3).toString('hex');
+const P = `t-cfg-${tag}`;
+const P2 = `t-cfg2-${tag}`;
+const NET = `ibmv${tag}`;
+let target: ReturnType<typeof tempTarget>;
+
+interface ConfigPreviewJson {
+  changes: { kind: string; project?: string; name: string; action: string; disruptive: boolean; changes: { key: string; old?: string; new?: string }[] }[];
+  kept: { kind: string; project?: string; name: string }[];
+}
+
+async function dropProject(name: string): Promise<void> {
+  for (const i of await incusJson<string[]>('/1.0/instances', name).catch(() => [] as string[])) {
+    await incus('delete', '-f', '--project', name, decodeURIComponent(i.split('/').pop()!.split('?')[0]!)).catch(() => undefined);
+  }
+  for (const v of await incusJson<{ name: string }[]>('/1.0/storage-pools/default/volumes/custom?recursion=1', name).catch(() => [])) {
+    await incus('storage', 'volume', 'delete', 'default', v.name, '--project', name).catch(() => undefined);
+  }
+  for (const p of await incusJson<{ name: string }[]>('/1.0/profiles?recursion=1', name).catch(() => [])) {
+    if (p.name !== 'default') await incus('profile', 'delete', p.name, '--project', name).catch(() => undefined);
+  }
+  await incus('project', 'delete', name).catch(() => undefined);
+}
+
+const run = (...args: string[]) => cli([...args, '--target', target.uri]);
+
+beforeAll(async () => {
+  target = tempTarget();
+  // A project with its own profiles (so config restore has something project-scoped to do).
+  await incus('project', 'create', P, '-c', 'features.images=false', '-c', 'features.profiles=true', '-c', 'user.owner=alice');
+  await incus('profile', 'device', 'add', 'default', 'root', 'disk', 'path=/', 'pool=default', '--project', P);
+  await incus('profile', 'set', 'default', 'raw.lxc', 'lxc.signal.halt = SIGUSR2', '--project', P);
+  await incus('profile', 'create', 'web', '--project', P);
+  await incus('profile', 'set', 'web', 'user.k=v1', '--project', P);
+  await incus('network', 'create', NET, '--type=macvlan', 'parent=eth0', 'mtu=1400');
+});
+
+afterAll(async () => {
+  await dropProject(P);
+  await dropProject(P2);
+  await incus('network', 'delete', NET).catch(() => undefined);
+  target?.dispose();
+});
+
+describe('config backup and restore', () => {
+  it('previews exactly the drift, changes nothing, applies it, and deletes extras only with --force', async () => {
+    const b = await run('backup', 'config');
+    expect(b.exitCode, b.stderr).toBe(0);
+    // Drift: a profile key, a project key, a network key, and a new profile.
+    await incus('profile', 'set', 'web', 'user.k=v2', '--project', P);
+    await incus('project', 'set', P, 'user.owner=bob');
+    await incus('network', 'set', NET, 'mtu=1300');
+    await incus('profile', 'create', 'extra', '--project', P);
+
+    const pv = await run('restore', 'config', '--all-projects', '--output', 'json');
+    expect(pv.exitCode, pv.stderr).toBe(0);
+    const preview = parseJson<ConfigPreviewJson>(pv.stdout);
+    const summary = preview.changes.map((c) => `${c.action} ${c.kind} ${c.project ?? ''}/${c.name} ${c.changes.map((k) => `${k.key}:${k.old}->${k.new}`).join(',')}${c.disruptive ? ' !' : ''}`);
+    expect(summary.sort()).toEqual(
+      [
+        `update network default/${NET} mtu:1300->1400 !`,
+        `update profile ${P}/web user.k:v2->v1`,
+        `update project /${P} user.owner:bob->alice`,
+      ].sort(),
+    );
+    expect(preview.kept).toContainEqual({ kind: 'profile', project: P, name: 'extra' });
+    // The preview changed nothing.
+    expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v2');
+    expect(await incus('network', 'get', NET, 'mtu')).toBe('1300');
+
+    const noTty = await run('restore', 'config', '--all-projects', '--apply');
+    expect(noTty.exitCode).toBe(2);
+    expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v2');
+
+    const apply = await run('restore', 'config', '--all-projects', '--apply', '-y');
+    expect(apply.exitCode, apply.stderr).toBe(0);
+    expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v1');
+    expect(await incus('project', 'get', P, 'user.owner')).toBe('alice');
+    expect(await incus('network', 'get', NET, 'mtu')).toBe('1400');
+    expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).toMatch(/^extra,/m);
+
+    const force = await run('restore', 'config', '--project', P, '--apply', '--force', '-y');
+    expect(force.exitCode, force.stderr).toBe(0);
+    expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).not.toMatch(/^extra,/m);
+    expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).toMatch(/^web,/m);
+  });
+});
+
+describe('backup all / restore all', () => {
+  let dataSha = '';
+
+  it('backs up config, volumes and instances as one set', async () => {
+    await incus('storage', 'volume', 'create', 'default', 'shared', '--project', P);
+    await incus('launch', 'ib-busybox', 'app', '--project', P, '-p', 'default', '-p', 'web');
+    await incus('storage', 'volume', 'attach', 'default', 'shared', 'app', '/srv', '--project', P);
+    dataSha = await sh(P, 'app', 'dd if=/dev/urandom of=/srv/blob bs=1M count=2 2>/dev/null; sha256sum /srv/blob | cut -d" " -f1');
+    await incus('launch', 'ib-busybox', 'idle', '--project', P);
+    await incus('stop', 'idle', '--project', P);
+    const r = await run('backup', 'all', '--project', P, '--output', 'json');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const rows = parseJson<{ type: string; name: string; status: string }[]>(r.stdout);
+    expect(rows.map((x) => `${x.type}:${x.name}:${x.status}`)).toEqual(['config:config:ok', 'volume:shared:ok', 'instance:app:ok', 'instance:idle:ok']);
+  });
+
+  it('brings deleted instances and volumes back, attached, with their data and power state', async () => {
+    await incus('delete', '-f', 'app', '--project', P);
+    await incus('delete', '-f', 'idle', '--project', P);
+    await incus('storage', 'volume', 'delete', 'default', 'shared', '--project', P);
+    const dry = await run('restore', 'all', '--project', P, '--dry-run');
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/volume default\/shared/);
+    expect(await instanceNames(P)).toEqual([]);
+    const r = await run('restore', 'all', '--project', P, '-y');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await instanceNames(P)).toEqual(['app', 'idle']);
+    expect(await state(P, 'app')).toBe('Running');
+    expect(await state(P, 'idle')).toBe('Stopped');
+    expect(await sh(P, 'app', 'sha256sum /srv/blob | cut -d" " -f1')).toBe(dataSha);
+  });
+
+  it('refuses before changing anything when a profile the archive needs is missing', async () => {
+    await incus('delete', '-f', 'app', '--project', P);
+    await incus('profile', 'delete', 'web', '--project', P);
+    const r = await run('restore', 'instance', 'app', '--project', P, '-y');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/missing: profile web \(project .*\), needed by instance .*\/app/);
+    expect(await instanceNames(P)).toEqual(['idle']);
+    // With the config applied first, the same restore goes through.
+    const all = await run('restore', 'all', '--project', P, '--apply-config', '--skip-existing', '-y');
+    expect(all.exitCode, all.stderr).toBe(0);
+    expect(await instanceNames(P)).toEqual(['app', 'idle']);
+    expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v1');
+  });
+
+  it('restores into another project with --project-map', async () => {
+    await incus('project', 'create', P2, '-c', 'features.images=false', '-c', 'features.profiles=false');
+    await incus('profile', 'create', 'web').catch(() => undefined); // P2 uses the default project's profiles
+    try {
+      const r = await run('restore', 'all', '--project', P, '--project-map', `${P}=${P2}`, '-y');
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await instanceNames(P2)).toEqual(['app', 'idle']);
+      expect(await sh(P2, 'app', 'sha256sum /srv/blob | cut -d" " -f1')).toBe(dataSha);
+      // The source project is untouched.
+      expect(await state(P, 'app')).toBe('Running');
+    } finally {
+      await dropProject(P2);
+      await incus('profile', 'delete', 'web').catch(() => undefined);
+    }
+  });
+});
