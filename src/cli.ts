@@ -12,7 +12,7 @@ import {
   RestoreVolumeCommand,
   RestoreVolumesCommand,
 } from './cli/commands/restore.js';
-import { RestoreConfigCommand } from './cli/commands/config.js';
+import { ConfigShowCommand, RestoreConfigCommand } from './cli/commands/config.js';
 import type { IbContext } from './cli/context.js';
 import { ExitCode } from './errors.js';
 import { toolVersion } from './version.js';
@@ -32,6 +32,7 @@ export function buildCli(): Cli<IbContext> {
     RestoreVolumeCommand,
     RestoreVolumesCommand,
     RestoreConfigCommand,
+    ConfigShowCommand,
       RestoreAllCommand,
     ListCommand,
     VerifyCommand,

@@ -1,5 +1,5 @@
 import { UsageError } from '../errors.js';
-import type { Backend, BackendFactory } from './types.js';
+import type { Backend, BackendFactory, BackendOptions } from './types.js';
 
 const factories = new Map<string, BackendFactory>();
 
@@ -26,7 +26,7 @@ export function parseTarget(uri: string | undefined): { scheme: string; rest: st
   return { scheme, rest: uri.slice(i + 1), factory };
 }
 
-export function openBackend(uri: string | undefined): Backend {
+export function openBackend(uri: string | undefined, opts: BackendOptions = {}): Backend {
   const { rest, factory } = parseTarget(uri);
-  return factory.create(rest, uri!);
+  return factory.create(rest, uri!, opts);
 }

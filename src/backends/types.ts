@@ -120,9 +120,15 @@ export interface Backend {
   lock?(purpose: string, req: LockRequest): Promise<() => Promise<void>>;
 }
 
+/** Settings a backend may need beyond its URI. */
+export interface BackendOptions {
+  /** restic: the repository password file (given to restic as RESTIC_PASSWORD_FILE). */
+  passwordFile?: string;
+}
+
 export interface BackendFactory {
   scheme: string;
   /** One-line description for help texts and errors. */
   example: string;
-  create(rest: string, uri: string): Backend;
+  create(rest: string, uri: string, opts?: BackendOptions): Backend;
 }

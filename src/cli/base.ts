@@ -2,6 +2,8 @@ import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import enquirer from 'enquirer';
 import { stringify as stringifyYaml } from 'yaml';
+import { existsSync, readFileSync } from 'node:fs';
+import { DEFAULT_CONFIG_FILE, parseSettings, type FileSettings } from '../core/settings.js';
 import { openBackend } from '../backends/registry.js';
 import type { Backend } from '../backends/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../errors.js';
@@ -9,6 +11,7 @@ import { IncusApi } from '../incus/api.js';
 import { IncusClient, resolveSocketPath } from '../incus/client.js';
 import type { RunContext } from '../core/run.js';
 import { createUi } from '../output/ui.js';
+import { JsonLog, loggingUi } from '../output/log.js';
 import { render, type Column, type OutputFormat } from '../output/format.js';
 import type { IbContext } from './context.js';
 
@@ -24,9 +27,9 @@ export function checkName(what: string, name: string): string {
 
 /** Options every operational command shares, and the plumbing from them to the core. */
 export abstract class BaseCommand extends Command<IbContext> {
-  target = Option.String('--target', { description: 'Backup target: dir:/abs/path or restic:<repository> (env INCUS_BACKUP_TARGET)' });
-  project = Option.String('--project', 'default', { description: 'Incus project (default: default)' });
-  allProjects = Option.Boolean('--all-projects', false, { description: 'Work on every project' });
+  targetFlag = Option.String('--target', { description: 'Backup target: dir:/abs/path or restic:<repository> (env INCUS_BACKUP_TARGET)' });
+  projectFlag = Option.String('--project', { description: 'Incus project (default: default; env INCUS_BACKUP_PROJECT)' });
+  allProjectsFlag = Option.Boolean('--all-projects', { description: 'Work on every project' });
   dryRun = Option.Boolean('--dry-run', false, { description: 'Show what would happen; change nothing anywhere' });
   yes = Option.Boolean('-y,--yes', false, { description: 'Answer yes to confirmations' });
   force = Option.Boolean('--force', false, { description: 'Allow the riskiest steps without asking (implies --yes)' });
@@ -35,18 +38,84 @@ export abstract class BaseCommand extends Command<IbContext> {
     description: 'Result format: table, json or yaml',
     validator: t.isEnum(['table', 'json', 'yaml'] as const),
   });
-  logLevel = Option.String('--log-level', 'info', {
-    description: 'debug, info, warn or error',
+  logLevelFlag = Option.String('--log-level', {
+    description: 'debug, info, warn or error (env INCUS_BACKUP_LOG_LEVEL)',
     validator: t.isEnum(['debug', 'info', 'warn', 'error'] as const),
   });
-  config = Option.String('--config', { description: 'Configuration file (YAML)' });
-  parallel = Option.String('--parallel', '1', {
-    description: 'Resources processed at once (>= 1)',
+  logFileFlag = Option.String('--log-file', { description: 'Also write JSON lines to this file, rotated by size (env INCUS_BACKUP_LOG_FILE)' });
+  config = Option.String('--config', { description: `Configuration file (YAML; env INCUS_BACKUP_CONFIG; default ${DEFAULT_CONFIG_FILE} if present)` });
+  parallelFlag = Option.String('--parallel', {
+    description: 'Resources processed at once (>= 1; default 1; env INCUS_BACKUP_PARALLEL)',
     validator: t.cascade(t.isNumber(), [t.isInteger(), t.isAtLeast(1)]),
   });
+  passwordFile = Option.String('--password-file', { description: 'restic: read the repository password from this file (env INCUS_BACKUP_PASSWORD_FILE)' });
   noColor = Option.Boolean('--no-color', false, { description: 'No colours (also NO_COLOR)' });
 
   private cleanupFns: (() => Promise<void>)[] = [];
+  private settingsCache?: { file?: string; values: FileSettings };
+
+  /** The configuration file's values (none when there is no file). */
+  settings(): { file?: string; values: FileSettings } {
+    if (this.settingsCache) return this.settingsCache;
+    const env = this.context.env;
+    const explicit = this.config ?? env.INCUS_BACKUP_CONFIG;
+    const file = explicit ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
+    if (!file) return (this.settingsCache = { values: {} });
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new UsageError(`cannot read configuration file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'check --config (or INCUS_BACKUP_CONFIG)');
+    }
+    return (this.settingsCache = { file, values: parseSettings(text, file) });
+  }
+
+  /** One effective value and where it came from: flag > environment > file > default. */
+  resolve<T>(name: string, flag: T | undefined, envName: string, parse: (v: string) => T, fromFile: T | undefined, fallback: T): { value: T; source: string } {
+    if (flag !== undefined) return { value: flag, source: `--${name}` };
+    const env = this.context.env[envName];
+    if (env !== undefined && env !== '') return { value: parse(env), source: envName };
+    if (fromFile !== undefined) return { value: fromFile, source: this.settings().file! };
+    return { value: fallback, source: 'default' };
+  }
+
+  effective() {
+    const f = this.settings().values;
+    const str = (v: string) => v;
+    const bool = (v: string) => v === '1' || v.toLowerCase() === 'true' || v.toLowerCase() === 'yes';
+    const parallel = (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new UsageError(`INCUS_BACKUP_PARALLEL="${v}" is not an integer >= 1`, 'unset it or fix it');
+      return n;
+    };
+    const level = (v: string) => {
+      if (!['debug', 'info', 'warn', 'error'].includes(v)) throw new UsageError(`INCUS_BACKUP_LOG_LEVEL="${v}" is not debug, info, warn or error`, 'unset it or fix it');
+      return v as 'debug' | 'info' | 'warn' | 'error';
+    };
+    if (f.parallel !== undefined && f.parallel < 1) throw new UsageError(`${this.settings().file}: parallel must be >= 1`, 'fix the file');
+    return {
+      target: this.resolve<string | undefined>('target', this.targetFlag, 'INCUS_BACKUP_TARGET', str, f.target, undefined),
+      project: this.resolve('project', this.projectFlag, 'INCUS_BACKUP_PROJECT', str, f.project, 'default'),
+      allProjects: this.resolve('all-projects', this.allProjectsFlag, 'INCUS_BACKUP_ALL_PROJECTS', bool, f.all_projects, false),
+      parallel: this.resolve('parallel', this.parallelFlag, 'INCUS_BACKUP_PARALLEL', parallel, f.parallel, 1),
+      logLevel: this.resolve('log-level', this.logLevelFlag, 'INCUS_BACKUP_LOG_LEVEL', level, f.log?.level, 'info' as const),
+      logFile: this.resolve<string | undefined>('log-file', this.logFileFlag, 'INCUS_BACKUP_LOG_FILE', str, f.log?.file, undefined),
+      passwordFile: this.resolve<string | undefined>('password-file', this.passwordFile, 'INCUS_BACKUP_PASSWORD_FILE', str, f.restic?.password_file, undefined),
+    };
+  }
+
+  get project(): string {
+    return this.effective().project.value;
+  }
+  get allProjects(): boolean {
+    return this.effective().allProjects.value;
+  }
+  get parallel(): number {
+    return this.effective().parallel.value;
+  }
+  get logLevel(): 'debug' | 'info' | 'warn' | 'error' {
+    return this.effective().logLevel.value;
+  }
 
   abstract run(): Promise<ExitCodeValue | void>;
 
@@ -68,6 +137,7 @@ export abstract class BaseCommand extends Command<IbContext> {
   /** User and environment faults: one line and a hint. Anything else is a bug: stack trace. */
   protected report(e: unknown): number {
     const err = this.context.stderr;
+    this.logCache?.write({ level: 'error', message: e instanceof Error ? e.message : String(e), error: e instanceof IbError ? e.name : 'bug' });
     if (e instanceof IbError) {
       err.write(`Error: ${e.message}\n`);
       if (e.hint) err.write(`Hint: ${e.hint}\n`);
@@ -86,22 +156,26 @@ export abstract class BaseCommand extends Command<IbContext> {
   }
 
   resolvedTarget(): string | undefined {
-    return this.target ?? this.context.env.INCUS_BACKUP_TARGET;
+    return this.effective().target.value;
   }
 
   openTarget(): Backend {
-    const b = openBackend(this.resolvedTarget());
+    const passwordFile = this.effective().passwordFile.value;
+    const b = openBackend(this.resolvedTarget(), passwordFile ? { passwordFile } : {});
     this.cleanupFns.push(() => b.close());
     return b;
   }
 
   incus(): IncusApi {
+    const file = this.jsonLog();
     const log =
       this.logLevel === 'debug'
-        ? (e: { method: string; path: string; status: number; ms: number }) =>
-            this.context.stderr.write(`debug: incus ${e.method} ${e.path} → ${e.status} (${e.ms} ms)\n`)
+        ? (e: { method: string; path: string; status: number; ms: number }) => {
+            this.context.stderr.write(`debug: incus ${e.method} ${e.path} → ${e.status} (${e.ms} ms)\n`);
+            file?.write({ level: 'debug', message: `incus ${e.method} ${e.path}`, operation: 'incus-request', durationMs: e.ms, resource: String(e.status) });
+          }
         : undefined;
-    const client = new IncusClient(resolveSocketPath(this.context.env), log);
+    const client = new IncusClient(resolveSocketPath(this.context.env), log, (msg) => this.ui().warn(msg));
     this.cleanupFns.push(() => client.close());
     return new IncusApi(client);
   }
@@ -117,9 +191,34 @@ export abstract class BaseCommand extends Command<IbContext> {
   }
 
   runContext(api: IncusApi, backend: Backend): RunContext & { ui: ReturnType<typeof createUi> } {
-    const ui = createUi({ stream: this.context.stderr, quiet: this.quiet, color: this.useColor });
+    return { api, backend, ui: this.ui(), signal: this.context.signal };
+  }
+
+  private uiCache?: ReturnType<typeof createUi>;
+
+  /** Progress and messages on stderr, mirrored into the JSON log file when there is one. */
+  ui(): ReturnType<typeof createUi> {
+    if (this.uiCache) return this.uiCache;
+    let ui = createUi({ stream: this.context.stderr, quiet: this.quiet, color: this.useColor });
+    const log = this.jsonLog();
+    if (log) ui = loggingUi(ui, log);
     this.cleanupFns.push(async () => ui.stop());
-    return { api, backend, ui, signal: this.context.signal };
+    return (this.uiCache = ui);
+  }
+
+  private logCache?: JsonLog | null;
+
+  jsonLog(): JsonLog | undefined {
+    if (this.logCache !== undefined) return this.logCache ?? undefined;
+    const file = this.effective().logFile.value;
+    const f = this.settings().values.log;
+    this.logCache = file ? new JsonLog(file, this.logLevel, f?.max_size ?? 10 << 20, f?.keep ?? 5) : null;
+    if (this.logCache) {
+      const log = this.logCache;
+      log.write({ level: 'info', message: `start: incus-backup ${this.path.join(' ')}`, operation: this.path.join(' ') });
+      this.cleanupFns.unshift(async () => log.write({ level: 'info', message: 'end', operation: this.path.join(' ') }));
+    }
+    return this.logCache ?? undefined;
   }
 
   /** One result object as json/yaml (for results that are not a list of rows). */

@@ -50,6 +50,14 @@ interface RawResponse {
   metadata: unknown;
 }
 
+const RETRIES = 3;
+
+function transient(e: unknown): boolean {
+  if (e instanceof IncusError) return e.status === 502 || e.status === 503 || e.status === 504;
+  const code = (e as NodeJS.ErrnoException)?.code ?? '';
+  return ['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'].includes(code);
+}
+
 export type RequestLogger = (event: { method: string; path: string; status: number; ms: number }) => void;
 
 /**
@@ -63,6 +71,7 @@ export class IncusClient {
   constructor(
     readonly socketPath: string = resolveSocketPath(),
     private readonly log?: RequestLogger,
+    private readonly onRetry?: (msg: string) => void,
   ) {
     // Staging a large backup or spooling an import can take many minutes between bytes:
     // undici's 300 s header/body timeouts would turn that into a bogus failure.
@@ -100,8 +109,25 @@ export class IncusClient {
     throw e;
   }
 
-  /** A JSON request; async answers are returned with their operation, not waited on. */
+  /**
+   * A JSON request; async answers are returned with their operation, not waited on. Reads
+   * (GET) are retried with backoff when the connection drops or Incus answers 502/503/504 — a
+   * daemon restart or a busy moment — never for other answers or for writes.
+   */
   async request<T = unknown>(method: string, path: string, opts: RequestOptions = {}): Promise<IncusResponse<T>> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.requestOnce<T>(method, path, opts);
+      } catch (e) {
+        if (method !== 'GET' || attempt >= RETRIES || opts.signal?.aborted || !transient(e)) throw e;
+        const delay = 250 * 2 ** attempt;
+        this.onRetry?.(`${method} ${path} failed (${(e as Error).message}); retry ${attempt + 1} of ${RETRIES} in ${delay} ms`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private async requestOnce<T>(method: string, path: string, opts: RequestOptions): Promise<IncusResponse<T>> {
     const started = Date.now();
     const headers: Record<string, string> = {};
     let body: string | undefined;

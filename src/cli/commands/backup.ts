@@ -3,6 +3,7 @@ import * as t from 'typanion';
 import { backupResource, isTmpName, sweepProjectLeftovers } from '../../core/backup.js';
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
+import { selectByPatterns } from '../../core/settings.js';
 import { mapPool } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
 import { UsageError, type ExitCodeValue } from '../../errors.js';
@@ -11,29 +12,35 @@ import { BaseCommand, checkName } from '../base.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
 import { lockTarget, lockWaitOption } from './maintenance.js';
 
+type Patterns = { include?: string[]; exclude?: string[] };
+
 /** What one backup run covers: instances, volumes, and (for `config` / `all`) the config. */
 type BackupItem = BackupSubject | { kind: 'config' };
 
-async function instanceSubjects(api: IncusApi, projects: string[], names: string[]): Promise<BackupSubject[]> {
+async function instanceSubjects(api: IncusApi, projects: string[], names: string[], patterns?: Patterns): Promise<BackupSubject[]> {
   const out: BackupSubject[] = [];
   for (const project of projects) {
     if (names.length) {
       for (const n of names) out.push({ kind: 'instance', project, name: checkName('instance', n) });
     } else {
-      for (const i of await api.listInstances(project)) if (!isTmpName(i.name)) out.push({ kind: 'instance', project, name: i.name });
+      const all = (await api.listInstances(project)).map((i) => i.name).filter((n) => !isTmpName(n));
+      for (const name of selectByPatterns(all, patterns)) out.push({ kind: 'instance', project, name });
     }
   }
   return out;
 }
 
-async function volumeSubjects(api: IncusApi, projects: string[], refs: string[]): Promise<BackupSubject[]> {
+async function volumeSubjects(api: IncusApi, projects: string[], refs: string[], patterns?: Patterns): Promise<BackupSubject[]> {
   const out: BackupSubject[] = [];
   for (const project of projects) {
     if (refs.length) {
       for (const ref of refs) out.push({ kind: 'volume', project, ...parseVolumeRef(ref) });
     } else {
       for (const v of await api.listVolumes(project)) {
-        if (!isTmpName(v.name) && !v.name.includes('/')) out.push({ kind: 'volume', project, pool: v.pool!, name: v.name });
+        // Patterns match POOL/NAME, so `default/*` and `*/scratch` both work.
+        if (!isTmpName(v.name) && !v.name.includes('/') && selectByPatterns([`${v.pool}/${v.name}`], patterns).length) {
+          out.push({ kind: 'volume', project, pool: v.pool!, name: v.name });
+        }
       }
     }
   }
@@ -80,7 +87,8 @@ abstract class BackupCommand extends BaseCommand {
     await backend.prepareWrite((m) => ctx.ui.info(m));
     this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, ctx.ui, this.context.signal));
     for (const p of new Set(subjects.flatMap((s) => (s.kind === 'config' ? [] : [s.project])))) await sweepProjectLeftovers(ctx, p);
-    const opts = { live: this.noSnapshot, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
+    const live = this.noSnapshot || this.settings().values.consistency === 'live';
+    const opts = { live, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
     const errors: unknown[] = [];
     const settled = await mapPool(subjects, this.parallel, async (s) => {
       const started = Date.now();
@@ -115,7 +123,7 @@ export class BackupInstancesCommand extends BackupCommand {
   names = Option.Rest({ name: 'NAME' });
 
   subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
-    return instanceSubjects(api, projects, this.names);
+    return instanceSubjects(api, projects, this.names, this.settings().values.instances);
   }
 }
 
@@ -132,7 +140,7 @@ export class BackupVolumesCommand extends BackupCommand {
   names = Option.Rest({ name: 'POOL/NAME' });
 
   subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
-    return volumeSubjects(api, projects, this.names);
+    return volumeSubjects(api, projects, this.names, this.settings().values.volumes);
   }
 }
 
@@ -162,6 +170,7 @@ export class BackupAllCommand extends BackupCommand {
   });
 
   async subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
-    return [{ kind: 'config' }, ...(await volumeSubjects(api, projects, [])), ...(await instanceSubjects(api, projects, []))];
+    const f = this.settings().values;
+    return [{ kind: 'config' }, ...(await volumeSubjects(api, projects, [], f.volumes)), ...(await instanceSubjects(api, projects, [], f.instances))];
   }
 }

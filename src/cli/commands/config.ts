@@ -16,6 +16,7 @@ import { ExitCode, IbError, type ExitCodeValue } from '../../errors.js';
 import type { Column } from '../../output/format.js';
 import type { Backend, BackupEntry } from '../../backends/types.js';
 import { BaseCommand } from '../base.js';
+import { DEFAULT_CONFIG_FILE } from '../../core/settings.js';
 import { pickVersion } from '../select.js';
 
 export interface ConfigPreview {
@@ -140,6 +141,52 @@ export class RestoreConfigCommand extends BaseCommand {
       if (failed.length === preview.changes.length) throw new IbError(`no config change could be applied`, ExitCode.failed);
       return ExitCode.partial;
     }
+    return ExitCode.ok;
+  }
+}
+
+export class ConfigShowCommand extends BaseCommand {
+  static override paths = [['config', 'show']];
+  static override usage = Command.Usage({
+    category: 'Inspect',
+    description: 'Show the effective configuration and where each value comes from',
+    details: `Precedence: flags, then environment variables (INCUS_BACKUP_*), then the configuration file (--config, INCUS_BACKUP_CONFIG or ${DEFAULT_CONFIG_FILE}), then defaults. Secrets are never printed: the restic password file is shown by path only.`,
+    examples: [['Check what a nightly run would use', '$0 config show --config /etc/incus-backup/config.yaml']],
+  });
+
+  async run(): Promise<ExitCodeValue> {
+    const e = this.effective();
+    const f = this.settings().values;
+    const file = this.settings().file;
+    const rows: { key: string; value: string; source: string }[] = [];
+    const add = (key: string, v: { value: unknown; source: string }) => {
+      if (v.value !== undefined) rows.push({ key, value: String(v.value), source: v.source });
+    };
+    add('target', e.target);
+    add('project', e.project);
+    add('all_projects', e.allProjects);
+    add('parallel', e.parallel);
+    add('log.level', e.logLevel);
+    add('log.file', e.logFile);
+    // The path is configuration; what the file holds is a secret and is never read here.
+    add('restic.password_file', e.passwordFile);
+    if (process.env.RESTIC_PASSWORD !== undefined) rows.push({ key: 'RESTIC_PASSWORD', value: '<redacted>', source: 'RESTIC_PASSWORD' });
+    const fromFile = (key: string, v: unknown) => {
+      if (v !== undefined) rows.push({ key, value: Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? JSON.stringify(v) : String(v), source: file! });
+    };
+    fromFile('consistency', f.consistency);
+    for (const [k, v] of Object.entries(f.retention ?? {})) fromFile(`retention.${k}`, v);
+    fromFile('instances.include', f.instances?.include);
+    fromFile('instances.exclude', f.instances?.exclude);
+    fromFile('volumes.include', f.volumes?.include);
+    fromFile('volumes.exclude', f.volumes?.exclude);
+    fromFile('log.max_size', f.log?.max_size);
+    fromFile('log.keep', f.log?.keep);
+    this.print(rows, [
+      { header: 'KEY', value: (r) => r.key },
+      { header: 'VALUE', value: (r) => r.value },
+      { header: 'SOURCE', value: (r) => r.source },
+    ]);
     return ExitCode.ok;
   }
 }

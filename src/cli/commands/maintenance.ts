@@ -9,7 +9,6 @@ import type { ResourceKey, ResourceType } from '../../core/types.js';
 import { verifyBackups, verifyFailed, type VerifyItem } from '../../core/verify.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, humanDuration, type Column } from '../../output/format.js';
-import { createUi } from '../../output/ui.js';
 import { BaseCommand, checkName } from '../base.js';
 import { pickVersion } from '../select.js';
 import { parseVolumeRef } from './backup.js';
@@ -61,10 +60,6 @@ abstract class ScopedCommand extends BaseCommand {
   /** A named resource with no backups is a mistake worth saying, as for restore. */
   nothingFound(backend: Backend): never {
     throw new UsageError(`no backups of ${this.kind ?? 'all'} ${this.name} in ${backend.uri}`, 'check the name, --project and --target; `incus-backup list` shows what is there');
-  }
-
-  ui(): Ui & { stop(): void } {
-    return createUi({ stream: this.context.stderr, quiet: this.quiet, color: this.useColor });
   }
 }
 
@@ -186,12 +181,37 @@ export class PruneCommand extends ScopedCommand {
       if (e instanceof RetentionError) throw new UsageError(e.message, 'see `incus-backup prune --help` for the --keep-* options');
       throw e;
     }
-    // Configured defaults (a later issue) go through effectivePolicy's `defaults`; until then
-    // an empty policy is always a mistake, never "delete everything" nor "keep everything".
+    // Without flags, the configuration file's retention applies (so a nightly `prune all` needs
+    // no flags); with neither, an empty policy is a mistake, never "delete everything".
     if (empty) {
-      throw new UsageError('no retention policy given: prune would not know what to keep', 'pass at least one --keep-* option, e.g. --keep-last 7 or --keep-daily 7 --keep-weekly 4');
+      const fromFile = this.filePolicy();
+      if (fromFile) return fromFile;
+      throw new UsageError(
+        'no retention policy given: prune would not know what to keep',
+        'pass at least one --keep-* option, e.g. --keep-last 7 or --keep-daily 7 --keep-weekly 4, or set `retention:` in the configuration file',
+      );
     }
     return p;
+  }
+
+  /** `retention:` from the configuration file, when it sets any rule. */
+  filePolicy(): RetentionPolicy | undefined {
+    const r = this.settings().values.retention;
+    if (!r) return undefined;
+    const p: RetentionPolicy = {};
+    if (r.keep_last !== undefined) p.keepLast = r.keep_last;
+    if (r.keep_hourly !== undefined) p.keepHourly = r.keep_hourly;
+    if (r.keep_daily !== undefined) p.keepDaily = r.keep_daily;
+    if (r.keep_weekly !== undefined) p.keepWeekly = r.keep_weekly;
+    if (r.keep_monthly !== undefined) p.keepMonthly = r.keep_monthly;
+    if (r.keep_yearly !== undefined) p.keepYearly = r.keep_yearly;
+    if (r.keep_within !== undefined) p.keepWithin = r.keep_within;
+    try {
+      return policyIsEmpty(p) ? undefined : p;
+    } catch (e) {
+      if (e instanceof RetentionError) throw new UsageError(`${this.settings().file}: retention: ${e.message}`, 'fix the file');
+      throw e;
+    }
   }
 
   async run(): Promise<ExitCodeValue> {
@@ -263,7 +283,7 @@ abstract class ProtectionCommand extends BaseCommand {
 
     const backend = this.openTarget();
     if (!backend.setProtected) throw new IbError(`${backend.kind} targets cannot protect backups yet`, ExitCode.failed);
-    const ui = createUi({ stream: this.context.stderr, quiet: this.quiet, color: this.useColor });
+    const ui = this.ui();
     const release = this.dryRun ? async () => undefined : await lockTarget(backend, this.path[0]!, this.lockWait, ui, this.context.signal);
     try {
       const versions = await backend.list({ type, project, name: ref.name, ...(ref.pool ? { pool: ref.pool } : {}) });

@@ -1,0 +1,96 @@
+import { appendFileSync, existsSync, openSync, closeSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import type { Task, Ui } from '../core/run.js';
+
+export type Level = 'debug' | 'info' | 'warn' | 'error';
+const ORDER: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
+export interface LogEvent {
+  level: Level;
+  message: string;
+  resource?: string;
+  operation?: string;
+  bytes?: number;
+  durationMs?: number;
+  error?: string;
+}
+
+/**
+ * JSON lines, one event per line, for the morning after. The file is private (0600) and is
+ * rotated by size: FILE → FILE.1 → … → FILE.<keep>, the oldest dropped. Writes are synchronous
+ * appends so that the last lines before a crash are on disk.
+ */
+export class JsonLog {
+  constructor(
+    readonly file: string,
+    readonly level: Level = 'info',
+    readonly maxBytes = 10 << 20,
+    readonly keep = 5,
+  ) {
+    closeSync(openSync(file, 'a', 0o600));
+  }
+
+  write(e: LogEvent): void {
+    if (ORDER[e.level] < ORDER[this.level]) return;
+    const line = JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n';
+    this.rotateIfNeeded(Buffer.byteLength(line));
+    appendFileSync(this.file, line, { mode: 0o600 });
+  }
+
+  private rotateIfNeeded(incoming: number): void {
+    let size = 0;
+    try {
+      size = statSync(this.file).size;
+    } catch {
+      return;
+    }
+    if (size === 0 || size + incoming <= this.maxBytes) return;
+    if (this.keep <= 0) {
+      unlinkSync(this.file);
+      return;
+    }
+    const oldest = `${this.file}.${this.keep}`;
+    if (existsSync(oldest)) unlinkSync(oldest);
+    for (let i = this.keep - 1; i >= 1; i--) if (existsSync(`${this.file}.${i}`)) renameSync(`${this.file}.${i}`, `${this.file}.${i + 1}`);
+    renameSync(this.file, `${this.file}.1`);
+  }
+}
+
+/** A Ui that also records what it shows (and the outcome of every task) in the log. */
+export function loggingUi(ui: Ui & { stop(): void }, log: JsonLog): Ui & { stop(): void } {
+  return {
+    info(msg) {
+      log.write({ level: 'info', message: msg });
+      ui.info(msg);
+    },
+    warn(msg) {
+      log.write({ level: 'warn', message: msg });
+      ui.warn(msg);
+    },
+    task(label): Task {
+      const inner = ui.task(label);
+      const started = Date.now();
+      let bytes = 0;
+      return {
+        phase(text) {
+          log.write({ level: 'debug', message: text, resource: label, operation: text });
+          inner.phase(text);
+        },
+        bytes(done, total) {
+          bytes = done;
+          inner.bytes(done, total);
+        },
+        end(ok, text) {
+          log.write({
+            level: ok ? 'info' : 'error',
+            message: ok ? `done${text ? ` (${text})` : ''}` : 'failed',
+            resource: label,
+            bytes,
+            durationMs: Date.now() - started,
+          });
+          inner.end(ok, text);
+        },
+      };
+    },
+    stop: () => ui.stop(),
+  };
+}

@@ -1,0 +1,102 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, incus, launch, parseJson, tempTarget, testProject } from './helpers.js';
+
+let project: { name: string; dispose: () => Promise<void> };
+let target: ReturnType<typeof tempTarget>;
+let P: string;
+
+beforeAll(async () => {
+  project = await testProject('ops');
+  P = project.name;
+  target = tempTarget();
+  for (const n of ['a1', 'a2', 'a3']) await launch(P, n);
+  await incus('stop', '-f', 'a3', '--project', P);
+});
+
+afterAll(async () => {
+  await project?.dispose();
+  target?.dispose();
+});
+
+describe('operator experience', () => {
+  it('--parallel 2 with one failing resource: the others succeed, stable summary, exit 3', async () => {
+    const r = await cli(['backup', 'instances', 'a1', 'missing-one', 'a2', 'a3', '--parallel', '2', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(r.exitCode, r.stderr).toBe(3);
+    const rows = parseJson<{ name: string; status: string; error?: string }[]>(r.stdout);
+    expect(rows.map((x) => `${x.name}:${x.status}`)).toEqual(['a1:ok', 'missing-one:failed', 'a2:ok', 'a3:ok']);
+    expect(rows[1]!.error).toMatch(/not found/i);
+    const list = parseJson<unknown[]>((await cli(['list', 'instances', '--project', P, '--target', target.uri, '--output', 'json'])).stdout);
+    expect(list).toHaveLength(3);
+  });
+
+  it('prints no escape codes and no carriage returns without a terminal', async () => {
+    const r = await cli(['backup', 'instances', 'a1', '--project', P, '--target', target.uri], { NO_COLOR: '' });
+    expect(r.exitCode, r.stderr).toBe(0);
+    for (const out of [r.stdout, r.stderr]) {
+      expect(out).not.toMatch(/\x1b\[/);
+      expect(out).not.toMatch(/\r/);
+    }
+    // Plain, timestamped progress lines.
+    expect(r.stderr).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ instance .*a1: done/m);
+  });
+
+  it('--quiet prints only the summary', async () => {
+    const r = await cli(['backup', 'instances', 'a3', '-q', '--project', P, '--target', target.uri]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/a3 .*ok/);
+  });
+
+  it('takes target, project and retention from the config file, flags winning over environment over file', async () => {
+    const file = join(target.dir, 'ib.yaml');
+    writeFileSync(file, `target: ${target.uri}\nproject: does-not-exist\nretention:\n  keep_last: 1\n`);
+    const show = await cli(['config', 'show', '--config', file, '--output', 'json'], { INCUS_BACKUP_PROJECT: P });
+    expect(show.exitCode, show.stderr).toBe(0);
+    const rows = Object.fromEntries(parseJson<{ key: string; value: string; source: string }[]>(show.stdout).map((r) => [r.key, r]));
+    expect(rows.target).toEqual({ key: 'target', value: target.uri, source: file });
+    expect(rows.project).toEqual({ key: 'project', value: P, source: 'INCUS_BACKUP_PROJECT' });
+    const flag = parseJson<{ key: string; value: string; source: string }[]>((await cli(['config', 'show', '--config', file, '--project', 'x', '--output', 'json'], { INCUS_BACKUP_PROJECT: P })).stdout);
+    expect(flag.find((r) => r.key === 'project')).toEqual({ key: 'project', value: 'x', source: '--project' });
+    // A nightly `prune all` with no flags uses the file's retention.
+    const prune = await cli(['prune', 'all', '--dry-run', '--config', file], { INCUS_BACKUP_PROJECT: P });
+    expect(prune.exitCode, prune.stderr).toBe(0);
+    // a1 and a3 have two backups each by now, a2 one: keep_last 1 removes two.
+    expect(prune.stderr).toMatch(/5 backup\(s\) of 3 resource\(s\): 3 to keep, 2 to remove/);
+    expect(prune.stdout).toMatch(/remove/);
+  });
+
+  it('rejects unknown keys naming the file and the line', async () => {
+    const file = join(target.dir, 'bad.yaml');
+    writeFileSync(file, `target: ${target.uri}\nkeep_daily: 7\n`);
+    const r = await cli(['list', '--config', file]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`${file}:2: unknown key "keep_daily"`);
+  });
+
+  it('config show never prints the password file contents', async () => {
+    const pw = join(target.dir, 'pw');
+    writeFileSync(pw, 'correct-horse-battery-staple\n', { mode: 0o600 });
+    const r = await cli(['config', 'show', '--password-file', pw], { RESTIC_PASSWORD: 'env-secret-value' });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain(pw);
+    expect(r.stdout + r.stderr).not.toContain('correct-horse');
+    expect(r.stdout + r.stderr).not.toContain('env-secret-value');
+    expect(r.stdout).toMatch(/RESTIC_PASSWORD .*<redacted>/);
+  });
+
+  it('writes JSON log lines for the run, including Incus requests at debug level', async () => {
+    const log = join(target.dir, 'ib.jsonl');
+    const r = await cli(['backup', 'instances', 'a2', '--log-file', log, '--log-level', 'debug', '--project', P, '--target', target.uri]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(events[0]).toMatchObject({ level: 'info', operation: 'backup instances' });
+    expect(events.some((e) => e.operation === 'incus-request' && String(e.message).startsWith('incus GET /1.0/instances/a2'))).toBe(true);
+    const done = events.find((e) => e.level === 'info' && String(e.resource).includes('a2') && String(e.message).startsWith('done'));
+    expect(done).toBeDefined();
+    expect(Number(done!.bytes)).toBeGreaterThan(1000);
+    expect(Number(done!.durationMs)).toBeGreaterThan(0);
+    expect(events.at(-1)).toMatchObject({ message: 'end' });
+  });
+});
