@@ -124,6 +124,9 @@ export abstract class BaseCommand extends Command<IbContext> {
     this.cleanupFns.push(fn);
   }
 
+  /** When the command started, for the summary's totals. */
+  readonly startedAt = Date.now();
+
   async execute(): Promise<number> {
     try {
       return (await this.run()) ?? ExitCode.ok;

@@ -46,3 +46,12 @@ export function settle(rows: ResultRow[], errors: unknown[]): ExitCodeValue {
 export function errorText(e: unknown): string {
   return e instanceof IbError || e instanceof Error ? e.message : String(e);
 }
+
+/** One closing line for people: counts, bytes, time and overall rate. */
+export function totalsLine(rows: ResultRow[], elapsedMs: number): string {
+  const count = (s: ResultRow['status']) => rows.filter((r) => r.status === s).length;
+  const bytes = rows.reduce((n, r) => n + (r.status === 'ok' ? (r.size ?? 0) : 0), 0);
+  const rate = elapsedMs > 0 ? ` (${humanBytes(Math.round((bytes * 1000) / elapsedMs))}/s)` : '';
+  const failed = count('failed');
+  return `${count('ok')} ok${failed ? `, ${failed} failed` : ''}${count('skipped') ? `, ${count('skipped')} skipped` : ''}; ${humanBytes(bytes)} in ${humanDuration(elapsedMs)}${rate}`;
+}

@@ -65,6 +65,8 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
       );
       const bar = multi.create(1, 0, { label, done: '0 B', totalh: '?', rate: '', phase: '' });
       let total = 1;
+      // The rate counts from the first byte: snapshot and staging time is not transfer time.
+      let firstByteAt: number | undefined;
       return {
         phase: (text) => bar.update({ phase: text }),
         bytes(done, t) {
@@ -72,7 +74,8 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
             total = t;
             bar.setTotal(t);
           }
-          const secs = (Date.now() - started) / 1000;
+          firstByteAt ??= Date.now();
+          const secs = (Date.now() - firstByteAt) / 1000;
           bar.update(Math.min(done, total), {
             done: humanBytes(done),
             totalh: t ? humanBytes(t) : '?',
