@@ -13,6 +13,7 @@ import type { RunContext } from '../core/run.js';
 import { createUi } from '../output/ui.js';
 import { JsonLog, loggingUi } from '../output/log.js';
 import { render, type Column, type OutputFormat } from '../output/format.js';
+import { resultColumns, totalsLine, type ResultRow } from './summary.js';
 import type { IbContext } from './context.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
@@ -227,6 +228,22 @@ export abstract class BaseCommand extends Command<IbContext> {
   /** One result object as json/yaml (for results that are not a list of rows). */
   printData(data: unknown): void {
     this.context.stdout.write(this.format === 'yaml' ? stringifyYaml(data) : JSON.stringify(data, null, 2) + '\n');
+  }
+
+  /**
+   * The end-of-run summary: a table and a totals line for people; with --quiet only the failures
+   * and the totals line; with --output json|yaml the rows as data.
+   */
+  printSummary(verb: string, rows: ResultRow[]): void {
+    const totals = `${verb}: ${totalsLine(rows, Date.now() - this.startedAt)}\n`;
+    if (this.format !== 'table') return this.print(rows, resultColumns);
+    if (this.quiet) {
+      for (const r of rows) if (r.status === 'failed') this.context.stderr.write(`failed: ${r.type} ${r.project}/${r.pool ? `${r.pool}/` : ''}${r.name}: ${r.error}\n`);
+      this.context.stdout.write(totals);
+      return;
+    }
+    this.print(rows, resultColumns);
+    this.context.stderr.write(totals);
   }
 
   print<T>(rows: T[], columns: Column<T>[], toData?: (row: T) => unknown): void {

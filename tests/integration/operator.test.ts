@@ -42,11 +42,15 @@ describe('operator experience', () => {
     expect(r.stderr).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ instance .*a1: done/m);
   });
 
-  it('--quiet prints only the summary', async () => {
+  it('--quiet prints only the failures and the final summary line', async () => {
     const r = await cli(['backup', 'instances', 'a3', '-q', '--project', P, '--target', target.uri]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toBe('');
-    expect(r.stdout).toMatch(/a3 .*ok/);
+    expect(r.stdout).toMatch(/^backup: 1 ok; [\d.]+ MiB in [\d.]+ m?s \([^)]*\/s\)$/);
+    const bad = await cli(['backup', 'instances', 'a3', 'nope', '-q', '--project', P, '--target', target.uri]);
+    expect(bad.exitCode).toBe(3);
+    expect(bad.stderr).toMatch(/^failed: instance .*\/nope: .*not found/im);
+    expect(bad.stdout).toMatch(/^backup: 1 ok, 1 failed; /);
   });
 
   it('takes target, project and retention from the config file, flags winning over environment over file', async () => {
@@ -62,8 +66,8 @@ describe('operator experience', () => {
     // A nightly `prune all` with no flags uses the file's retention.
     const prune = await cli(['prune', 'all', '--dry-run', '--config', file], { INCUS_BACKUP_PROJECT: P });
     expect(prune.exitCode, prune.stderr).toBe(0);
-    // a1 and a3 have two backups each by now, a2 one: keep_last 1 removes two.
-    expect(prune.stderr).toMatch(/5 backup\(s\) of 3 resource\(s\): 3 to keep, 2 to remove/);
+    // a1 has two backups by now, a3 three, a2 one: keep_last 1 removes three.
+    expect(prune.stderr).toMatch(/6 backup\(s\) of 3 resource\(s\): 3 to keep, 3 to remove/);
     expect(prune.stdout).toMatch(/remove/);
   });
 

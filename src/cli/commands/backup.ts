@@ -9,7 +9,7 @@ import type { Compression } from '../../core/types.js';
 import { UsageError, type ExitCodeValue } from '../../errors.js';
 import type { BackupSubject, IncusApi } from '../../incus/api.js';
 import { BaseCommand, checkName } from '../base.js';
-import { errorText, resultColumns, settle, totalsLine, type ResultRow } from '../summary.js';
+import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
 import { lockTarget, lockWaitOption } from './maintenance.js';
 
 type Patterns = { include?: string[]; exclude?: string[] };
@@ -104,8 +104,7 @@ abstract class BackupCommand extends BaseCommand {
       return { ...row(subjects[i]!), status: 'failed', error: errorText(r.reason) };
     });
     ctx.ui.stop();
-    this.print(rows, resultColumns);
-    if (this.format === 'table') this.context.stderr.write(`backup: ${totalsLine(rows, Date.now() - this.startedAt)}\n`);
+    this.printSummary('backup', rows);
     return settle(rows, errors);
   }
 }

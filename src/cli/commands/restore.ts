@@ -12,7 +12,7 @@ import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
 import { groupByResource, selectBackups } from '../select.js';
-import { errorText, resultColumns, settle, totalsLine, type ResultRow } from '../summary.js';
+import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 
 const previewColumns: Column<RestorePlanItem>[] = [
@@ -138,8 +138,7 @@ abstract class RestoreBase extends BaseCommand {
   protected finish(ctx: RunContext & { ui: { stop(): void } }, rows: ResultRow[], errors: unknown[]): ExitCodeValue {
     ctx.ui.stop();
     if (!this.quiet || errors.length) this.context.stderr.write('\n');
-    this.print(rows, resultColumns);
-    if (this.format === 'table') this.context.stderr.write(`restore: ${totalsLine(rows, Date.now() - this.startedAt)}\n`);
+    this.printSummary('restore', rows);
     return settle(rows, errors);
   }
 }
