@@ -2,7 +2,8 @@ import { Builtins, Cli } from 'clipanion';
 import { dirBackendFactory } from './backends/dir/index.js';
 import { registerBackend } from './backends/registry.js';
 import { resticBackendFactory } from './backends/restic/index.js';
-import { BackupAllCommand, BackupConfigCommand, BackupInstancesCommand, BackupVolumesCommand } from './cli/commands/backup.js';
+import { BackupAllCommand, BackupConfigCommand, BackupImagesCommand, BackupInstancesCommand, BackupVolumesCommand } from './cli/commands/backup.js';
+import { RestoreImagesCommand } from './cli/commands/images.js';
 import { ListCommand } from './cli/commands/list.js';
 import { ProtectCommand, PruneCommand, UnprotectCommand, VerifyCommand } from './cli/commands/maintenance.js';
 import {
@@ -26,12 +27,14 @@ export function buildCli(): Cli<IbContext> {
     BackupInstancesCommand,
     BackupVolumesCommand,
     BackupConfigCommand,
+    BackupImagesCommand,
     BackupAllCommand,
     RestoreInstanceCommand,
     RestoreInstancesCommand,
     RestoreVolumeCommand,
     RestoreVolumesCommand,
     RestoreConfigCommand,
+    RestoreImagesCommand,
     ConfigShowCommand,
       RestoreAllCommand,
     ListCommand,

@@ -14,6 +14,8 @@ export interface BackupEntry {
   manifest: Manifest;
   /** Backend-specific location (a directory, a restic snapshot id). */
   location: string;
+  /** Bytes newly stored for this backup after deduplication (restic's data_added), if known. */
+  dataAdded?: number;
 }
 
 /** The archive being written; nothing becomes visible to `list` until `commit`. */
@@ -34,7 +36,7 @@ export interface ArchiveWriter {
 export interface WriteRequest {
   key: ResourceKey;
   when: Date;
-  archiveBase: 'export.tar' | 'volume.tar' | 'config.json';
+  archiveBase: 'export.tar' | 'volume.tar' | 'config.json' | 'image.tar';
   compression: Compression;
 }
 

@@ -16,7 +16,8 @@ import { render, type Column, type OutputFormat } from '../output/format.js';
 import { resultColumns, totalsLine, type ResultRow } from './summary.js';
 import type { IbContext } from './context.js';
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+// 64: Incus names are at most 63 characters, image fingerprints are 64.
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 /** Rejects names that could escape the layout or are not Incus names (`/`, `..`, empty). */
 export function checkName(what: string, name: string): string {

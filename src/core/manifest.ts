@@ -24,6 +24,16 @@ export interface Manifest extends ResourceKey {
     storedSha256: string;
   };
   source: { status?: string; instanceType?: string; contentType?: string; host?: string };
+  /** Images: what Incus needs to import it again and to give it back its names. */
+  image?: {
+    contentType: string;
+    aliases: { name: string; description: string }[];
+    properties: Record<string, string>;
+    public: boolean;
+    autoUpdate: boolean;
+    type: string;
+    filename: string;
+  };
   /** The archive's backup/index.yaml, parsed, captured while streaming. */
   index?: Record<string, unknown>;
   protected?: boolean;
@@ -31,7 +41,7 @@ export interface Manifest extends ResourceKey {
 
 export class ManifestError extends Error {}
 
-const TYPES: ResourceType[] = ['instance', 'volume', 'config'];
+const TYPES: ResourceType[] = ['instance', 'volume', 'config', 'image'];
 const SHA = /^[0-9a-f]{64}$/;
 
 function need(cond: unknown, what: string): asserts cond {

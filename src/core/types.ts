@@ -1,5 +1,5 @@
 /** What is backed up: an instance, a custom volume (pool-scoped) or the server's config. */
-export type ResourceType = 'instance' | 'volume' | 'config';
+export type ResourceType = 'instance' | 'volume' | 'config' | 'image';
 
 export interface ResourceKey {
   type: ResourceType;

@@ -261,3 +261,67 @@ export class ConfigApi {
     await this.client.run('DELETE', `${c.path}/${enc(name)}`, c.projectScoped && project ? { project } : {});
   }
 }
+
+export interface Image {
+  fingerprint: string;
+  aliases: { name: string; description: string }[];
+  properties: Record<string, string>;
+  public: boolean;
+  auto_update: boolean;
+  cached: boolean;
+  update_source?: { server: string; alias: string } | null;
+  type: string;
+  filename: string;
+  size: number;
+  architecture: string;
+}
+
+/** Images: listing, streaming export and import, aliases. */
+export class ImageApi {
+  constructor(readonly client: IncusClient) {}
+
+  list(project: string): Promise<Image[]> {
+    return this.client.get<Image[]>('/1.0/images', { project, query: { recursion: '1' } });
+  }
+
+  async exists(project: string, fingerprint: string): Promise<boolean> {
+    try {
+      await this.client.get(`/1.0/images/${enc(fingerprint)}`, { project });
+      return true;
+    } catch (e) {
+      if (e instanceof IncusError && e.notFound) return false;
+      throw e;
+    }
+  }
+
+  /** The image file(s) as Incus serves them: a tarball, or multipart for split images. */
+  async download(project: string, fingerprint: string, signal?: AbortSignal): Promise<{ stream: Readable; size?: number; contentType: string }> {
+    return this.client.downloadWithType(`/1.0/images/${enc(fingerprint)}/export`, { project, ...(signal ? { signal } : {}) });
+  }
+
+  /** Uploads what `download` gave (same content type), waits, returns the new fingerprint. */
+  async import(project: string, body: Readable, contentType: string, opts: { public: boolean; signal?: AbortSignal }): Promise<string> {
+    const op = await this.client.upload('/1.0/images', body, { 'content-type': contentType, 'x-incus-public': opts.public ? '1' : '0' }, { project, ...(opts.signal ? { signal: opts.signal } : {}) });
+    const done = await this.client.wait(op, opts.signal);
+    return String((done.metadata as { fingerprint?: string } | null)?.fingerprint ?? '');
+  }
+
+  async update(project: string, fingerprint: string, props: { properties: Record<string, string>; public: boolean; auto_update: boolean }): Promise<void> {
+    const path = `/1.0/images/${enc(fingerprint)}`;
+    const { etag } = await this.client.getWithEtag(path, { project });
+    await this.client.run('PUT', path, { project, etag, body: props });
+  }
+
+  async aliasTarget(project: string, name: string): Promise<string | undefined> {
+    try {
+      return (await this.client.get<{ target: string }>(`/1.0/images/aliases/${enc(name)}`, { project })).target;
+    } catch (e) {
+      if (e instanceof IncusError && e.notFound) return undefined;
+      throw e;
+    }
+  }
+
+  async createAlias(project: string, name: string, target: string, description: string): Promise<void> {
+    await this.client.run('POST', '/1.0/images/aliases', { project, body: { name, target, description } });
+  }
+}

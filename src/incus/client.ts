@@ -204,6 +204,12 @@ export class IncusClient {
 
   /** Streams a response body (an export); errors are read and thrown as IncusError. */
   async download(path: string, opts: RequestOptions = {}): Promise<{ stream: Readable; size?: number }> {
+    const { stream, size } = await this.downloadWithType(path, opts);
+    return { stream, ...(size !== undefined ? { size } : {}) };
+  }
+
+  /** Like download, also returning the content type (image exports are tar or multipart). */
+  async downloadWithType(path: string, opts: RequestOptions = {}): Promise<{ stream: Readable; size?: number; contentType: string }> {
     const target = this.url(path, opts.project, opts.query);
     let res;
     try {
@@ -216,7 +222,8 @@ export class IncusClient {
       this.parse('GET', target, res.statusCode, text, undefined);
     }
     const len = Number(res.headers['content-length']);
-    return { stream: res.body as unknown as Readable, size: Number.isFinite(len) ? len : undefined };
+    const contentType = String(res.headers['content-type'] ?? 'application/octet-stream');
+    return { stream: res.body as unknown as Readable, ...(Number.isFinite(len) ? { size: len } : {}), contentType };
   }
 
   /** Streams a request body (an import); returns the operation the server created. */

@@ -51,6 +51,7 @@ export class DirBackend implements Backend {
   resourceDir(k: ResourceKey): string {
     if (k.type === 'instance') return join(this.root, 'instances', k.project, k.name);
     if (k.type === 'volume') return join(this.root, 'volumes', k.project, k.pool!, k.name);
+    if (k.type === 'image') return join(this.root, 'images', k.project, k.name);
     // The declarative config is server-wide: one series of versions, whatever the project.
     return join(this.root, 'config');
   }
@@ -212,11 +213,12 @@ export class DirBackend implements Backend {
   private async candidateDirs(f: ListFilter): Promise<{ dir: string; key: ResourceKey }[]> {
     const out: { dir: string; key: ResourceKey }[] = [];
     const pick = (want: string | undefined, all: string[]) => (want ? all.filter((x) => x === want) : all);
-    if (!f.type || f.type === 'instance') {
-      const base = join(this.root, 'instances');
+    for (const [type, folder] of [['instance', 'instances'], ['image', 'images']] as const) {
+      if (f.type && f.type !== type) continue;
+      const base = join(this.root, folder);
       for (const project of pick(f.project, await readdirSafe(base)))
         for (const name of pick(f.name, await readdirSafe(join(base, project))))
-          out.push({ dir: join(base, project, name), key: { type: 'instance', project, name } });
+          out.push({ dir: join(base, project, name), key: { type, project, name } });
     }
     if (!f.type || f.type === 'volume') {
       const base = join(this.root, 'volumes');

@@ -4,6 +4,8 @@ import { backupResource, isTmpName, sweepProjectLeftovers } from '../../core/bac
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
 import { selectByPatterns } from '../../core/settings.js';
+import { backupImage, irreplaceable } from '../../core/images.js';
+import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
 import { UsageError, type ExitCodeValue } from '../../errors.js';
@@ -15,7 +17,31 @@ import { lockTarget, lockWaitOption } from './maintenance.js';
 type Patterns = { include?: string[]; exclude?: string[] };
 
 /** What one backup run covers: instances, volumes, and (for `config` / `all`) the config. */
-type BackupItem = BackupSubject | { kind: 'config' };
+type BackupItem = BackupSubject | { kind: 'config' } | { kind: 'image'; project: string; image: Image };
+
+/** Images of the projects (each once, under the project that owns it), optionally by fingerprint prefix. */
+async function imageItems(api: IncusApi, projects: string[], prefixes: string[], all: boolean): Promise<BackupItem[]> {
+  const images = new ImageApi(api.client);
+  const seen = new Set<string>();
+  const out: BackupItem[] = [];
+  for (const project of projects) {
+    const listed = await images.list(project);
+    const pool = prefixes.length ? listed : irreplaceable(listed, all);
+    for (const prefix of prefixes) {
+      if (!/^[0-9a-f]{4,64}$/.test(prefix)) throw new UsageError(`"${prefix}" is not an image fingerprint`, 'give a fingerprint or a prefix of one, as `incus image list` shows');
+      const hits = listed.filter((i) => i.fingerprint.startsWith(prefix));
+      if (hits.length !== 1) throw new UsageError(`${hits.length ? 'ambiguous' : 'no'} image ${prefix} in project ${project}`, 'give more of the fingerprint');
+    }
+    for (const image of pool) {
+      if (prefixes.length && !prefixes.some((p) => image.fingerprint.startsWith(p))) continue;
+      const owner = (image as Image & { project?: string }).project ?? project;
+      if (seen.has(`${owner}/${image.fingerprint}`)) continue;
+      seen.add(`${owner}/${image.fingerprint}`);
+      out.push({ kind: 'image', project: owner, image });
+    }
+  }
+  return out;
+}
 
 async function instanceSubjects(api: IncusApi, projects: string[], names: string[], patterns?: Patterns): Promise<BackupSubject[]> {
   const out: BackupSubject[] = [];
@@ -78,7 +104,9 @@ abstract class BackupCommand extends BaseCommand {
     const row = (s: BackupItem): ResultRow =>
       s.kind === 'config'
         ? { type: 'config', project: SERVER_WIDE, name: 'config', status: 'planned' }
-        : { type: s.kind, project: s.project, name: s.name, ...(s.kind === 'volume' ? { pool: s.pool } : {}), status: 'planned' };
+        : s.kind === 'image'
+          ? { type: 'image', project: s.project, name: s.image.fingerprint.slice(0, 12), status: 'planned' }
+          : { type: s.kind, project: s.project, name: s.name, ...(s.kind === 'volume' ? { pool: s.pool } : {}), status: 'planned' };
     if (this.dryRun) {
       this.print(subjects.map(row), resultColumns);
       return 0;
@@ -86,13 +114,14 @@ abstract class BackupCommand extends BaseCommand {
     const ctx = this.runContext(api, backend);
     await backend.prepareWrite((m) => ctx.ui.info(m));
     this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, ctx.ui, this.context.signal));
-    for (const p of new Set(subjects.flatMap((s) => (s.kind === 'config' ? [] : [s.project])))) await sweepProjectLeftovers(ctx, p);
+    for (const p of new Set(subjects.flatMap((s) => (s.kind === 'instance' || s.kind === 'volume' ? [s.project] : [])))) await sweepProjectLeftovers(ctx, p);
     const live = this.noSnapshot || this.settings().values.consistency === 'live';
     const opts = { live, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
     const errors: unknown[] = [];
     const settled = await mapPool(subjects, this.parallel, async (s) => {
       const started = Date.now();
-      const entry = s.kind === 'config' ? await backupConfig(ctx) : await backupResource(ctx, s, opts);
+      const entry =
+        s.kind === 'config' ? await backupConfig(ctx) : s.kind === 'image' ? await backupImage(ctx, s.project, s.image) : await backupResource(ctx, s, opts);
       return { entry, ms: Date.now() - started };
     });
     const rows = settled.map((r, i): ResultRow => {
@@ -169,8 +198,34 @@ export class BackupAllCommand extends BackupCommand {
     ],
   });
 
+  withImages = Option.Boolean('--with-images', false, { description: 'Also back up local images that cannot be fetched again' });
+
   async subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
     const f = this.settings().values;
-    return [{ kind: 'config' }, ...(await volumeSubjects(api, projects, [], f.volumes)), ...(await instanceSubjects(api, projects, [], f.instances))];
+    return [
+      { kind: 'config' },
+      ...(this.withImages ? await imageItems(api, projects, [], false) : []),
+      ...(await volumeSubjects(api, projects, [], f.volumes)),
+      ...(await instanceSubjects(api, projects, [], f.instances)),
+    ];
+  }
+}
+
+export class BackupImagesCommand extends BackupCommand {
+  static override paths = [['backup', 'images']];
+  static override usage = Command.Usage({
+    category: 'Backup',
+    description: 'Back up local images (by default those not cached from an image server)',
+    details: 'Images are stored as Incus exports them, with their aliases and properties in the manifest.',
+    examples: [
+      ['Images that could not be downloaded again', '$0 backup images --target dir:/srv/backups'],
+      ['One image by fingerprint prefix', '$0 backup images 128be537f07c --target dir:/srv/backups'],
+    ],
+  });
+  fingerprints = Option.Rest({ name: 'FINGERPRINT' });
+  allImages = Option.Boolean('--all-images', false, { description: 'Every image, also those cached from an image server' });
+
+  subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
+    return imageItems(api, projects, this.fingerprints, this.allImages);
   }
 }

@@ -5,7 +5,7 @@ import { humanBytes } from '../../output/format.js';
 import type { BackupEntry } from '../../backends/types.js';
 import { BaseCommand, checkName } from '../base.js';
 
-const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config' } as const;
+const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config', images: 'image' } as const;
 
 export class ListCommand extends BaseCommand {
   static override paths = [['list']];

@@ -13,7 +13,7 @@ import { BaseCommand, checkName } from '../base.js';
 import { pickVersion } from '../select.js';
 import { parseVolumeRef } from './backup.js';
 
-const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config' } as const;
+const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config', images: 'image' } as const;
 type Kind = keyof typeof KINDS;
 const kindOption = (required: boolean) =>
   Option.String({ required, name: 'all|instances|volumes|config', validator: t.isEnum(Object.keys(KINDS) as Kind[]) });

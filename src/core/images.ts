@@ -1,0 +1,115 @@
+import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { BackupEntry } from '../backends/types.js';
+import { ImageApi, type Image } from '../incus/api.js';
+import { IncusError } from '../incus/errors.js';
+import { InterruptedError } from '../errors.js';
+import { toolVersion } from '../version.js';
+import { HashingStream, VerifyingStream } from './hashing.js';
+import { MANIFEST_FORMAT } from './manifest.js';
+import type { RunContext } from './run.js';
+
+export function imageApi(ctx: RunContext): ImageApi {
+  return new ImageApi(ctx.api.client);
+}
+
+/**
+ * Images worth a backup: by default those that cannot be fetched again from an image server
+ * (not cached from a remote, no update source); `all` for every image.
+ */
+export function irreplaceable(images: Image[], all: boolean): Image[] {
+  return all ? images : images.filter((i) => !i.cached && !i.update_source?.server);
+}
+
+const short = (fp: string) => fp.slice(0, 12);
+
+/** Streams one image through the backend, with its aliases and properties in the manifest. */
+export async function backupImage(ctx: RunContext, project: string, image: Image): Promise<BackupEntry> {
+  const task = ctx.ui.task(`image ${project}/${short(image.fingerprint)}`);
+  const key = { type: 'image' as const, project, name: image.fingerprint };
+  const writer = await ctx.backend.createWriter({ key, when: new Date(), archiveBase: 'image.tar', compression: 'none' });
+  try {
+    const dl = await imageApi(ctx).download(project, image.fingerprint, ctx.signal);
+    const hash = new HashingStream((n) => task.bytes(n, dl.size));
+    await pipeline(dl.stream, hash, writer.stream, { signal: ctx.signal });
+    const server = await ctx.api.client.server();
+    const entry = await writer.commit({
+      format: MANIFEST_FORMAT,
+      ...key,
+      timestamp: writer.timestamp,
+      createdAt: new Date().toISOString(),
+      tool: { name: 'incus-backup', version: toolVersion },
+      incus: { serverVersion: server.environment.server_version },
+      consistency: { mode: 'stopped', instant: new Date().toISOString() },
+      options: { optimized: false, withSnapshots: false, compression: 'none' },
+      archive: { size: hash.bytes, sha256: hash.sha256 },
+      source: {},
+      image: {
+        contentType: dl.contentType,
+        aliases: image.aliases ?? [],
+        properties: image.properties ?? {},
+        public: image.public,
+        autoUpdate: image.auto_update,
+        type: image.type,
+        filename: image.filename,
+      },
+    });
+    task.end(true, entry.manifest.timestamp);
+    return entry;
+  } catch (e) {
+    await writer.abort().catch(() => undefined);
+    task.end(false);
+    if (ctx.signal.aborted) throw new InterruptedError(`interrupted while backing up image ${short(image.fingerprint)}; nothing was kept`);
+    throw e;
+  }
+}
+
+export interface ImageRestoreResult {
+  action: 'create' | 'skip';
+  aliases: string[];
+  /** Aliases that already point at another image and were left alone. */
+  conflicts: string[];
+}
+
+/**
+ * Imports an image (verified on the way in) unless the same fingerprint is already there, then
+ * gives back its properties and any alias that is free.
+ */
+export async function restoreImage(ctx: RunContext, entry: BackupEntry, project: string, dryRun: boolean): Promise<ImageRestoreResult> {
+  const m = entry.manifest;
+  const meta = m.image;
+  if (!meta) throw new IncusError(0, `backup ${m.name} ${m.timestamp} has no image metadata`, 'RESTORE', m.name);
+  const api = imageApi(ctx);
+  const present = await api.exists(project, m.name);
+  const aliases: string[] = [];
+  const conflicts: string[] = [];
+  for (const a of meta.aliases) {
+    const target = await api.aliasTarget(project, a.name);
+    if (target === undefined) aliases.push(a.name);
+    else if (target !== m.name) conflicts.push(a.name);
+  }
+  const result: ImageRestoreResult = { action: present ? 'skip' : 'create', aliases, conflicts };
+  if (dryRun) return result;
+  const task = ctx.ui.task(`image ${project}/${short(m.name)}`);
+  try {
+    if (!present) {
+      const body = new PassThrough({ highWaterMark: 1 << 20 });
+      const archive = await ctx.backend.openArchive(entry, ctx.signal);
+      const verify = new VerifyingStream({ sha256: m.archive.sha256, size: m.archive.size, label: `image ${short(m.name)} ${m.timestamp}` }, (n) => task.bytes(n, m.archive.size));
+      const results = await Promise.allSettled([pipeline(archive, verify, body, { signal: ctx.signal }), api.import(project, body, meta.contentType, { public: meta.public, signal: ctx.signal })]);
+      for (const r of results) if (r.status === 'rejected') {
+        body.destroy();
+        archive.destroy();
+        throw r.reason;
+      }
+      await api.update(project, m.name, { properties: meta.properties, public: meta.public, auto_update: meta.autoUpdate });
+    }
+    for (const a of meta.aliases) if (aliases.includes(a.name)) await api.createAlias(project, a.name, m.name, a.description);
+    for (const c of conflicts) ctx.ui.warn(`image alias ${c} already points at another image; left as it is`);
+    task.end(true, present ? 'already present' : m.timestamp);
+    return result;
+  } catch (e) {
+    task.end(false);
+    throw e;
+  }
+}

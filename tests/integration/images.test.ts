@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, incus, incusJson, parseJson, tempTarget } from './helpers.js';
+
+const P = `t-img-${randomBytes(3).toString('hex')}`;
+let target: ReturnType<typeof tempTarget>;
+let fp = '';
+
+interface ImageJson {
+  fingerprint: string;
+  aliases: { name: string }[];
+  properties: Record<string, string>;
+}
+
+beforeAll(async () => {
+  target = tempTarget();
+  // A project with its own images, holding a copy of the test image under its own alias.
+  await incus('project', 'create', P, '-c', 'features.images=true', '-c', 'features.profiles=false');
+  await incus('image', 'export', 'ib-busybox', join(target.dir, 'bb'));
+  await incus('image', 'import', join(target.dir, 'bb.tar'), '--project', P, '--alias', 'bb-local');
+  rmSync(join(target.dir, 'bb.tar'));
+  const images = await incusJson<ImageJson[]>('/1.0/images?recursion=1', P);
+  fp = images[0]!.fingerprint;
+  await incus('image', 'set-property', fp, 'user.purpose', 'incus-backup test', '--project', P);
+});
+
+afterAll(async () => {
+  for (const i of await incusJson<ImageJson[]>('/1.0/images?recursion=1', P).catch(() => [])) {
+    await incus('image', 'delete', i.fingerprint, '--project', P).catch(() => undefined);
+  }
+  await incus('project', 'delete', P).catch(() => undefined);
+  target?.dispose();
+});
+
+describe('images', () => {
+  it('backs up local images with aliases and properties, and lists them', async () => {
+    const r = await cli(['backup', 'images', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(parseJson<{ type: string; name: string; status: string }[]>(r.stdout)).toEqual([
+      expect.objectContaining({ type: 'image', name: fp.slice(0, 12), status: 'ok' }),
+    ]);
+    const list = parseJson<{ type: string; name: string; sha256: string }[]>((await cli(['list', 'images', '--project', P, '--target', target.uri, '--output', 'json'])).stdout);
+    expect(list).toHaveLength(1);
+    // A unified image's fingerprint is the sha256 of its tarball: what we stored is the image.
+    expect(list[0]).toMatchObject({ type: 'image', name: fp, sha256: fp });
+  });
+
+  it('restores a deleted image with its alias and properties', async () => {
+    await incus('image', 'delete', fp, '--project', P);
+    const dry = await cli(['restore', 'images', '--dry-run', '--project', P, '--target', target.uri]);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/create .*bb-local/);
+    expect(await incusJson<unknown[]>('/1.0/images', P)).toEqual([]);
+    const r = await cli(['restore', 'images', '-y', '--project', P, '--target', target.uri]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const img = await incusJson<ImageJson>(`/1.0/images/${fp}`, P);
+    expect(img.aliases.map((a) => a.name)).toEqual(['bb-local']);
+    expect(img.properties['user.purpose']).toBe('incus-backup test');
+    // A second restore has nothing to do.
+    const again = await cli(['restore', 'images', '-y', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(parseJson<{ action: string }[]>(again.stdout)[0]!.action).toBe('skip');
+  });
+
+  it('refuses an unknown fingerprint', async () => {
+    const r = await cli(['backup', 'images', 'deadbeef', '--project', P, '--target', target.uri]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/no image deadbeef/);
+  });
+});
