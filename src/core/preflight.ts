@@ -16,10 +16,17 @@ interface IndexContainer {
   devices?: Record<string, Record<string, string>>;
 }
 
-/** Name mappings for restoring into a different environment (--project-map, --pool-map). */
+/** Name mappings for restoring into a different environment (--project-map, --pool-map, ...). */
 export interface Mappings {
   project: Map<string, string>;
   pool: Map<string, string>;
+  profile: Map<string, string>;
+  network: Map<string, string>;
+}
+
+/** Whether restoring an instance under `maps` needs its backup YAML rewritten. */
+export function rewritesInstance(maps: Mappings | undefined): boolean {
+  return !!maps && (maps.pool.size > 0 || maps.profile.size > 0 || maps.network.size > 0);
 }
 
 export const mapName = (m: Map<string, string>, v: string) => m.get(v) ?? v;
@@ -37,9 +44,9 @@ export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requireme
   const c = index.config?.container ?? {};
   const out: Requirement[] = [];
   if (index.pool) out.push({ what: 'storage-pool', project, name: mapName(maps.pool, index.pool), neededBy });
-  for (const p of c.profiles ?? []) out.push({ what: 'profile', project, name: p, neededBy });
+  for (const p of c.profiles ?? []) out.push({ what: 'profile', project, name: mapName(maps.profile, p), neededBy });
   for (const d of Object.values(c.devices ?? {})) {
-    if (d.type === 'nic' && d.network) out.push({ what: 'network', project, name: d.network, neededBy });
+    if (d.type === 'nic' && d.network) out.push({ what: 'network', project, name: mapName(maps.network, d.network), neededBy });
     if (d.type === 'disk' && d.pool && d.source && !d.source.startsWith('/')) {
       out.push({ what: 'volume', project, name: `${mapName(maps.pool, d.pool)}/${d.source.split('/')[0]}`, neededBy });
     }

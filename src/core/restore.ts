@@ -7,7 +7,8 @@ import { InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { VerifyingStream } from './hashing.js';
 import { Cleanup, type RunContext } from './run.js';
-import { mapName, type Mappings } from './preflight.js';
+import { mapName, rewritesInstance, type Mappings } from './preflight.js';
+import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
 import { tmpName } from './tmpnames.js';
 
 export type RestoreAction = 'create' | 'replace' | 'skip';
@@ -22,6 +23,8 @@ export interface RestorePlanItem {
   stops: string[];
   /** Instances: import onto this pool instead of the archive's. */
   rootPool?: string;
+  /** Instances: rename profiles, networks and pools in the archive's YAML on the way in. */
+  maps?: Mappings;
 }
 
 export interface PlanOptions {
@@ -92,7 +95,8 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     }
     const start = entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
     const rootPool = dest.kind === 'instance' ? rootPoolOverride(entry, opts.maps) : undefined;
-    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], ...(rootPool ? { rootPool } : {}) });
+    const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
+    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], ...(rootPool ? { rootPool } : {}), ...maps });
   }
   if (conflicts.length) {
     throw new UsageError(
@@ -128,7 +132,10 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem): Promi
     cleanup.push(`delete partly restored ${staged.name}`, async () => {
       if (!swapped) await deleteSubject(ctx, staged);
     });
-    const feeding = pipeline(archive, verify, body, { signal });
+    const maps = item.maps;
+    const feeding = maps
+      ? pipeline(archive, verify, new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps)), body, { signal })
+      : pipeline(archive, verify, body, { signal });
     const importing = api.importBackup(staged, body, { signal, ...(item.rootPool ? { pool: item.rootPool } : {}) });
     // Whichever side fails first stops the other: a bad checksum aborts the upload, a refused
     // upload stops reading the archive.

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ChecksumMismatchError, HashingStream, VerifyingStream } from '../../src/core/hashing.js';
 import { TarIndexCapture } from '../../src/core/tarindex.js';
 import { mapPool } from '../../src/core/pool.js';
+import { mapInstanceYaml, TarYamlRewriter } from '../../src/core/tarrewrite.js';
 
 /** A minimal ustar archive built by hand: header blocks, data padded to 512, two zero blocks. */
 function tar(entries: { name: string; data: Buffer }[]): Buffer {
@@ -88,5 +89,38 @@ describe('streaming helpers', () => {
     });
     expect(peak).toBe(2);
     expect(out.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message))).toEqual([50, 10, 'three', 20]);
+  });
+});
+
+describe('TarYamlRewriter', () => {
+  const collect = () => {
+    const chunks: Buffer[] = [];
+    const w = new Writable({ write: (c: Buffer, _e, cb) => (chunks.push(c), cb()) });
+    return { w, data: () => Buffer.concat(chunks) };
+  };
+
+  it('renames profiles, networks and pools in the backup YAML and leaves the rest byte for byte', async () => {
+    const rootfs = Buffer.alloc(5000, 9);
+    const yamlDoc = 'container:\n  profiles: [default, web]\n  devices:\n    eth0: {type: nic, network: lan}\n    data: {type: disk, pool: fast, source: data, path: /srv}\nprofiles:\n  - name: web\n    devices: {}\n';
+    const archive = tar([
+      { name: 'backup/index.yaml', data: Buffer.from(`name: app\npool: fast\nconfig:\n${yamlDoc.replace(/^/gm, '  ')}`) },
+      { name: 'backup/container/backup.yaml', data: Buffer.from(yamlDoc) },
+      { name: 'backup/container/rootfs/f', data: rootfs },
+    ]);
+    const out = collect();
+    const maps = { profile: new Map([['web', 'web-staging']]), network: new Map([['lan', 'lan2']]), pool: new Map([['fast', 'slow']]) };
+    await pipeline(chunked(archive, 333), new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps)), out.w);
+    const cap = new TarIndexCapture();
+    await pipeline(chunked(out.data()), cap, sink());
+    const c = (cap.index!.config as { container: { profiles: string[]; devices: Record<string, Record<string, string>> } }).container;
+    expect(c.profiles).toEqual(['default', 'web-staging']);
+    expect(c.devices.eth0!.network).toBe('lan2');
+    expect(c.devices.data!.pool).toBe('slow');
+    // The rootfs entry (and the end-of-archive blocks) are untouched at the end of the stream.
+    expect(out.data().includes(rootfs)).toBe(true);
+    expect(out.data().length % 512).toBe(0);
+    const text = out.data().toString('latin1');
+    expect(text).toContain('web-staging');
+    expect(text).not.toMatch(/network: lan\n/);
   });
 });

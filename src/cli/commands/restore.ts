@@ -63,6 +63,8 @@ abstract class RestoreBase extends BaseCommand {
   noStart = Option.Boolean('--no-start', false, { description: 'Do not start instances that were running at backup time' });
   projectMap = Option.Array('--project-map', [], { description: 'Restore project OLD into NEW (repeatable)' });
   poolMap = Option.Array('--pool-map', [], { description: 'Restore onto pool NEW what was on pool OLD (repeatable)' });
+  profileMap = Option.Array('--profile-map', [], { description: 'Give restored instances profile NEW where they had OLD (repeatable)' });
+  networkMap = Option.Array('--network-map', [], { description: 'Attach NICs to network NEW where they used OLD (repeatable)' });
 
   protected checkCommon(version: string | undefined): void {
     if (this.replace && this.skipExisting) throw new UsageError('--replace and --skip-existing exclude each other', 'pick one');
@@ -72,7 +74,12 @@ abstract class RestoreBase extends BaseCommand {
   }
 
   protected maps(): Mappings {
-    return { project: parseMap('project', this.projectMap ?? []), pool: parseMap('pool', this.poolMap ?? []) };
+    return {
+      project: parseMap('project', this.projectMap ?? []),
+      pool: parseMap('pool', this.poolMap ?? []),
+      profile: parseMap('profile', this.profileMap ?? []),
+      network: parseMap('network', this.networkMap ?? []),
+    };
   }
 
   protected planOptions(targetName?: string) {

@@ -1,0 +1,71 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, incus, incusJson, instanceNames, sh, state, tempTarget } from './helpers.js';
+
+const tag = randomBytes(3).toString('hex');
+const P = `t-map-${tag}`;
+const POOL2 = `p2${tag}`;
+let target: ReturnType<typeof tempTarget>;
+let sha = '';
+
+const run = (...args: string[]) => cli([...args, '--project', P, '--target', target.uri]);
+
+interface InstanceJson {
+  profiles: string[];
+  devices: Record<string, Record<string, string>>;
+  expanded_devices: Record<string, Record<string, string>>;
+}
+
+beforeAll(async () => {
+  target = tempTarget();
+  await incus('storage', 'create', POOL2, 'dir');
+  await incus('project', 'create', P, '-c', 'features.images=false', '-c', 'features.profiles=true');
+  await incus('profile', 'device', 'add', 'default', 'root', 'disk', 'path=/', 'pool=default', '--project', P);
+  await incus('profile', 'set', 'default', 'raw.lxc', 'lxc.signal.halt = SIGUSR2', '--project', P);
+  await incus('profile', 'create', 'web', '--project', P);
+  await incus('profile', 'create', 'web2', '--project', P);
+  await incus('profile', 'set', 'web2', 'user.flavour', 'mapped', '--project', P);
+  await incus('storage', 'volume', 'create', 'default', 'data', '--project', P);
+  await incus('launch', 'ib-busybox', 'app', '--project', P, '-p', 'default', '-p', 'web');
+  await incus('storage', 'volume', 'attach', 'default', 'data', 'app', '/srv', '--project', P);
+  sha = await sh(P, 'app', 'dd if=/dev/urandom of=/srv/blob bs=1M count=1 2>/dev/null; sha256sum /srv/blob | cut -d" " -f1');
+  const b = await run('backup', 'all');
+  expect(b.exitCode, b.stderr).toBe(0);
+});
+
+afterAll(async () => {
+  for (const i of await instanceNames(P).catch(() => [] as string[])) await incus('delete', '-f', i, '--project', P).catch(() => undefined);
+  for (const pool of ['default', POOL2]) {
+    for (const v of await incusJson<{ name: string }[]>(`/1.0/storage-pools/${pool}/volumes/custom?recursion=1`, P).catch(() => [])) {
+      await incus('storage', 'volume', 'delete', pool, v.name, '--project', P).catch(() => undefined);
+    }
+  }
+  for (const p of ['web', 'web2']) await incus('profile', 'delete', p, '--project', P).catch(() => undefined);
+  await incus('project', 'delete', P).catch(() => undefined);
+  await incus('storage', 'delete', POOL2).catch(() => undefined);
+  target?.dispose();
+});
+
+describe('restoring into a different environment', () => {
+  it('pre-flight names the volume the mapped pool lacks, and changes nothing', async () => {
+    const r = await run('restore', 'instance', 'app', '--target-name', 'app2', '--pool-map', `default=${POOL2}`, '-y');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`missing: volume ${POOL2}/data`);
+    expect(await instanceNames(P)).toEqual(['app']);
+  });
+
+  it('maps pools and profiles in the archive on the way in', async () => {
+    const vol = await run('restore', 'volume', 'default/data', '--pool-map', `default=${POOL2}`, '-y');
+    expect(vol.exitCode, vol.stderr).toBe(0);
+    const r = await run('restore', 'instance', 'app', '--target-name', 'app2', '--pool-map', `default=${POOL2}`, '--profile-map', 'web=web2', '-y');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const inst = await incusJson<InstanceJson>('/1.0/instances/app2', P);
+    expect(inst.profiles).toEqual(['default', 'web2']);
+    expect(inst.devices.data).toMatchObject({ pool: POOL2, source: 'data' });
+    expect(await state(P, 'app2')).toBe('Running');
+    expect(await sh(P, 'app2', 'sha256sum /srv/blob | cut -d" " -f1')).toBe(sha);
+    // The root volume went to the mapped pool too.
+    const vols = await incusJson<{ name: string; type: string }[]>(`/1.0/storage-pools/${POOL2}/volumes?recursion=1`, P);
+    expect(vols.map((v) => `${v.type}/${v.name}`).sort()).toEqual(['container/app2', 'custom/data']);
+  });
+});
