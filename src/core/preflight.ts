@@ -4,7 +4,7 @@ import type { RestorePlanItem } from './restore.js';
 
 /** Something an instance needs in its destination before Incus can import it. */
 export interface Requirement {
-  what: 'profile' | 'network' | 'storage-pool' | 'volume';
+  what: 'project' | 'profile' | 'network' | 'storage-pool' | 'volume';
   project: string;
   /** For volumes: POOL/NAME. */
   name: string;
@@ -37,12 +37,14 @@ export const mapName = (m: Map<string, string>, v: string) => m.get(v) ?? v;
  */
 export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requirement[] {
   const m = item.entry.manifest;
-  if (m.type !== 'instance' || !m.index) return [];
   const project = item.dest.project;
-  const neededBy = `instance ${project}/${item.dest.name}`;
+  const neededBy = `${item.dest.kind} ${project}/${item.dest.kind === 'volume' ? `${item.dest.pool}/` : ''}${item.dest.name}`;
+  const needProject: Requirement = { what: 'project', project, name: project, neededBy };
+  if (item.dest.kind === 'volume') return [needProject, { what: 'storage-pool', project, name: item.dest.pool, neededBy }];
+  if (m.type !== 'instance' || !m.index) return [needProject];
   const index = m.index as { pool?: string; config?: { container?: IndexContainer } };
   const c = index.config?.container ?? {};
-  const out: Requirement[] = [];
+  const out: Requirement[] = [needProject];
   if (index.pool) out.push({ what: 'storage-pool', project, name: mapName(maps.pool, index.pool), neededBy });
   for (const p of c.profiles ?? []) out.push({ what: 'profile', project, name: mapName(maps.profile, p), neededBy });
   for (const d of Object.values(c.devices ?? {})) {
@@ -80,7 +82,8 @@ export function requirementKey(what: Requirement['what'], project: string, name:
 async function exists(api: IncusApi, r: Requirement): Promise<boolean> {
   const enc = encodeURIComponent;
   let path: string;
-  if (r.what === 'profile') path = `/1.0/profiles/${enc(r.name)}`;
+  if (r.what === 'project') path = `/1.0/projects/${enc(r.name)}`;
+  else if (r.what === 'profile') path = `/1.0/profiles/${enc(r.name)}`;
   else if (r.what === 'network') path = `/1.0/networks/${enc(r.name)}`;
   else if (r.what === 'storage-pool') path = `/1.0/storage-pools/${enc(r.name)}`;
   else {
@@ -88,7 +91,7 @@ async function exists(api: IncusApi, r: Requirement): Promise<boolean> {
     path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(vol)}`;
   }
   try {
-    await api.client.get(path, r.what === 'storage-pool' ? {} : { project: r.project });
+    await api.client.get(path, r.what === 'storage-pool' || r.what === 'project' ? {} : { project: r.project });
     return true;
   } catch (e) {
     if (e instanceof IncusError && e.notFound) return false;

@@ -54,6 +54,12 @@ describe('restoring into a different environment', () => {
     expect(await instanceNames(P)).toEqual(['app']);
   });
 
+  it('pre-flight refuses a restore into a project that does not exist', async () => {
+    const r = await run('restore', 'all', '--project-map', `${P}=nowhere-${tag}`, '-y');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`missing: project nowhere-${tag}`);
+  });
+
   it('maps pools and profiles in the archive on the way in', async () => {
     const vol = await run('restore', 'volume', 'default/data', '--pool-map', `default=${POOL2}`, '-y');
     expect(vol.exitCode, vol.stderr).toBe(0);

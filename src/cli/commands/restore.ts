@@ -292,7 +292,8 @@ export class RestoreAllCommand extends RestoreBase {
     for (const c of config?.changes ?? []) {
       const o = c.object;
       if (c.action === 'delete') continue;
-      if (o.kind === 'profile' || o.kind === 'network') for (const p of [o.project ?? 'default']) willExist.add(requirementKey(o.kind, p, o.name));
+      if (o.kind === 'project') willExist.add(requirementKey('project', o.name, o.name));
+      if (o.kind === 'profile' || o.kind === 'network') willExist.add(requirementKey(o.kind, o.project ?? 'default', o.name));
       if (o.kind === 'storage-pool') for (const i of plan) willExist.add(requirementKey('storage-pool', i.dest.project, o.name));
     }
     const missing = await this.preflight(ctx, plan, willExist);
