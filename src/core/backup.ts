@@ -4,10 +4,9 @@ import { subjectPath, type BackupSubject } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
 import { IncusError } from '../incus/errors.js';
 import { InterruptedError } from '../errors.js';
-import { toolVersion } from '../version.js';
 import type { BackupEntry } from '../backends/types.js';
 import { HashingStream } from './hashing.js';
-import { MANIFEST_FORMAT, type Manifest } from './manifest.js';
+import { draftManifest, type Manifest } from './manifest.js';
 import { Cleanup, type RunContext } from './run.js';
 import { TarIndexCapture } from './tarindex.js';
 import { isStaleTmpName, isTmpName, tmpName } from './tmpnames.js';
@@ -145,19 +144,14 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     if (dl.size !== undefined && hash.bytes !== dl.size) {
       throw new IncusError(0, `export of ${label} was cut short (${hash.bytes} of ${dl.size} bytes)`, 'GET', subjectPath(exportFrom));
     }
-    const entry = await writer.commit({
-      format: MANIFEST_FORMAT,
-      ...key,
-      timestamp: writer.timestamp,
-      createdAt: new Date().toISOString(),
-      tool: { name: 'incus-backup', version: toolVersion },
-      incus: { serverVersion: server.environment.server_version },
-      consistency: { mode, instant: instant.toISOString(), ...(frozenMs !== undefined ? { frozenMs } : {}) },
-      options: { optimized: opts.optimized, withSnapshots: opts.withSnapshots, compression: opts.compression },
-      archive: { size: hash.bytes, sha256: hash.sha256 },
-      source: { ...source, host: hostname() },
-      index: index.index,
-    });
+    const entry = await writer.commit(
+      draftManifest(key, writer.timestamp, server.environment.server_version, { size: hash.bytes, sha256: hash.sha256 }, {
+        consistency: { mode, instant: instant.toISOString(), ...(frozenMs !== undefined ? { frozenMs } : {}) },
+        options: { optimized: opts.optimized, withSnapshots: opts.withSnapshots, compression: opts.compression },
+        source: { ...source, host: hostname() },
+        ...(index.index ? { index: index.index } : {}),
+      }),
+    );
     task.end(true, `${entry.manifest.timestamp}`);
     return entry;
   } catch (e) {

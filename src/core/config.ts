@@ -1,9 +1,8 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackupEntry } from '../backends/types.js';
-import { toolVersion } from '../version.js';
 import { HashingStream, VerifyingStream } from './hashing.js';
-import { MANIFEST_FORMAT } from './manifest.js';
+import { draftManifest } from './manifest.js';
 import type { RunContext } from './run.js';
 import { SERVER_WIDE } from './types.js';
 import { IbError } from '../errors.js';
@@ -259,18 +258,11 @@ export async function backupConfig(ctx: RunContext): Promise<BackupEntry> {
     const hash = new HashingStream();
     await pipeline(Readable.from([body]), hash, writer.stream, { signal: ctx.signal });
     const server = await ctx.api.client.server();
-    const entry = await writer.commit({
-      format: MANIFEST_FORMAT,
-      ...key,
-      timestamp: writer.timestamp,
-      createdAt: new Date().toISOString(),
-      tool: { name: 'incus-backup', version: toolVersion },
-      incus: { serverVersion: server.environment.server_version },
-      consistency: { mode: 'live', instant: snapshot.capturedAt },
-      options: { optimized: false, withSnapshots: false, compression: 'none' },
-      archive: { size: hash.bytes, sha256: hash.sha256 },
-      source: {},
-    });
+    const entry = await writer.commit(
+      draftManifest(key, writer.timestamp, server.environment.server_version, { size: hash.bytes, sha256: hash.sha256 }, {
+        consistency: { mode: 'live', instant: snapshot.capturedAt },
+      }),
+    );
     task.end(true, `${snapshot.objects.length} objects`);
     if (snapshot.redacted.length) ctx.ui.warn(`config: ${snapshot.redacted.length} secret value(s) were not stored (see README: secrets)`);
     return entry;

@@ -4,9 +4,8 @@ import type { BackupEntry } from '../backends/types.js';
 import { ImageApi, type Image } from '../incus/api.js';
 import { IncusError } from '../incus/errors.js';
 import { InterruptedError } from '../errors.js';
-import { toolVersion } from '../version.js';
 import { HashingStream, VerifyingStream } from './hashing.js';
-import { MANIFEST_FORMAT } from './manifest.js';
+import { draftManifest } from './manifest.js';
 import type { RunContext } from './run.js';
 
 export function imageApi(ctx: RunContext): ImageApi {
@@ -33,27 +32,20 @@ export async function backupImage(ctx: RunContext, project: string, image: Image
     const hash = new HashingStream((n) => task.bytes(n, dl.size));
     await pipeline(dl.stream, hash, writer.stream, { signal: ctx.signal });
     const server = await ctx.api.client.server();
-    const entry = await writer.commit({
-      format: MANIFEST_FORMAT,
-      ...key,
-      timestamp: writer.timestamp,
-      createdAt: new Date().toISOString(),
-      tool: { name: 'incus-backup', version: toolVersion },
-      incus: { serverVersion: server.environment.server_version },
-      consistency: { mode: 'stopped', instant: new Date().toISOString() },
-      options: { optimized: false, withSnapshots: false, compression: 'none' },
-      archive: { size: hash.bytes, sha256: hash.sha256 },
-      source: {},
-      image: {
-        contentType: dl.contentType,
-        aliases: image.aliases ?? [],
-        properties: image.properties ?? {},
-        public: image.public,
-        autoUpdate: image.auto_update,
-        type: image.type,
-        filename: image.filename,
-      },
-    });
+    const entry = await writer.commit(
+      draftManifest(key, writer.timestamp, server.environment.server_version, { size: hash.bytes, sha256: hash.sha256 }, {
+        consistency: { mode: 'stopped', instant: new Date().toISOString() },
+        image: {
+          contentType: dl.contentType,
+          aliases: image.aliases ?? [],
+          properties: image.properties ?? {},
+          public: image.public,
+          autoUpdate: image.auto_update,
+          type: image.type,
+          filename: image.filename,
+        },
+      }),
+    );
     task.end(true, entry.manifest.timestamp);
     return entry;
   } catch (e) {

@@ -1,3 +1,4 @@
+import { toolVersion } from '../version.js';
 import type { Compression, ConsistencyMode, ResourceKey, ResourceType } from './types.js';
 
 export const MANIFEST_FORMAT = 1;
@@ -95,4 +96,29 @@ export function compareTimestamps(a: string, b: string): number {
   const [tb, nb] = b.split('-');
   if (ta !== tb) return ta! < tb! ? -1 : 1;
   return Number(na ?? 0) - Number(nb ?? 0);
+}
+
+/** What a writer's commit takes: the manifest without what the backend adds (stored file, sizes). */
+export type ManifestDraft = Omit<Manifest, 'archive'> & { archive: Pick<Manifest['archive'], 'size' | 'sha256'> };
+
+/** The fields every backup shares; callers add consistency, options and what is theirs. */
+export function draftManifest(
+  key: ResourceKey,
+  timestamp: string,
+  serverVersion: string,
+  archive: { size: number; sha256: string },
+  fields: Pick<Manifest, 'consistency'> & Partial<Pick<Manifest, 'options' | 'source' | 'index' | 'image'>>,
+): ManifestDraft {
+  return {
+    format: MANIFEST_FORMAT,
+    ...key,
+    timestamp,
+    createdAt: new Date().toISOString(),
+    tool: { name: 'incus-backup', version: toolVersion },
+    incus: { serverVersion },
+    options: { optimized: false, withSnapshots: false, compression: 'none' },
+    source: {},
+    ...fields,
+    archive,
+  };
 }
