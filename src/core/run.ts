@@ -14,6 +14,8 @@ export interface Ui {
   info(msg: string): void;
   warn(msg: string): void;
   task(label: string): Task;
+  /** A wait with no byte count and no resource of its own (listing a target, planning). */
+  wait<T>(text: string, fn: () => Promise<T>): Promise<T>;
 }
 
 /** What the core flows need, injected so commands stay thin and tests can swap parts. */

@@ -91,6 +91,7 @@ export function loggingUi(ui: Ui & { stop(): void }, log: JsonLog): Ui & { stop(
         },
       };
     },
+    wait: (text, fn) => ui.wait(text, fn),
     stop: () => ui.stop(),
   };
 }

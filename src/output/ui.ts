@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream';
 import cliProgress from 'cli-progress';
+import ora from 'ora';
 import type { Task, Ui } from '../core/run.js';
 import { humanBytes } from './format.js';
 
@@ -8,6 +9,8 @@ export interface UiOptions {
   quiet: boolean;
   color: boolean;
 }
+
+const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
 function stamp(): string {
   return new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
@@ -34,6 +37,18 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
     },
     warn(msg) {
       plain(color(33, `warning: ${msg}`));
+    },
+    async wait(text, fn) {
+      if (!tty || multi) return fn();
+      const spinner = ora({ text, stream: opts.stream as NodeJS.WriteStream, color: 'cyan', isEnabled: true }).start();
+      try {
+        const v = await fn();
+        spinner.stop();
+        return v;
+      } catch (e) {
+        spinner.stop();
+        throw e;
+      }
     },
     task(label): Task {
       const started = Date.now();
@@ -64,17 +79,28 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
         cliProgress.Presets.shades_classic,
       );
       const bar = multi.create(1, 0, { label, done: '0 B', totalh: '?', rate: '', phase: '' });
+      // Waits without bytes (snapshot, staging, importing) get a spinner beside the bar.
+      let phaseText = '';
+      let frame = 0;
+      const spin = setInterval(() => {
+        if (phaseText) bar.update({ phase: `${SPINNER[frame++ % SPINNER.length]} ${phaseText}` });
+      }, 120);
+      spin.unref();
       let total = 1;
       // The rate counts from the first byte: snapshot and staging time is not transfer time.
       let firstByteAt: number | undefined;
       return {
-        phase: (text) => bar.update({ phase: text }),
+        phase: (text) => {
+          phaseText = text;
+          bar.update({ phase: text });
+        },
         bytes(done, t) {
           if (t && t !== total) {
             total = t;
             bar.setTotal(t);
           }
           firstByteAt ??= Date.now();
+          phaseText = '';
           const secs = (Date.now() - firstByteAt) / 1000;
           bar.update(Math.min(done, total), {
             done: humanBytes(done),
@@ -84,6 +110,8 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
           });
         },
         end(ok, text) {
+          clearInterval(spin);
+          phaseText = '';
           bar.update(total, { phase: ok ? color(32, `done ${text ?? ''}`) : color(31, 'FAILED') });
           bar.stop();
         },

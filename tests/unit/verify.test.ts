@@ -28,6 +28,7 @@ const quietUi: Ui & { lines: string[] } = {
   task(): Task {
     return { phase() {}, bytes() {}, end() {} };
   },
+  wait: (_text, fn) => fn(),
 };
 
 let root: string;

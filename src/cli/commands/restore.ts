@@ -167,11 +167,13 @@ abstract class RestoreCommand extends RestoreBase {
     const refs = this.refs();
     const projects = this.allProjects ? undefined : [this.checkedProject()];
     const api = this.incus();
-    const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
-    if (entries.length === 0) throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, 'check --project and --target; `incus-backup list` shows what is there');
     const ctx = this.runContext(api, backend);
-    const plan = await planRestore(ctx, entries, this.planOptions(targetName));
-    const missing = await this.preflight(ctx, plan, new Set());
+    const { plan, missing } = await ctx.ui.wait('reading the target and planning', async () => {
+      const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
+      if (entries.length === 0) throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, 'check --project and --target; `incus-backup list` shows what is there');
+      const plan = await planRestore(ctx, entries, this.planOptions(targetName));
+      return { plan, missing: await this.preflight(ctx, plan, new Set()) };
+    });
     this.print(plan, previewColumns, previewData);
     this.refuseMissing(missing);
     if (this.dryRun) {
