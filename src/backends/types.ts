@@ -126,6 +126,10 @@ export interface Backend {
 export interface BackendOptions {
   /** restic: the repository password file (given to restic as RESTIC_PASSWORD_FILE). */
   passwordFile?: string;
+  /** The environment the command runs with (restic reads its credentials from it). */
+  env?: NodeJS.ProcessEnv;
+  /** Where a backend's warnings go (the run's output layer). */
+  warn?: (msg: string) => void;
 }
 
 export interface BackendFactory {

@@ -166,7 +166,11 @@ export abstract class BaseCommand extends Command<IbContext> {
 
   openTarget(): Backend {
     const passwordFile = this.effective().passwordFile.value;
-    const b = openBackend(this.resolvedTarget(), passwordFile ? { passwordFile } : {});
+    const b = openBackend(this.resolvedTarget(), {
+      env: this.context.env,
+      warn: (m) => this.ui().warn(m),
+      ...(passwordFile ? { passwordFile } : {}),
+    });
     this.cleanupFns.push(() => b.close());
     return b;
   }

@@ -13,6 +13,8 @@ export interface ResultRow {
   size?: number;
   durationMs?: number;
   mode?: string;
+  /** restic: bytes the repository actually grew by (after deduplication). */
+  dataAdded?: number;
   detail?: string;
   error?: string;
 }
@@ -29,7 +31,10 @@ export const resultColumns: Column<ResultRow>[] = [
     header: 'RATE',
     value: (r) => (r.size && r.durationMs ? `${humanBytes(Math.round((r.size * 1000) / Math.max(r.durationMs, 1)))}/s` : ''),
   },
-  { header: 'DETAIL', value: (r) => r.error ?? r.detail ?? r.mode ?? '' },
+  {
+    header: 'DETAIL',
+    value: (r) => r.error ?? [r.detail ?? r.mode ?? '', r.dataAdded !== undefined ? `${humanBytes(r.dataAdded)} new` : ''].filter(Boolean).join(', '),
+  },
 ];
 
 /**

@@ -141,6 +141,8 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     const index = new TarIndexCapture();
     const hash = new HashingStream((n) => task.bytes(n, dl.size));
     await pipeline(dl.stream, index, hash, writer.stream, { signal });
+    // An interrupt that lands after the last byte must still keep nothing.
+    signal.throwIfAborted();
     if (dl.size !== undefined && hash.bytes !== dl.size) {
       throw new IncusError(0, `export of ${label} was cut short (${hash.bytes} of ${dl.size} bytes)`, 'GET', subjectPath(exportFrom));
     }

@@ -1,11 +1,420 @@
-import { IbError } from '../../errors.js';
-import type { BackendFactory } from '../types.js';
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
+import type { ResourceKey } from '../../core/types.js';
+import { IbError, UsageError } from '../../errors.js';
+import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, ListFilter, WriteRequest } from '../types.js';
+import {
+  archiveFileName,
+  archiveTags,
+  manifestFileName,
+  manifestTags,
+  nextFreeVersion,
+  pairSnapshots,
+  resourceId,
+  sameKey,
+  SNAPSHOT_HOST,
+  tagArgs,
+  versionsByResource,
+  type ResticEntry,
+  type SnapshotInfo,
+} from './layout.js';
+import {
+  hasCredential,
+  jsonLines,
+  MIN_VERSION,
+  parseVersion,
+  redactRepository,
+  Restic,
+  RESTIC_EXIT,
+  ResticError,
+  versionBelow,
+  type ResticConfig,
+  type ResticRun,
+} from './restic.js';
+
+/**
+ * Runs as restic's `--stdin-from-command`: copies our fd 3 (the tarball) to restic, then
+ * succeeds only if fd 4 says "commit". restic saves no snapshot when the command fails, so
+ * an archive we did not explicitly commit (error, abort, Ctrl-C, even incus-backup being
+ * killed outright: fd 3 and 4 then just close) never becomes a snapshot. Plain `--stdin`
+ * would instead save whatever arrived before the pipe closed.
+ */
+const COMMIT_GATE = 'cat <&3 3<&- || exit 1; read -r word <&4 || exit 1; [ "$word" = commit ]';
+
+export interface ResticBackendOptions extends Partial<Omit<ResticConfig, 'repository'>> {
+  /** Where warnings go (old restic version). */
+  onWarning?: (msg: string) => void;
+}
+
+/**
+ * Backups in a restic repository; see layout.ts for how a backup maps to snapshots.
+ * Nothing is visible to `list` until the manifest snapshot, written after the data
+ * snapshot succeeded, exists.
+ */
+export class ResticBackend implements Backend {
+  readonly kind = 'restic' as const;
+  readonly restic: Restic;
+  private readonly onWarning: (msg: string) => void;
+  private readyPromise?: Promise<void>;
+  /** Versions in use per resource, read by prepareWrite and extended by our own commits. */
+  private versions?: Map<string, Set<string>>;
+  /** Manifests already completed with their index (see openArchive). */
+  private readonly complete = new WeakSet<Manifest>();
+
+  constructor(
+    readonly repository: string,
+    readonly uri: string,
+    opts: ResticBackendOptions = {},
+  ) {
+    const env = opts.env ?? process.env;
+    if (!hasCredential(env, opts.passwordFile)) {
+      throw new UsageError(
+        `no password set for restic repository ${redactRepository(repository)}`,
+        'set RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD / RESTIC_PASSWORD_COMMAND) in the environment',
+      );
+    }
+    this.restic = new Restic({ ...opts, repository, env });
+    this.onWarning = opts.onWarning ?? ((m) => process.stderr.write(`Warning: ${m}\n`));
+  }
+
+  /** Once per backend: restic is there and recent enough. */
+  private ready(): Promise<void> {
+    this.readyPromise ??= (async () => {
+      const text = await this.restic.version();
+      const v = parseVersion(text);
+      if (!v || versionBelow(v, MIN_VERSION)) {
+        // TODO(confirm): ask before going on with an old restic, once prompts reach backends.
+        this.onWarning(
+          `${v ? `restic ${v.join('.')}` : `unrecognised restic version "${text}"`} is older than ${MIN_VERSION.join('.')}: ` +
+            'errors may be reported less precisely and some commands may fail; please upgrade restic',
+        );
+      }
+    })();
+    return this.readyPromise;
+  }
+
+  private async snapshots(): Promise<SnapshotInfo[]> {
+    await this.ready();
+    const r = await this.restic.run(['snapshots', '--json']);
+    try {
+      const v: unknown = JSON.parse(r.stdout || '[]');
+      if (!Array.isArray(v)) throw new Error('not a list');
+      return v as SnapshotInfo[];
+    } catch (e) {
+      throw new IbError(`restic snapshots printed something unreadable (${(e as Error).message})`, 1);
+    }
+  }
+
+  async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
+    let snaps: SnapshotInfo[];
+    try {
+      snaps = await this.snapshots();
+    } catch (e) {
+      if (!(e instanceof ResticError && e.resticCode === RESTIC_EXIT.noRepository)) throw e;
+      await this.init();
+      onNotice(`initialised restic repository ${this.restic.repoLabel}`);
+      snaps = [];
+    }
+    this.versions = versionsByResource(snaps);
+  }
+
+  private async init(): Promise<void> {
+    try {
+      await this.restic.run(['init', '--json']);
+    } catch (e) {
+      // Someone else initialised it in the meantime: fine, as long as we can open it now.
+      await this.snapshots().catch(() => {
+        throw e;
+      });
+    }
+  }
+
+  async list(filter: ListFilter = {}): Promise<BackupEntry[]> {
+    return (await this.scan(filter)).entries;
+  }
+
+  /** One `restic snapshots` call, paired into backups (see layout.ts). */
+  async scan(filter: ListFilter = {}): Promise<{ entries: ResticEntry[]; broken: BrokenBackup[] }> {
+    return pairSnapshots(await this.snapshots(), filter);
+  }
+
+  async createWriter(req: WriteRequest): Promise<ArchiveWriter> {
+    if (req.compression !== 'none') {
+      throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
+    }
+    await this.ready();
+    if (!this.versions) this.versions = versionsByResource(await this.snapshots());
+    const id = resourceId(req.key);
+    const taken = this.versions.get(id) ?? this.versions.set(id, new Set()).get(id)!;
+    const timestamp = nextFreeVersion(formatTimestamp(req.when), taken);
+    taken.add(timestamp);
+    return new ResticWriter(this, req.key, timestamp);
+  }
+
+  /**
+   * Streams the tarball out of its data snapshot. Before that, the full manifest is read
+   * from the manifest snapshot and its `index` put into the entry (list() leaves it out to
+   * stay one restic call), so the restore sees the same manifest as with a dir target.
+   */
+  async openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable> {
+    await this.ready();
+    const run = this.restic.start(['dump', entry.location, `/${archiveFileName(entry.manifest)}`], {
+      streamStdout: true,
+      ...(signal ? { signal } : {}),
+    });
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    run.child.stdout.pipe(out, { end: false });
+    // End only once restic said it succeeded: a dump that dies half-way must not look like
+    // a short archive but fail with restic's own reason.
+    const stdoutDone = new Promise<void>((resolve) => run.child.stdout.once('end', resolve).once('close', resolve));
+    run.result.then(
+      async () => {
+        await stdoutDone;
+        out.end();
+      },
+      (e: unknown) => out.destroy(e as Error),
+    );
+    out.once('close', () => run.child.kill());
+    // The manifest is read while the dump starts (each restic process spends about half a
+    // second deriving the key; two at once cost little more than one).
+    try {
+      await this.completeManifest(entry);
+    } catch (e) {
+      out.destroy();
+      throw e;
+    }
+    return out;
+  }
+
+  private async completeManifest(entry: BackupEntry): Promise<void> {
+    if (this.complete.has(entry.manifest)) return;
+    const manifestId = 'manifestSnapshot' in entry ? String((entry as ResticEntry).manifestSnapshot) : await this.findManifest(entry.location);
+    const r = await this.restic.run(['dump', manifestId, `/${manifestFileName(entry.manifest)}`]);
+    let full: Manifest;
+    try {
+      full = parseManifest(r.stdout);
+    } catch (e) {
+      throw new IbError(`manifest of ${label(entry.manifest)} ${entry.manifest.timestamp} is unreadable: ${(e as ManifestError).message}`, 1);
+    }
+    const m = entry.manifest;
+    if (!sameKey(full, m) || full.timestamp !== m.timestamp || full.archive.sha256 !== m.archive.sha256 || full.archive.size !== m.archive.size) {
+      throw new IbError(`manifest of ${label(m)} ${m.timestamp} does not match its snapshot tags`, 1, 'run `incus-backup verify` on this target');
+    }
+    if (full.index !== undefined) m.index = full.index;
+    this.complete.add(m);
+  }
+
+  private async findManifest(dataId: string): Promise<string> {
+    const hit = (await this.scan()).entries.find((e) => e.location === dataId);
+    if (!hit) throw new IbError(`restic snapshot ${dataId.slice(0, 8)} is not a complete backup any more`, 1);
+    return hit.manifestSnapshot;
+  }
+
+  /**
+   * Forgets exactly these backups' snapshots, manifests named first (an interruption then
+   * tends to leave an unlisted orphan rather than a dangling manifest; neither ever lists),
+   * and prunes once for the whole batch.
+   */
+  async remove(entries: BackupEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    await this.ready();
+    const ids: string[] = [];
+    for (const e of entries) {
+      const manifestId = 'manifestSnapshot' in e ? String((e as ResticEntry).manifestSnapshot) : await this.findManifest(e.location);
+      ids.push(manifestId);
+    }
+    ids.push(...entries.map((e) => e.location));
+    await this.forget(ids);
+    await this.restic.run(['prune']).catch((e: unknown) => {
+      if (e instanceof IbError && /403|forbidden|append-only/i.test(e.message)) throw appendOnlyError('prune');
+      throw e;
+    });
+  }
+
+  /** `restic forget` of exact snapshot ids; restic reports a refused delete only on stderr. */
+  async forget(ids: string[]): Promise<void> {
+    let r;
+    try {
+      r = await this.restic.run(['forget', ...ids]);
+    } catch (e) {
+      if (e instanceof IbError && /\b403\b|forbidden/i.test(e.message)) throw appendOnlyError('forget');
+      throw e;
+    }
+    if (/\b403\b|forbidden/i.test(r.stderr)) throw appendOnlyError('forget');
+    const refused = r.stderr.split('\n').find((l) => /unable to remove/i.test(l));
+    if (refused) throw new IbError(`restic forget could not remove every snapshot: ${refused.trim()}`, 1);
+  }
+
+  async close(): Promise<void> {
+    await this.restic.killAll();
+  }
+}
+
+function appendOnlyError(step: string): IbError {
+  return new IbError(
+    `the restic repository refused to delete data (${step}: HTTP 403); it is probably served by an append-only rest-server`,
+    1,
+    'remove old backups where deleting is allowed, e.g. with a rest-server started without --append-only, or on the repository host',
+  );
+}
+
+function label(k: ResourceKey): string {
+  return k.type === 'volume' ? `volume ${k.project}/${k.pool}/${k.name}` : `${k.type} ${k.project}/${k.name}`;
+}
+
+/**
+ * One backup being written: a running `restic backup --stdin-from-command` fed through fd 3,
+ * held at the commit gate until commit() (see COMMIT_GATE).
+ */
+class ResticWriter implements ArchiveWriter {
+  readonly stream: Writable;
+  private readonly run: ResticRun;
+  private readonly data: Writable;
+  private readonly gate: Writable;
+  /** Why the archive can no longer be committed (restic ended early, the stream was destroyed). */
+  private failure?: Error;
+  private gateOpened = false;
+  private committed = false;
+  private dataSnapshot?: string;
+  private aborting?: Promise<void>;
+
+  constructor(
+    private readonly backend: ResticBackend,
+    private readonly key: ResourceKey,
+    readonly timestamp: string,
+  ) {
+    this.run = backend.restic.start(
+      [
+        'backup',
+        '--stdin-from-command',
+        '--stdin-filename',
+        archiveFileName(key),
+        '--host',
+        SNAPSHOT_HOST,
+        ...tagArgs(archiveTags(key)),
+        '--json',
+        '--quiet',
+        '--',
+        'sh',
+        '-c',
+        COMMIT_GATE,
+      ],
+      { extraInputs: 2 },
+    );
+    [this.data, this.gate] = this.run.child.inputs as [Writable, Writable];
+    // restic ending before commit is always a failure: report restic's reason, not EPIPE.
+    const endedEarly = this.run.result.then(
+      () => new IbError('restic backup ended before the archive was complete', 1),
+      (e: unknown) => e as Error,
+    );
+    let pendingWrite: ((e?: Error | null) => void) | undefined;
+    void endedEarly.then((e) => {
+      if (this.gateOpened) return;
+      this.failure ??= e;
+      const cb = pendingWrite;
+      pendingWrite = undefined;
+      if (cb) cb(this.failure);
+      else this.stream.destroy(this.failure);
+    });
+    this.stream = new Writable({
+      highWaterMark: 1 << 20,
+      write: (chunk: Buffer, _enc, cb) => {
+        if (this.failure) return cb(this.failure);
+        if (this.data.write(chunk)) return cb();
+        pendingWrite = cb;
+        this.data.once('drain', () => {
+          if (pendingWrite !== cb) return;
+          pendingWrite = undefined;
+          cb();
+        });
+      },
+      final: (cb) => {
+        if (this.failure) return cb(this.failure);
+        // Ending fd 3 only ends the copy: restic still waits at the gate for commit().
+        this.data.end(() => cb());
+      },
+      destroy: (err, cb) => {
+        // Destroyed before the whole archive was handed over: it must never be saved.
+        if (err || !this.stream.writableFinished) this.stop(err ?? new IbError('archive stream destroyed before its end', 1));
+        cb(err);
+      },
+    });
+    // Failures are reported by write callbacks, commit() and abort(); an 'error' event nobody
+    // listens to (e.g. restic failing before the caller piped anything in) must not crash us.
+    this.stream.on('error', () => undefined);
+  }
+
+  /** Closes the gate for good and stops restic; it then saves no snapshot. */
+  private stop(why: Error): void {
+    if (this.gateOpened) return;
+    this.failure ??= why;
+    this.gate.destroy();
+    this.data.destroy();
+    this.run.child.kill();
+  }
+
+  commit: ArchiveWriter['commit'] = async (m) => {
+    if (this.failure) throw this.failure;
+    if (!this.stream.writableFinished) throw new Error('commit() before the archive stream finished');
+    this.gateOpened = true;
+    this.gate.end('commit\n');
+    // The snapshot id is taken even from a failed run (restic's exit 3 still saves a
+    // snapshot) so that abort() can forget it.
+    const raw = await this.run.child.done.catch(() => undefined);
+    const summary = raw ? jsonLines(raw.stdout).find((l) => l.message_type === 'summary') : undefined;
+    const id = typeof summary?.snapshot_id === 'string' ? summary.snapshot_id : undefined;
+    this.dataSnapshot = id;
+    await this.run.result;
+    if (!id) throw new IbError('restic backup reported no snapshot id', 1);
+    const stored = Number(summary?.total_bytes_processed);
+    if (stored !== m.archive.size) {
+      throw new IbError(`restic stored ${stored} bytes of ${label(this.key)}, expected ${m.archive.size}`, 1);
+    }
+    const manifest: Manifest = {
+      ...m,
+      timestamp: this.timestamp,
+      archive: { file: archiveFileName(this.key), size: m.archive.size, sha256: m.archive.sha256, storedSize: m.archive.size, storedSha256: m.archive.sha256 },
+    };
+    await this.backend.restic.run(
+      ['backup', '--stdin', '--stdin-filename', manifestFileName(this.key), '--host', SNAPSHOT_HOST, ...tagArgs(manifestTags(manifest, id)), '--json', '--quiet'],
+      { input: JSON.stringify(manifest, null, 2) + '\n' },
+    );
+    this.committed = true;
+    const dataAdded = Number(summary?.data_added);
+    return { manifest, location: id, ...(Number.isFinite(dataAdded) ? { dataAdded } : {}) };
+  };
+
+  abort(): Promise<void> {
+    this.aborting ??= this.doAbort();
+    return this.aborting;
+  }
+
+  private async doAbort(): Promise<void> {
+    if (this.committed) return;
+    this.stop(new IbError('backup aborted', 1));
+    this.stream.destroy();
+    await this.run.result.catch(() => undefined);
+    // Only after a failed commit: the data snapshot exists but no manifest names it.
+    if (this.dataSnapshot) await this.backend.forget([this.dataSnapshot]);
+  }
+}
 
 export const resticBackendFactory: BackendFactory = {
   scheme: 'restic',
   example: 'restic:/srv/restic',
-  create(rest) {
-    if (!rest) throw new IbError('restic: target needs a repository', 2, 'e.g. --target restic:/srv/restic or restic:rest:http://host:8000/repo');
-    throw new IbError('restic targets are not implemented yet', 1, 'see ROADMAP.md; use a dir: target meanwhile');
+  create(rest, uri, opts = {}) {
+    return createResticBackend(rest, uri, {
+      ...(opts.env ? { env: opts.env } : {}),
+      ...(opts.passwordFile ? { passwordFile: opts.passwordFile } : {}),
+      ...(opts.warn ? { onWarning: opts.warn } : {}),
+    });
   },
 };
+
+/** The factory with the options the CLI may add later (e.g. --password-file). */
+export function createResticBackend(rest: string, uri: string, opts: ResticBackendOptions = {}): ResticBackend {
+  if (!rest) throw new UsageError('restic: target needs a repository', 'e.g. --target restic:/srv/restic or restic:rest:http://host:8000/repo');
+  // The target as shown in messages: a rest-server password in the URL stays out of them.
+  return new ResticBackend(rest, uri.startsWith('restic:') ? `restic:${redactRepository(rest)}` : uri, opts);
+}
+

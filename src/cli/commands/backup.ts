@@ -127,7 +127,16 @@ abstract class BackupCommand extends BaseCommand {
     const rows = settled.map((r, i): ResultRow => {
       if (r.status === 'fulfilled') {
         const m = r.value.entry.manifest;
-        return { ...row(subjects[i]!), status: 'ok', timestamp: m.timestamp, size: m.archive.size, durationMs: r.value.ms, mode: m.consistency.mode };
+        const added = r.value.entry.dataAdded;
+        return {
+          ...row(subjects[i]!),
+          status: 'ok',
+          timestamp: m.timestamp,
+          size: m.archive.size,
+          durationMs: r.value.ms,
+          mode: m.consistency.mode,
+          ...(added !== undefined ? { dataAdded: added } : {}),
+        };
       }
       errors.push(r.reason);
       return { ...row(subjects[i]!), status: 'failed', error: errorText(r.reason) };

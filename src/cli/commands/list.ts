@@ -64,5 +64,6 @@ export function toListData(e: BackupEntry): Record<string, unknown> {
     consistency: m.consistency.mode,
     instant: m.consistency.instant,
     location: e.location,
+    ...(e.dataAdded !== undefined ? { dataAdded: e.dataAdded } : {}),
   };
 }

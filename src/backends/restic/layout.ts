@@ -1,0 +1,266 @@
+/**
+ * How incus-backup lays its backups out in a restic repository. Pure: no restic, no I/O, so
+ * every rule here is unit-tested.
+ *
+ * One backup = two snapshots, both with the same stable host and the resource's tags:
+ *
+ *  - the data snapshot (tag `ib-archive`): one file, the tarball exactly as Incus produced
+ *    it, named `/incus_<project>_instance_<name>.tar` or `/incus_<project>_volume_<pool>_<name>.tar`
+ *    (flat: restic 0.18.0 rejects a --stdin-filename with a directory). Its host, path and
+ *    tags are the same for every backup of a resource, so `restic forget --group-by
+ *    host,paths,tags` keeps one group per resource.
+ *  - the manifest snapshot (tag `ib-manifest`), written only after the data snapshot exists:
+ *    the full manifest.json as its one file, plus tags `ib-data=<data snapshot id>` (the link),
+ *    `ib-version=<timestamp>` and `ib-summary=<the manifest without its index, base64url JSON>`.
+ *
+ * A backup counts once its manifest snapshot exists. The summary tag lets `list` build every
+ * entry from a single `restic snapshots --json` call: each restic process pays about half a
+ * second of key derivation, so reading one manifest file per backup would make listing a
+ * repository of a few hundred backups take minutes. The full manifest (with the archive's
+ * index.yaml, several KiB, too big for a tag) is read only when a backup is restored.
+ *
+ * The manifest snapshot's tags are unique per backup, so a raw `restic forget --keep-*` never
+ * forgets a manifest: whichever data snapshots it keeps stay listed; manifests whose data it
+ * removed show up as broken (for verify / prune to clean up).
+ */
+import { compareTimestamps, validateManifest, type Manifest } from '../../core/manifest.js';
+import type { ResourceKey, ResourceType } from '../../core/types.js';
+import type { BackupEntry, BrokenBackup, ListFilter } from '../types.js';
+
+/** The `--host` of every snapshot: stable across machines and hostname changes. */
+export const SNAPSHOT_HOST = 'incus-backup';
+export const TAG_ARCHIVE = 'ib-archive';
+export const TAG_MANIFEST = 'ib-manifest';
+const P_TYPE = 'ib-type=';
+const P_PROJECT = 'ib-project=';
+const P_POOL = 'ib-pool=';
+const P_NAME = 'ib-name=';
+const P_DATA = 'ib-data=';
+const P_VERSION = 'ib-version=';
+const P_SUMMARY = 'ib-summary=';
+
+/**
+ * Keeps letters, digits, `_`, `.` and `-` (every name Incus-backup accepts); anything else,
+ * notably `,` (restic's tag separator) and `/`, becomes %XX.
+ */
+export function encodePart(s: string): string {
+  return s.replace(/[^A-Za-z0-9_.-]/g, (c) =>
+    [...Buffer.from(c, 'utf8')].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
+  );
+}
+
+export function decodePart(s: string): string {
+  return decodeURIComponent(s);
+}
+
+function flatBase(k: ResourceKey): string {
+  const parts = ['incus', k.project, k.type];
+  if (k.type === 'volume') parts.push(k.pool ?? '');
+  parts.push(k.name);
+  return parts.map(encodePart).join('_');
+}
+
+/** File name of the tarball inside its data snapshot (no directory, see above). */
+export function archiveFileName(k: ResourceKey): string {
+  return `${flatBase(k)}.tar`;
+}
+
+export function manifestFileName(k: ResourceKey): string {
+  return `${flatBase(k)}_manifest.json`;
+}
+
+export function resourceTags(k: ResourceKey): string[] {
+  const tags = [P_TYPE + k.type, P_PROJECT + encodePart(k.project)];
+  if (k.type === 'volume') tags.push(P_POOL + encodePart(k.pool ?? ''));
+  tags.push(P_NAME + encodePart(k.name));
+  return tags;
+}
+
+export function archiveTags(k: ResourceKey): string[] {
+  return [TAG_ARCHIVE, ...resourceTags(k)];
+}
+
+export function manifestTags(m: Manifest, dataId: string): string[] {
+  return [TAG_MANIFEST, ...resourceTags(m), P_DATA + dataId, P_VERSION + m.timestamp, P_SUMMARY + encodeSummary(m)];
+}
+
+/** restic's `--tag a,b` means "a and b"; one flag per tag keeps each one literal. */
+export function tagArgs(tags: string[]): string[] {
+  return tags.flatMap((t) => ['--tag', t]);
+}
+
+export function encodeSummary(m: Manifest): string {
+  const { index: _index, ...rest } = m;
+  return Buffer.from(JSON.stringify(rest), 'utf8').toString('base64url');
+}
+
+/** The summary as a manifest (without `index`); throws ManifestError if it is not one. */
+export function decodeSummary(s: string): Manifest {
+  let v: unknown;
+  try {
+    v = JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));
+  } catch {
+    v = undefined;
+  }
+  return validateManifest(v);
+}
+
+/** A snapshot as `restic snapshots --json` prints it (the fields used here). */
+export interface SnapshotInfo {
+  id: string;
+  short_id?: string;
+  time: string;
+  paths?: string[];
+  hostname?: string;
+  tags?: string[] | null;
+  summary?: { data_added?: number; total_bytes_processed?: number };
+}
+
+function tagValue(tags: readonly string[], prefix: string): string | undefined {
+  const t = tags.find((x) => x.startsWith(prefix));
+  return t === undefined ? undefined : t.slice(prefix.length);
+}
+
+/** The resource a snapshot's tags name, if they name one completely. */
+export function keyFromTags(tags: readonly string[]): ResourceKey | undefined {
+  const type = tagValue(tags, P_TYPE) as ResourceType | undefined;
+  const project = tagValue(tags, P_PROJECT);
+  const name = tagValue(tags, P_NAME);
+  const pool = tagValue(tags, P_POOL);
+  if (!type || !project || !name || !/^[a-z]+$/.test(type)) return undefined;
+  if (type === 'volume' && !pool) return undefined;
+  try {
+    return type === 'volume'
+      ? { type, project: decodePart(project), pool: decodePart(pool!), name: decodePart(name) }
+      : { type, project: decodePart(project), name: decodePart(name) };
+  } catch {
+    return undefined;
+  }
+}
+
+export function sameKey(a: ResourceKey, b: ResourceKey): boolean {
+  return a.type === b.type && a.project === b.project && a.name === b.name && (a.type !== 'volume' || a.pool === b.pool);
+}
+
+export function matchesFilter(k: ResourceKey, f: ListFilter): boolean {
+  return (
+    (!f.type || k.type === f.type) &&
+    (!f.project || k.project === f.project) &&
+    (!f.name || k.name === f.name) &&
+    (!f.pool || k.pool === f.pool)
+  );
+}
+
+/** A listed restic backup: the data snapshot is its location; the manifest snapshot is kept for removal. */
+export interface ResticEntry extends BackupEntry {
+  manifestSnapshot: string;
+}
+
+/**
+ * Pairs data snapshots with the manifest snapshots that name them. Complete pairs become
+ * entries (sorted like the dir backend: by resource, then oldest first); everything else
+ * of ours is broken. Snapshots without our role tags (other users of the repository) are ignored.
+ */
+export function pairSnapshots(snaps: SnapshotInfo[], filter: ListFilter = {}): { entries: ResticEntry[]; broken: BrokenBackup[] } {
+  const data = new Map<string, SnapshotInfo>();
+  const manifests: SnapshotInfo[] = [];
+  for (const s of snaps) {
+    const tags = s.tags ?? [];
+    if (tags.includes(TAG_ARCHIVE)) data.set(s.id, s);
+    else if (tags.includes(TAG_MANIFEST)) manifests.push(s);
+  }
+  const entries: ResticEntry[] = [];
+  const broken: BrokenBackup[] = [];
+  const used = new Set<string>();
+  const short = (id: string) => id.slice(0, 8);
+  for (const ms of [...manifests].sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id))) {
+    const tags = ms.tags ?? [];
+    const tagKey = keyFromTags(tags);
+    const version = tagValue(tags, P_VERSION);
+    const dataId = tagValue(tags, P_DATA);
+    const brokenKey = { ...(tagKey ?? {}), ...(version ? { timestamp: version } : {}) };
+    if (tagKey && !matchesFilter(tagKey, filter)) continue;
+    const fail = (problem: string) => broken.push({ location: ms.id, key: brokenKey, problem });
+    let manifest: Manifest;
+    try {
+      manifest = decodeSummary(tagValue(tags, P_SUMMARY) ?? '');
+    } catch (e) {
+      fail(`manifest snapshot ${short(ms.id)} has no valid summary: ${(e as Error).message}`);
+      continue;
+    }
+    if (!tagKey || !sameKey(tagKey, manifest) || manifest.timestamp !== version) {
+      fail(`manifest snapshot ${short(ms.id)}: its tags do not match its manifest`);
+      continue;
+    }
+    const ds = dataId ? data.get(dataId) : undefined;
+    if (!dataId || !ds) {
+      fail(`data snapshot ${dataId ? short(dataId) : '(none)'} of manifest snapshot ${short(ms.id)} is gone (forgotten outside incus-backup?)`);
+      continue;
+    }
+    if (used.has(ds.id)) {
+      fail(`manifest snapshot ${short(ms.id)} is a second manifest for data snapshot ${short(ds.id)}`);
+      continue;
+    }
+    const dataKey = keyFromTags(ds.tags ?? []);
+    if (!dataKey || !sameKey(dataKey, manifest)) {
+      fail(`data snapshot ${short(ds.id)} belongs to another resource than its manifest`);
+      continue;
+    }
+    const stored = ds.summary?.total_bytes_processed;
+    if (stored !== undefined && stored !== manifest.archive.storedSize) {
+      used.add(ds.id);
+      fail(`data snapshot ${short(ds.id)} holds ${stored} bytes, the manifest says ${manifest.archive.storedSize}`);
+      continue;
+    }
+    used.add(ds.id);
+    const dataAdded = ds.summary?.data_added;
+    entries.push({ manifest, location: ds.id, manifestSnapshot: ms.id, ...(dataAdded !== undefined ? { dataAdded } : {}) });
+  }
+  for (const ds of data.values()) {
+    if (used.has(ds.id)) continue;
+    const key = keyFromTags(ds.tags ?? []);
+    if (key && !matchesFilter(key, filter)) continue;
+    broken.push({
+      location: ds.id,
+      key: key ?? {},
+      problem: `data snapshot ${short(ds.id)} (${ds.time}) has no manifest: its backup never completed, or is completing right now`,
+    });
+  }
+  entries.sort((a, b) => compareEntries(a.manifest, b.manifest));
+  return { entries, broken };
+}
+
+function compareEntries(a: Manifest, b: Manifest): number {
+  return (
+    a.type.localeCompare(b.type) ||
+    a.project.localeCompare(b.project) ||
+    (a.pool ?? '').localeCompare(b.pool ?? '') ||
+    a.name.localeCompare(b.name) ||
+    compareTimestamps(a.timestamp, b.timestamp)
+  );
+}
+
+/** `base`, or `base-1`, `base-2`, ... : the first version id not yet taken. */
+export function nextFreeVersion(base: string, taken: ReadonlySet<string>): string {
+  if (!taken.has(base)) return base;
+  for (let n = 1; ; n++) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
+}
+
+/** Versions already used per resource, from manifest snapshot tags (valid or not). */
+export function versionsByResource(snaps: SnapshotInfo[]): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
+  for (const s of snaps) {
+    const tags = s.tags ?? [];
+    if (!tags.includes(TAG_MANIFEST)) continue;
+    const key = keyFromTags(tags);
+    const v = tagValue(tags, P_VERSION);
+    if (!key || !v) continue;
+    const id = resourceId(key);
+    (out.get(id) ?? out.set(id, new Set()).get(id)!).add(v);
+  }
+  return out;
+}
+
+export function resourceId(k: ResourceKey): string {
+  return resourceTags(k).join(',');
+}

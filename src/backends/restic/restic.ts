@@ -1,0 +1,277 @@
+/**
+ * Running the restic binary: its environment (repository and credentials travel only in
+ * environment variables, never in argv), its global flags, and turning its exit codes and
+ * messages into one-line IbErrors. The mapping functions are pure and unit-tested.
+ */
+import { ExitCode, IbError, InterruptedError, type ExitCodeValue } from '../../errors.js';
+import { ProgramNotFoundError, startProcess, type ChildProcess, type ProcessOptions, type ProcessResult } from '../../core/process.js';
+
+/** restic's documented exit codes (restic 0.17+). */
+export const RESTIC_EXIT = {
+  fatal: 1,
+  partial: 3,
+  noRepository: 10,
+  locked: 11,
+  wrongPassword: 12,
+  interrupted: 130,
+} as const;
+
+/** A failed restic run, with restic's own exit code for callers that react to one. */
+export class ResticError extends IbError {
+  constructor(
+    message: string,
+    readonly resticCode: number | undefined,
+    exitCode: ExitCodeValue = ExitCode.failed,
+    hint?: string,
+  ) {
+    super(message, exitCode, hint);
+    this.name = 'ResticError';
+  }
+}
+
+export const MIN_VERSION: [number, number, number] = [0, 18, 0];
+
+export interface ResticConfig {
+  /** Everything after `restic:` in the target. */
+  repository: string;
+  /** The environment restic runs in (credentials and backend settings come from here). */
+  env: NodeJS.ProcessEnv;
+  /** A password file given on our command line; overrides the other password variables. */
+  passwordFile?: string;
+  /** Program to run: RESTIC_BINARY, or `restic` on PATH. */
+  binary?: string;
+  /** How long restic waits for a lock held by someone else (restic's --retry-lock). */
+  retryLock?: string;
+}
+
+/** The repository as shown in messages: a password in a URL is masked, like restic does. */
+export function redactRepository(repo: string): string {
+  return repo.replace(/(\/\/[^/@:]*:)[^@/]*@/, '$1***@');
+}
+
+function nonEmpty(v: string | undefined): boolean {
+  return v !== undefined && v !== '';
+}
+
+/** Whether restic will find a password without asking on a terminal (which it cannot here). */
+export function hasCredential(env: NodeJS.ProcessEnv, passwordFile?: string): boolean {
+  return (
+    nonEmpty(passwordFile) ||
+    nonEmpty(env.RESTIC_PASSWORD) ||
+    nonEmpty(env.RESTIC_PASSWORD_FILE) ||
+    nonEmpty(env.RESTIC_PASSWORD_COMMAND)
+  );
+}
+
+/** The environment for restic: ours, with the repository and the chosen password source. */
+export function resticEnv(cfg: ResticConfig): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...cfg.env, RESTIC_REPOSITORY: cfg.repository };
+  delete env.RESTIC_REPOSITORY_FILE;
+  if (nonEmpty(cfg.passwordFile)) {
+    delete env.RESTIC_PASSWORD;
+    delete env.RESTIC_PASSWORD_COMMAND;
+    env.RESTIC_PASSWORD_FILE = cfg.passwordFile;
+  }
+  for (const k of ['RESTIC_PASSWORD', 'RESTIC_PASSWORD_FILE', 'RESTIC_PASSWORD_COMMAND']) if (env[k] === '') delete env[k];
+  return env;
+}
+
+/** `restic version` output → [major, minor, patch], or undefined if unrecognisable. */
+export function parseVersion(text: string): [number, number, number] | undefined {
+  const m = /restic (\d+)\.(\d+)\.(\d+)/.exec(text);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3])] : undefined;
+}
+
+export function versionBelow(v: [number, number, number], min: [number, number, number]): boolean {
+  for (let i = 0; i < 3; i++) if (v[i] !== min[i]) return v[i]! < min[i]!;
+  return false;
+}
+
+/** The lines restic prints as JSON (`--json`), skipping anything else. */
+export function jsonLines(text: string): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const line of text.split('\n')) {
+    const t = line.trim();
+    if (!t.startsWith('{')) continue;
+    try {
+      const v: unknown = JSON.parse(t);
+      if (v && typeof v === 'object' && !Array.isArray(v)) out.push(v as Record<string, unknown>);
+    } catch {
+      // a progress line cut in the middle, or not JSON after all
+    }
+  }
+  return out;
+}
+
+/** What restic said went wrong: its JSON exit_error, else its last Fatal line, else its last line. */
+export function resticMessage(stderr: string): string {
+  const exitError = jsonLines(stderr).reverse().find((l) => l.message_type === 'exit_error');
+  let msg = typeof exitError?.message === 'string' ? exitError.message : '';
+  if (!msg) {
+    const lines = stderr.split('\n').map((l) => l.trim()).filter(Boolean);
+    msg = [...lines].reverse().find((l) => l.startsWith('Fatal:')) ?? lines[lines.length - 1] ?? '';
+  }
+  return msg.split('\n')[0]!.replace(/^Fatal:\s*/, '').trim();
+}
+
+const NETWORK = /dial tcp|connection refused|no such host|i\/o timeout|network is unreachable|no route to host|TLS handshake|connection reset/i;
+
+/** A retry line restic prints while it cannot even open the repository (config, keys). */
+export function isUnreachableRetry(line: string): boolean {
+  return /returned error, retrying after/.test(line) && /<(config|key)\//.test(line) && NETWORK.test(line);
+}
+
+export interface FailureContext {
+  /** The restic subcommand, for the message (`backup`, `snapshots`, ...). */
+  command: string;
+  /** The repository as shown to the user (redacted). */
+  repo: string;
+  /** Strings that must not appear in a message (the password). */
+  secrets?: string[];
+  /** restic was stopped because it kept failing to reach the repository: its last retry line. */
+  unreachable?: string;
+}
+
+/** One-line error for a failed restic run, chosen by restic's exit code. */
+export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'stderr'>, ctx: FailureContext): IbError {
+  let detail = ctx.unreachable ?? resticMessage(r.stderr);
+  for (const s of ctx.secrets ?? []) if (s.length >= 4) detail = detail.split(s).join('***');
+  const { repo } = ctx;
+  const code = r.exitCode;
+  if (ctx.unreachable || (code === RESTIC_EXIT.fatal && NETWORK.test(detail))) {
+    return new ResticError(
+      `cannot reach the restic repository ${repo}${detail ? `: ${lastCause(detail)}` : ''}`,
+      code,
+      ExitCode.failed,
+      'check that the server is running and the address in --target is right',
+    );
+  }
+  switch (code) {
+    case RESTIC_EXIT.noRepository:
+      return new ResticError(
+        `restic repository ${repo} does not exist`,
+        code,
+        ExitCode.failed,
+        'check --target; a backup creates the repository (restic init) on first use',
+      );
+    case RESTIC_EXIT.locked:
+      return new ResticError(
+        `restic repository ${repo} is locked by another restic process`,
+        code,
+        ExitCode.failed,
+        'wait for it to finish and try again; if no restic is running any more, `restic unlock` removes stale locks',
+      );
+    case RESTIC_EXIT.wrongPassword:
+      return new ResticError(
+        `wrong password for restic repository ${repo} (no key matches it)`,
+        code,
+        ExitCode.usage,
+        'check RESTIC_PASSWORD, RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND',
+      );
+    case RESTIC_EXIT.interrupted:
+      return new InterruptedError(`restic ${ctx.command} was interrupted`);
+  }
+  if (code === undefined && r.signal) return new ResticError(`restic ${ctx.command} was stopped (${r.signal})`, code);
+  return new ResticError(`restic ${ctx.command} failed${detail ? `: ${detail}` : ` with exit code ${code}`}`, code);
+}
+
+/** `... Head "http://...": dial tcp 127.0.0.1:1: connect: connection refused` → the last part. */
+function lastCause(detail: string): string {
+  const parts = detail.split(': ');
+  const i = parts.findIndex((p) => NETWORK.test(p));
+  return i >= 0 ? parts.slice(i).join(': ') : detail;
+}
+
+export type ResticRunOptions = Omit<ProcessOptions, 'env' | 'onStderrLine'>;
+
+export interface ResticRun {
+  child: ChildProcess;
+  /** The run's result, or its failure mapped to an IbError. */
+  result: Promise<ProcessResult>;
+}
+
+/** A restic binary bound to one repository and its credentials. */
+export class Restic {
+  readonly binary: string;
+  readonly repoLabel: string;
+  private readonly env: NodeJS.ProcessEnv;
+  private readonly retryLock: string;
+  private readonly running = new Set<ChildProcess>();
+
+  constructor(cfg: ResticConfig) {
+    this.binary = cfg.binary || cfg.env.RESTIC_BINARY || 'restic';
+    this.repoLabel = redactRepository(cfg.repository);
+    this.env = resticEnv(cfg);
+    this.retryLock = cfg.retryLock ?? '2m';
+  }
+
+  private get secrets(): string[] {
+    return this.env.RESTIC_PASSWORD ? [this.env.RESTIC_PASSWORD] : [];
+  }
+
+  notFound(): IbError {
+    return new IbError(
+      `restic is not installed: "${this.binary}" was not found`,
+      1,
+      'install restic 0.18 or newer (https://restic.net, or your distribution\'s package) or point RESTIC_BINARY at it',
+    );
+  }
+
+  /** `restic version`, without touching the repository. */
+  async version(): Promise<string> {
+    const r = await this.wrap(startProcess(this.binary, ['version'], { env: this.env }), 'version');
+    return r.stdout.trim();
+  }
+
+  /**
+   * Starts `restic <args>` with the global flags every call gets. The result promise
+   * rejects with a mapped IbError when restic fails.
+   */
+  start(args: string[], opts: ResticRunOptions = {}): ResticRun {
+    const command = args[0] ?? '';
+    let unreachable: string | undefined;
+    let retries = 0;
+    const child = startProcess(this.binary, ['--retry-lock', this.retryLock, ...args], {
+      ...opts,
+      env: this.env,
+      onStderrLine: (line) => {
+        // restic retries an unreachable server for many minutes; while it cannot even read
+        // the repository's config there is nothing to wait for.
+        if (isUnreachableRetry(line) && ++retries >= 3) {
+          unreachable = line;
+          child.kill();
+        }
+      },
+    });
+    this.running.add(child);
+    const result = this.wrap(child, command, () => unreachable);
+    return { child, result };
+  }
+
+  /** Runs restic to its end; resolves with its output, rejects with a mapped IbError. */
+  run(args: string[], opts: ResticRunOptions = {}): Promise<ProcessResult> {
+    return this.start(args, opts).result;
+  }
+
+  private async wrap(child: ChildProcess, command: string, unreachable?: () => string | undefined): Promise<ProcessResult> {
+    let r: ProcessResult;
+    try {
+      r = await child.done;
+    } catch (e) {
+      if (e instanceof ProgramNotFoundError) throw this.notFound();
+      throw e;
+    } finally {
+      this.running.delete(child);
+    }
+    const lastRetry = unreachable?.();
+    if (!lastRetry && r.exitCode === 0) return r;
+    throw resticFailure(r, { command, repo: this.repoLabel, secrets: this.secrets, ...(lastRetry ? { unreachable: lastRetry } : {}) });
+  }
+
+  /** Kills every restic this instance still runs and waits for them to go. */
+  async killAll(): Promise<void> {
+    const all = [...this.running];
+    for (const c of all) c.kill();
+    await Promise.all(all.map((c) => c.done.catch(() => undefined)));
+  }
+}

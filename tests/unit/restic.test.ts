@@ -1,0 +1,437 @@
+import { describe, expect, it } from 'vitest';
+import { ResticBackend } from '../../src/backends/restic/index.js';
+import {
+  archiveFileName,
+  archiveTags,
+  decodeSummary,
+  encodePart,
+  encodeSummary,
+  keyFromTags,
+  manifestFileName,
+  manifestTags,
+  nextFreeVersion,
+  pairSnapshots,
+  SNAPSHOT_HOST,
+  tagArgs,
+  versionsByResource,
+  type SnapshotInfo,
+} from '../../src/backends/restic/layout.js';
+import {
+  hasCredential,
+  isUnreachableRetry,
+  parseVersion,
+  redactRepository,
+  resticEnv,
+  resticFailure,
+  resticMessage,
+  ResticError,
+  versionBelow,
+} from '../../src/backends/restic/restic.js';
+import { InterruptedError, UsageError } from '../../src/errors.js';
+import type { Manifest } from '../../src/core/manifest.js';
+import type { ResourceKey } from '../../src/core/types.js';
+
+const web1: ResourceKey = { type: 'instance', project: 'default', name: 'web1' };
+const data: ResourceKey = { type: 'volume', project: 'p2', pool: 'default', name: 'data' };
+
+function manifest(key: ResourceKey, timestamp: string, extra: Partial<Manifest> = {}): Manifest {
+  return {
+    format: 1,
+    ...key,
+    timestamp,
+    createdAt: '2026-01-02T03:04:05.000Z',
+    tool: { name: 'incus-backup', version: '0.1.0' },
+    incus: { serverVersion: '6.0.4' },
+    consistency: { mode: 'snapshot', instant: '2026-01-02T03:04:04.000Z' },
+    options: { optimized: false, withSnapshots: false, compression: 'none' },
+    archive: { file: archiveFileName(key), size: 7, sha256: 'a'.repeat(64), storedSize: 7, storedSha256: 'a'.repeat(64) },
+    source: { status: 'Running', instanceType: 'container', host: 'h1' },
+    ...extra,
+  };
+}
+
+/**
+ * `restic snapshots --json` of a repository made once with restic 0.18.0 (fields this code does
+ * not read trimmed). It holds: two complete backups of instance default/web1 in the same second
+ * (versions ...Z and ...Z-1), a third web1 data snapshot without a manifest (an interrupted
+ * commit), a complete backup of volume p2/default/data, a manifest of that volume whose data
+ * snapshot (ffff...) is gone, and one snapshot that is not incus-backup's at all.
+ */
+const SAMPLE: SnapshotInfo[] = [
+  {
+    "id": "47ee9968b17c99dd8ced091ee44357740c6397ee295bc0217498ed2620d985e4",
+    "short_id": "47ee9968",
+    "time": "2026-11-21T21:33:20.420471853Z",
+    "paths": [
+      "/incus_default_instance_web1.tar"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "ib-archive",
+      "ib-type=instance",
+      "ib-project=default",
+      "ib-name=web1"
+    ],
+    "summary": {
+      "data_added": 314,
+      "total_bytes_processed": 7
+    }
+  },
+  {
+    "id": "4033a128e6e87509c64c6581a39bd0a64fa3f416e0ac847680ca40c94756da11",
+    "short_id": "4033a128",
+    "time": "2026-11-21T21:33:21.159230072Z",
+    "paths": [
+      "/incus_default_instance_web1_manifest.json"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "ib-manifest",
+      "ib-type=instance",
+      "ib-project=default",
+      "ib-name=web1",
+      "ib-data=47ee9968b17c99dd8ced091ee44357740c6397ee295bc0217498ed2620d985e4",
+      "ib-version=20260102T030405Z",
+      "ib-summary=eyJmb3JtYXQiOjEsInR5cGUiOiJpbnN0YW5jZSIsInByb2plY3QiOiJkZWZhdWx0IiwibmFtZSI6IndlYjEiLCJ0aW1lc3RhbXAiOiIyMDI2MDEwMlQwMzA0MDVaIiwiY3JlYXRlZEF0IjoiMjAyNi0wMS0wMlQwMzowNDowNS4wMDBaIiwidG9vbCI6eyJuYW1lIjoiaW5jdXMtYmFja3VwIiwidmVyc2lvbiI6IjAuMS4wIn0sImluY3VzIjp7InNlcnZlclZlcnNpb24iOiI2LjAuNCJ9LCJjb25zaXN0ZW5jeSI6eyJtb2RlIjoic25hcHNob3QiLCJpbnN0YW50IjoiMjAyNi0wMS0wMlQwMzowNDowNC4wMDBaIn0sIm9wdGlvbnMiOnsib3B0aW1pemVkIjpmYWxzZSwid2l0aFNuYXBzaG90cyI6ZmFsc2UsImNvbXByZXNzaW9uIjoibm9uZSJ9LCJhcmNoaXZlIjp7ImZpbGUiOiJpbmN1c19kZWZhdWx0X2luc3RhbmNlX3dlYjEudGFyIiwic2l6ZSI6Nywic2hhMjU2IjoiYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYSIsInN0b3JlZFNpemUiOjcsInN0b3JlZFNoYTI1NiI6ImFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWEifSwic291cmNlIjp7InN0YXR1cyI6IlJ1bm5pbmciLCJpbnN0YW5jZVR5cGUiOiJjb250YWluZXIiLCJob3N0IjoiaDEifX0"
+    ],
+    "summary": {
+      "data_added": 984,
+      "total_bytes_processed": 665
+    }
+  },
+  {
+    "id": "8b38333544ed556b3849ab901f85d2527004ddcbf790ee0a429b291b90970833",
+    "short_id": "8b383335",
+    "time": "2026-11-21T21:33:21.861397564Z",
+    "paths": [
+      "/incus_default_instance_web1.tar"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "ib-archive",
+      "ib-type=instance",
+      "ib-project=default",
+      "ib-name=web1"
+    ],
+    "summary": {
+      "data_added": 314,
+      "total_bytes_processed": 7
+    }
+  },
+  {
+    "id": "a4a95eaa0d24294d432b1fc4b29d3dc528cfb7a53aa1a8ecff94a350e9ef58c5",
+    "short_id": "a4a95eaa",
+    "time": "2026-11-21T21:33:22.611785451Z",
+    "paths": [
+      "/incus_default_instance_web1_manifest.json"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "ib-manifest",
+      "ib-type=instance",
+      "ib-project=default",
+      "ib-name=web1",
+      "ib-data=8b38333544ed556b3849ab901f85d2527004ddcbf790ee0a429b291b90970833",
+      "ib-version=20260102T030405Z-1",
+      "ib-summary=eyJmb3JtYXQiOjEsInR5cGUiOiJpbnN0YW5jZSIsInByb2plY3QiOiJkZWZhdWx0IiwibmFtZSI6IndlYjEiLCJ0aW1lc3RhbXAiOiIyMDI2MDEwMlQwMzA0MDVaLTEiLCJjcmVhdGVkQXQiOiIyMDI2LTAxLTAyVDAzOjA0OjA1LjAwMFoiLCJ0b29sIjp7Im5hbWUiOiJpbmN1cy1iYWNrdXAiLCJ2ZXJzaW9uIjoiMC4xLjAifSwiaW5jdXMiOnsic2VydmVyVmVyc2lvbiI6IjYuMC40In0sImNvbnNpc3RlbmN5Ijp7Im1vZGUiOiJzbmFwc2hvdCIsImluc3RhbnQiOiIyMDI2LTAxLTAyVDAzOjA0OjA0LjAwMFoifSwib3B0aW9ucyI6eyJvcHRpbWl6ZWQiOmZhbHNlLCJ3aXRoU25hcHNob3RzIjpmYWxzZSwiY29tcHJlc3Npb24iOiJub25lIn0sImFyY2hpdmUiOnsiZmlsZSI6ImluY3VzX2RlZmF1bHRfaW5zdGFuY2Vfd2ViMS50YXIiLCJzaXplIjo3LCJzaGEyNTYiOiJhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhIiwic3RvcmVkU2l6ZSI6Nywic3RvcmVkU2hhMjU2IjoiYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYSJ9LCJzb3VyY2UiOnsic3RhdHVzIjoiUnVubmluZyIsImluc3RhbmNlVHlwZSI6ImNvbnRhaW5lciIsImhvc3QiOiJoMSJ9fQ"
+    ],
+    "summary": {
+      "data_added": 986,
+      "total_bytes_processed": 667
+    }
+  },
+  {
+    "id": "ea096dd05d74ffe3ad81627613057b9dd2d14c9d0c5117e4451a28ec0f3775c1",
+    "short_id": "ea096dd0",
+    "time": "2026-11-21T21:33:23.300096693Z",
+    "paths": [
+      "/incus_default_instance_web1.tar"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "ib-archive",
+      "ib-type=instance",
+      "ib-project=default",
+      "ib-name=web1"
+    ],
+    "summary": {
+      "data_added": 313,
+      "total_bytes_processed": 6
+    }
+  },
+  {
+    "id": "8d9202c733dd37ffb5860235b2e4bcc436cd4a8830a4a170a072566411b69e49",
+    "short_id": "8d9202c7",
+    "time": "2026-11-21T21:33:24.026610523Z",
+    "paths": [
+      "/incus_p2_volume_default_data.tar"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "ib-archive",
+      "ib-type=volume",
+      "ib-project=p2",
+      "ib-pool=default",
+      "ib-name=data"
+    ],
+    "summary": {
+      "data_added": 319,
+      "total_bytes_processed": 10
+    }
+  },
+  {
+    "id": "c8cdda403f90377a8e7788a090d702ac9d95c1d28d85e08f54d05d82cc498eaa",
+    "short_id": "c8cdda40",
+    "time": "2026-11-21T21:33:24.761185688Z",
+    "paths": [
+      "/incus_p2_volume_default_data_manifest.json"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "ib-manifest",
+      "ib-type=volume",
+      "ib-project=p2",
+      "ib-pool=default",
+      "ib-name=data",
+      "ib-data=8d9202c733dd37ffb5860235b2e4bcc436cd4a8830a4a170a072566411b69e49",
+      "ib-version=20260103T000000Z",
+      "ib-summary=eyJmb3JtYXQiOjEsInR5cGUiOiJ2b2x1bWUiLCJwcm9qZWN0IjoicDIiLCJwb29sIjoiZGVmYXVsdCIsIm5hbWUiOiJkYXRhIiwidGltZXN0YW1wIjoiMjAyNjAxMDNUMDAwMDAwWiIsImNyZWF0ZWRBdCI6IjIwMjYtMDEtMDJUMDM6MDQ6MDUuMDAwWiIsInRvb2wiOnsibmFtZSI6ImluY3VzLWJhY2t1cCIsInZlcnNpb24iOiIwLjEuMCJ9LCJpbmN1cyI6eyJzZXJ2ZXJWZXJzaW9uIjoiNi4wLjQifSwiY29uc2lzdGVuY3kiOnsibW9kZSI6InNuYXBzaG90IiwiaW5zdGFudCI6IjIwMjYtMDEtMDJUMDM6MDQ6MDQuMDAwWiJ9LCJvcHRpb25zIjp7Im9wdGltaXplZCI6ZmFsc2UsIndpdGhTbmFwc2hvdHMiOmZhbHNlLCJjb21wcmVzc2lvbiI6Im5vbmUifSwiYXJjaGl2ZSI6eyJmaWxlIjoiaW5jdXNfcDJfdm9sdW1lX2RlZmF1bHRfZGF0YS50YXIiLCJzaXplIjoxMCwic2hhMjU2IjoiYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYSIsInN0b3JlZFNpemUiOjEwLCJzdG9yZWRTaGEyNTYiOiJhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhIn0sInNvdXJjZSI6eyJzdGF0dXMiOiJSdW5uaW5nIiwiaW5zdGFuY2VUeXBlIjoiY29udGFpbmVyIiwiaG9zdCI6ImgxIn19"
+    ],
+    "summary": {
+      "data_added": 998,
+      "total_bytes_processed": 678
+    }
+  },
+  {
+    "id": "65e8fae3499e283e56b822cd2797bf8031d14b332a35282af9bb9bda5ef398ec",
+    "short_id": "65e8fae3",
+    "time": "2026-11-21T21:33:25.460274978Z",
+    "paths": [
+      "/incus_p2_volume_default_data_manifest.json"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "ib-manifest",
+      "ib-type=volume",
+      "ib-project=p2",
+      "ib-pool=default",
+      "ib-name=data",
+      "ib-data=ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+      "ib-version=20260104T000000Z",
+      "ib-summary=eyJmb3JtYXQiOjEsInR5cGUiOiJ2b2x1bWUiLCJwcm9qZWN0IjoicDIiLCJwb29sIjoiZGVmYXVsdCIsIm5hbWUiOiJkYXRhIiwidGltZXN0YW1wIjoiMjAyNjAxMDRUMDAwMDAwWiIsImNyZWF0ZWRBdCI6IjIwMjYtMDEtMDJUMDM6MDQ6MDUuMDAwWiIsInRvb2wiOnsibmFtZSI6ImluY3VzLWJhY2t1cCIsInZlcnNpb24iOiIwLjEuMCJ9LCJpbmN1cyI6eyJzZXJ2ZXJWZXJzaW9uIjoiNi4wLjQifSwiY29uc2lzdGVuY3kiOnsibW9kZSI6InNuYXBzaG90IiwiaW5zdGFudCI6IjIwMjYtMDEtMDJUMDM6MDQ6MDQuMDAwWiJ9LCJvcHRpb25zIjp7Im9wdGltaXplZCI6ZmFsc2UsIndpdGhTbmFwc2hvdHMiOmZhbHNlLCJjb21wcmVzc2lvbiI6Im5vbmUifSwiYXJjaGl2ZSI6eyJmaWxlIjoiaW5jdXNfcDJfdm9sdW1lX2RlZmF1bHRfZGF0YS50YXIiLCJzaXplIjoxMCwic2hhMjU2IjoiYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYSIsInN0b3JlZFNpemUiOjEwLCJzdG9yZWRTaGEyNTYiOiJhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhIn0sInNvdXJjZSI6eyJzdGF0dXMiOiJSdW5uaW5nIiwiaW5zdGFuY2VUeXBlIjoiY29udGFpbmVyIiwiaG9zdCI6ImgxIn19"
+    ],
+    "summary": {
+      "data_added": 998,
+      "total_bytes_processed": 678
+    }
+  },
+  {
+    "id": "487a3a2eb36dc8ccb701e6dc4a7bc4493698ea624c2757097b66de63a7dcdbc5",
+    "short_id": "487a3a2e",
+    "time": "2026-11-21T21:33:26.235945363Z",
+    "paths": [
+      "/other.txt"
+    ],
+    "hostname": "incus-backup",
+    "tags": [
+      "unrelated"
+    ],
+    "summary": {
+      "data_added": 293,
+      "total_bytes_processed": 8
+    }
+  }
+];
+
+describe('snapshot naming', () => {
+  it('uses one flat file name per resource, without directories', () => {
+    expect(archiveFileName(web1)).toBe('incus_default_instance_web1.tar');
+    expect(manifestFileName(web1)).toBe('incus_default_instance_web1_manifest.json');
+    expect(archiveFileName(data)).toBe('incus_p2_volume_default_data.tar');
+    expect(manifestFileName(data)).toBe('incus_p2_volume_default_data_manifest.json');
+  });
+
+  it('escapes what would be a directory or a tag separator', () => {
+    expect(encodePart('a/b,c d%')).toBe('a%2Fb%2Cc%20d%25');
+    expect(encodePart('ok_name-1.2')).toBe('ok_name-1.2');
+    const odd: ResourceKey = { type: 'instance', project: 'x,y', name: 'ü/1' };
+    expect(archiveFileName(odd)).not.toMatch(/[/,]/);
+    expect(keyFromTags(archiveTags(odd))).toEqual(odd);
+  });
+});
+
+describe('tags', () => {
+  it('gives every data snapshot of a resource the same tags (one restic forget group)', () => {
+    expect(archiveTags(web1)).toEqual(['ib-archive', 'ib-type=instance', 'ib-project=default', 'ib-name=web1']);
+    expect(archiveTags(data)).toEqual(['ib-archive', 'ib-type=volume', 'ib-project=p2', 'ib-pool=default', 'ib-name=data']);
+    expect(archiveTags({ ...web1 })).toEqual(archiveTags(web1));
+    expect(SNAPSHOT_HOST).toBe('incus-backup');
+  });
+
+  it('links the manifest snapshot to its data snapshot and carries the summary', () => {
+    const m = manifest(web1, '20260102T030405Z', { index: { big: 'x'.repeat(5000) } });
+    const tags = manifestTags(m, 'd'.repeat(64));
+    expect(tags.slice(0, 7)).toEqual([
+      'ib-manifest',
+      'ib-type=instance',
+      'ib-project=default',
+      'ib-name=web1',
+      `ib-data=${'d'.repeat(64)}`,
+      'ib-version=20260102T030405Z',
+      expect.stringMatching(/^ib-summary=[A-Za-z0-9_-]+$/),
+    ]);
+    expect(tags).toHaveLength(7);
+    // The index stays out of the tag (it lives in the manifest file).
+    expect(tags[6]!.length).toBeLessThan(1500);
+    const back = decodeSummary(tags[6]!.slice('ib-summary='.length));
+    expect(back.index).toBeUndefined();
+    expect(back).toEqual({ ...m, index: undefined });
+  });
+
+  it('passes each tag with its own --tag flag', () => {
+    expect(tagArgs(['a', 'b=c'])).toEqual(['--tag', 'a', '--tag', 'b=c']);
+  });
+
+  it('rejects a summary that is not a manifest', () => {
+    expect(() => decodeSummary('not-base64-json')).toThrow(/not a JSON object/);
+    expect(() => decodeSummary(encodeSummary({ ...manifest(web1, 'bad') }))).toThrow(/bad timestamp/);
+  });
+});
+
+describe('pairing snapshots into backups', () => {
+  const { entries, broken } = pairSnapshots(SAMPLE);
+
+  it('lists complete pairs only, per resource oldest first, with data_added', () => {
+    expect(entries.map((e) => [e.manifest.type, e.manifest.name, e.manifest.timestamp, e.location.slice(0, 8), e.manifestSnapshot.slice(0, 8)])).toEqual([
+      ['instance', 'web1', '20260102T030405Z', '47ee9968', '4033a128'],
+      ['instance', 'web1', '20260102T030405Z-1', '8b383335', 'a4a95eaa'],
+      ['volume', 'data', '20260103T000000Z', '8d9202c7', 'c8cdda40'],
+    ]);
+    expect(entries[2]!.manifest.pool).toBe('default');
+    expect(entries[0]!.manifest.archive.storedSize).toBe(7);
+    expect(entries.map((e) => e.dataAdded)).toEqual([314, 314, 319]);
+  });
+
+  it('reports the orphan data snapshot and the manifest without data as broken', () => {
+    expect(broken.map((b) => [b.location.slice(0, 8), b.key])).toEqual([
+      ['65e8fae3', { ...data, timestamp: '20260104T000000Z' }],
+      ['ea096dd0', web1],
+    ]);
+    expect(broken[0]!.problem).toMatch(/data snapshot ffffffff .* is gone/);
+    expect(broken[1]!.problem).toMatch(/has no manifest/);
+  });
+
+  it('filters by type, project, pool and name', () => {
+    expect(pairSnapshots(SAMPLE, { type: 'volume' }).entries).toHaveLength(1);
+    expect(pairSnapshots(SAMPLE, { project: 'default' }).entries).toHaveLength(2);
+    expect(pairSnapshots(SAMPLE, { project: 'default' }).broken.map((b) => b.location.slice(0, 8))).toEqual(['ea096dd0']);
+    expect(pairSnapshots(SAMPLE, { name: 'web1', type: 'volume' }).entries).toHaveLength(0);
+    expect(pairSnapshots(SAMPLE, { pool: 'other' }).entries.filter((e) => e.manifest.type === 'volume')).toHaveLength(0);
+  });
+
+  it('does not list a backup whose data snapshot holds a different number of bytes', () => {
+    const changed = SAMPLE.map((s) => (s.id.startsWith('8d9202c7') ? { ...s, summary: { ...s.summary, total_bytes_processed: 9 } } : s));
+    const r = pairSnapshots(changed, { type: 'volume' });
+    expect(r.entries).toHaveLength(0);
+    expect(r.broken.map((b) => b.problem)).toContainEqual(expect.stringMatching(/holds 9 bytes, the manifest says 10/));
+  });
+
+  it('does not list a manifest whose summary was tampered with', () => {
+    const changed = SAMPLE.map((s) =>
+      s.id.startsWith('c8cdda40') ? { ...s, tags: s.tags!.map((t) => (t.startsWith('ib-summary=') ? 'ib-summary=AAAA' : t)) } : s,
+    );
+    const r = pairSnapshots(changed, { type: 'volume' });
+    expect(r.entries).toHaveLength(0);
+    expect(r.broken.map((b) => b.location.slice(0, 8))).toContain('c8cdda40');
+  });
+
+  it('collects the versions in use per resource', () => {
+    const v = versionsByResource(SAMPLE);
+    expect([...v.get(archiveTags(web1).slice(1).join(','))!].sort()).toEqual(['20260102T030405Z', '20260102T030405Z-1']);
+    expect(nextFreeVersion('20260102T030405Z', v.get(archiveTags(web1).slice(1).join(','))!)).toBe('20260102T030405Z-2');
+    expect(nextFreeVersion('20260102T030406Z', new Set())).toBe('20260102T030406Z');
+  });
+});
+
+describe('restic errors', () => {
+  const ctx = { command: 'snapshots', repo: '/srv/restic', secrets: ['hunter2-pw'] };
+
+  it('maps exit codes 10, 11, 12 and 130 to one-line errors with hints', () => {
+    const missing = resticFailure(
+      {
+        exitCode: 10,
+        signal: undefined,
+        stderr:
+          '{"message_type":"exit_error","code":10,"message":"Fatal: repository does not exist: unable to open config file: stat /srv/restic/config: no such file or directory\nIs there a repository at the following location?\n/srv/restic"}\n',
+      },
+      ctx,
+    );
+    expect(missing).toBeInstanceOf(ResticError);
+    expect(missing.message).toBe('restic repository /srv/restic does not exist');
+    expect(missing.exitCode).toBe(1);
+    expect(missing.hint).toMatch(/creates the repository/);
+
+    const locked = resticFailure({ exitCode: 11, signal: undefined, stderr: 'Fatal: unable to create lock in backend: repository is already locked' }, ctx);
+    expect(locked.message).toMatch(/is locked by another restic process/);
+    expect(locked.hint).toMatch(/restic unlock/);
+
+    const pw = resticFailure({ exitCode: 12, signal: undefined, stderr: '{"message_type":"exit_error","code":12,"message":"Fatal: wrong password or no key found"}' }, ctx);
+    expect(pw.message).toMatch(/wrong password/);
+    expect(pw.exitCode).toBe(2);
+    expect(pw.message).not.toContain('\n');
+
+    expect(resticFailure({ exitCode: 130, signal: undefined, stderr: '' }, ctx)).toBeInstanceOf(InterruptedError);
+  });
+
+  it('recognises an unreachable server from its retry lines and says so', () => {
+    const line =
+      'Stat(<config/>) returned error, retrying after 647.549938ms: Head "http://:***@127.0.0.1:1/x/config": dial tcp 127.0.0.1:1: connect: connection refused';
+    expect(isUnreachableRetry(line)).toBe(true);
+    expect(isUnreachableRetry('Save(<data/12345>) returned error, retrying after 1s: dial tcp: connection refused')).toBe(false);
+    const e = resticFailure({ exitCode: undefined, signal: 'SIGTERM', stderr: `${line}\nFatal: unable to open config file: context canceled` }, { ...ctx, unreachable: line });
+    expect(e.message).toBe('cannot reach the restic repository /srv/restic: dial tcp 127.0.0.1:1: connect: connection refused');
+    expect(e.hint).toMatch(/server is running/);
+  });
+
+  it('keeps a generic failure to restic’s own first Fatal line, without the password', () => {
+    const e = resticFailure({ exitCode: 1, signal: undefined, stderr: 'some noise\nFatal: cannot open hunter2-pw file\nmore\n' }, ctx);
+    expect(e.message).toBe('restic snapshots failed: cannot open *** file');
+    expect(resticMessage('{"message_type":"exit_error","code":1,"message":"Fatal: a\\nb"}')).toBe('a');
+  });
+
+  it('masks a password inside a repository URL', () => {
+    expect(redactRepository('rest:https://user:secret@host:8000/repo')).toBe('rest:https://user:***@host:8000/repo');
+    expect(redactRepository('/srv/restic')).toBe('/srv/restic');
+  });
+});
+
+describe('restic environment and version', () => {
+  it('needs some password source, an empty one does not count', () => {
+    expect(hasCredential({})).toBe(false);
+    expect(hasCredential({ RESTIC_PASSWORD: '' })).toBe(false);
+    expect(hasCredential({ RESTIC_PASSWORD_COMMAND: 'pass show x' })).toBe(true);
+    expect(hasCredential({}, '/etc/pw')).toBe(true);
+    expect(() => new ResticBackend('/srv/r', 'restic:/srv/r', { env: {} })).toThrow(UsageError);
+    try {
+      new ResticBackend('/srv/r', 'restic:/srv/r', { env: { RESTIC_PASSWORD: '' } });
+    } catch (e) {
+      expect((e as UsageError).exitCode).toBe(2);
+      expect((e as UsageError).hint).toMatch(/RESTIC_PASSWORD_FILE/);
+    }
+  });
+
+  it('hands the repository and a --password-file to restic through the environment', () => {
+    const env = resticEnv({ repository: 'rest:http://h/r', env: { PATH: '/bin', RESTIC_PASSWORD: 'x', RESTIC_REPOSITORY_FILE: '/f' }, passwordFile: '/pw' });
+    expect(env).toEqual({ PATH: '/bin', RESTIC_REPOSITORY: 'rest:http://h/r', RESTIC_PASSWORD_FILE: '/pw' });
+    expect(resticEnv({ repository: '/r', env: { RESTIC_PASSWORD: 'x' } })).toEqual({ RESTIC_PASSWORD: 'x', RESTIC_REPOSITORY: '/r' });
+  });
+
+  it('parses restic version output and compares versions', () => {
+    expect(parseVersion('restic 0.18.0 compiled with go1.24.4 on linux/amd64')).toEqual([0, 18, 0]);
+    expect(parseVersion('restic 0.14.0 compiled with go1.19.8 on linux/amd64')).toEqual([0, 14, 0]);
+    expect(parseVersion('nonsense')).toBeUndefined();
+    expect(versionBelow([0, 14, 0], [0, 18, 0])).toBe(true);
+    expect(versionBelow([0, 18, 1], [0, 18, 0])).toBe(false);
+    expect(versionBelow([1, 0, 0], [0, 18, 0])).toBe(false);
+  });
+});
