@@ -2,7 +2,7 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
 import type { ResourceKey } from '../../core/types.js';
 import { IbError, UsageError } from '../../errors.js';
-import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, ListFilter, WriteRequest } from '../types.js';
+import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, CheckOptions, ListFilter, Problem, WriteRequest } from '../types.js';
 import {
   archiveFileName,
   archiveTags,
@@ -13,6 +13,7 @@ import {
   resourceId,
   sameKey,
   SNAPSHOT_HOST,
+  TAG_PROTECTED,
   tagArgs,
   versionsByResource,
   type ResticEntry,
@@ -163,6 +164,9 @@ export class ResticBackend implements Backend {
       ...(signal ? { signal } : {}),
     });
     const out = new PassThrough({ highWaterMark: 1 << 20 });
+    // restic may fail before the caller has attached to the stream: keep that error for it
+    // (below) instead of letting it escape as an unhandled 'error' event.
+    out.on('error', () => undefined);
     run.child.stdout.pipe(out, { end: false });
     // End only once restic said it succeeded: a dump that dies half-way must not look like
     // a short archive but fail with restic's own reason.
@@ -183,6 +187,7 @@ export class ResticBackend implements Backend {
       out.destroy();
       throw e;
     }
+    if (out.errored) throw out.errored;
     return out;
   }
 
@@ -243,6 +248,34 @@ export class ResticBackend implements Backend {
     if (/\b403\b|forbidden/i.test(r.stderr)) throw appendOnlyError('forget');
     const refused = r.stderr.split('\n').find((l) => /unable to remove/i.test(l));
     if (refused) throw new IbError(`restic forget could not remove every snapshot: ${refused.trim()}`, 1);
+  }
+
+  /**
+   * `restic check` for the repository's structure, with --read-data or --read-data-subset to
+   * also read the packs back. Damage is reported as problems (verify exits 3); a repository
+   * that cannot be opened at all is an error like anywhere else.
+   */
+  async check(opts: CheckOptions): Promise<{ problems: Problem[] }> {
+    const args = ['check'];
+    if (opts.readDataSubset) args.push(`--read-data-subset=${opts.readDataSubset}`);
+    else if (opts.readData) args.push('--read-data');
+    try {
+      await this.restic.run(args, opts.signal ? { signal: opts.signal } : {});
+      return { problems: [] };
+    } catch (e) {
+      if (!(e instanceof ResticError) || e.resticCode !== 1) throw e;
+      return { problems: [{ kind: 'repository', message: e.message }] };
+    }
+  }
+
+  /** Adds or removes the protection tag on the backup's manifest snapshot. */
+  async setProtected(entry: BackupEntry, value: boolean): Promise<BackupEntry> {
+    const manifestId = (entry as ResticEntry).manifestSnapshot ?? (await this.findManifest(entry.location));
+    await this.restic.run(['tag', value ? '--add' : '--remove', TAG_PROTECTED, manifestId]);
+    const again = (await this.list({ type: entry.manifest.type, project: entry.manifest.project, name: entry.manifest.name }))
+      .find((e) => e.location === entry.location);
+    if (!again) throw new IbError(`backup ${entry.manifest.timestamp} disappeared while it was being ${value ? 'protected' : 'unprotected'}`, 1);
+    return again;
   }
 
   async close(): Promise<void> {

@@ -31,6 +31,8 @@ import type { BackupEntry, BrokenBackup, ListFilter } from '../types.js';
 export const SNAPSHOT_HOST = 'incus-backup';
 export const TAG_ARCHIVE = 'ib-archive';
 export const TAG_MANIFEST = 'ib-manifest';
+/** On a manifest snapshot: prune must never remove this backup. */
+export const TAG_PROTECTED = 'ib-protected';
 const P_TYPE = 'ib-type=';
 const P_PROJECT = 'ib-project=';
 const P_POOL = 'ib-pool=';
@@ -214,6 +216,8 @@ export function pairSnapshots(snaps: SnapshotInfo[], filter: ListFilter = {}): {
     }
     used.add(ds.id);
     const dataAdded = ds.summary?.data_added;
+    // Protection is a tag on the manifest snapshot, so it can change without rewriting the summary.
+    if (tags.includes(TAG_PROTECTED)) manifest.protected = true;
     entries.push({ manifest, location: ds.id, manifestSnapshot: ms.id, ...(dataAdded !== undefined ? { dataAdded } : {}) });
   }
   for (const ds of data.values()) {

@@ -171,6 +171,15 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
     case RESTIC_EXIT.interrupted:
       return new InterruptedError(`restic ${ctx.command} was interrupted`);
   }
+  if (ctx.command === 'check' && code === RESTIC_EXIT.fatal) {
+    // Name what is damaged (the first two findings), not just restic's closing line.
+    const damage = r.stderr
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => /^(pack [0-9a-f]{8,}|error for |Load\(|error: )/.test(l))
+      .map((l) => (l.length > 160 ? `${l.slice(0, 159)}…` : l));
+    return new ResticError(`restic check found damage${damage.length ? `: ${damage.slice(0, 2).join('; ')}` : `: ${detail}`}`, code);
+  }
   if (code === undefined && r.signal) return new ResticError(`restic ${ctx.command} was stopped (${r.signal})`, code);
   return new ResticError(`restic ${ctx.command} failed${detail ? `: ${detail}` : ` with exit code ${code}`}`, code);
 }

@@ -1,0 +1,99 @@
+import { cpSync, openSync, readSync, readdirSync, statSync, writeSync, closeSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
+
+let project: { name: string; dispose: () => Promise<void> };
+let tmp: ReturnType<typeof tempTarget>;
+let P: string;
+const env = { RESTIC_PASSWORD: 'maintenance-test-pw' };
+const repo = () => join(tmp.dir, 'repo');
+const run = (args: string[], repoDir = repo()) => cli([...args, '--project', P, '--target', `restic:${repoDir}`], env);
+
+/** The largest pack file: it holds the archive's data blobs (trees are small). */
+function largestPack(dir: string): string {
+  let best = '';
+  let size = -1;
+  for (const sub of readdirSync(join(dir, 'data'))) {
+    for (const f of readdirSync(join(dir, 'data', sub))) {
+      const p = join(dir, 'data', sub, f);
+      const s = statSync(p).size;
+      if (s > size) [best, size] = [p, s];
+    }
+  }
+  return best;
+}
+
+function flipByte(file: string, at: number): void {
+  const fd = openSync(file, 'r+');
+  const b = Buffer.alloc(1);
+  readSync(fd, b, 0, 1, at);
+  b[0] = b[0]! ^ 0xff;
+  writeSync(fd, b, 0, 1, at);
+  closeSync(fd);
+}
+
+beforeAll(async () => {
+  project = await testProject('rmaint');
+  P = project.name;
+  tmp = tempTarget();
+  await launch(P, 'm1');
+  await sh(P, 'm1', 'dd if=/dev/urandom of=/data/blob bs=1M count=6 2>/dev/null');
+  for (let i = 0; i < 3; i++) {
+    const r = await run(['backup', 'instances', 'm1']);
+    expect(r.exitCode, r.stderr).toBe(0);
+  }
+});
+
+afterAll(async () => {
+  await project?.dispose();
+  tmp?.dispose();
+});
+
+describe('verify, protect and prune on a restic target', () => {
+  it('verifies a sound repository with exit 0', async () => {
+    const r = await run(['verify', '--read-data']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/3 ok, 0 damaged/);
+  });
+
+  it('keeps a protected backup through prune and removes the rest of what the policy drops', async () => {
+    const versions = parseJson<{ timestamp: string }[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).map((v) => v.timestamp);
+    expect(versions).toHaveLength(3);
+    const p = await run(['protect', 'instances', 'm1', '--version', versions[0]!]);
+    expect(p.exitCode, p.stderr).toBe(0);
+    const dry = await run(['prune', 'instances', 'm1', '--keep-last', '1', '--dry-run']);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(new RegExp(`${versions[0]}.*keep.*protected`));
+    const r = await run(['prune', 'instances', 'm1', '--keep-last', '1', '-y']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const left = parseJson<{ timestamp: string }[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).map((v) => v.timestamp);
+    expect(left).toEqual([versions[0], versions[2]]);
+    const v = await run(['verify']);
+    expect(v.exitCode, v.stderr).toBe(0);
+  });
+
+  it('finds a missing pack without --read-data: exit 3, naming it', async () => {
+    const copy = join(tmp.dir, 'missing');
+    cpSync(repo(), copy, { recursive: true });
+    const pack = largestPack(copy);
+    rmSync(pack);
+    const r = await run(['verify'], copy);
+    expect(r.exitCode).toBe(3);
+    expect(r.stdout).toMatch(/damaged/);
+    expect(r.stdout + r.stderr).toContain(pack.split('/').pop()!.slice(0, 10));
+  });
+
+  it('finds a damaged pack with --read-data: exit 3', async () => {
+    const copy = join(tmp.dir, 'damaged');
+    cpSync(repo(), copy, { recursive: true });
+    const pack = largestPack(copy);
+    flipByte(pack, Math.floor(statSync(pack).size / 2));
+    const r = await run(['verify', '--read-data'], copy);
+    expect(r.exitCode, r.stderr).toBe(3);
+    expect(r.stdout + r.stderr).toMatch(/restic check found damage: pack [0-9a-f]+/);
+    // --deep streams every archive back: the damaged data is named per backup too.
+    const deep = await run(['verify', '--deep'], copy);
+    expect(deep.exitCode, deep.stderr).toBe(3);
+  });
+});
