@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import { subjectPath, type BackupSubject } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
-import { IncusError } from '../incus/errors.js';
+import { IncusError, streamFailure } from '../incus/errors.js';
 import { InterruptedError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { HashingStream } from './hashing.js';
@@ -160,7 +160,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     await writer?.abort().catch(() => undefined);
     task.end(false);
     if (signal.aborted) throw new InterruptedError(`interrupted while backing up ${label}; nothing was kept`);
-    throw e;
+    throw streamFailure(e, `the backup of ${label}`);
   } finally {
     await cleanup.run(ui.warn.bind(ui));
   }

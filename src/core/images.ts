@@ -2,7 +2,7 @@ import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackupEntry } from '../backends/types.js';
 import { ImageApi, type Image } from '../incus/api.js';
-import { IncusError } from '../incus/errors.js';
+import { IncusError, streamFailure } from '../incus/errors.js';
 import { InterruptedError } from '../errors.js';
 import { HashingStream, VerifyingStream } from './hashing.js';
 import { draftManifest } from './manifest.js';
@@ -52,7 +52,7 @@ export async function backupImage(ctx: RunContext, project: string, image: Image
     await writer.abort().catch(() => undefined);
     task.end(false);
     if (ctx.signal.aborted) throw new InterruptedError(`interrupted while backing up image ${short(image.fingerprint)}; nothing was kept`);
-    throw e;
+    throw streamFailure(e, `the backup of image ${short(image.fingerprint)}`);
   }
 }
 
@@ -102,6 +102,6 @@ export async function restoreImage(ctx: RunContext, entry: BackupEntry, project:
     return result;
   } catch (e) {
     task.end(false);
-    throw e;
+    throw streamFailure(e, `the restore of image ${short(m.name)}`);
   }
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough } from 'node:stream';
 import type { BackupSubject } from '../incus/api.js';
-import { IncusError } from '../incus/errors.js';
+import { IncusError, streamFailure } from '../incus/errors.js';
 import { InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { VerifyingStream } from './hashing.js';
@@ -159,7 +159,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem): Promi
     task.end(false);
     await cleanup.run(ui.warn.bind(ui));
     if (signal.aborted) throw new InterruptedError(`interrupted while restoring ${label}; nothing was changed`);
-    throw e;
+    throw streamFailure(e, `the restore of ${label}`);
   }
 }
 

@@ -24,3 +24,24 @@ export class IncusConnectionError extends IbError {
     this.name = 'IncusConnectionError';
   }
 }
+
+const CONNECTION_LOST = new Set(['UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNRESET', 'EPIPE', 'ECONNABORTED']);
+
+/**
+ * A stream to or from Incus that broke half-way (daemon restarted, socket closed) becomes an
+ * operational error naming what was going on, instead of a raw socket error that looks like a
+ * bug. Anything else is returned unchanged.
+ */
+export function streamFailure(e: unknown, during: string): unknown {
+  if (e instanceof IbError) return e;
+  const err = e as NodeJS.ErrnoException & { name?: string };
+  if (CONNECTION_LOST.has(err?.code ?? '') || err?.name === 'SocketError') {
+    return new IbError(
+      `lost the connection to Incus during ${during} (${err.message})`,
+      ExitCode.failed,
+      'check that incusd is still running (`incus admin waitready`); nothing half-done was kept',
+      { cause: e },
+    );
+  }
+  return e;
+}

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { execa, type ResultPromise } from 'execa';
 
 export const repo = resolve(import.meta.dirname, '../..');
@@ -92,4 +93,90 @@ export async function serverBackupNames(project: string, instance: string): Prom
 
 export function parseJson<T = unknown>(s: string): T {
   return JSON.parse(s) as T;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const restServers: ResultPromise[] = [];
+
+/** A real rest-server on a free loopback port, serving `dir`; returns the repository string. */
+export async function restServer(dir: string, ...flags: string[]): Promise<string> {
+  const bin = (await execa('sh', ['-c', 'command -v rest-server || command -v restic-rest-server'], { reject: false })).stdout.trim();
+  if (!bin) throw new Error('rest-server is not installed (Debian: restic-rest-server)');
+  const port = await freePort();
+  const server = execa(bin, ['--path', dir, '--listen', `127.0.0.1:${port}`, '--no-auth', ...flags], { reject: false, stdin: 'ignore' });
+  restServers.push(server);
+  for (let i = 0; i < 100; i++) {
+    const up = await fetch(`http://127.0.0.1:${port}/`).then(
+      () => true,
+      () => false,
+    );
+    if (up) return `rest:http://127.0.0.1:${port}/repo`;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error('rest-server did not start');
+}
+
+export async function stopRestServers(): Promise<void> {
+  for (const s of restServers) s.kill();
+  await Promise.all(restServers.splice(0));
+}
+
+/**
+ * A UNIX-socket relay in front of the real incusd that breaks the one connection carrying a
+ * large transfer: once more than `afterBytes` flowed in the given direction on a connection,
+ * both sides of it are destroyed. Everything else (small API calls, the cleanup afterwards)
+ * passes. It injects a real mid-stream failure without touching incus-backup's code.
+ */
+export async function cuttingProxy(direction: 'download' | 'upload', afterBytes: number): Promise<{ socket: string; cuts: () => number; close: () => Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'ib-proxy-'));
+  const path = join(dir, 'incus.socket');
+  let cuts = 0;
+  const open = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = createConnection(process.env.INCUS_SOCKET!);
+    open.add(client).add(upstream);
+    let moved = 0;
+    const cut = () => {
+      cuts++;
+      client.destroy();
+      upstream.destroy();
+    };
+    const [from, to] = direction === 'download' ? [upstream, client] : [client, upstream];
+    from.on('data', (chunk: Buffer) => {
+      moved += chunk.length;
+      if (moved > afterBytes) return cut();
+      to.write(chunk);
+    });
+    const [back, backTo] = direction === 'download' ? [client, upstream] : [upstream, client];
+    back.pipe(backTo);
+    for (const s of [client, upstream]) {
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        open.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    from.on('end', () => to.end());
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    socket: path,
+    cuts: () => cuts,
+    close: async () => {
+      for (const s of open) s.destroy();
+      await new Promise((r) => server.close(r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -1,13 +1,12 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createResticBackend, type ResticBackend } from '../../src/backends/restic/index.js';
 import { IbError } from '../../src/errors.js';
-import { cli, cliSpawn, incus, instanceNames, launch, parseJson, sh, snapshotNames, state, testProject } from './helpers.js';
+import { cli, cliSpawn, freePort, incus, instanceNames, launch, parseJson, restServer, sh, snapshotNames, state, stopRestServers, testProject } from './helpers.js';
 
 const PASSWORD = 'correct-horse-restic-pw';
 const env = { RESTIC_PASSWORD: PASSWORD };
@@ -37,7 +36,6 @@ let project: { name: string; dispose: () => Promise<void> };
 let P: string;
 let work: string;
 let sha: string;
-const servers: ResultPromise[] = [];
 
 /** `restic snapshots --json` straight from the real binary, to check what the repository holds. */
 async function snapshots(repo: string): Promise<Snap[]> {
@@ -49,35 +47,6 @@ async function listJson(uri: string, ...args: string[]): Promise<ListRow[]> {
   const r = await cli(['list', ...args, '--project', P, '--target', uri, '--output', 'json'], env);
   expect(r.exitCode, r.stderr).toBe(0);
   return parseJson<ListRow[]>(r.stdout);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-/** A real rest-server on a free local port, serving `dir`; returns the repository URL. */
-async function restServer(dir: string, ...flags: string[]): Promise<string> {
-  const bin = (await execa('sh', ['-c', 'command -v rest-server || command -v restic-rest-server'], { reject: false })).stdout.trim();
-  if (!bin) throw new Error('rest-server is not installed (Debian: restic-rest-server)');
-  const port = await freePort();
-  const server = execa(bin, ['--path', dir, '--listen', `127.0.0.1:${port}`, '--no-auth', ...flags], { reject: false, stdin: 'ignore' });
-  servers.push(server);
-  for (let i = 0; i < 100; i++) {
-    const up = await fetch(`http://127.0.0.1:${port}/`).then(
-      () => true,
-      () => false,
-    );
-    if (up) return `rest:http://127.0.0.1:${port}/repo`;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error('rest-server did not start');
 }
 
 function backend(repo: string): ResticBackend {
@@ -100,8 +69,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const s of servers) s.kill();
-  await Promise.all(servers);
+  await stopRestServers();
   await project?.dispose();
   rmSync(work, { recursive: true, force: true });
 });
