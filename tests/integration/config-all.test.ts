@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, incus, incusJson, instanceNames, parseJson, sh, state, tempTarget } from './helpers.js';
 
@@ -36,7 +37,10 @@ beforeAll(async () => {
   await incus('profile', 'set', 'default', 'raw.lxc', 'lxc.signal.halt = SIGUSR2', '--project', P);
   await incus('profile', 'create', 'web', '--project', P);
   await incus('profile', 'set', 'web', 'user.k=v1', '--project', P);
-  await incus('network', 'create', NET, '--type=macvlan', 'parent=eth0', 'mtu=1400');
+  // A managed macvlan network is only configuration until an instance uses it: no bridge, no
+  // dnsmasq, nothing changes on the host. Its parent is any real interface here.
+  const parent = readdirSync('/sys/class/net').find((n) => n !== 'lo') ?? 'eth0';
+  await incus('network', 'create', NET, '--type=macvlan', `parent=${parent}`, 'mtu=1400');
 });
 
 afterAll(async () => {
