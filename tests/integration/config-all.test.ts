@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, incus, incusJson, instanceNames, parseJson, sh, state, tempTarget } from './helpers.js';
 
@@ -39,7 +39,8 @@ beforeAll(async () => {
   await incus('profile', 'set', 'web', 'user.k=v1', '--project', P);
   // A managed macvlan network is only configuration until an instance uses it: no bridge, no
   // dnsmasq, nothing changes on the host. Its parent is any real interface here.
-  const parent = readdirSync('/sys/class/net').find((n) => n !== 'lo') ?? 'eth0';
+  const defaultRoute = readFileSync('/proc/net/route', 'utf8').split('\n').find((l) => l.split('\t')[1] === '00000000')?.split('\t')[0];
+  const parent = defaultRoute ?? readdirSync('/sys/class/net').find((n) => n !== 'lo') ?? 'eth0';
   await incus('network', 'create', NET, '--type=macvlan', `parent=${parent}`, 'mtu=1400');
 });
 
