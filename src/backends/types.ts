@@ -130,6 +130,8 @@ export interface BackendOptions {
   env?: NodeJS.ProcessEnv;
   /** Where a backend's warnings go (the run's output layer). */
   warn?: (msg: string) => void;
+  /** Asks before going on (refused without a terminal unless -y): e.g. an old restic. */
+  confirm?: (question: string) => Promise<void>;
 }
 
 export interface BackendFactory {

@@ -169,6 +169,7 @@ export abstract class BaseCommand extends Command<IbContext> {
     const b = openBackend(this.resolvedTarget(), {
       env: this.context.env,
       warn: (m) => this.ui().warn(m),
+      confirm: (q) => this.confirm(q),
       ...(passwordFile ? { passwordFile } : {}),
     });
     this.cleanupFns.push(() => b.close());

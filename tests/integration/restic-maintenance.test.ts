@@ -1,4 +1,4 @@
-import { cpSync, openSync, readSync, readdirSync, statSync, writeSync, closeSync, rmSync } from 'node:fs';
+import { cpSync, openSync, readSync, readdirSync, statSync, writeFileSync, writeSync, closeSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
@@ -82,6 +82,19 @@ describe('verify, protect and prune on a restic target', () => {
     expect(r.exitCode).toBe(3);
     expect(r.stdout).toMatch(/damaged/);
     expect(r.stdout + r.stderr).toContain(pack.split('/').pop()!.slice(0, 10));
+  });
+
+  it('asks before using a restic older than 0.18: refused without a terminal, allowed with -y', async () => {
+    // The real restic behind a wrapper that reports an old version (as a distribution might ship).
+    const wrapper = join(tmp.dir, 'old-restic');
+    writeFileSync(wrapper, '#!/bin/sh\n[ "$1" = version ] && { echo "restic 0.16.4 compiled with go1.21.6 on linux/amd64"; exit 0; }\nexec restic "$@"\n', { mode: 0o755 });
+    const refused = await cli(['list', '--project', P, '--target', `restic:${repo()}`], { ...env, RESTIC_BINARY: wrapper });
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toMatch(/restic 0\.16\.4 is older than 0\.18\.0/);
+    expect(refused.stderr).toMatch(/no terminal to ask on/);
+    const allowed = await cli(['list', '-y', '--project', P, '--target', `restic:${repo()}`, '--output', 'json'], { ...env, RESTIC_BINARY: wrapper });
+    expect(allowed.exitCode, allowed.stderr).toBe(0);
+    expect(parseJson<unknown[]>(allowed.stdout).length).toBeGreaterThan(0);
   });
 
   it('finds a damaged pack with --read-data: exit 3', async () => {

@@ -45,6 +45,8 @@ const COMMIT_GATE = 'cat <&3 3<&- || exit 1; read -r word <&4 || exit 1; [ "$wor
 export interface ResticBackendOptions extends Partial<Omit<ResticConfig, 'repository'>> {
   /** Where warnings go (old restic version). */
   onWarning?: (msg: string) => void;
+  /** Asked before going on with a restic older than 0.18; rejects to stop. */
+  confirm?: (question: string) => Promise<void>;
 }
 
 /**
@@ -56,6 +58,7 @@ export class ResticBackend implements Backend {
   readonly kind = 'restic' as const;
   readonly restic: Restic;
   private readonly onWarning: (msg: string) => void;
+  private readonly confirmOld?: (question: string) => Promise<void>;
   private readyPromise?: Promise<void>;
   /** Versions in use per resource, read by prepareWrite and extended by our own commits. */
   private versions?: Map<string, Set<string>>;
@@ -76,6 +79,7 @@ export class ResticBackend implements Backend {
     }
     this.restic = new Restic({ ...opts, repository, env });
     this.onWarning = opts.onWarning ?? ((m) => process.stderr.write(`Warning: ${m}\n`));
+    this.confirmOld = opts.confirm;
   }
 
   /** Once per backend: restic is there and recent enough. */
@@ -84,11 +88,11 @@ export class ResticBackend implements Backend {
       const text = await this.restic.version();
       const v = parseVersion(text);
       if (!v || versionBelow(v, MIN_VERSION)) {
-        // TODO(confirm): ask before going on with an old restic, once prompts reach backends.
+        const which = v ? `restic ${v.join('.')}` : `unrecognised restic version "${text}"`;
         this.onWarning(
-          `${v ? `restic ${v.join('.')}` : `unrecognised restic version "${text}"`} is older than ${MIN_VERSION.join('.')}: ` +
-            'errors may be reported less precisely and some commands may fail; please upgrade restic',
+          `${which} is older than ${MIN_VERSION.join('.')}: ` + 'errors may be reported less precisely and some commands may fail; please upgrade restic',
         );
+        await this.confirmOld?.(`Go on with ${which}?`);
       }
     })();
     return this.readyPromise;
@@ -440,6 +444,7 @@ export const resticBackendFactory: BackendFactory = {
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.passwordFile ? { passwordFile: opts.passwordFile } : {}),
       ...(opts.warn ? { onWarning: opts.warn } : {}),
+      ...(opts.confirm ? { confirm: opts.confirm } : {}),
     });
   },
 };
