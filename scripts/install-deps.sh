@@ -36,12 +36,15 @@ Suites: bookworm-backports trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-  cat > /etc/apt/preferences.d/incus-backup-trixie <<PIN
+fi
+# Below 100: trixie is only used for what is asked for by name (restic/trixie). At 100 its
+# newer versions could become candidates for packages installed from backports, and a later
+# apt-get install (docker.io, say) would then try to pull trixie's libc.
+cat > /etc/apt/preferences.d/incus-backup-trixie <<PIN
 Package: *
 Pin: release n=trixie
-Pin-Priority: 100
+Pin-Priority: 50
 PIN
-fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 pkgs=()
