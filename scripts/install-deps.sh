@@ -6,7 +6,8 @@ set -euo pipefail
 
 need=()
 command -v incus >/dev/null 2>&1 && [ -x /usr/libexec/incus/incusd ] || need+=(incus)
-command -v rest-server >/dev/null 2>&1 || need+=(restic-rest-server)
+# Debian's restic-rest-server installs /usr/bin/restic-rest-server (no `rest-server`).
+command -v rest-server >/dev/null 2>&1 || command -v restic-rest-server >/dev/null 2>&1 || need+=(restic-rest-server)
 [ -x /bin/busybox ] && /bin/busybox --help 2>&1 | grep -q 'static' || command -v busybox >/dev/null 2>&1 || need+=(busybox-static)
 restic_ok=0
 if command -v restic >/dev/null 2>&1; then

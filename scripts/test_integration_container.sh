@@ -114,8 +114,11 @@ else
   if [ "${REBUILD:-}" = 1 ]; then say "REBUILD=1: rebuilding $image"
   else say "no image $image yet: building it (about a minute; several on a slow mirror)"; fi
   t_build=$(date +%s.%N)
+  old_id=$("$rt" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   bash "$repo/scripts/container/build-image.sh" "$rt" "$image" "$cache"
   say "image $image built in $(elapsed "$t_build") s"
+  # REBUILD=1 leaves the image the tag pointed to untagged: remove it unless a container uses it.
+  [ -z "$old_id" ] || "$rt" rmi "$old_id" >/dev/null 2>&1 || true
   if [ -z "${IMAGE_TAG:-}" ]; then
     # Older recipes' images: removed unless a container still uses them (then rmi refuses).
     # (podman lists local images as localhost/NAME:TAG)
@@ -158,7 +161,7 @@ common_flags=(--cgroupns=host -v /sys:/sys:rw --tmpfs /run:rw,nosuid,nodev,mode=
 [ "$rt" = podman ] && common_flags+=(-v /sys/fs/cgroup:/sys/fs/cgroup:rw,rbind)
 
 name=${CONTAINER_NAME:-incus-backup-it-$$}
-run_flags=(--detach --name "$name" --hostname incus-backup-it
+run_flags=(--detach --name "$name" --hostname incus-backup-it --label incus-backup-test=1
   -v "$repo:/src:ro" -v "$repo/.cache/npm:/src/.cache/npm"   # the tree read-only; only npm's cache is shared
   -v /work                                                   # anonymous volume: the copy and its sandbox
   -e IB_IN_TEST_CONTAINER=1)
@@ -210,8 +213,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'interrupted=1; exit 130' INT TERM
 
-"$rt" container inspect "$name" >/dev/null 2>&1 \
-  && die "a container named $name exists already (another run, or one left by KEEP_CONTAINER=1): remove it with \`$rt rm -f -v $name\` or set CONTAINER_NAME"
+if "$rt" container inspect "$name" >/dev/null 2>&1; then
+  # A stopped test container of ours is what a run killed with its machine leaves: remove it.
+  # A running one is another run (or KEEP_CONTAINER=1); a foreign one is not ours to touch.
+  ours=$("$rt" container inspect -f '{{index .Config.Labels "incus-backup-test"}}' "$name" 2>/dev/null || true)
+  running=$("$rt" container inspect -f '{{.State.Running}}' "$name" 2>/dev/null || true)
+  if [ "$ours" = 1 ] && [ "$running" != true ]; then
+    say "removing the stopped test container $name left by an earlier run"
+    "$rt" rm -f -v "$name" >/dev/null
+  else
+    die "a container named $name exists already (another run, or one left by KEEP_CONTAINER=1): remove it with \`$rt rm -f -v $name\` or set CONTAINER_NAME"
+  fi
+fi
 start_container() {
   "$rt" run "${run_flags[@]}" "$@" "${common_flags[@]}" "$image" "${pid1[@]}" >/dev/null 2>"$run_err" && return 0
   "$rt" rm -f -v "$name" >/dev/null 2>&1 || true   # created but not started

@@ -87,8 +87,9 @@ rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/l
 
 # Sources: bookworm (+updates, +security), bookworm-backports for Incus 6.0, and trixie pinned
 # below 100 so that only what is asked for by name (restic/trixie) comes from it. (At 100, trixie
-# ties with installed packages, so its newer versions win for anything installed from backports,
-# e.g. iproute2, incus: apt then tries to pull trixie's libc.)
+# ties with installed packages, so its newer versions become the candidates of anything installed
+# from backports, e.g. iproute2 or incus-base, which need trixie's libc: any later install that
+# touches them fails with "held broken packages".)
 rm -f "$rootfs/etc/apt/sources.list"
 {
   printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates bookworm-backports trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror"
