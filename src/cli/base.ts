@@ -81,7 +81,14 @@ export abstract class BaseCommand extends Command<IbContext> {
     return { value: fallback, source: 'default' };
   }
 
+  private effectiveCache?: ReturnType<BaseCommand['computeEffective']>;
+
+  /** Every setting with its source; computed once (flags and environment do not change). */
   effective() {
+    return (this.effectiveCache ??= this.computeEffective());
+  }
+
+  private computeEffective() {
     const f = this.settings().values;
     const str = (v: string) => v;
     const bool = (v: string) => v === '1' || v.toLowerCase() === 'true' || v.toLowerCase() === 'yes';
@@ -260,8 +267,8 @@ export abstract class BaseCommand extends Command<IbContext> {
    * Asks before a destructive step. -y/--force answer yes; without a terminal there is nobody
    * to answer, so it refuses instead of waiting for input that cannot come.
    */
-  async confirm(question: string): Promise<void> {
-    if (this.yes || this.force) return;
+  async confirm(question: string, opts: { forceOnly?: boolean } = {}): Promise<void> {
+    if (this.force || (this.yes && !opts.forceOnly)) return;
     if (!this.context.interactive) {
       throw new UsageError(`${question} — refusing without confirmation: no terminal to ask on`, 'pass -y (or --yes) to confirm non-interactively');
     }
@@ -274,13 +281,5 @@ export abstract class BaseCommand extends Command<IbContext> {
       stdout: this.context.stderr as NodeJS.WriteStream,
     });
     if (!ok) throw new IbError('cancelled: nothing was changed', ExitCode.failed);
-  }
-}
-
-/** Placeholder for commands whose issue has not landed yet: says so and fails. */
-export abstract class NotImplementedCommand extends BaseCommand {
-  async run(): Promise<ExitCodeValue> {
-    this.context.stderr.write(`Error: "${this.path.join(' ')}" is not implemented yet\nHint: see ROADMAP.md for what is planned\n`);
-    return ExitCode.failed;
   }
 }

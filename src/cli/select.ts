@@ -1,5 +1,7 @@
 import type { Backend, BackupEntry, ListFilter } from '../backends/types.js';
 import type { ResourceType } from '../core/types.js';
+import { Option } from 'clipanion';
+import * as t from 'typanion';
 import { UsageError } from '../errors.js';
 
 /** Groups a backend listing by resource, each group oldest first. */
@@ -51,3 +53,11 @@ export async function selectBackups(
   }
   return out;
 }
+
+/** The resource words of `list`, `verify`, `prune`, `protect`, and the type each stands for. */
+export const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config', images: 'image' } as const;
+export type Kind = keyof typeof KINDS;
+
+/** The positional `all|instances|volumes|config|images` argument. */
+export const kindOption = (required: boolean) =>
+  Option.String({ required, name: Object.keys(KINDS).join('|'), validator: t.isEnum(Object.keys(KINDS) as Kind[]) });

@@ -9,7 +9,7 @@ import { HashingStream } from './hashing.js';
 import { draftManifest, type Manifest } from './manifest.js';
 import { Cleanup, type RunContext } from './run.js';
 import { TarIndexCapture } from './tarindex.js';
-import { isStaleTmpName, isTmpName, tmpName } from './tmpnames.js';
+import { isStaleTmpName, tmpName } from './tmpnames.js';
 import type { Compression, ConsistencyMode, ResourceKey } from './types.js';
 
 export interface BackupOptions {
@@ -237,4 +237,3 @@ export async function sweepProjectLeftovers(ctx: RunContext, project: string): P
   }
 }
 
-export { isTmpName };

@@ -9,7 +9,7 @@ import { compressor, decompressor, EXTENSIONS } from '../../core/compression.js'
 import { DIR_MODE, exists, FILE_MODE, fsyncPath, mkdirPrivate, pidAlive, writeFileAtomic } from '../../core/fsutil.js';
 import { HashingStream } from '../../core/hashing.js';
 import { formatTimestamp, ManifestError, parseManifest, compareTimestamps, type Manifest } from '../../core/manifest.js';
-import type { ResourceKey } from '../../core/types.js';
+import { SERVER_WIDE, type ResourceKey } from '../../core/types.js';
 import { UsageError } from '../../errors.js';
 import { toolVersion } from '../../version.js';
 import { ArchiveDigest, tarProblems } from '../../core/verify.js';
@@ -31,7 +31,6 @@ import { acquireLock } from './lock.js';
 
 const STAGING = '.staging';
 const TRASH = '.trash';
-import { SERVER_WIDE } from '../../core/types.js';
 const TS_DIR = /^\d{8}T\d{6}Z(-\d+)?$/;
 
 

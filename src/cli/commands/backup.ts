@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { backupResource, isTmpName, sweepProjectLeftovers } from '../../core/backup.js';
+import { backupResource, sweepProjectLeftovers } from '../../core/backup.js';
+import { isTmpName } from '../../core/tmpnames.js';
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
 import { selectByPatterns } from '../../core/settings.js';

@@ -1,11 +1,9 @@
 import { Command, Option } from 'clipanion';
-import * as t from 'typanion';
 import type { ResourceType } from '../../core/types.js';
 import { humanBytes } from '../../output/format.js';
 import type { BackupEntry } from '../../backends/types.js';
 import { BaseCommand, checkName } from '../base.js';
-
-const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config', images: 'image' } as const;
+import { KINDS, kindOption } from '../select.js';
 
 export class ListCommand extends BaseCommand {
   static override paths = [['list']];
@@ -18,7 +16,7 @@ export class ListCommand extends BaseCommand {
       ['Versions of one instance, as JSON', '$0 list instances web1 --target dir:/srv/backups --output json'],
     ],
   });
-  kind = Option.String({ required: false, name: 'all|instances|volumes|config', validator: t.isEnum(Object.keys(KINDS) as (keyof typeof KINDS)[]) });
+  kind = kindOption(false);
   name = Option.String({ required: false, name: 'NAME' });
 
   async run(): Promise<void> {

@@ -10,13 +10,9 @@ import { verifyBackups, verifyFailed, type VerifyItem } from '../../core/verify.
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, humanDuration, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { pickVersion } from '../select.js';
+import { pickVersion, KINDS, kindOption } from '../select.js';
 import { parseVolumeRef } from './backup.js';
 
-const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config', images: 'image' } as const;
-type Kind = keyof typeof KINDS;
-const kindOption = (required: boolean) =>
-  Option.String({ required, name: 'all|instances|volumes|config', validator: t.isEnum(Object.keys(KINDS) as Kind[]) });
 
 /** --lock-wait for every command that writes a target; backup commands use it too. */
 export const lockWaitOption = () =>
@@ -259,7 +255,7 @@ export class PruneCommand extends ScopedCommand {
 }
 
 abstract class ProtectionCommand extends BaseCommand {
-  kind = Option.String({ name: 'instances|volumes|config', validator: t.isEnum(['instances', 'volumes', 'config'] as const) });
+  kind = Option.String({ name: 'instances|volumes|config|images', validator: t.isEnum(['instances', 'volumes', 'config', 'images'] as const) });
   name = Option.String({ required: false, name: 'NAME' });
   version = Option.String('--version', { description: 'Backup version (YYYYMMDDThhmmssZ); default: the newest complete one' });
   lockWait = lockWaitOption();

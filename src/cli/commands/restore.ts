@@ -112,9 +112,8 @@ abstract class RestoreBase extends BaseCommand {
       if (!this.context.interactive) {
         throw new UsageError('replacing a volume stops the running instances that use it', 'pass --force to allow that without a prompt');
       }
-      this.yes = false;
     }
-    await this.confirm(`Restore ${work.length} item(s)${replacing ? `, replacing ${replacing}` : ''}${extra}?`);
+    await this.confirm(`Restore ${work.length} item(s)${replacing ? `, replacing ${replacing}` : ''}${extra}?`, { forceOnly: stopsVolumeUsers });
   }
 
   protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
