@@ -65,12 +65,22 @@ export async function main(argv: string[]): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const cli = buildCli();
-  const code = await cli.run(argv, {
+  const context = {
     ...Cli.defaultContext,
     colorDepth: process.stdout.isTTY && !process.env.NO_COLOR ? process.stdout.getColorDepth() : 1,
     env: process.env,
     signal: controller.signal,
     interactive: !!process.stdin.isTTY && !!process.stderr.isTTY,
-  });
+  };
+  // Parse first: clipanion reports bad options and arguments with exit 1, ours is 2 (usage).
+  let command;
+  try {
+    command = cli.process(argv, context);
+  } catch (e) {
+    process.stderr.write(cli.error(e, { colored: context.colorDepth > 1 }));
+    process.exitCode = ExitCode.usage;
+    return;
+  }
+  const code = await cli.run(command, context);
   process.exitCode = controller.signal.aborted && code === 0 ? ExitCode.interrupted : code;
 }

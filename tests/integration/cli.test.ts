@@ -72,10 +72,15 @@ describe('the CLI surface', () => {
     expect(r.stderr).toMatch(/Hint: .*INCUS_SOCKET/);
   });
 
-  it('validates --parallel and --output', async () => {
-    expect((await cli(['list', '--target', 'dir:/tmp', '--parallel', '0'])).exitCode).not.toBe(0);
-    const r = await cli(['list', '--target', 'dir:/tmp', '--output', 'xml']);
-    expect(r.exitCode).not.toBe(0);
-    expect(r.stdout + r.stderr).toMatch(/output/);
+  it('validates options and commands as usage errors (exit 2)', async () => {
+    const parallel = await cli(['list', '--target', 'dir:/tmp', '--parallel', '0']);
+    expect(parallel.exitCode).toBe(2);
+    expect(parallel.stderr).toMatch(/Invalid value for --parallel: expected to be at least 1/);
+    const output = await cli(['list', '--target', 'dir:/tmp', '--output', 'xml']);
+    expect(output.exitCode).toBe(2);
+    expect(output.stderr).toMatch(/Invalid value for --output/);
+    const unknown = await cli(['lsit']);
+    expect(unknown.exitCode).toBe(2);
+    expect(unknown.stderr).toMatch(/Command not found/);
   });
 });
