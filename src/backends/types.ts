@@ -22,8 +22,15 @@ export interface BackupEntry {
 export interface ArchiveWriter {
   /** Where the tarball bytes go. Ends when the caller ends it. */
   readonly stream: Writable;
-  /** Version id this backup will have (final after commit). */
+  /** Version id this backup will have (final after commit, which may add a `-N` suffix). */
   readonly timestamp: string;
+  /**
+   * Resolves once the target can take the archive (restic: the repository is open), rejects
+   * with the reason it cannot (wrong password, unreachable). Writers are created before the
+   * slow Incus steps so that this overlaps them; writing before it resolves is allowed (the
+   * first write waits), awaiting it first just reports a dead target before any export starts.
+   */
+  ready(): Promise<void>;
   /**
    * Makes the backup visible, once its data is durable. The manifest is completed by the
    * backend (stored size/sha256, file name) and returned.

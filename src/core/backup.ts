@@ -4,7 +4,7 @@ import { subjectPath, type BackupSubject } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
 import { InterruptedError } from '../errors.js';
-import type { BackupEntry } from '../backends/types.js';
+import type { ArchiveWriter, BackupEntry } from '../backends/types.js';
 import { HashingStream } from './hashing.js';
 import { draftManifest, type Manifest } from './manifest.js';
 import { Cleanup, type RunContext } from './run.js';
@@ -53,8 +53,21 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
   const task = ui.task(label);
   const cleanup = new Cleanup();
   const server = await api.client.server();
-  let writer: Awaited<ReturnType<typeof backend.createWriter>> | undefined;
+  let writer: ArchiveWriter | undefined;
   try {
+    const key: ResourceKey =
+      subject.kind === 'instance'
+        ? { type: 'instance', project: subject.project, name: subject.name }
+        : { type: 'volume', project: subject.project, pool: subject.pool, name: subject.name };
+    // The writer first: a restic target then opens its repository (half a second of key
+    // derivation) while Incus snapshots and stages. A dead target is reported at the next step.
+    writer = await backend.createWriter({
+      key,
+      when: new Date(),
+      archiveBase: subject.kind === 'instance' ? 'export.tar' : 'volume.tar',
+      compression: opts.compression,
+    });
+    const targetOk = settledCheck(writer.ready());
     await sweepResourceLeftovers(ctx, subject);
     let source: Manifest['source'];
     let running = false;
@@ -111,6 +124,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       await cleanup.runNow(dropSnap, () => api.deleteSnapshot(subject, snap));
       exportFrom = { ...subject, name: copy };
     }
+    targetOk();
 
     const bname = tmpName();
     task.phase('staging on the server');
@@ -127,16 +141,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       frozenMs = Date.now() - instant.getTime();
     }
 
-    const key: ResourceKey =
-      subject.kind === 'instance'
-        ? { type: 'instance', project: subject.project, name: subject.name }
-        : { type: 'volume', project: subject.project, pool: subject.pool, name: subject.name };
-    writer = await backend.createWriter({
-      key,
-      when: new Date(),
-      archiveBase: subject.kind === 'instance' ? 'export.tar' : 'volume.tar',
-      compression: opts.compression,
-    });
+    await writer.ready();
     const dl = await api.downloadServerBackup(exportFrom, bname, signal);
     const index = new TarIndexCapture();
     const hash = new HashingStream((n) => task.bytes(n, dl.size));
@@ -146,7 +151,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     if (dl.size !== undefined && hash.bytes !== dl.size) {
       throw new IncusError(0, `export of ${label} was cut short (${hash.bytes} of ${dl.size} bytes)`, 'GET', subjectPath(exportFrom));
     }
-    const entry = await writer.commit(
+    const committing = writer.commit(
       draftManifest(key, writer.timestamp, server.environment.server_version, { size: hash.bytes, sha256: hash.sha256 }, {
         consistency: { mode, instant: instant.toISOString(), ...(frozenMs !== undefined ? { frozenMs } : {}) },
         options: { optimized: opts.optimized, withSnapshots: opts.withSnapshots, compression: opts.compression },
@@ -154,6 +159,11 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
         ...(index.index ? { index: index.index } : {}),
       }),
     );
+    // The server-side backup and the temporary copy have served: remove them while the
+    // backend commits (restic writes the manifest snapshot meanwhile).
+    const [committed] = await Promise.allSettled([committing, cleanup.run(ui.warn.bind(ui))]);
+    if (committed.status === 'rejected') throw committed.reason;
+    const entry = committed.value;
     task.end(true, `${entry.manifest.timestamp}`);
     return entry;
   } catch (e) {
@@ -192,6 +202,19 @@ async function freezeWriters(ctx: RunContext, subject: BackupSubject, cleanup: C
   return async () => {
     for (const t of thaws) await cleanup.runNow(t.remove, () => ctx.api.setInstanceState(subject.project, t.name, 'unfreeze'));
     return thaws.length ? Date.now() - frozenAt : 0;
+  };
+}
+
+/** Tracks `p` without waiting for it; the returned check throws if `p` has failed by then. */
+function settledCheck(p: Promise<unknown>): () => void {
+  let failed = false;
+  let reason: unknown;
+  p.catch((e: unknown) => {
+    failed = true;
+    reason = e;
+  });
+  return () => {
+    if (failed) throw reason;
   };
 }
 

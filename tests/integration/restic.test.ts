@@ -86,6 +86,8 @@ describe('restic target, local repository', () => {
     const b = await cli(['backup', 'instances', 'c1', '--project', P, '--target', uri], env);
     expect(b.exitCode, b.stderr).toBe(0);
     expect(b.stderr).toContain(`initialised restic repository ${repo}`);
+    // The backup's restic started before the repository existed and was replaced: no lock of it stays.
+    expect(readdirSync(join(repo, 'locks'))).toEqual([]);
 
     const rows = await listJson(uri);
     expect(rows).toHaveLength(1);

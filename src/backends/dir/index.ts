@@ -154,7 +154,7 @@ export class DirBackend implements Backend {
       }
     };
 
-    return { stream: input, timestamp, commit, abort };
+    return { stream: input, timestamp, ready: () => Promise.resolve(), commit, abort };
   }
 
   async list(filter: ListFilter = {}): Promise<BackupEntry[]> {

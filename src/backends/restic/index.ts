@@ -60,8 +60,8 @@ export class ResticBackend implements Backend {
   private readonly onWarning: (msg: string) => void;
   private readonly confirmOld?: (question: string) => Promise<void>;
   private readyPromise?: Promise<void>;
-  /** Versions in use per resource, read by prepareWrite and extended by our own commits. */
-  private versions?: Map<string, Set<string>>;
+  /** The repository opened for writing (see openForWrite). */
+  private opened?: Promise<OpenedRepository>;
   /** Manifests already completed with their index (see openArchive). */
   private readonly complete = new WeakSet<Manifest>();
 
@@ -110,17 +110,35 @@ export class ResticBackend implements Backend {
     }
   }
 
+  /**
+   * Starts opening the repository for writing and returns at once: the listing's half-second
+   * of key derivation then overlaps the Incus side of the run and the writers' own start-up.
+   * A failure (wrong password, unreachable server) reaches the writers through ready().
+   */
   async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
-    let snaps: SnapshotInfo[];
-    try {
-      snaps = await this.snapshots();
-    } catch (e) {
-      if (!(e instanceof ResticError && e.resticCode === RESTIC_EXIT.noRepository)) throw e;
-      await this.init();
-      onNotice(`initialised restic repository ${this.restic.repoLabel}`);
-      snaps = [];
+    void this.openForWrite(onNotice);
+  }
+
+  /**
+   * Once per backend: the versions in use per resource (one `restic snapshots`), or a new
+   * repository when there is none yet. Our own commits add their versions to the sets.
+   */
+  private openForWrite(onNotice?: (msg: string) => void): Promise<OpenedRepository> {
+    if (!this.opened) {
+      this.opened = (async () => {
+        try {
+          return { versions: versionsByResource(await this.snapshots()), initialised: false };
+        } catch (e) {
+          if (!(e instanceof ResticError && e.resticCode === RESTIC_EXIT.noRepository)) throw e;
+          await this.init();
+          onNotice?.(`initialised restic repository ${this.restic.repoLabel}`);
+          return { versions: new Map<string, Set<string>>(), initialised: true };
+        }
+      })();
+      // Reported by whoever awaits it (a writer); a run that never writes must not crash on it.
+      this.opened.catch(() => undefined);
     }
-    this.versions = versionsByResource(snaps);
+    return this.opened;
   }
 
   private async init(): Promise<void> {
@@ -143,17 +161,17 @@ export class ResticBackend implements Backend {
     return pairSnapshots(await this.snapshots(), filter);
   }
 
+  /**
+   * Starts `restic backup` at once, before the listing is back, so that its key derivation
+   * overlaps the Incus side of the backup; the version is chosen at commit, once the listing
+   * says which ones are taken.
+   */
   async createWriter(req: WriteRequest): Promise<ArchiveWriter> {
     if (req.compression !== 'none') {
       throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
     }
     await this.ready();
-    if (!this.versions) this.versions = versionsByResource(await this.snapshots());
-    const id = resourceId(req.key);
-    const taken = this.versions.get(id) ?? this.versions.set(id, new Set()).get(id)!;
-    const timestamp = nextFreeVersion(formatTimestamp(req.when), taken);
-    taken.add(timestamp);
-    return new ResticWriter(this, req.key, timestamp);
+    return new ResticWriter(this, req.key, formatTimestamp(req.when), this.openForWrite());
   }
 
   /**
@@ -299,36 +317,101 @@ function label(k: ResourceKey): string {
   return k.type === 'volume' ? `volume ${k.project}/${k.pool}/${k.name}` : `${k.type} ${k.project}/${k.name}`;
 }
 
+interface OpenedRepository {
+  /** Versions in use per resource id. */
+  versions: Map<string, Set<string>>;
+  /** The repository did not exist and was created by this run. */
+  initialised: boolean;
+}
+
 /**
  * One backup being written: a running `restic backup --stdin-from-command` fed through fd 3,
  * held at the commit gate until commit() (see COMMIT_GATE).
+ *
+ * restic is started before the repository is known to exist (see createWriter). Nothing is
+ * handed to it before ready(): if the repository had to be created meanwhile, that first
+ * restic may have found none, so it is replaced by a fresh one, which is safe while it holds
+ * no data.
  */
 class ResticWriter implements ArchiveWriter {
   readonly stream: Writable;
-  private readonly run: ResticRun;
-  private readonly data: Writable;
-  private readonly gate: Writable;
+  private run!: ResticRun;
+  private data!: Writable;
+  private gate!: Writable;
+  /** Bumped when restic is replaced, so that the old one's end is not taken as a failure. */
+  private generation = 0;
+  private pendingWrite?: (e?: Error | null) => void;
   /** Why the archive can no longer be committed (restic ended early, the stream was destroyed). */
   private failure?: Error;
+  private isReady = false;
+  /** restic found no repository before ready(); see prepare(). */
+  private missedRepository?: Error;
+  private readonly readyPromise: Promise<void>;
   private gateOpened = false;
   private committed = false;
   private dataSnapshot?: string;
   private aborting?: Promise<void>;
+  private version: string;
 
   constructor(
     private readonly backend: ResticBackend,
     private readonly key: ResourceKey,
-    readonly timestamp: string,
+    base: string,
+    private readonly opened: Promise<OpenedRepository>,
   ) {
-    this.run = backend.restic.start(
+    this.version = base;
+    this.stream = new Writable({
+      highWaterMark: 1 << 20,
+      write: (chunk: Buffer, _enc, cb) => {
+        if (this.isReady) return this.push(chunk, cb);
+        this.readyPromise.then(
+          () => this.push(chunk, cb),
+          (e: unknown) => cb(e as Error),
+        );
+      },
+      final: (cb) => {
+        this.readyPromise.then(
+          () => {
+            if (this.failure) return cb(this.failure);
+            // Ending fd 3 only ends the copy: restic still waits at the gate for commit().
+            this.data.end(() => cb());
+          },
+          (e: unknown) => cb(e as Error),
+        );
+      },
+      destroy: (err, cb) => {
+        // Destroyed before the whole archive was handed over: it must never be saved.
+        if (err || !this.stream.writableFinished) this.stop(err ?? new IbError('archive stream destroyed before its end', 1));
+        cb(err);
+      },
+    });
+    // Failures are reported by write callbacks, commit() and abort(); an 'error' event nobody
+    // listens to (e.g. restic failing before the caller piped anything in) must not crash us.
+    this.stream.on('error', () => undefined);
+    this.start();
+    this.readyPromise = this.prepare();
+    this.readyPromise.catch(() => undefined);
+  }
+
+  get timestamp(): string {
+    return this.version;
+  }
+
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  private start(): void {
+    const generation = ++this.generation;
+    this.run = this.backend.restic.start(
       [
         'backup',
         '--stdin-from-command',
         '--stdin-filename',
-        archiveFileName(key),
+        archiveFileName(this.key),
         '--host',
         SNAPSHOT_HOST,
-        ...tagArgs(archiveTags(key)),
+        ...tagArgs(archiveTags(this.key)),
         '--json',
         '--quiet',
         '--',
@@ -340,45 +423,53 @@ class ResticWriter implements ArchiveWriter {
     );
     [this.data, this.gate] = this.run.child.inputs as [Writable, Writable];
     // restic ending before commit is always a failure: report restic's reason, not EPIPE.
-    const endedEarly = this.run.result.then(
+    void this.run.result.then(
       () => new IbError('restic backup ended before the archive was complete', 1),
       (e: unknown) => e as Error,
-    );
-    let pendingWrite: ((e?: Error | null) => void) | undefined;
-    void endedEarly.then((e) => {
-      if (this.gateOpened) return;
+    ).then((e) => {
+      if (this.gateOpened || generation !== this.generation) return;
+      if (!this.isReady && e instanceof ResticError && e.resticCode === RESTIC_EXIT.noRepository) {
+        // Started before the repository was created: prepare() decides once the listing is back.
+        this.missedRepository = e;
+        return;
+      }
       this.failure ??= e;
-      const cb = pendingWrite;
-      pendingWrite = undefined;
+      const cb = this.pendingWrite;
+      this.pendingWrite = undefined;
       if (cb) cb(this.failure);
       else this.stream.destroy(this.failure);
     });
-    this.stream = new Writable({
-      highWaterMark: 1 << 20,
-      write: (chunk: Buffer, _enc, cb) => {
-        if (this.failure) return cb(this.failure);
-        if (this.data.write(chunk)) return cb();
-        pendingWrite = cb;
-        this.data.once('drain', () => {
-          if (pendingWrite !== cb) return;
-          pendingWrite = undefined;
-          cb();
-        });
-      },
-      final: (cb) => {
-        if (this.failure) return cb(this.failure);
-        // Ending fd 3 only ends the copy: restic still waits at the gate for commit().
-        this.data.end(() => cb());
-      },
-      destroy: (err, cb) => {
-        // Destroyed before the whole archive was handed over: it must never be saved.
-        if (err || !this.stream.writableFinished) this.stop(err ?? new IbError('archive stream destroyed before its end', 1));
-        cb(err);
-      },
+  }
+
+  /** The repository is open (listed, or created by this run): restic may now get data. */
+  private async prepare(): Promise<void> {
+    const repo = await this.opened;
+    if (this.failure) throw this.failure;
+    if (!repo.initialised && this.missedRepository) this.failure = this.missedRepository;
+    else if (repo.initialised) {
+      // Started before the repository existed: it may have given up already. Replace it.
+      const old = this.run;
+      this.generation++;
+      this.gate.destroy();
+      this.data.destroy();
+      old.child.kill();
+      await old.result.catch(() => undefined);
+      if (this.failure) throw this.failure;
+      this.start();
+    }
+    if (this.failure) throw this.failure;
+    this.isReady = true;
+  }
+
+  private push(chunk: Buffer, cb: (e?: Error | null) => void): void {
+    if (this.failure) return cb(this.failure);
+    if (this.data.write(chunk)) return cb();
+    this.pendingWrite = cb;
+    this.data.once('drain', () => {
+      if (this.pendingWrite !== cb) return;
+      this.pendingWrite = undefined;
+      cb();
     });
-    // Failures are reported by write callbacks, commit() and abort(); an 'error' event nobody
-    // listens to (e.g. restic failing before the caller piped anything in) must not crash us.
-    this.stream.on('error', () => undefined);
   }
 
   /** Closes the gate for good and stops restic; it then saves no snapshot. */
@@ -407,9 +498,15 @@ class ResticWriter implements ArchiveWriter {
     if (stored !== m.archive.size) {
       throw new IbError(`restic stored ${stored} bytes of ${label(this.key)}, expected ${m.archive.size}`, 1);
     }
+    // The version: the first free one, now that the listing is surely back (ready() waited for it).
+    const { versions } = await this.opened;
+    const rid = resourceId(this.key);
+    const taken = versions.get(rid) ?? versions.set(rid, new Set()).get(rid)!;
+    this.version = nextFreeVersion(this.version, taken);
+    taken.add(this.version);
     const manifest: Manifest = {
       ...m,
-      timestamp: this.timestamp,
+      timestamp: this.version,
       archive: { file: archiveFileName(this.key), size: m.archive.size, sha256: m.archive.sha256, storedSize: m.archive.size, storedSha256: m.archive.sha256 },
     };
     await this.backend.restic.run(
@@ -430,6 +527,9 @@ class ResticWriter implements ArchiveWriter {
     if (this.committed) return;
     this.stop(new IbError('backup aborted', 1));
     this.stream.destroy();
+    // A replacement restic may be starting right now (prepare): let it settle, then stop it too.
+    await this.readyPromise.catch(() => undefined);
+    this.stop(new IbError('backup aborted', 1));
     await this.run.result.catch(() => undefined);
     // Only after a failed commit: the data snapshot exists but no manifest names it.
     if (this.dataSnapshot) await this.backend.forget([this.dataSnapshot]);
