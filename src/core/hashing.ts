@@ -1,9 +1,22 @@
-import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
+import { Sha256 } from './sha256.js';
+
+/**
+ * Feeds `chunk` to `hash` and passes it on at once; waits only when the hashing thread is
+ * behind by its whole ring (see sha256.ts).
+ */
+function hashThrough(hash: Sha256, chunk: Buffer, cb: TransformCallback): void {
+  const wait = hash.update(chunk);
+  if (!wait) return cb(null, chunk);
+  wait.then(
+    () => cb(null, chunk),
+    (e: unknown) => cb(e as Error),
+  );
+}
 
 /** Passes bytes through unchanged while counting them and computing their sha256. */
 export class HashingStream extends Transform {
-  private readonly hash: Hash = createHash('sha256');
+  private readonly hash = new Sha256();
   bytes = 0;
   private hex?: string;
 
@@ -12,15 +25,24 @@ export class HashingStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
     this.bytes += chunk.length;
     this.onChunk?.(this.bytes);
-    cb(null, chunk);
+    hashThrough(this.hash, chunk, cb);
   }
 
   override _flush(cb: TransformCallback): void {
-    this.hex = this.hash.digest('hex');
-    cb();
+    this.hash.digest().then(
+      (hex) => {
+        this.hex = hex;
+        cb();
+      },
+      (e: unknown) => cb(e as Error),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.hash.dispose();
+    cb(err);
   }
 
   /** Available once the stream has ended. */
@@ -38,7 +60,7 @@ export class ChecksumMismatchError extends Error {}
  * discards what it received.
  */
 export class VerifyingStream extends Transform {
-  private readonly hash: Hash = createHash('sha256');
+  private readonly hash = new Sha256();
   bytes = 0;
 
   constructor(
@@ -49,22 +71,30 @@ export class VerifyingStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.hash.update(chunk);
     this.bytes += chunk.length;
     this.onChunk?.(this.bytes);
     if (this.bytes > this.expected.size) {
       cb(new ChecksumMismatchError(`${this.expected.label}: archive is larger than its manifest says (${this.expected.size} bytes)`));
       return;
     }
-    cb(null, chunk);
+    hashThrough(this.hash, chunk, cb);
   }
 
   override _flush(cb: TransformCallback): void {
-    const got = this.hash.digest('hex');
-    if (this.bytes !== this.expected.size) {
-      cb(new ChecksumMismatchError(`${this.expected.label}: archive has ${this.bytes} bytes, manifest says ${this.expected.size} (truncated?)`));
-    } else if (got !== this.expected.sha256) {
-      cb(new ChecksumMismatchError(`${this.expected.label}: sha256 mismatch (archive ${got.slice(0, 12)}…, manifest ${this.expected.sha256.slice(0, 12)}…)`));
-    } else cb();
+    this.hash.digest().then(
+      (got) => {
+        if (this.bytes !== this.expected.size) {
+          cb(new ChecksumMismatchError(`${this.expected.label}: archive has ${this.bytes} bytes, manifest says ${this.expected.size} (truncated?)`));
+        } else if (got !== this.expected.sha256) {
+          cb(new ChecksumMismatchError(`${this.expected.label}: sha256 mismatch (archive ${got.slice(0, 12)}…, manifest ${this.expected.sha256.slice(0, 12)}…)`));
+        } else cb();
+      },
+      (e: unknown) => cb(e as Error),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    this.hash.dispose();
+    cb(err);
   }
 }
