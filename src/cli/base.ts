@@ -1,6 +1,5 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import enquirer from 'enquirer';
 import { stringify as stringifyYaml } from 'yaml';
 import { existsSync, readFileSync } from 'node:fs';
 import { DEFAULT_CONFIG_FILE, parseSettings, type FileSettings } from '../core/settings.js';
@@ -272,6 +271,7 @@ export abstract class BaseCommand extends Command<IbContext> {
     if (!this.context.interactive) {
       throw new UsageError(`${question} — refusing without confirmation: no terminal to ask on`, 'pass -y (or --yes) to confirm non-interactively');
     }
+    const { default: enquirer } = await import('enquirer');
     const { ok } = await enquirer.prompt<{ ok: boolean }>({
       type: 'confirm',
       name: 'ok',
@@ -279,7 +279,9 @@ export abstract class BaseCommand extends Command<IbContext> {
       initial: false,
       stdin: this.context.stdin as NodeJS.ReadStream,
       stdout: this.context.stderr as NodeJS.WriteStream,
-    });
+      // A terminal that reports 0 columns (a pty nobody sized) made enquirer redraw forever.
+      columns: (this.context.stderr as NodeJS.WriteStream).columns || 80,
+    } as Parameters<typeof enquirer.prompt>[0]);
     if (!ok) throw new IbError('cancelled: nothing was changed', ExitCode.failed);
   }
 }

@@ -1,4 +1,5 @@
-import Table from 'cli-table3';
+import { createRequire } from 'node:module';
+import type TableType from 'cli-table3';
 import { stringify } from 'yaml';
 
 export type OutputFormat = 'table' | 'json' | 'yaml';
@@ -13,6 +14,8 @@ export function render<T>(rows: T[], format: OutputFormat, columns: Column<T>[],
   if (format === 'json') return JSON.stringify(rows.map(toData), null, 2) + '\n';
   if (format === 'yaml') return stringify(rows.map(toData));
   if (rows.length === 0) return '';
+  // Loaded on first use: json/yaml output and the streaming commands' start-up never need it.
+  const Table = createRequire(import.meta.url)('cli-table3') as typeof TableType;
   const table = new Table({
     head: columns.map((c) => c.header),
     style: { head: [], border: [] },

@@ -1,6 +1,6 @@
+import { createRequire } from 'node:module';
 import type { Writable } from 'node:stream';
-import cliProgress from 'cli-progress';
-import ora from 'ora';
+import type cliProgress from 'cli-progress';
 import type { Task, Ui } from '../core/run.js';
 import { humanBytes } from './format.js';
 
@@ -9,6 +9,10 @@ export interface UiOptions {
   quiet: boolean;
   color: boolean;
 }
+
+// The terminal widgets are loaded only when there is a terminal to draw on: cron and scripts
+// never pay their start-up time and memory.
+const require = createRequire(import.meta.url);
 
 const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
@@ -22,7 +26,10 @@ function stamp(): string {
  * --quiet keeps only warnings (errors are printed by the caller).
  */
 export function createUi(opts: UiOptions): Ui & { stop(): void } {
-  const tty = !!opts.stream.isTTY && !opts.quiet;
+  // A terminal that reports 0 columns (a pty nobody sized, e.g. `script` without a terminal
+  // around it) sent ora into an endless redraw: without a width, draw nothing live.
+  const width = (opts.stream as { columns?: number }).columns ?? 0;
+  const tty = !!opts.stream.isTTY && !opts.quiet && width > 0;
   const color = (code: number, s: string) => (opts.color && tty ? `\x1b[${code}m${s}\x1b[0m` : s);
   let multi: cliProgress.MultiBar | undefined;
   const line = (s: string) => {
@@ -40,6 +47,7 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
     },
     async wait(text, fn) {
       if (!tty || multi) return fn();
+      const { default: ora } = await import('ora');
       const spinner = ora({ text, stream: opts.stream as NodeJS.WriteStream, color: 'cyan', isEnabled: true }).start();
       try {
         const v = await fn();
@@ -66,7 +74,8 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
           end: (ok, text) => plain(`${label}: ${ok ? 'done' : 'FAILED'}${text ? ` (${text})` : ''} in ${((Date.now() - started) / 1000).toFixed(1)} s`),
         };
       }
-      multi ??= new cliProgress.MultiBar(
+      const bars = require('cli-progress') as typeof cliProgress;
+      multi ??= new bars.MultiBar(
         {
           stream: opts.stream as NodeJS.WriteStream,
           format: `{label} {bar} {done} / {totalh} {rate} ETA {eta_formatted} {phase}`,
@@ -76,7 +85,7 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
           etaBuffer: 20,
           fps: 5,
         },
-        cliProgress.Presets.shades_classic,
+        bars.Presets.shades_classic,
       );
       const bar = multi.create(1, 0, { label, done: '0 B', totalh: '?', rate: '', phase: '' });
       // Waits without bytes (snapshot, staging, importing) get a spinner beside the bar.
