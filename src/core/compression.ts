@@ -1,6 +1,5 @@
 import type { Duplex } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
-import { execa } from 'execa';
 import type { Compression } from './types.js';
 
 export const EXTENSIONS: Record<Compression, string> = { none: '', gzip: '.gz', zstd: '.zst', xz: '.xz' };
@@ -11,19 +10,21 @@ const TOOLS: Record<'zstd' | 'xz', { compress: string[]; decompress: string[] }>
   xz: { compress: ['xz', '-c', '-T0', '-3'], decompress: ['xz', '-d', '-c'] },
 };
 
-function tool(argv: string[]): Duplex {
+async function tool(argv: string[]): Promise<Duplex> {
   const [file, ...args] = argv;
+  // Loaded here, not at start-up: most runs never start a child process (see process.ts).
+  const { execa } = await import('execa');
   return execa(file!, args, { buffer: false, stderr: 'ignore' }).duplex();
 }
 
 /** A compressing transform for `c`, or undefined for none. */
-export function compressor(c: Compression): Duplex | undefined {
+export async function compressor(c: Compression): Promise<Duplex | undefined> {
   if (c === 'none') return undefined;
   if (c === 'gzip') return createGzip({ level: 6 });
   return tool(TOOLS[c].compress);
 }
 
-export function decompressor(c: Compression): Duplex | undefined {
+export async function decompressor(c: Compression): Promise<Duplex | undefined> {
   if (c === 'none') return undefined;
   if (c === 'gzip') return createGunzip();
   return tool(TOOLS[c].decompress);

@@ -1,5 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
-import { execa } from 'execa';
+import type { execa as Execa } from 'execa';
 
 /**
  * The one place that starts child processes. No shell, nothing read from our own stdin,
@@ -53,7 +53,19 @@ export interface ChildProcess {
 
 const STDERR_KEEP = 256 * 1024;
 
+let execa: typeof Execa | undefined;
+
+/**
+ * Loads execa. It costs ~16 MiB and ~50 ms at start-up, and only restic targets and compressed
+ * directory targets start child processes, so it is loaded on first need, not at start-up.
+ */
+export async function loadProcessSupport(): Promise<void> {
+  execa ??= (await import('execa')).execa;
+}
+
+/** Starts a child; loadProcessSupport() must have been awaited before (runProcess does it). */
 export function startProcess(file: string, args: string[], opts: ProcessOptions): ChildProcess {
+  if (!execa) throw new Error('startProcess() called before loadProcessSupport()');
   const extra = opts.extraInputs ?? 0;
   const stdin = opts.input !== undefined ? 'pipe' : 'ignore';
   const sub = execa(file, args, {
@@ -110,5 +122,6 @@ export function startProcess(file: string, args: string[], opts: ProcessOptions)
 
 /** Runs a child to its end and returns what it said; never throws for a non-zero exit. */
 export async function runProcess(file: string, args: string[], opts: ProcessOptions): Promise<ProcessResult> {
+  await loadProcessSupport();
   return startProcess(file, args, { ...opts, streamStdout: false }).done;
 }

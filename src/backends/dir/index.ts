@@ -98,7 +98,7 @@ export class DirBackend implements Backend {
     const partial = join(staging, `${file}.partial`);
     const out = createWriteStream(partial, { flags: 'wx', mode: FILE_MODE, highWaterMark: 1 << 20 });
     const input = new PassThrough({ highWaterMark: 1 << 20 });
-    const comp = compressor(req.compression);
+    const comp = await compressor(req.compression);
     const stored = comp ? new HashingStream() : undefined;
     const done = (comp ? pipeline(input, comp, stored!, out) : pipeline(input, out)).then(
       () => undefined,
@@ -239,7 +239,7 @@ export class DirBackend implements Backend {
       raw.once('open', () => resolve());
       raw.once('error', reject);
     });
-    const dec = decompressor(entry.manifest.options.compression);
+    const dec = await decompressor(entry.manifest.options.compression);
     if (!dec) return raw;
     raw.on('error', (e) => dec.destroy(e));
     return raw.pipe(dec);
@@ -276,7 +276,7 @@ export class DirBackend implements Backend {
     }
 
     const stored = new ArchiveDigest();
-    const dec = decompressor(m.options.compression);
+    const dec = await decompressor(m.options.compression);
     const tar = dec ? new ArchiveDigest() : stored;
     let decError: Error | undefined;
     // Errors reach decError through the pipeline; the listener only keeps a late one (a write

@@ -4,7 +4,7 @@
  * messages into one-line IbErrors. The mapping functions are pure and unit-tested.
  */
 import { ExitCode, IbError, InterruptedError, type ExitCodeValue } from '../../errors.js';
-import { ProgramNotFoundError, startProcess, type ChildProcess, type ProcessOptions, type ProcessResult } from '../../core/process.js';
+import { loadProcessSupport, ProgramNotFoundError, startProcess, type ChildProcess, type ProcessOptions, type ProcessResult } from '../../core/process.js';
 
 /** restic's documented exit codes (restic 0.17+). */
 export const RESTIC_EXIT = {
@@ -228,13 +228,15 @@ export class Restic {
 
   /** `restic version`, without touching the repository. */
   async version(): Promise<string> {
+    await loadProcessSupport();
     const r = await this.wrap(startProcess(this.binary, ['version'], { env: this.env }), 'version');
     return r.stdout.trim();
   }
 
   /**
    * Starts `restic <args>` with the global flags every call gets. The result promise
-   * rejects with a mapped IbError when restic fails.
+   * rejects with a mapped IbError when restic fails. Needs loadProcessSupport() (version()
+   * and run() do it; the backend calls version() before anything else).
    */
   start(args: string[], opts: ResticRunOptions = {}): ResticRun {
     const command = args[0] ?? '';
@@ -258,7 +260,8 @@ export class Restic {
   }
 
   /** Runs restic to its end; resolves with its output, rejects with a mapped IbError. */
-  run(args: string[], opts: ResticRunOptions = {}): Promise<ProcessResult> {
+  async run(args: string[], opts: ResticRunOptions = {}): Promise<ProcessResult> {
+    await loadProcessSupport();
     return this.start(args, opts).result;
   }
 
