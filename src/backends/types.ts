@@ -97,7 +97,10 @@ export interface LockRequest {
 export interface Backend {
   readonly kind: 'dir' | 'restic';
   readonly uri: string;
-  /** Prepares the target for writing (creates it if missing, says so through `onNotice`). */
+  /**
+   * Prepares the target for writing (creates it if missing, says so through `onNotice`).
+   * Writers may be created before it settles; a rejection means the target cannot be written.
+   */
   prepareWrite(onNotice: (msg: string) => void): Promise<void>;
   /** Complete backups only, oldest first per resource. Fails if the target does not exist. */
   list(filter?: ListFilter): Promise<BackupEntry[]>;

@@ -222,7 +222,8 @@ describe('instances on a directory target', () => {
   it('an interrupt mid-backup keeps nothing and leaves nothing on the host', async () => {
     await incus('launch', 'ib-busybox', 'big', '--project', P);
     await sh(P, 'big', 'dd if=/dev/urandom of=/data/big bs=1M count=300 2>/dev/null; sync');
-    const child = cliSpawn(['backup', 'instances', 'big', '--project', P, '--target', target.uri], {});
+    const webBefore = (await listJson('web')).length;
+    const child = cliSpawn(['backup', 'instances', 'big', 'web', '--project', P, '--target', target.uri], {});
     let err = '';
     await new Promise<void>((resolve) => {
       child.stderr!.on('data', (d: Buffer) => {
@@ -234,9 +235,12 @@ describe('instances on a directory target', () => {
     const r = await child;
     expect(r.exitCode, String(r.stderr)).toBe(130);
     expect(String(r.stderr)).toMatch(/interrupted/);
+    // The next instance in line is not even started after the interrupt.
+    expect(String(r.stderr)).not.toMatch(/web: (snapshot|copying snapshot|staging)/);
     expect(await listJson('big')).toEqual([]);
+    expect(await listJson('web')).toHaveLength(webBefore);
     expect(readdirSync(join(target.dir, '.staging'))).toEqual([]);
-    await expectNoLeftovers(['big']);
+    await expectNoLeftovers(['big', 'web']);
     expect(await state(P, 'big')).toBe('Running');
   });
 

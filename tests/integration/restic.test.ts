@@ -167,6 +167,15 @@ describe('restic target, local repository', () => {
     expect(r.stderr).not.toMatch(/Bug:|\n\s+at /);
     expect(r.stdout + r.stderr).not.toContain(wrong);
 
+    // A backup finds out while Incus already works on the first resource: one error for the
+    // run, the right exit code, and nothing left on the host.
+    const b = await cli(['backup', 'instances', 'c1', '--project', P, '--target', uri], { RESTIC_PASSWORD: wrong });
+    expect(b.exitCode, b.stderr).toBe(2);
+    expect(b.stderr).toMatch(/^Error: wrong password for restic repository .*\nHint: .*RESTIC_PASSWORD/m);
+    expect(b.stderr.split('\n').filter((l) => l.startsWith('Error:'))).toHaveLength(1);
+    expect(b.stdout + b.stderr).not.toContain(wrong);
+    await expectNoLeftovers('c1');
+
     const none = await cli(['list', '--project', P, '--target', uri], { RESTIC_PASSWORD: '', RESTIC_PASSWORD_FILE: '', RESTIC_PASSWORD_COMMAND: '' });
     expect(none.exitCode).toBe(2);
     expect(none.stderr).toMatch(/^Error: no password set for restic repository/m);

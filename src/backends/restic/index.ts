@@ -111,12 +111,12 @@ export class ResticBackend implements Backend {
   }
 
   /**
-   * Starts opening the repository for writing and returns at once: the listing's half-second
-   * of key derivation then overlaps the Incus side of the run and the writers' own start-up.
-   * A failure (wrong password, unreachable server) reaches the writers through ready().
+   * Lists the repository (creating it when there is none). Writers do not wait for it: they
+   * start at once and wait only before their first byte (ready()), so the backup command lets
+   * this run alongside the Incus side of the first backups.
    */
   async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
-    void this.openForWrite(onNotice);
+    await this.openForWrite(onNotice);
   }
 
   /**

@@ -9,7 +9,7 @@ import { backupImage, irreplaceable } from '../../core/images.js';
 import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
-import { UsageError, type ExitCodeValue } from '../../errors.js';
+import { InterruptedError, UsageError, type ExitCodeValue } from '../../errors.js';
 import type { BackupSubject, IncusApi } from '../../incus/api.js';
 import { BaseCommand, checkName } from '../base.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
@@ -112,19 +112,36 @@ abstract class BackupCommand extends BaseCommand {
       this.print(subjects.map(row), resultColumns);
       return 0;
     }
-    const ctx = this.runContext(api, backend);
-    await backend.prepareWrite((m) => ctx.ui.info(m));
-    this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, ctx.ui, this.context.signal));
+    const base = this.runContext(api, backend);
+    // The target gets ready (restic: lists the repository, creating it on first use) while the
+    // first resources are snapshotted and staged. A target with a writer lock is prepared first;
+    // a target that turns out unusable (wrong password, unreachable) stops the whole run.
+    const prepared = backend.prepareWrite((m) => base.ui.info(m));
+    prepared.catch(() => undefined);
+    if (backend.lock) {
+      await prepared;
+      this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, base.ui, this.context.signal));
+    }
+    const stop = new AbortController();
+    const outer = this.context.signal;
+    if (outer.aborted) stop.abort(outer.reason);
+    else outer.addEventListener('abort', () => stop.abort(outer.reason), { once: true });
+    prepared.catch((e: unknown) => stop.abort(e));
+    const ctx = { ...base, signal: stop.signal };
     for (const p of new Set(subjects.flatMap((s) => (s.kind === 'instance' || s.kind === 'volume' ? [s.project] : [])))) await sweepProjectLeftovers(ctx, p);
     const live = this.noSnapshot || this.settings().values.consistency === 'live';
     const opts = { live, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
     const errors: unknown[] = [];
     const settled = await mapPool(subjects, this.parallel, async (s) => {
+      // After Ctrl-C (or a failed target) the rest is not even started: no snapshot, no copy.
+      if (ctx.signal.aborted) throw new InterruptedError('interrupted before this item was started; nothing was done for it');
       const started = Date.now();
       const entry =
         s.kind === 'config' ? await backupConfig(ctx) : s.kind === 'image' ? await backupImage(ctx, s.project, s.image) : await backupResource(ctx, s, opts);
       return { entry, ms: Date.now() - started };
     });
+    // The target's own failure is the run's one error, not a failure of each resource.
+    await prepared;
     const rows = settled.map((r, i): ResultRow => {
       if (r.status === 'fulfilled') {
         const m = r.value.entry.manifest;
