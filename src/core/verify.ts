@@ -176,7 +176,7 @@ export async function verifyBackups(backend: Backend, filter: ListFilter, opts: 
     if (r.gone) task.end(true, 'removed meanwhile');
     else task.end(r.problems.length === 0, r.problems.map((p) => p.message).join('; ') || undefined);
     return r;
-  });
+  }, signal);
   const interrupted = settled.find((s) => s.status === 'rejected');
   if (interrupted) throw (interrupted as PromiseRejectedResult).reason;
 

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ChecksumMismatchError, HashingStream, VerifyingStream } from '../../src/core/hashing.js';
 import { TarIndexCapture } from '../../src/core/tarindex.js';
 import { mapPool } from '../../src/core/pool.js';
+import { InterruptedError } from '../../src/errors.js';
 import { mapInstanceYaml, TarYamlRewriter } from '../../src/core/tarrewrite.js';
 
 /** A minimal ustar archive built by hand: header blocks, data padded to 512, two zero blocks. */
@@ -89,6 +90,27 @@ describe('streaming helpers', () => {
     });
     expect(peak).toBe(2);
     expect(out.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message))).toEqual([50, 10, 'three', 20]);
+  });
+
+  it('mapPool starts nothing more once its signal is aborted', async () => {
+    const stop = new AbortController();
+    const started: number[] = [];
+    const out = await mapPool(
+      [1, 2, 3, 4],
+      1,
+      async (n) => {
+        started.push(n);
+        if (n === 2) stop.abort();
+        return n;
+      },
+      stop.signal,
+    );
+    expect(started).toEqual([1, 2]);
+    expect(out.slice(0, 2).map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+    for (const r of out.slice(2)) {
+      expect(r.status).toBe('rejected');
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(InterruptedError);
+    }
   });
 });
 

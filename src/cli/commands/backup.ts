@@ -9,7 +9,7 @@ import { backupImage, irreplaceable } from '../../core/images.js';
 import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
-import { InterruptedError, UsageError, type ExitCodeValue } from '../../errors.js';
+import { UsageError, type ExitCodeValue } from '../../errors.js';
 import type { BackupSubject, IncusApi } from '../../incus/api.js';
 import { BaseCommand, checkName } from '../base.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
@@ -132,14 +132,18 @@ abstract class BackupCommand extends BaseCommand {
     const live = this.noSnapshot || this.settings().values.consistency === 'live';
     const opts = { live, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
     const errors: unknown[] = [];
-    const settled = await mapPool(subjects, this.parallel, async (s) => {
-      // After Ctrl-C (or a failed target) the rest is not even started: no snapshot, no copy.
-      if (ctx.signal.aborted) throw new InterruptedError('interrupted before this item was started; nothing was done for it');
-      const started = Date.now();
-      const entry =
-        s.kind === 'config' ? await backupConfig(ctx) : s.kind === 'image' ? await backupImage(ctx, s.project, s.image) : await backupResource(ctx, s, opts);
-      return { entry, ms: Date.now() - started };
-    });
+    // After Ctrl-C (or a failed target) the rest is not even started: no snapshot, no copy.
+    const settled = await mapPool(
+      subjects,
+      this.parallel,
+      async (s) => {
+        const started = Date.now();
+        const entry =
+          s.kind === 'config' ? await backupConfig(ctx) : s.kind === 'image' ? await backupImage(ctx, s.project, s.image) : await backupResource(ctx, s, opts);
+        return { entry, ms: Date.now() - started };
+      },
+      ctx.signal,
+    );
     // The target's own failure is the run's one error, not a failure of each resource.
     await prepared;
     const rows = settled.map((r, i): ResultRow => {

@@ -54,11 +54,16 @@ export class RestoreImagesCommand extends BaseCommand {
     if (!work.length) return ExitCode.ok;
     await this.confirm(`Restore ${work.length} image(s)?`);
     const errors: unknown[] = [];
-    const settled = await mapPool(work, this.parallel, async (p) => {
-      const started = Date.now();
-      await restoreImage(ctx, p.entry, p.entry.manifest.project, false);
-      return Date.now() - started;
-    });
+    const settled = await mapPool(
+      work,
+      this.parallel,
+      async (p) => {
+        const started = Date.now();
+        await restoreImage(ctx, p.entry, p.entry.manifest.project, false);
+        return Date.now() - started;
+      },
+      ctx.signal,
+    );
     const rows = settled.map((r, i): ResultRow => {
       const m = work[i]!.entry.manifest;
       const base: ResultRow = { type: 'image', project: m.project, name: m.name.slice(0, 12), status: 'ok', timestamp: m.timestamp, size: m.archive.size };

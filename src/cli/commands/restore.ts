@@ -117,11 +117,16 @@ abstract class RestoreBase extends BaseCommand {
   }
 
   protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
-    const settled = await mapPool(work, this.parallel, async (item) => {
-      const started = Date.now();
-      await restoreItem(ctx, item);
-      return Date.now() - started;
-    });
+    const settled = await mapPool(
+      work,
+      this.parallel,
+      async (item) => {
+        const started = Date.now();
+        await restoreItem(ctx, item);
+        return Date.now() - started;
+      },
+      ctx.signal,
+    );
     return settled.map((r, i): ResultRow => {
       const item = work[i]!;
       const m = item.entry.manifest;
