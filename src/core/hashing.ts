@@ -16,7 +16,8 @@ function hashThrough(hash: Sha256, chunk: Buffer, cb: TransformCallback): void {
 
 /** Passes bytes through unchanged while counting them and computing their sha256. */
 export class HashingStream extends Transform {
-  private readonly hash = new Sha256();
+  // Inline: a backup's pace is set by Incus or restic (see sha256.ts).
+  private readonly hash = new Sha256({ offThread: false });
   bytes = 0;
   private hex?: string;
 
@@ -60,6 +61,7 @@ export class ChecksumMismatchError extends Error {}
  * discards what it received.
  */
 export class VerifyingStream extends Transform {
+  // On the helper thread: a restore's pace is set by this process's main thread.
   private readonly hash = new Sha256();
   bytes = 0;
 

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 
 /**
@@ -75,8 +75,19 @@ class Helper {
 
 const helper = new Helper();
 
-/** One sha256; feed it with update() (wait when it returns a promise), end with digest() or dispose(). */
+/**
+ * One sha256; feed it with update() (wait when it returns a promise), end with digest() or
+ * dispose(). With `offThread: false` it hashes inline: the helper pays off only where the main
+ * thread sets the pace (restores); for backups, whose pace is set by Incus or restic, inline
+ * measured as fast and a few MiB smaller.
+ */
 export class Sha256 {
+  private readonly inline?: Hash;
+
+  constructor(opts: { offThread?: boolean } = {}) {
+    if (opts.offThread === false) this.inline = createHash('sha256');
+  }
+
   private ring?: Buffer;
   private shared?: SharedArrayBuffer;
   private slot = 0;
@@ -92,6 +103,10 @@ export class Sha256 {
   update(chunk: Uint8Array): Promise<void> | undefined {
     if (this.failure) return Promise.reject(this.failure);
     if (this.ended) throw new Error('sha256 updated after digest()');
+    if (this.inline) {
+      this.inline.update(chunk);
+      return undefined;
+    }
     let off = 0;
     while (off < chunk.length) {
       if (this.busy.has(this.slot)) {
@@ -114,6 +129,7 @@ export class Sha256 {
   async digest(): Promise<string> {
     if (this.failure) throw this.failure;
     this.ended = true;
+    if (this.inline) return this.inline.digest('hex');
     if (this.id === undefined) {
       // Never filled a slot: hash the little there is right here.
       return createHash('sha256')

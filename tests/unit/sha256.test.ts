@@ -12,8 +12,8 @@ function inline(b: Buffer): string {
 }
 
 /** Feeds `data` in chunks of the given sizes (cycled), waiting whenever update() asks to. */
-async function hashInChunks(data: Buffer, sizes: number[]): Promise<{ hex: string; waits: number }> {
-  const h = new Sha256();
+async function hashInChunks(data: Buffer, sizes: number[], offThread = true): Promise<{ hex: string; waits: number }> {
+  const h = new Sha256({ offThread });
   let waits = 0;
   for (let off = 0, i = 0; off < data.length; i++) {
     const n = Math.min(sizes[i % sizes.length]!, data.length - off);
@@ -36,6 +36,7 @@ describe('Sha256 on the helper thread', () => {
       for (const chunks of [[size || 1], [65536], [1000, 70000, 3 * MiB], [5 * MiB]]) {
         expect((await hashInChunks(data, chunks)).hex, `chunks ${chunks.join(',')}`).toBe(inline(data));
       }
+      expect((await hashInChunks(data, [65536], false)).hex, 'inline').toBe(inline(data));
     });
   }
 
