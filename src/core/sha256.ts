@@ -83,11 +83,6 @@ const helper = new Helper();
  */
 export class Sha256 {
   private readonly inline?: Hash;
-
-  constructor(opts: { offThread?: boolean } = {}) {
-    if (opts.offThread === false) this.inline = createHash('sha256');
-  }
-
   private ring?: Buffer;
   private shared?: SharedArrayBuffer;
   private slot = 0;
@@ -98,6 +93,10 @@ export class Sha256 {
   private result?: { resolve: (hex: string) => void; reject: (e: Error) => void };
   private failure?: Error;
   private ended = false;
+
+  constructor(opts: { offThread?: boolean } = {}) {
+    if (opts.offThread === false) this.inline = createHash('sha256');
+  }
 
   /** Takes the bytes (copied: the caller may reuse `chunk`). A returned promise means: wait before the next update. */
   update(chunk: Uint8Array): Promise<void> | undefined {
