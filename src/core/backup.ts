@@ -18,6 +18,8 @@ export interface BackupOptions {
   optimized: boolean;
   withSnapshots: boolean;
   compression: Compression;
+  /** Called once the archive has been handed over in full, before the backend commits it. */
+  onStreamed?: () => void;
 }
 
 /** Identity that a copy gets anew but a restored instance must keep (MACs, UUIDs, cloud-init). */
@@ -151,6 +153,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     if (dl.size !== undefined && hash.bytes !== dl.size) {
       throw new IncusError(0, `export of ${label} was cut short (${hash.bytes} of ${dl.size} bytes)`, 'GET', subjectPath(exportFrom));
     }
+    opts.onStreamed?.();
     const committing = writer.commit(
       draftManifest(key, writer.timestamp, server.environment.server_version, { size: hash.bytes, sha256: hash.sha256 }, {
         consistency: { mode, instant: instant.toISOString(), ...(frozenMs !== undefined ? { frozenMs } : {}) },

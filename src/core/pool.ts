@@ -30,3 +30,27 @@ export async function mapPool<T, R>(
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
 }
+
+/** At most `n` holders at a time, served first come, first served. */
+export class Semaphore {
+  private free: number;
+  private readonly queue: (() => void)[] = [];
+
+  constructor(n: number) {
+    this.free = n;
+  }
+
+  /** Waits for a place; resolves to its release, which may be called more than once. */
+  async acquire(): Promise<() => void> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.queue.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.queue.shift();
+      if (next) next();
+      else this.free++;
+    };
+  }
+}

@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
 import { ChecksumMismatchError, HashingStream, VerifyingStream } from '../../src/core/hashing.js';
 import { TarIndexCapture } from '../../src/core/tarindex.js';
-import { mapPool } from '../../src/core/pool.js';
+import { mapPool, Semaphore } from '../../src/core/pool.js';
 import { InterruptedError } from '../../src/errors.js';
 import { mapInstanceYaml, TarYamlRewriter } from '../../src/core/tarrewrite.js';
 
@@ -90,6 +90,33 @@ describe('streaming helpers', () => {
     });
     expect(peak).toBe(2);
     expect(out.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as Error).message))).toEqual([50, 10, 'three', 20]);
+  });
+
+  it('Semaphore admits n holders, first come first served, and a release counts once', async () => {
+    const sem = new Semaphore(2);
+    const order: string[] = [];
+    const r1 = await sem.acquire();
+    const r2 = await sem.acquire();
+    const third = sem.acquire().then((r) => (order.push('third'), r));
+    const fourth = sem.acquire().then((r) => (order.push('fourth'), r));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(order).toEqual([]);
+    r1();
+    r1(); // a second call must not let two more in
+    await new Promise((r) => setTimeout(r, 5));
+    expect(order).toEqual(['third']);
+    r2();
+    const [r3, r4] = await Promise.all([third, fourth]);
+    expect(order).toEqual(['third', 'fourth']);
+    r3();
+    r4();
+    // Both places are free again: two immediate acquisitions, the third waits.
+    await sem.acquire();
+    await sem.acquire();
+    let waited = true;
+    void sem.acquire().then(() => (waited = false));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(waited).toBe(true);
   });
 
   it('mapPool starts nothing more once its signal is aborted', async () => {
