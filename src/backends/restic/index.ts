@@ -1,6 +1,6 @@
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
-import type { ResourceKey } from '../../core/types.js';
+import { keyLabel, type ResourceKey } from '../../core/types.js';
 import { IbError, UsageError } from '../../errors.js';
 import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, CheckOptions, ListFilter, Problem, WriteRequest } from '../types.js';
 import {
@@ -31,7 +31,9 @@ import {
   versionBelow,
   type ResticConfig,
   type ResticRun,
+  type ResticRunOptions,
 } from './restic.js';
+import type { ProcessResult } from '../../core/process.js';
 
 /**
  * Runs as restic's `--stdin-from-command`: copies our fd 3 (the tarball) to restic, then
@@ -98,9 +100,14 @@ export class ResticBackend implements Backend {
     return this.readyPromise;
   }
 
-  private async snapshots(): Promise<SnapshotInfo[]> {
+  /** Every restic run of this backend: the version check (and old-restic prompt) comes first. */
+  async run(args: string[], opts: ResticRunOptions = {}): Promise<ProcessResult> {
     await this.ready();
-    const r = await this.restic.run(['snapshots', '--json']);
+    return this.restic.run(args, opts);
+  }
+
+  private async snapshots(): Promise<SnapshotInfo[]> {
+    const r = await this.run(['snapshots', '--json']);
     try {
       const v: unknown = JSON.parse(r.stdout || '[]');
       if (!Array.isArray(v)) throw new Error('not a list');
@@ -143,7 +150,7 @@ export class ResticBackend implements Backend {
 
   private async init(): Promise<void> {
     try {
-      await this.restic.run(['init', '--json']);
+      await this.run(['init', '--json']);
     } catch (e) {
       // Someone else initialised it in the meantime: fine, as long as we can open it now.
       await this.snapshots().catch(() => {
@@ -215,8 +222,8 @@ export class ResticBackend implements Backend {
 
   private async completeManifest(entry: BackupEntry): Promise<void> {
     if (this.complete.has(entry.manifest)) return;
-    const manifestId = 'manifestSnapshot' in entry ? String((entry as ResticEntry).manifestSnapshot) : await this.findManifest(entry.location);
-    const r = await this.restic.run(['dump', manifestId, `/${manifestFileName(entry.manifest)}`]);
+    const [manifestId] = await this.manifestIds([entry]);
+    const r = await this.run(['dump', manifestId!, `/${manifestFileName(entry.manifest)}`]);
     let full: Manifest;
     try {
       full = parseManifest(r.stdout);
@@ -231,10 +238,18 @@ export class ResticBackend implements Backend {
     this.complete.add(m);
   }
 
-  private async findManifest(dataId: string): Promise<string> {
-    const hit = (await this.scan()).entries.find((e) => e.location === dataId);
-    if (!hit) throw new IbError(`restic snapshot ${dataId.slice(0, 8)} is not a complete backup any more`, 1);
-    return hit.manifestSnapshot;
+  /**
+   * The manifest snapshot of each backup: from the listing that produced the entry, or, for an
+   * entry made elsewhere, from one new listing for all of them.
+   */
+  private async manifestIds(entries: BackupEntry[]): Promise<string[]> {
+    const known = (e: BackupEntry) => (e as Partial<ResticEntry>).manifestSnapshot;
+    const listed = entries.every(known) ? undefined : new Map((await this.scan()).entries.map((e) => [e.location, e.manifestSnapshot]));
+    return entries.map((e) => {
+      const id = known(e) ?? listed?.get(e.location);
+      if (!id) throw new IbError(`restic snapshot ${e.location.slice(0, 8)} is not a complete backup any more`, 1);
+      return id;
+    });
   }
 
   /**
@@ -244,16 +259,10 @@ export class ResticBackend implements Backend {
    */
   async remove(entries: BackupEntry[]): Promise<void> {
     if (entries.length === 0) return;
-    await this.ready();
-    const ids: string[] = [];
-    for (const e of entries) {
-      const manifestId = 'manifestSnapshot' in e ? String((e as ResticEntry).manifestSnapshot) : await this.findManifest(e.location);
-      ids.push(manifestId);
-    }
-    ids.push(...entries.map((e) => e.location));
+    const ids = [...(await this.manifestIds(entries)), ...entries.map((e) => e.location)];
     await this.forget(ids);
-    await this.restic.run(['prune']).catch((e: unknown) => {
-      if (e instanceof IbError && /403|forbidden|append-only/i.test(e.message)) throw appendOnlyError('prune');
+    await this.run(['prune']).catch((e: unknown) => {
+      if (e instanceof IbError && DELETE_REFUSED.test(e.message)) throw appendOnlyError('prune');
       throw e;
     });
   }
@@ -262,12 +271,12 @@ export class ResticBackend implements Backend {
   async forget(ids: string[]): Promise<void> {
     let r;
     try {
-      r = await this.restic.run(['forget', ...ids]);
+      r = await this.run(['forget', ...ids]);
     } catch (e) {
-      if (e instanceof IbError && /\b403\b|forbidden/i.test(e.message)) throw appendOnlyError('forget');
+      if (e instanceof IbError && DELETE_REFUSED.test(e.message)) throw appendOnlyError('forget');
       throw e;
     }
-    if (/\b403\b|forbidden/i.test(r.stderr)) throw appendOnlyError('forget');
+    if (DELETE_REFUSED.test(r.stderr)) throw appendOnlyError('forget');
     const refused = r.stderr.split('\n').find((l) => /unable to remove/i.test(l));
     if (refused) throw new IbError(`restic forget could not remove every snapshot: ${refused.trim()}`, 1);
   }
@@ -282,7 +291,7 @@ export class ResticBackend implements Backend {
     if (opts.readDataSubset) args.push(`--read-data-subset=${opts.readDataSubset}`);
     else if (opts.readData) args.push('--read-data');
     try {
-      await this.restic.run(args, opts.signal ? { signal: opts.signal } : {});
+      await this.run(args, opts.signal ? { signal: opts.signal } : {});
       return { problems: [] };
     } catch (e) {
       if (!(e instanceof ResticError) || e.resticCode !== 1) throw e;
@@ -292,8 +301,8 @@ export class ResticBackend implements Backend {
 
   /** Adds or removes the protection tag on the backup's manifest snapshot. */
   async setProtected(entry: BackupEntry, value: boolean): Promise<BackupEntry> {
-    const manifestId = (entry as ResticEntry).manifestSnapshot ?? (await this.findManifest(entry.location));
-    await this.restic.run(['tag', value ? '--add' : '--remove', TAG_PROTECTED, manifestId]);
+    const [manifestId] = await this.manifestIds([entry]);
+    await this.run(['tag', value ? '--add' : '--remove', TAG_PROTECTED, manifestId!]);
     const again = (await this.list({ type: entry.manifest.type, project: entry.manifest.project, name: entry.manifest.name }))
       .find((e) => e.location === entry.location);
     if (!again) throw new IbError(`backup ${entry.manifest.timestamp} disappeared while it was being ${value ? 'protected' : 'unprotected'}`, 1);
@@ -305,6 +314,9 @@ export class ResticBackend implements Backend {
   }
 }
 
+/** How restic reports a delete that the server refused (an append-only rest-server: HTTP 403). */
+const DELETE_REFUSED = /\b403\b|forbidden|append-only/i;
+
 function appendOnlyError(step: string): IbError {
   return new IbError(
     `the restic repository refused to delete data (${step}: HTTP 403); it is probably served by an append-only rest-server`,
@@ -314,7 +326,7 @@ function appendOnlyError(step: string): IbError {
 }
 
 function label(k: ResourceKey): string {
-  return k.type === 'volume' ? `volume ${k.project}/${k.pool}/${k.name}` : `${k.type} ${k.project}/${k.name}`;
+  return `${k.type} ${keyLabel(k)}`;
 }
 
 interface OpenedRepository {
@@ -509,7 +521,7 @@ class ResticWriter implements ArchiveWriter {
       timestamp: this.version,
       archive: { file: archiveFileName(this.key), size: m.archive.size, sha256: m.archive.sha256, storedSize: m.archive.size, storedSha256: m.archive.sha256 },
     };
-    await this.backend.restic.run(
+    await this.backend.run(
       ['backup', '--stdin', '--stdin-filename', manifestFileName(this.key), '--host', SNAPSHOT_HOST, ...tagArgs(manifestTags(manifest, id)), '--json', '--quiet'],
       { input: JSON.stringify(manifest, null, 2) + '\n' },
     );

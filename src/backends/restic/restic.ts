@@ -228,6 +228,7 @@ export class Restic {
 
   /** `restic version`, without touching the repository. */
   async version(): Promise<string> {
+    // No global flags: a restic too old to know them must still say its version.
     await loadProcessSupport();
     const r = await this.wrap(startProcess(this.binary, ['version'], { env: this.env }), 'version');
     return r.stdout.trim();
