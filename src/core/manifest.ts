@@ -98,6 +98,17 @@ export function compareTimestamps(a: string, b: string): number {
   return Number(na ?? 0) - Number(nb ?? 0);
 }
 
+/** The order backends list backups in: by resource, then oldest first. */
+export function compareManifests(a: Manifest, b: Manifest): number {
+  return (
+    a.type.localeCompare(b.type) ||
+    a.project.localeCompare(b.project) ||
+    (a.pool ?? '').localeCompare(b.pool ?? '') ||
+    a.name.localeCompare(b.name) ||
+    compareTimestamps(a.timestamp, b.timestamp)
+  );
+}
+
 /** What a writer's commit takes: the manifest without what the backend adds (stored file, sizes). */
 export type ManifestDraft = Omit<Manifest, 'archive'> & { archive: Pick<Manifest['archive'], 'size' | 'sha256'> };
 

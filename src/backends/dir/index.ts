@@ -8,7 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { compressor, decompressor, EXTENSIONS } from '../../core/compression.js';
 import { DIR_MODE, exists, FILE_MODE, fsyncPath, mkdirPrivate, pidAlive, writeFileAtomic } from '../../core/fsutil.js';
 import { HashingStream } from '../../core/hashing.js';
-import { formatTimestamp, ManifestError, parseManifest, compareTimestamps, type Manifest } from '../../core/manifest.js';
+import { formatTimestamp, ManifestError, parseManifest, compareManifests, type Manifest } from '../../core/manifest.js';
 import { SERVER_WIDE, type ResourceKey } from '../../core/types.js';
 import { UsageError } from '../../errors.js';
 import { toolVersion } from '../../version.js';
@@ -198,14 +198,7 @@ export class DirBackend implements Backend {
         }
       }
     }
-    entries.sort(
-      (a, b) =>
-        a.manifest.type.localeCompare(b.manifest.type) ||
-        a.manifest.project.localeCompare(b.manifest.project) ||
-        (a.manifest.pool ?? '').localeCompare(b.manifest.pool ?? '') ||
-        a.manifest.name.localeCompare(b.manifest.name) ||
-        compareTimestamps(a.manifest.timestamp, b.manifest.timestamp),
-    );
+    entries.sort((a, b) => compareManifests(a.manifest, b.manifest));
     return { entries, broken };
   }
 

@@ -23,7 +23,7 @@
  * forgets a manifest: whichever data snapshots it keeps stay listed; manifests whose data it
  * removed show up as broken (for verify / prune to clean up).
  */
-import { compareTimestamps, validateManifest, type Manifest } from '../../core/manifest.js';
+import { compareManifests, validateManifest, type Manifest } from '../../core/manifest.js';
 import type { ResourceKey, ResourceType } from '../../core/types.js';
 import type { BackupEntry, BrokenBackup, ListFilter } from '../types.js';
 
@@ -230,18 +230,8 @@ export function pairSnapshots(snaps: SnapshotInfo[], filter: ListFilter = {}): {
       problem: `data snapshot ${short(ds.id)} (${ds.time}) has no manifest: its backup never completed, or is completing right now`,
     });
   }
-  entries.sort((a, b) => compareEntries(a.manifest, b.manifest));
+  entries.sort((a, b) => compareManifests(a.manifest, b.manifest));
   return { entries, broken };
-}
-
-function compareEntries(a: Manifest, b: Manifest): number {
-  return (
-    a.type.localeCompare(b.type) ||
-    a.project.localeCompare(b.project) ||
-    (a.pool ?? '').localeCompare(b.pool ?? '') ||
-    a.name.localeCompare(b.name) ||
-    compareTimestamps(a.timestamp, b.timestamp)
-  );
 }
 
 /** `base`, or `base-1`, `base-2`, ... : the first version id not yet taken. */
