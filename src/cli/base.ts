@@ -9,6 +9,7 @@ import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../errors.js'
 import { IncusApi } from '../incus/api.js';
 import { IncusClient, resolveSocketPath } from '../incus/client.js';
 import type { RunContext } from '../core/run.js';
+import { LOG_LEVELS, type LogLevel } from '../core/types.js';
 import { createUi } from '../output/ui.js';
 import { JsonLog, loggingUi } from '../output/log.js';
 import { render, type Column, type OutputFormat } from '../output/format.js';
@@ -41,7 +42,7 @@ export abstract class BaseCommand extends Command<IbContext> {
   });
   logLevelFlag = Option.String('--log-level', {
     description: 'debug, info, warn or error (env INCUS_BACKUP_LOG_LEVEL)',
-    validator: t.isEnum(['debug', 'info', 'warn', 'error'] as const),
+    validator: t.isEnum(LOG_LEVELS),
   });
   logFileFlag = Option.String('--log-file', { description: 'Also write JSON lines to this file, rotated by size (env INCUS_BACKUP_LOG_FILE)' });
   config = Option.String('--config', { description: `Configuration file (YAML; env INCUS_BACKUP_CONFIG; default ${DEFAULT_CONFIG_FILE} if present)` });
@@ -97,8 +98,8 @@ export abstract class BaseCommand extends Command<IbContext> {
       return n;
     };
     const level = (v: string) => {
-      if (!['debug', 'info', 'warn', 'error'].includes(v)) throw new UsageError(`INCUS_BACKUP_LOG_LEVEL="${v}" is not debug, info, warn or error`, 'unset it or fix it');
-      return v as 'debug' | 'info' | 'warn' | 'error';
+      if (!(LOG_LEVELS as readonly string[]).includes(v)) throw new UsageError(`INCUS_BACKUP_LOG_LEVEL="${v}" is not debug, info, warn or error`, 'unset it or fix it');
+      return v as LogLevel;
     };
     if (f.parallel !== undefined && f.parallel < 1) throw new UsageError(`${this.settings().file}: parallel must be >= 1`, 'fix the file');
     return {
@@ -121,7 +122,7 @@ export abstract class BaseCommand extends Command<IbContext> {
   get parallel(): number {
     return this.effective().parallel.value;
   }
-  get logLevel(): 'debug' | 'info' | 'warn' | 'error' {
+  get logLevel(): LogLevel {
     return this.effective().logLevel.value;
   }
 

@@ -62,14 +62,13 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
         ? { type: 'instance', project: subject.project, name: subject.name }
         : { type: 'volume', project: subject.project, pool: subject.pool, name: subject.name };
     // The writer first: a restic target then opens its repository (half a second of key
-    // derivation) while Incus snapshots and stages. A dead target is reported at the next step.
+    // derivation) while Incus snapshots and stages; ready() is awaited before the download.
     writer = await backend.createWriter({
       key,
       when: new Date(),
       archiveBase: subject.kind === 'instance' ? 'export.tar' : 'volume.tar',
       compression: opts.compression,
     });
-    const targetOk = settledCheck(writer.ready());
     await sweepResourceLeftovers(ctx, subject);
     let source: Manifest['source'];
     let running = false;
@@ -126,7 +125,6 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       await cleanup.runNow(dropSnap, () => api.deleteSnapshot(subject, snap));
       exportFrom = { ...subject, name: copy };
     }
-    targetOk();
 
     const bname = tmpName();
     task.phase('staging on the server');
@@ -205,19 +203,6 @@ async function freezeWriters(ctx: RunContext, subject: BackupSubject, cleanup: C
   return async () => {
     for (const t of thaws) await cleanup.runNow(t.remove, () => ctx.api.setInstanceState(subject.project, t.name, 'unfreeze'));
     return thaws.length ? Date.now() - frozenAt : 0;
-  };
-}
-
-/** Tracks `p` without waiting for it; the returned check throws if `p` has failed by then. */
-function settledCheck(p: Promise<unknown>): () => void {
-  let failed = false;
-  let reason: unknown;
-  p.catch((e: unknown) => {
-    failed = true;
-    reason = e;
-  });
-  return () => {
-    if (failed) throw reason;
   };
 }
 

@@ -1,5 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { createGunzip, createGzip } from 'node:zlib';
+import { filterProcess } from './process.js';
 import type { Compression } from './types.js';
 
 export const EXTENSIONS: Record<Compression, string> = { none: '', gzip: '.gz', zstd: '.zst', xz: '.xz' };
@@ -10,11 +11,9 @@ const TOOLS: Record<'zstd' | 'xz', { compress: string[]; decompress: string[] }>
   xz: { compress: ['xz', '-c', '-T0', '-3'], decompress: ['xz', '-d', '-c'] },
 };
 
-async function tool(argv: string[]): Promise<Duplex> {
+function tool(argv: string[]): Promise<Duplex> {
   const [file, ...args] = argv;
-  // Loaded here, not at start-up: most runs never start a child process (see process.ts).
-  const { execa } = await import('execa');
-  return execa(file!, args, { buffer: false, stderr: 'ignore' }).duplex();
+  return filterProcess(file!, args);
 }
 
 /** A compressing transform for `c`, or undefined for none. */

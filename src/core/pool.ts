@@ -17,7 +17,7 @@ export async function mapPool<T, R>(
     while (next < items.length) {
       const i = next++;
       if (signal?.aborted) {
-        results[i] = { status: 'rejected', reason: new InterruptedError('interrupted before this item was started; nothing was done for it') };
+        results[i] = { status: 'rejected', reason: notStarted() };
         continue;
       }
       try {
@@ -40,17 +40,29 @@ export class Semaphore {
     this.free = n;
   }
 
-  /** Waits for a place; resolves to its release, which may be called more than once. */
-  async acquire(): Promise<() => void> {
+  /**
+   * Waits for a place; resolves to its release, which may be called more than once. If `signal`
+   * was aborted meanwhile, gives the place back and fails like an item mapPool did not start.
+   */
+  async acquire(signal?: AbortSignal): Promise<() => void> {
     if (this.free > 0) this.free--;
     else await new Promise<void>((resolve) => this.queue.push(resolve));
     let released = false;
-    return () => {
+    const release = () => {
       if (released) return;
       released = true;
       const next = this.queue.shift();
       if (next) next();
       else this.free++;
     };
+    if (signal?.aborted) {
+      release();
+      throw notStarted();
+    }
+    return release;
   }
+}
+
+function notStarted(): InterruptedError {
+  return new InterruptedError('interrupted before this item was started; nothing was done for it');
 }

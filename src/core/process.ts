@@ -1,4 +1,4 @@
-import type { Readable, Writable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import type { execa as Execa } from 'execa';
 
 /**
@@ -40,13 +40,11 @@ export interface ProcessResult {
 }
 
 export interface ChildProcess {
-  readonly pid: number | undefined;
   readonly stdout: Readable;
   /** Writable ends of the extra pipes, in fd order (fd 3 first). */
   readonly inputs: Writable[];
   /** Settles when the child has exited; rejects only with ProgramNotFoundError. */
   readonly done: Promise<ProcessResult>;
-  readonly exited: boolean;
   /** SIGTERM now, SIGKILL if it is still there 5 s later. */
   kill(): void;
 }
@@ -63,7 +61,7 @@ export async function loadProcessSupport(): Promise<void> {
   execa ??= (await import('execa')).execa;
 }
 
-/** Starts a child; loadProcessSupport() must have been awaited before (runProcess does it). */
+/** Starts a child; loadProcessSupport() must have been awaited before. */
 export function startProcess(file: string, args: string[], opts: ProcessOptions): ChildProcess {
   if (!execa) throw new Error('startProcess() called before loadProcessSupport()');
   const extra = opts.extraInputs ?? 0;
@@ -107,21 +105,20 @@ export function startProcess(file: string, args: string[], opts: ProcessOptions)
   });
 
   return {
-    pid: sub.pid,
     stdout,
     inputs,
     done,
-    get exited() {
-      return exited;
-    },
     kill() {
       if (!exited) sub.kill();
     },
   };
 }
 
-/** Runs a child to its end and returns what it said; never throws for a non-zero exit. */
-export async function runProcess(file: string, args: string[], opts: ProcessOptions): Promise<ProcessResult> {
+/**
+ * A filter program as a Duplex (bytes in on stdin, out on stdout), e.g. a compressor. Its
+ * stderr is ignored; a non-zero exit fails the stream.
+ */
+export async function filterProcess(file: string, args: string[]): Promise<Duplex> {
   await loadProcessSupport();
-  return startProcess(file, args, { ...opts, streamStdout: false }).done;
+  return execa!(file, args, { buffer: false, stderr: 'ignore', cleanup: true }).duplex();
 }

@@ -1,5 +1,6 @@
 import { LineCounter, parseDocument, isMap, isScalar, isSeq, type Node, type Pair } from 'yaml';
 import { UsageError } from '../errors.js';
+import { LOG_LEVELS, type LogLevel } from './types.js';
 
 /**
  * The configuration file (YAML). Every key is optional; flags override environment variables
@@ -23,7 +24,7 @@ export interface FileSettings {
   restic?: { password_file?: string };
   instances?: { include?: string[]; exclude?: string[] };
   volumes?: { include?: string[]; exclude?: string[] };
-  log?: { file?: string; level?: 'debug' | 'info' | 'warn' | 'error'; max_size?: number; keep?: number };
+  log?: { file?: string; level?: LogLevel; max_size?: number; keep?: number };
 }
 
 type Kind = 'string' | 'boolean' | 'integer' | 'strings' | { enum: string[] } | { map: Record<string, Kind> };
@@ -41,7 +42,7 @@ const SCHEMA: Record<string, Kind> = {
   restic: { map: { password_file: 'string' } },
   instances: { map: { include: 'strings', exclude: 'strings' } },
   volumes: { map: { include: 'strings', exclude: 'strings' } },
-  log: { map: { file: 'string', level: { enum: ['debug', 'info', 'warn', 'error'] }, max_size: int, keep: int } },
+  log: { map: { file: 'string', level: { enum: [...LOG_LEVELS] }, max_size: int, keep: int } },
 };
 
 export const DEFAULT_CONFIG_FILE = '/etc/incus-backup/config.yaml';

@@ -19,3 +19,7 @@ export function keyLabel(k: ResourceKey): string {
 
 /** The project recorded for server-wide resources (the declarative config). */
 export const SERVER_WIDE = '*';
+
+/** Log levels, least to most severe (--log-level, the config file's log.level, the JSON log). */
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];

@@ -27,14 +27,8 @@ function names(urls: string[]): string[] {
 export class IncusApi {
   constructor(readonly client: IncusClient) {}
 
-  async exists(path: string, project: string): Promise<boolean> {
-    try {
-      await this.client.get(path, { project });
-      return true;
-    } catch (e) {
-      if (e instanceof IncusError && e.notFound) return false;
-      throw e;
-    }
+  exists(path: string, project: string): Promise<boolean> {
+    return this.client.exists(path, { project });
   }
 
   // Projects
@@ -284,19 +278,13 @@ export class ImageApi {
     return this.client.get<Image[]>('/1.0/images', { project, query: { recursion: '1' } });
   }
 
-  async exists(project: string, fingerprint: string): Promise<boolean> {
-    try {
-      await this.client.get(`/1.0/images/${enc(fingerprint)}`, { project });
-      return true;
-    } catch (e) {
-      if (e instanceof IncusError && e.notFound) return false;
-      throw e;
-    }
+  exists(project: string, fingerprint: string): Promise<boolean> {
+    return this.client.exists(`/1.0/images/${enc(fingerprint)}`, { project });
   }
 
   /** The image file(s) as Incus serves them: a tarball, or multipart for split images. */
   async download(project: string, fingerprint: string, signal?: AbortSignal): Promise<{ stream: Readable; size?: number; contentType: string }> {
-    return this.client.downloadWithType(`/1.0/images/${enc(fingerprint)}/export`, { project, ...(signal ? { signal } : {}) });
+    return this.client.download(`/1.0/images/${enc(fingerprint)}/export`, { project, ...(signal ? { signal } : {}) });
   }
 
   /** Uploads what `download` gave (same content type), waits, returns the new fingerprint. */

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import type { Client } from 'undici';
-import { IncusConnectionError, IncusError } from './errors.js';
+import { connectionLost, IncusConnectionError, IncusError } from './errors.js';
 
 // undici (~20 MiB, ~50 ms to load) is loaded when a command first talks to Incus: list, verify
 // and prune work on the target alone and never pay for it.
@@ -59,8 +59,7 @@ const RETRIES = 3;
 
 function transient(e: unknown): boolean {
   if (e instanceof IncusError) return e.status === 502 || e.status === 503 || e.status === 504;
-  const code = (e as NodeJS.ErrnoException)?.code ?? '';
-  return ['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED'].includes(code);
+  return connectionLost(e);
 }
 
 export type RequestLogger = (event: { method: string; path: string; status: number; ms: number }) => void;
@@ -208,14 +207,11 @@ export class IncusClient {
     }
   }
 
-  /** Streams a response body (an export); errors are read and thrown as IncusError. */
-  async download(path: string, opts: RequestOptions = {}): Promise<{ stream: Readable; size?: number }> {
-    const { stream, size } = await this.downloadWithType(path, opts);
-    return { stream, ...(size !== undefined ? { size } : {}) };
-  }
-
-  /** Like download, also returning the content type (image exports are tar or multipart). */
-  async downloadWithType(path: string, opts: RequestOptions = {}): Promise<{ stream: Readable; size?: number; contentType: string }> {
+  /**
+   * Streams a response body (an export) with its size and content type (image exports are tar
+   * or multipart); errors are read and thrown as IncusError.
+   */
+  async download(path: string, opts: RequestOptions = {}): Promise<{ stream: Readable; size?: number; contentType: string }> {
     const target = this.url(path, opts.project, opts.query);
     let res;
     try {
@@ -257,6 +253,17 @@ export class IncusClient {
     const r = this.parse<Operation>('POST', target, res.statusCode, text, undefined);
     if (!r.operation) throw new IncusError(res.statusCode, 'import answered without an operation', 'POST', target);
     return r.operation;
+  }
+
+  /** Whether GET `path` finds something (404 → false; other errors are thrown). */
+  async exists(path: string, opts: RequestOptions = {}): Promise<boolean> {
+    try {
+      await this.get(path, opts);
+      return true;
+    } catch (e) {
+      if (e instanceof IncusError && e.notFound) return false;
+      throw e;
+    }
   }
 
   async server(): Promise<ServerInfo> {

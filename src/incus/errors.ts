@@ -27,6 +27,12 @@ export class IncusConnectionError extends IbError {
 
 const CONNECTION_LOST = new Set(['UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNRESET', 'EPIPE', 'ECONNABORTED']);
 
+/** The socket to Incus went away under a request (daemon restarted, connection reset). */
+export function connectionLost(e: unknown): boolean {
+  const err = e as NodeJS.ErrnoException & { name?: string };
+  return CONNECTION_LOST.has(err?.code ?? '') || err?.name === 'SocketError';
+}
+
 /**
  * A stream to or from Incus that broke half-way (daemon restarted, socket closed) becomes an
  * operational error naming what was going on, instead of a raw socket error that looks like a
@@ -34,10 +40,9 @@ const CONNECTION_LOST = new Set(['UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'ECONNRESET
  */
 export function streamFailure(e: unknown, during: string): unknown {
   if (e instanceof IbError) return e;
-  const err = e as NodeJS.ErrnoException & { name?: string };
-  if (CONNECTION_LOST.has(err?.code ?? '') || err?.name === 'SocketError') {
+  if (connectionLost(e)) {
     return new IbError(
-      `lost the connection to Incus during ${during} (${err.message})`,
+      `lost the connection to Incus during ${during} (${(e as Error).message})`,
       ExitCode.failed,
       'check that incusd is still running (`incus admin waitready`); nothing half-done was kept',
       { cause: e },

@@ -1,7 +1,8 @@
 import { appendFileSync, existsSync, openSync, closeSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import type { Task, Ui } from '../core/run.js';
+import type { LogLevel } from '../core/types.js';
 
-export type Level = 'debug' | 'info' | 'warn' | 'error';
+export type Level = LogLevel;
 const ORDER: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
 export interface LogEvent {

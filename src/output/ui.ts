@@ -50,12 +50,9 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
       const { default: ora } = await import('ora');
       const spinner = ora({ text, stream: opts.stream as NodeJS.WriteStream, color: 'cyan', isEnabled: true }).start();
       try {
-        const v = await fn();
+        return await fn();
+      } finally {
         spinner.stop();
-        return v;
-      } catch (e) {
-        spinner.stop();
-        throw e;
       }
     },
     task(label): Task {

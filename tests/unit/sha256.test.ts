@@ -75,7 +75,7 @@ describe('Sha256 on the helper thread', () => {
     expect((await hashInChunks(again, [MiB])).hex).toBe(inline(again));
   });
 
-  it('HashingStream and VerifyingStream give the same answers through the helper', async () => {
+  it('HashingStream (inline) and VerifyingStream (on the helper) give the answers of node:crypto', async () => {
     const data = randomBytes(5 * MiB + 123);
     const hs = new HashingStream();
     await pipeline(Readable.from([data.subarray(0, 100), data.subarray(100)]), hs, new Writable({ write: (_c, _e, cb) => cb() }));

@@ -117,6 +117,19 @@ describe('streaming helpers', () => {
     void sem.acquire().then(() => (waited = false));
     await new Promise((r) => setTimeout(r, 5));
     expect(waited).toBe(true);
+
+    // Aborted while waiting: fails like an item never started, and gives its place back.
+    const one = new Semaphore(1);
+    const held = await one.acquire();
+    const stop = new AbortController();
+    const late = one.acquire(stop.signal);
+    stop.abort();
+    held();
+    await expect(late).rejects.toBeInstanceOf(InterruptedError);
+    let got = false;
+    void one.acquire().then(() => (got = true));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(got).toBe(true);
   });
 
   it('mapPool starts nothing more once its signal is aborted', async () => {

@@ -9,7 +9,7 @@ import { backupImage, irreplaceable } from '../../core/images.js';
 import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool, Semaphore } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
-import { InterruptedError, UsageError, type ExitCodeValue } from '../../errors.js';
+import { UsageError, type ExitCodeValue } from '../../errors.js';
 import type { BackupSubject, IncusApi } from '../../incus/api.js';
 import { BaseCommand, checkName } from '../base.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
@@ -112,22 +112,21 @@ abstract class BackupCommand extends BaseCommand {
       this.print(subjects.map(row), resultColumns);
       return 0;
     }
-    const base = this.runContext(api, backend);
-    // The target gets ready (restic: lists the repository, creating it on first use) while the
-    // first resources are snapshotted and staged. A target with a writer lock is prepared first;
-    // a target that turns out unusable (wrong password, unreachable) stops the whole run.
-    const prepared = backend.prepareWrite((m) => base.ui.info(m));
-    prepared.catch(() => undefined);
-    if (backend.lock) {
-      await prepared;
-      this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, base.ui, this.context.signal));
-    }
+    // The run stops on Ctrl-C, and also when the target turns out unusable (wrong password,
+    // unreachable): the target gets ready (restic: lists the repository, creating it on first
+    // use) while the first resources are snapshotted and staged. A target with a writer lock is
+    // prepared first.
     const stop = new AbortController();
     const outer = this.context.signal;
     if (outer.aborted) stop.abort(outer.reason);
     else outer.addEventListener('abort', () => stop.abort(outer.reason), { once: true });
+    const ctx = { ...this.runContext(api, backend), signal: stop.signal };
+    const prepared = backend.prepareWrite((m) => ctx.ui.info(m));
     prepared.catch((e: unknown) => stop.abort(e));
-    const ctx = { ...base, signal: stop.signal };
+    if (backend.lock) {
+      await prepared;
+      this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, ctx.ui, outer));
+    }
     for (const p of new Set(subjects.flatMap((s) => (s.kind === 'instance' || s.kind === 'volume' ? [s.project] : [])))) await sweepProjectLeftovers(ctx, p);
     const live = this.noSnapshot || this.settings().values.consistency === 'live';
     const opts = { live, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
@@ -140,9 +139,8 @@ abstract class BackupCommand extends BaseCommand {
       subjects,
       this.parallel + 1,
       async (s) => {
-        const release = await streaming.acquire();
+        const release = await streaming.acquire(ctx.signal);
         try {
-          if (ctx.signal.aborted) throw new InterruptedError('interrupted before this item was started; nothing was done for it');
           const started = Date.now();
           const entry =
             s.kind === 'config'
