@@ -9,7 +9,6 @@ cd "$(dirname "$0")/.."
 npm run build --silent
 scripts/sandbox.sh up
 eval "$(scripts/sandbox.sh env)"
-export INCUS_DIR INCUS_SOCKET
 
 target="dir:$PWD/.cache/demo-target"
 ib() { echo "+ incus-backup $*" >&2; ./bin/incus-backup "$@"; }

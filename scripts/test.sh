@@ -36,5 +36,4 @@ teardown() { [ "${KEEP_SANDBOX:-}" = 1 ] || scripts/sandbox.sh down; }
 trap teardown EXIT
 scripts/sandbox.sh up
 eval "$(scripts/sandbox.sh env)"
-export INCUS_DIR INCUS_SOCKET
 npx vitest run --project integration

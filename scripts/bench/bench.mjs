@@ -20,6 +20,8 @@ import { summarizeProfile } from './profile.mjs';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, '../..');
 const BIN = join(REPO, 'bin/incus-backup');
+// The node flags of bin/incus-backup's shebang: a profiled run starts node itself and must pass them.
+const BIN_NODE_FLAGS = readFileSync(BIN, 'utf8').split('\n')[0].split(/\s+/).filter((a) => a.startsWith('--'));
 const PROBE_URL = pathToFileURL(join(HERE, 'probe.mjs')).href;
 const PLAIN = join(HERE, 'plain.sh');
 const MiB = 1024 * 1024;
@@ -250,9 +252,9 @@ class Bench {
     const probeFile = join(this.logs, `probe-${String(++this.probeSeq).padStart(3, '0')}.json`);
     // bin/incus-backup runs as users run it (its shebang and any flags in it apply); the probe and
     // --node-options come in through NODE_OPTIONS, which does not allow --cpu-prof: profiled runs
-    // start node explicitly.
+    // start node explicitly, with the shebang's flags.
     const argv = [
-      ...(cpuProfDir ? [process.execPath, '--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
+      ...(cpuProfDir ? [process.execPath, ...BIN_NODE_FLAGS, '--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
       BIN,
       ...args,
       '--project',

@@ -49,16 +49,10 @@ export function parseTimeV(text) {
     maxRssKB: num(/Maximum resident set size \(kbytes\): (\d+)/),
     userS: num(/User time \(seconds\): ([\d.]+)/),
     systemS: num(/System time \(seconds\): ([\d.]+)/),
-    fsOutputBlocks: num(/File system outputs: (\d+)/),
   };
 }
 
-export class CommandError extends Error {
-  constructor(message, result) {
-    super(message);
-    this.result = result;
-  }
-}
+export class CommandError extends Error {}
 
 /**
  * Starts and times child processes. Each child gets its own process group (so an interrupt of the
@@ -77,7 +71,7 @@ export class Runner {
    * measures the wall time from spawn to exit here. Rejects with CommandError on a non-zero exit
    * unless `allowFail`.
    */
-  async run(argv, { env = process.env, cwd, timed = false, label = argv[0], allowFail = false, input } = {}) {
+  async run(argv, { env = process.env, timed = false, label = argv[0], allowFail = false } = {}) {
     const n = ++this.seq;
     const safe = label.replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 60);
     const logFile = join(this.logDir, `${String(n).padStart(4, '0')}-${safe}.log`);
@@ -91,14 +85,12 @@ export class Runner {
     const code = await new Promise((resolve, reject) => {
       const child = spawn(full[0], full.slice(1), {
         env,
-        cwd,
         detached: true,
-        stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
       this.children.add(child);
       child.stdout.on('data', (d) => (stdout += d.toString('utf8')));
       child.stderr.on('data', (d) => (stderr += d.toString('utf8')));
-      if (input !== undefined) child.stdin.end(input);
       child.on('error', (e) => {
         this.children.delete(child);
         reject(e);
@@ -115,7 +107,7 @@ export class Runner {
     const result = { code, seconds, stdout, stderr, logFile, time };
     if (code !== 0 && !allowFail) {
       const tail = stderr.trim().split('\n').slice(-6).join('\n');
-      throw new CommandError(`${label} failed (exit ${code}): ${tail || '(no output)'}\n  full log: ${logFile}`, result);
+      throw new CommandError(`${label} failed (exit ${code}): ${tail || '(no output)'}\n  full log: ${logFile}`);
     }
     return result;
   }
@@ -138,7 +130,7 @@ function signalGroup(pid, sig) {
   }
 }
 
-export function sleep(ms) {
+function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 

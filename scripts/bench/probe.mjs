@@ -32,7 +32,7 @@ if (out) {
     return io;
   };
 
-  process.on('exit', (code) => {
+  process.on('exit', () => {
     sample();
     const threads = {};
     for (const tid of readdirSync('/proc/self/task')) {
@@ -40,7 +40,6 @@ if (out) {
     }
     const usage = process.resourceUsage();
     const report = {
-      exitCode: code,
       maxRssKB: usage.maxRSS,
       cpuUserUs: usage.userCPUTime,
       cpuSystemUs: usage.systemCPUTime,

@@ -75,12 +75,12 @@ cd "$work"
 
 export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
 # npm ci only when node_modules is missing or was installed from another lockfile (a rerun in a
-# kept container). Its `prepare` script is the build; otherwise build explicitly.
+# kept container). Its `prepare` script is the build (set -e stops here if it fails); otherwise
+# build explicitly.
 if [ ! -d node_modules ] || ! cmp -s package-lock.json node_modules/.ib-lock; then
   phase "npm ci, which builds through its prepare script (npm cache: $src/.cache/npm)"
   npm ci --cache "$src/.cache/npm" --prefer-offline --loglevel=error
   cp package-lock.json node_modules/.ib-lock
-  [ -f dist/cli.js ] || { phase "npm run build"; npm run build --silent; }
 else
   phase "npm run build"
   npm run build --silent
@@ -90,7 +90,6 @@ phase "starting the private incusd"
 sandbox_started=1
 scripts/sandbox.sh up
 eval "$(scripts/sandbox.sh env)"
-export INCUS_DIR INCUS_SOCKET
 phase "integration suite: npx vitest run --project integration $*"
 t_suite=$(date +%s)
 rc=0
