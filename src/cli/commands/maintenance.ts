@@ -33,6 +33,30 @@ export async function lockTarget(backend: Backend, purpose: string, lockWait: st
 const label = (k: { type?: string; project?: string; pool?: string; name?: string }) =>
   `${k.type ?? '?'} ${[k.project, k.pool, k.name].filter(Boolean).join('/')}`;
 
+/** Each retention rule: its field in a policy (and prune's option), and its key in the config file. */
+const RULES = [
+  ['keepLast', 'keep_last'],
+  ['keepHourly', 'keep_hourly'],
+  ['keepDaily', 'keep_daily'],
+  ['keepWeekly', 'keep_weekly'],
+  ['keepMonthly', 'keep_monthly'],
+  ['keepYearly', 'keep_yearly'],
+  ['keepWithin', 'keep_within'],
+] as const;
+
+/** The rules that are set, as a policy; a bad rule becomes the error `bad` makes of it. */
+function checkedPolicy(rules: (readonly [keyof RetentionPolicy, number | string | undefined])[], bad: (msg: string) => UsageError): RetentionPolicy {
+  const p: Record<string, number | string> = {};
+  for (const [field, v] of rules) if (v !== undefined) p[field] = v;
+  try {
+    policyIsEmpty(p as RetentionPolicy);
+  } catch (e) {
+    if (e instanceof RetentionError) throw bad(e.message);
+    throw e;
+  }
+  return p as RetentionPolicy;
+}
+
 /** The common shape of verify and prune: [KIND] [NAME], scoped to --project or --all-projects. */
 abstract class ScopedCommand extends BaseCommand {
   kind = kindOption(false);
@@ -156,62 +180,32 @@ export class PruneCommand extends ScopedCommand {
   keepWithin = Option.String('--keep-within', { description: 'Keep backups this recent relative to the newest, e.g. 30d, 2w, 1y6m' });
   lockWait = lockWaitOption();
 
-  /** The policy from the flags, checked as a whole before anything is read. */
+  /** The policy the flags give (empty when none is given), checked before anything is read. */
   flagPolicy(): RetentionPolicy {
     if (this.keep !== undefined && this.keepLast !== undefined && this.keep !== this.keepLast) {
       throw new UsageError('--keep and --keep-last disagree', '--keep is an alias of --keep-last: give one of them');
     }
-    const p: RetentionPolicy = {};
-    const last = this.keepLast ?? this.keep;
-    if (last !== undefined) p.keepLast = last;
-    if (this.keepHourly !== undefined) p.keepHourly = this.keepHourly;
-    if (this.keepDaily !== undefined) p.keepDaily = this.keepDaily;
-    if (this.keepWeekly !== undefined) p.keepWeekly = this.keepWeekly;
-    if (this.keepMonthly !== undefined) p.keepMonthly = this.keepMonthly;
-    if (this.keepYearly !== undefined) p.keepYearly = this.keepYearly;
-    if (this.keepWithin !== undefined) p.keepWithin = this.keepWithin;
-    let empty: boolean;
-    try {
-      empty = policyIsEmpty(p);
-    } catch (e) {
-      if (e instanceof RetentionError) throw new UsageError(e.message, 'see `incus-backup prune --help` for the --keep-* options');
-      throw e;
-    }
-    // Without flags, the configuration file's retention applies (so a nightly `prune all` needs
-    // no flags); with neither, an empty policy is a mistake, never "delete everything".
-    if (empty) {
-      const fromFile = this.filePolicy();
-      if (fromFile) return fromFile;
+    const value = (field: (typeof RULES)[number][0]) => (field === 'keepLast' ? (this.keepLast ?? this.keep) : this[field]);
+    return checkedPolicy(RULES.map(([field]) => [field, value(field)]), (msg) => new UsageError(msg, 'see `incus-backup prune --help` for the --keep-* options'));
+  }
+
+  /** `retention:` from the configuration file (empty when it sets no rule). */
+  filePolicy(): RetentionPolicy {
+    const r = this.settings().values.retention ?? {};
+    return checkedPolicy(RULES.map(([field, key]) => [field, r[key]]), (msg) => new UsageError(`${this.settings().file}: retention: ${msg}`, 'fix the file'));
+  }
+
+  async run(): Promise<ExitCodeValue> {
+    // Flags replace the file's rules as a whole (effectivePolicy); with neither, an empty policy
+    // is a mistake, never "delete everything".
+    const flags = this.flagPolicy();
+    const fromFile = policyIsEmpty(flags) ? this.filePolicy() : {};
+    if (policyIsEmpty(flags) && policyIsEmpty(fromFile)) {
       throw new UsageError(
         'no retention policy given: prune would not know what to keep',
         'pass at least one --keep-* option, e.g. --keep-last 7 or --keep-daily 7 --keep-weekly 4, or set `retention:` in the configuration file',
       );
     }
-    return p;
-  }
-
-  /** `retention:` from the configuration file, when it sets any rule. */
-  filePolicy(): RetentionPolicy | undefined {
-    const r = this.settings().values.retention;
-    if (!r) return undefined;
-    const p: RetentionPolicy = {};
-    if (r.keep_last !== undefined) p.keepLast = r.keep_last;
-    if (r.keep_hourly !== undefined) p.keepHourly = r.keep_hourly;
-    if (r.keep_daily !== undefined) p.keepDaily = r.keep_daily;
-    if (r.keep_weekly !== undefined) p.keepWeekly = r.keep_weekly;
-    if (r.keep_monthly !== undefined) p.keepMonthly = r.keep_monthly;
-    if (r.keep_yearly !== undefined) p.keepYearly = r.keep_yearly;
-    if (r.keep_within !== undefined) p.keepWithin = r.keep_within;
-    try {
-      return policyIsEmpty(p) ? undefined : p;
-    } catch (e) {
-      if (e instanceof RetentionError) throw new UsageError(`${this.settings().file}: retention: ${e.message}`, 'fix the file');
-      throw e;
-    }
-  }
-
-  async run(): Promise<ExitCodeValue> {
-    const flags = this.flagPolicy();
     parseLockWait(this.lockWait);
     const backend = this.openTarget();
     const filter = this.scope();
@@ -223,7 +217,7 @@ export class PruneCommand extends ScopedCommand {
       const { entries, broken } = await backend.scan(filter);
       if (broken.length) ui.warn(`${broken.length} damaged backup(s) are left alone; \`incus-backup verify\` names them`);
       if (this.name && entries.length === 0) this.nothingFound(backend);
-      const plan = planPrune(entries, (k: ResourceKey) => effectivePolicy(k, flags));
+      const plan = planPrune(entries, (k: ResourceKey) => effectivePolicy(k, flags, () => fromFile));
       this.print(pruneRows(plan), pruneColumns);
       const err = this.context.stderr;
       err.write(
