@@ -170,7 +170,7 @@ export class ConfigShowCommand extends BaseCommand {
     add('log.file', e.logFile);
     // The path is configuration; what the file holds is a secret and is never read here.
     add('restic.password_file', e.passwordFile);
-    if (process.env.RESTIC_PASSWORD !== undefined) rows.push({ key: 'RESTIC_PASSWORD', value: '<redacted>', source: 'RESTIC_PASSWORD' });
+    if (this.context.env.RESTIC_PASSWORD !== undefined) rows.push({ key: 'RESTIC_PASSWORD', value: '<redacted>', source: 'RESTIC_PASSWORD' });
     const fromFile = (key: string, v: unknown) => {
       if (v !== undefined) rows.push({ key, value: Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? JSON.stringify(v) : String(v), source: file! });
     };

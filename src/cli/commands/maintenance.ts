@@ -10,7 +10,7 @@ import { verifyBackups, verifyFailed, type VerifyItem } from '../../core/verify.
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, humanDuration, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { pickVersion, KINDS, kindOption } from '../select.js';
+import { pickVersion, KINDS, kindOption, type Kind } from '../select.js';
 import { parseVolumeRef } from './backup.js';
 
 
@@ -32,6 +32,9 @@ export async function lockTarget(backend: Backend, purpose: string, lockWait: st
 
 const label = (k: { type?: string; project?: string; pool?: string; name?: string }) =>
   `${k.type ?? '?'} ${[k.project, k.pool, k.name].filter(Boolean).join('/')}`;
+
+/** What protect/unprotect name: every kind but `all`. */
+const PROTECTABLE = (Object.keys(KINDS) as Kind[]).filter((k): k is Exclude<Kind, 'all'> => k !== 'all');
 
 /** Each retention rule: its field in a policy (and prune's option), and its key in the config file. */
 const RULES = [
@@ -249,7 +252,7 @@ export class PruneCommand extends ScopedCommand {
 }
 
 abstract class ProtectionCommand extends BaseCommand {
-  kind = Option.String({ name: 'instances|volumes|config|images', validator: t.isEnum(['instances', 'volumes', 'config', 'images'] as const) });
+  kind = Option.String({ name: PROTECTABLE.join('|'), validator: t.isEnum(PROTECTABLE) });
   name = Option.String({ required: false, name: 'NAME' });
   version = Option.String('--version', { description: 'Backup version (YYYYMMDDThhmmssZ); default: the newest complete one' });
   lockWait = lockWaitOption();
