@@ -1,10 +1,10 @@
-import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackupEntry } from '../backends/types.js';
 import { ImageApi, type Image } from '../incus/api.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
 import { InterruptedError } from '../errors.js';
-import { HashingStream, VerifyingStream } from './hashing.js';
+import { HashingStream } from './hashing.js';
+import { uploadVerified } from './restore.js';
 import { draftManifest } from './manifest.js';
 import type { RunContext } from './run.js';
 
@@ -85,15 +85,13 @@ export async function restoreImage(ctx: RunContext, entry: BackupEntry, project:
   const task = ctx.ui.task(`image ${project}/${short(m.name)}`);
   try {
     if (!present) {
-      const body = new PassThrough({ highWaterMark: 1 << 20 });
-      const archive = await ctx.backend.openArchive(entry, ctx.signal);
-      const verify = new VerifyingStream({ sha256: m.archive.sha256, size: m.archive.size, label: `image ${short(m.name)} ${m.timestamp}` }, (n) => task.bytes(n, m.archive.size));
-      const results = await Promise.allSettled([pipeline(archive, verify, body, { signal: ctx.signal }), api.import(project, body, meta.contentType, { public: meta.public, signal: ctx.signal })]);
-      for (const r of results) if (r.status === 'rejected') {
-        body.destroy();
-        archive.destroy();
-        throw r.reason;
-      }
+      await uploadVerified(
+        ctx,
+        entry,
+        `image ${short(m.name)} ${m.timestamp}`,
+        (n) => task.bytes(n, m.archive.size),
+        (body) => api.import(project, body, meta.contentType, { public: meta.public, signal: ctx.signal }),
+      );
       await api.update(project, m.name, { properties: meta.properties, public: meta.public, auto_update: meta.autoUpdate });
     }
     for (const a of meta.aliases) if (aliases.includes(a.name)) await api.createAlias(project, a.name, m.name, a.description);

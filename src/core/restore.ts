@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Readable, type Transform } from 'node:stream';
 import type { BackupSubject } from '../incus/api.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
 import { InterruptedError, UsageError } from '../errors.js';
@@ -108,6 +108,32 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
 }
 
 /**
+ * Streams a backup's archive into `upload` (an Incus import), checked against its manifest on
+ * the way (`transforms` go after the check). Whichever side fails first stops the other: a bad
+ * checksum aborts the upload, a refused upload stops reading the archive.
+ */
+export async function uploadVerified<T>(
+  ctx: Pick<RunContext, 'backend' | 'signal'>,
+  entry: BackupEntry,
+  label: string,
+  onBytes: (n: number) => void,
+  upload: (body: Readable) => Promise<T>,
+  transforms: Transform[] = [],
+): Promise<T> {
+  const m = entry.manifest;
+  const archive = await ctx.backend.openArchive(entry, ctx.signal);
+  const verify = new VerifyingStream({ sha256: m.archive.sha256, size: m.archive.size, label }, onBytes);
+  const body = new PassThrough({ highWaterMark: 1 << 20 });
+  const [fed, uploaded] = await Promise.allSettled([pipeline([archive, verify, ...transforms, body], { signal: ctx.signal }), upload(body)]);
+  for (const r of [fed, uploaded]) if (r.status === 'rejected') {
+    body.destroy();
+    archive.destroy();
+    throw r.reason;
+  }
+  return (uploaded as PromiseFulfilledResult<T>).value;
+}
+
+/**
  * Carries out one plan item. The backup is first imported under a temporary name while its
  * sha256 is checked on the way in; only a complete, verified import takes the destination's
  * name. For a replace the current resource is renamed aside first and is put back, as it was,
@@ -123,28 +149,19 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem): Promi
   const staged: BackupSubject = { ...item.dest, name: tmpName() };
   try {
     task.phase('importing');
-    const archive = await backend.openArchive(item.entry, signal);
-    const verify = new VerifyingStream({ sha256: m.archive.sha256, size: m.archive.size, label: `${m.name} ${m.timestamp}` }, (n) =>
-      task.bytes(n, m.archive.size),
-    );
-    const body = new PassThrough({ highWaterMark: 1 << 20 });
     let swapped = false;
     cleanup.push(`delete partly restored ${staged.name}`, async () => {
       if (!swapped) await deleteSubject(ctx, staged);
     });
     const maps = item.maps;
-    const feeding = maps
-      ? pipeline(archive, verify, new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps)), body, { signal })
-      : pipeline(archive, verify, body, { signal });
-    const importing = api.importBackup(staged, body, { signal, ...(item.rootPool ? { pool: item.rootPool } : {}) });
-    // Whichever side fails first stops the other: a bad checksum aborts the upload, a refused
-    // upload stops reading the archive.
-    const results = await Promise.allSettled([feeding, importing]);
-    for (const r of results) if (r.status === 'rejected') {
-      body.destroy();
-      archive.destroy();
-      throw r.reason;
-    }
+    await uploadVerified(
+      ctx,
+      item.entry,
+      `${m.name} ${m.timestamp}`,
+      (n) => task.bytes(n, m.archive.size),
+      (body) => api.importBackup(staged, body, { signal, ...(item.rootPool ? { pool: item.rootPool } : {}) }),
+      maps ? [new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps))] : [],
+    );
     task.phase('swapping in');
     if (item.action === 'replace') await swapIn(ctx, item, staged);
     else await rename(ctx, staged, item.dest.name);
