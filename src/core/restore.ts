@@ -141,7 +141,7 @@ export async function uploadVerified<T>(
  */
 export async function restoreItem(ctx: RunContext, item: RestorePlanItem): Promise<void> {
   if (item.action === 'skip') return;
-  const { api, backend, ui, signal } = ctx;
+  const { api, ui, signal } = ctx;
   const label = destLabel(item.dest);
   const task = ui.task(label);
   const cleanup = new Cleanup();

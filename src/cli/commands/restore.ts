@@ -12,7 +12,7 @@ import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
 import { groupByResource, selectBackups } from '../select.js';
-import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
+import { errorText, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 
 const previewColumns: Column<RestorePlanItem>[] = [
