@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createConnection, createServer, type Socket } from 'node:net';
@@ -60,6 +60,22 @@ export async function testProject(tag: string): Promise<{ name: string; dispose:
       await incus('project', 'delete', name).catch(() => undefined);
     },
   };
+}
+
+/**
+ * Inverts one byte of a file in place, so the damage is real whatever the byte was (writing a
+ * fixed value leaves the file unchanged when the byte already had it: 1 run in 256).
+ */
+export function flipByte(file: string, at: number): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    if (readSync(fd, b, 0, 1, at) !== 1) throw new Error(`flipByte: ${file} has no byte at ${at}`);
+    b[0] = b[0]! ^ 0xff;
+    writeSync(fd, b, 0, 1, at);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export function tempTarget(): { dir: string; uri: string; dispose: () => void } {

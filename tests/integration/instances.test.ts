@@ -1,10 +1,11 @@
-import { readdirSync, readFileSync, openSync, readSync, writeSync, closeSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   cli,
   cliSpawn,
   incus,
+  flipByte,
   instanceNames,
   launch,
   parseJson,
@@ -130,13 +131,8 @@ describe('instances on a directory target', () => {
   it('a replace from a damaged archive leaves the original untouched and running', async () => {
     const [row] = await listJson();
     const file = join(row!.location, 'export.tar');
-    const fd = openSync(file, 'r+');
     const pos = statSync(file).size - 100_000;
-    const b = Buffer.alloc(1);
-    readSync(fd, b, 0, 1, pos);
-    b[0] = b[0]! ^ 0xff;
-    writeSync(fd, b, 0, 1, pos);
-    closeSync(fd);
+    flipByte(file, pos);
     try {
       const r = await cli(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri]);
       expect(r.exitCode).toBe(1);
@@ -146,10 +142,7 @@ describe('instances on a directory target', () => {
       expect(await instanceNames(P)).toEqual(['web']);
       await expectNoLeftovers(['web']);
     } finally {
-      b[0] = b[0]! ^ 0xff;
-      const fd2 = openSync(file, 'r+');
-      writeSync(fd2, b, 0, 1, pos);
-      closeSync(fd2);
+      flipByte(file, pos); // back to the original byte
     }
   });
 

@@ -1,7 +1,7 @@
-import { cpSync, openSync, readSync, readdirSync, statSync, writeFileSync, writeSync, closeSync, rmSync } from 'node:fs';
+import { cpSync, readdirSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
+import { cli, flipByte, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
 
 let project: { name: string; dispose: () => Promise<void> };
 let tmp: ReturnType<typeof tempTarget>;
@@ -22,15 +22,6 @@ function largestPack(dir: string): string {
     }
   }
   return best;
-}
-
-function flipByte(file: string, at: number): void {
-  const fd = openSync(file, 'r+');
-  const b = Buffer.alloc(1);
-  readSync(fd, b, 0, 1, at);
-  b[0] = b[0]! ^ 0xff;
-  writeSync(fd, b, 0, 1, at);
-  closeSync(fd);
 }
 
 beforeAll(async () => {

@@ -1,7 +1,7 @@
-import { cpSync, promises as fs, readdirSync } from 'node:fs';
+import { cpSync, promises as fs, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, launch, parseJson, tempTarget, testProject } from './helpers.js';
+import { cli, flipByte, launch, parseJson, tempTarget, testProject } from './helpers.js';
 
 // One real backup per compression, made once; each test damages its own copy of the target.
 let proj: Awaited<ReturnType<typeof testProject>>;
@@ -59,15 +59,14 @@ describe('verify on a directory target', () => {
       [plain, 'export.tar'],
       [gz, 'export.tar.gz'],
     ] as const) {
-      const fh = await fs.open(join(backupDir(t, v), file), 'r+');
-      await fh.write(Buffer.from([0x5a]), 0, 1, 70_000);
-      await fh.close();
+      const path = join(backupDir(t, v), file);
+      flipByte(path, Math.floor(statSync(path).size / 2));
     }
     const r = await cli(['verify', 'instances', 'c1', '--project', proj.name, '--target', t.uri]);
     expect(r.exitCode, r.stderr).toBe(3);
     const lines = r.stdout.split('\n');
     for (const v of [plain, gz]) {
-      const line = lines.find((l) => l.includes(v));
+      const line = lines.find((l) => l.includes(` ${v} `));
       expect(line).toMatch(/c1 .* damaged .*checksum mismatch/);
     }
     expect(r.stderr).toContain('0 ok, 2 damaged');
