@@ -239,6 +239,15 @@ export abstract class BaseCommand extends Command<IbContext> {
   }
 
   /** One result object as json/yaml (for results that are not a list of rows). */
+  /**
+   * Whether to print the plan. People see it before the prompt. With --output json|yaml a run
+   * prints one document: the plan when the run ends without changing anything (`stopsHere`:
+   * dry run, nothing to do, refused), the results otherwise.
+   */
+  showsPlan(stopsHere: boolean): boolean {
+    return this.format === 'table' || stopsHere;
+  }
+
   printData(data: unknown): void {
     this.context.stdout.write(this.format === 'yaml' ? stringifyYaml(data) : JSON.stringify(data, null, 2) + '\n');
   }

@@ -56,35 +56,49 @@ export async function backupImage(ctx: RunContext, project: string, image: Image
   }
 }
 
-export interface ImageRestoreResult {
-  action: 'create' | 'skip';
+/** What restoring one image backup would do, decided before anything changes. */
+export interface ImageRestorePlan {
+  entry: BackupEntry;
+  /** The destination project (the backup's own unless mapped). */
+  project: string;
+  /** create: import it; aliases: it is there, only free aliases are added back; skip: nothing to do. */
+  action: 'create' | 'aliases' | 'skip';
+  /** Aliases that are free and will point at the image. */
   aliases: string[];
-  /** Aliases that already point at another image and were left alone. */
+  /** Aliases that already point at another image and are left alone. */
   conflicts: string[];
 }
 
 /**
- * Imports an image (verified on the way in) unless the same fingerprint is already there, then
- * gives back its properties and any alias that is free.
+ * Plans an image restore: an image whose fingerprint is already present is never imported again
+ * (the fingerprint is its content), only its free aliases are given back.
  */
-export async function restoreImage(ctx: RunContext, entry: BackupEntry, project: string, dryRun: boolean): Promise<ImageRestoreResult> {
+export async function planImageRestore(ctx: RunContext, entry: BackupEntry, project: string): Promise<ImageRestorePlan> {
   const m = entry.manifest;
-  const meta = m.image;
-  if (!meta) throw new IncusError(0, `backup ${m.name} ${m.timestamp} has no image metadata`, 'RESTORE', m.name);
+  if (!m.image) throw new IncusError(0, `backup ${m.name} ${m.timestamp} has no image metadata`, 'RESTORE', m.name);
   const api = imageApi(ctx);
   const present = await api.exists(project, m.name);
   const aliases: string[] = [];
   const conflicts: string[] = [];
-  for (const a of meta.aliases) {
+  for (const a of m.image.aliases) {
     const target = await api.aliasTarget(project, a.name);
     if (target === undefined) aliases.push(a.name);
     else if (target !== m.name) conflicts.push(a.name);
   }
-  const result: ImageRestoreResult = { action: present ? 'skip' : 'create', aliases, conflicts };
-  if (dryRun) return result;
+  const action = !present ? 'create' : aliases.length ? 'aliases' : 'skip';
+  return { entry, project, action, aliases, conflicts };
+}
+
+/** Carries out a plan: imports the image (verified on the way in), then properties and free aliases. */
+export async function applyImageRestore(ctx: RunContext, plan: ImageRestorePlan): Promise<void> {
+  const { entry, project } = plan;
+  const m = entry.manifest;
+  const meta = m.image!;
+  if (plan.action === 'skip') return;
+  const api = imageApi(ctx);
   const task = ctx.ui.task(`image ${project}/${short(m.name)}`);
   try {
-    if (!present) {
+    if (plan.action === 'create') {
       await uploadVerified(
         ctx,
         entry,
@@ -94,10 +108,9 @@ export async function restoreImage(ctx: RunContext, entry: BackupEntry, project:
       );
       await api.update(project, m.name, { properties: meta.properties, public: meta.public, auto_update: meta.autoUpdate });
     }
-    for (const a of meta.aliases) if (aliases.includes(a.name)) await api.createAlias(project, a.name, m.name, a.description);
-    for (const c of conflicts) ctx.ui.warn(`image alias ${c} already points at another image; left as it is`);
-    task.end(true, present ? 'already present' : m.timestamp);
-    return result;
+    for (const a of meta.aliases) if (plan.aliases.includes(a.name)) await api.createAlias(project, a.name, m.name, a.description);
+    for (const c of plan.conflicts) ctx.ui.warn(`image alias ${c} already points at another image; left as it is`);
+    task.end(true, plan.action === 'create' ? m.timestamp : 'aliases added');
   } catch (e) {
     task.end(false);
     throw streamFailure(e, `the restore of image ${short(m.name)}`);

@@ -64,6 +64,36 @@ describe('images', () => {
     expect(parseJson<{ action: string }[]>(again.stdout)[0]!.action).toBe('skip');
   });
 
+  it('restore all brings images back with the rest of the set, and a second run has nothing to do', async () => {
+    const b = await cli(['backup', 'all', '--with-images', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(b.exitCode, b.stderr).toBe(0);
+    expect(parseJson<{ type: string }[]>(b.stdout).map((r) => r.type)).toContain('image');
+    await incus('image', 'delete', fp, '--project', P);
+
+    const dry = await cli(['restore', 'all', '--dry-run', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    const plan = parseJson<{ images: { fingerprint: string; project: string; action: string; aliases: string[] }[] }>(dry.stdout);
+    expect(plan.images).toEqual([expect.objectContaining({ fingerprint: fp, project: P, action: 'create', aliases: ['bb-local'] })]);
+    expect(await incusJson<unknown[]>('/1.0/images', P)).toEqual([]);
+
+    const r = await cli(['restore', 'all', '-y', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(parseJson<{ type: string; status: string; action: string }[]>(r.stdout)).toEqual([expect.objectContaining({ type: 'image', status: 'ok', action: 'create' })]);
+    const img = await incusJson<ImageJson>(`/1.0/images/${fp}`, P);
+    expect(img.aliases.map((a) => a.name)).toEqual(['bb-local']);
+    expect(img.properties['user.purpose']).toBe('incus-backup test');
+
+    // Present again: an alias that was removed is given back, the image is not imported twice.
+    await incus('image', 'alias', 'delete', 'bb-local', '--project', P);
+    const aliasOnly = await cli(['restore', 'all', '--dry-run', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(parseJson<{ images: { action: string }[] }>(aliasOnly.stdout).images.map((i) => i.action)).toEqual(['aliases']);
+    const again = await cli(['restore', 'all', '-y', '--project', P, '--target', target.uri]);
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect((await incusJson<ImageJson>(`/1.0/images/${fp}`, P)).aliases.map((a) => a.name)).toEqual(['bb-local']);
+    const nothing = await cli(['restore', 'all', '--dry-run', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(parseJson<{ images: { action: string }[] }>(nothing.stdout).images.map((i) => i.action)).toEqual(['skip']);
+  });
+
   it('refuses an unknown fingerprint', async () => {
     const r = await cli(['backup', 'images', 'deadbeef', '--project', P, '--target', target.uri]);
     expect(r.exitCode).toBe(2);

@@ -1,12 +1,49 @@
 import { Command, Option } from 'clipanion';
-import { restoreImage } from '../../core/images.js';
+import { applyImageRestore, planImageRestore, type ImageRestorePlan } from '../../core/images.js';
+import type { RunContext } from '../../core/run.js';
 import { mapPool } from '../../core/pool.js';
 import { ExitCode, UsageError, type ExitCodeValue } from '../../errors.js';
-import { humanBytes } from '../../output/format.js';
+import { humanBytes, type Column } from '../../output/format.js';
 import type { BackupEntry } from '../../backends/types.js';
 import { BaseCommand } from '../base.js';
 import { groupByResource, pickVersion } from '../select.js';
 import { errorText, settle, type ResultRow } from '../summary.js';
+
+export const imagePreviewColumns: Column<ImageRestorePlan>[] = [
+  { header: 'IMAGE', value: (p) => p.entry.manifest.name.slice(0, 12) },
+  { header: 'PROJECT', value: (p) => p.project },
+  { header: 'VERSION', value: (p) => p.entry.manifest.timestamp },
+  { header: 'SIZE', value: (p) => humanBytes(p.entry.manifest.archive.size) },
+  { header: 'ACTION', value: (p) => p.action },
+  { header: 'ALIASES', value: (p) => [...p.aliases, ...p.conflicts.map((c) => `${c} (taken)`)].join(', ') },
+];
+
+export function imagePreviewData(p: ImageRestorePlan): Record<string, unknown> {
+  const m = p.entry.manifest;
+  return { fingerprint: m.name, project: p.project, timestamp: m.timestamp, size: m.archive.size, action: p.action, aliases: p.aliases, conflicts: p.conflicts };
+}
+
+/** Carries out image plans, `parallel` at a time; failures go to `errors` and into the rows. */
+export async function restoreImages(ctx: RunContext, work: ImageRestorePlan[], parallel: number, errors: unknown[]): Promise<ResultRow[]> {
+  const settled = await mapPool(
+    work,
+    parallel,
+    async (p) => {
+      const started = Date.now();
+      await applyImageRestore(ctx, p);
+      return Date.now() - started;
+    },
+    ctx.signal,
+  );
+  return settled.map((r, i): ResultRow => {
+    const p = work[i]!;
+    const m = p.entry.manifest;
+    const base: ResultRow = { type: 'image', project: p.project, name: m.name.slice(0, 12), status: 'ok', action: p.action, timestamp: m.timestamp, size: m.archive.size };
+    if (r.status === 'fulfilled') return { ...base, durationMs: r.value, detail: p.action };
+    errors.push(r.reason);
+    return { ...base, status: 'failed', error: errorText(r.reason) };
+  });
+}
 
 export class RestoreImagesCommand extends BaseCommand {
   static override paths = [['restore', 'images']];
@@ -35,42 +72,15 @@ export class RestoreImagesCommand extends BaseCommand {
       if (!chosen.some((e) => e.manifest.name.startsWith(p))) throw new UsageError(`no backup of image ${p} in ${backend.uri}`, '`incus-backup list images` shows what is there');
     }
     if (!chosen.length) throw new UsageError(`no image backups found in ${backend.uri}`, 'check --project and --target');
-    const previews = [];
-    for (const e of chosen) previews.push({ entry: e, ...(await restoreImage(ctx, e, e.manifest.project, true)) });
-    this.print(
-      previews,
-      [
-        { header: 'IMAGE', value: (p) => p.entry.manifest.name.slice(0, 12) },
-        { header: 'PROJECT', value: (p) => p.entry.manifest.project },
-        { header: 'VERSION', value: (p) => p.entry.manifest.timestamp },
-        { header: 'SIZE', value: (p) => humanBytes(p.entry.manifest.archive.size) },
-        { header: 'ACTION', value: (p) => p.action },
-        { header: 'ALIASES', value: (p) => [...p.aliases, ...p.conflicts.map((c) => `${c} (taken)`)].join(', ') },
-      ],
-      (p) => ({ fingerprint: p.entry.manifest.name, project: p.entry.manifest.project, timestamp: p.entry.manifest.timestamp, action: p.action, aliases: p.aliases, conflicts: p.conflicts }),
-    );
+    const plans = [];
+    for (const e of chosen) plans.push(await planImageRestore(ctx, e, e.manifest.project));
+    const work = plans.filter((p) => p.action !== 'skip');
+    if (this.showsPlan(this.dryRun || !work.length)) this.print(plans, imagePreviewColumns, imagePreviewData);
     if (this.dryRun) return ExitCode.ok;
-    const work = previews.filter((p) => p.action === 'create' || p.aliases.length);
     if (!work.length) return ExitCode.ok;
     await this.confirm(`Restore ${work.length} image(s)?`);
     const errors: unknown[] = [];
-    const settled = await mapPool(
-      work,
-      this.parallel,
-      async (p) => {
-        const started = Date.now();
-        await restoreImage(ctx, p.entry, p.entry.manifest.project, false);
-        return Date.now() - started;
-      },
-      ctx.signal,
-    );
-    const rows = settled.map((r, i): ResultRow => {
-      const m = work[i]!.entry.manifest;
-      const base: ResultRow = { type: 'image', project: m.project, name: m.name.slice(0, 12), status: 'ok', timestamp: m.timestamp, size: m.archive.size };
-      if (r.status === 'fulfilled') return { ...base, durationMs: r.value, detail: work[i]!.action };
-      errors.push(r.reason);
-      return { ...base, status: 'failed', error: errorText(r.reason) };
-    });
+    const rows = await restoreImages(ctx, work, this.parallel, errors);
     ctx.ui.stop();
     this.printSummary('restore', rows);
     return settle(rows, errors);

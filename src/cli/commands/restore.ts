@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { compareTimestamps } from '../../core/manifest.js';
-import { describeRequirement, missingRequirements, requirementKey, requirementsOf, type Mappings, type Requirement } from '../../core/preflight.js';
+import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
+import { describeRequirement, mapName, missingRequirements, requirementKey, requirementsOf, type Mappings, type Requirement } from '../../core/preflight.js';
 import { planRestore, restoreItem, type RestorePlanItem } from '../../core/restore.js';
 import type { RunContext } from '../../core/run.js';
 import { SERVER_WIDE } from '../../core/types.js';
@@ -14,6 +15,7 @@ import { BaseCommand, checkName } from '../base.js';
 import { groupByResource, selectBackups } from '../select.js';
 import { errorText, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
+import { imagePreviewColumns, imagePreviewData, restoreImages } from './images.js';
 
 const previewColumns: Column<RestorePlanItem>[] = [
   { header: 'BACKUP', value: (i) => `${i.entry.manifest.type} ${i.entry.manifest.pool ? `${i.entry.manifest.pool}/` : ''}${i.entry.manifest.name}` },
@@ -87,10 +89,10 @@ abstract class RestoreBase extends BaseCommand {
   }
 
   /** Requirements of the instances in `plan` that are neither there nor created by this run. */
-  protected async preflight(ctx: RunContext, plan: RestorePlanItem[], willExist: Set<string>): Promise<Requirement[]> {
+  protected async preflight(ctx: RunContext, plan: RestorePlanItem[], willExist: Set<string>, extra: Requirement[] = []): Promise<Requirement[]> {
     const maps = this.maps();
     for (const i of plan) if (i.dest.kind === 'volume' && i.action !== 'skip') willExist.add(requirementKey('volume', i.dest.project, `${i.dest.pool}/${i.dest.name}`));
-    const reqs = plan.filter((i) => i.action !== 'skip').flatMap((i) => requirementsOf(i, maps));
+    const reqs = [...extra, ...plan.filter((i) => i.action !== 'skip').flatMap((i) => requirementsOf(i, maps))];
     return missingRequirements(ctx.api, reqs, willExist);
   }
 
@@ -178,13 +180,13 @@ abstract class RestoreCommand extends RestoreBase {
       const plan = await planRestore(ctx, entries, this.planOptions(targetName));
       return { plan, missing: await this.preflight(ctx, plan, new Set()) };
     });
-    this.print(plan, previewColumns, previewData);
+    const work = plan.filter((i) => i.action !== 'skip');
+    if (this.showsPlan(this.dryRun || missing.length > 0 || work.length === 0)) this.print(plan, previewColumns, previewData);
     this.refuseMissing(missing);
     if (this.dryRun) {
       if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
       return 0;
     }
-    const work = plan.filter((i) => i.action !== 'skip');
     if (work.length === 0) return 0;
     await this.confirmPlan(work);
     const errors: unknown[] = [];
@@ -264,9 +266,9 @@ export class RestoreAllCommand extends RestoreBase {
   static override paths = [['restore', 'all']];
   static override usage = Command.Usage({
     category: 'Restore',
-    description: 'Restore config (with --apply-config), then volumes, then instances from one backup set, after one preview',
+    description: 'Restore config (with --apply-config), then images, volumes and instances from one backup set, after one preview',
     details:
-      'For every backed-up resource of the selected project(s) the newest backup is used, or with --version TS the newest not newer than TS. Before anything changes, each instance archive is checked for the profiles, networks, pools and volumes it needs; if any is missing the restore refuses to start.',
+      'For every backed-up resource of the selected project(s) the newest backup is used, or with --version TS the newest not newer than TS. Before anything changes, each instance archive is checked for the profiles, networks, pools and volumes it needs; if any is missing the restore refuses to start. Images in the set (backup all --with-images) are imported unless their fingerprint is already there, in which case only their free aliases are given back.',
     examples: [
       ['The worst day, first step', '$0 restore all --target restic:/srv/restic --dry-run'],
       ['Then for real, config included', '$0 restore all --target restic:/srv/restic --apply-config --skip-existing -y'],
@@ -290,6 +292,8 @@ export class RestoreAllCommand extends RestoreBase {
     const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), project ? { project } : {}, this.force) : undefined;
     if (!chosen.length && !config) throw new UsageError(`no backups found in ${backend.uri}${project ? ` for project ${project}` : ''}`, 'check --project and --target');
     const opts = this.planOptions();
+    const images: ImageRestorePlan[] = [];
+    for (const e of chosen.filter((x) => x.manifest.type === 'image')) images.push(await planImageRestore(ctx, e, mapName(opts.maps.project, e.manifest.project)));
     const volumes = await planRestore(ctx, chosen.filter((e) => e.manifest.type === 'volume'), opts);
     const instances = await planRestore(ctx, chosen.filter((e) => e.manifest.type === 'instance'), opts);
     const plan = [...volumes, ...instances];
@@ -302,27 +306,35 @@ export class RestoreAllCommand extends RestoreBase {
       if (o.kind === 'profile' || o.kind === 'network') willExist.add(requirementKey(o.kind, o.project ?? 'default', o.name));
       if (o.kind === 'storage-pool') for (const i of plan) willExist.add(requirementKey('storage-pool', i.dest.project, o.name));
     }
-    const missing = await this.preflight(ctx, plan, willExist);
+    const imageWork = images.filter((i) => i.action !== 'skip');
+    const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
+    const missing = await this.preflight(ctx, plan, willExist, imageNeeds);
+    const work = plan.filter((i) => i.action !== 'skip');
+    const configWork = config?.changes.length ?? 0;
+    const nothingToDo = !work.length && !configWork && !imageWork.length;
     if (this.format === 'table') {
       if (config) {
         this.context.stdout.write(`Config (version ${config.entry.manifest.timestamp}):\n`);
         if (config.changes.length || config.kept.length) this.print(configPreviewRows(config), configPreviewColumns);
         else this.context.stdout.write('  no changes\n');
       }
+      if (images.length) {
+        this.context.stdout.write('Images:\n');
+        this.print(images, imagePreviewColumns);
+      }
       this.context.stdout.write('Volumes and instances:\n');
       this.print(plan, previewColumns);
-    } else {
-      this.printData({ config: config ? configPreviewData(config) : null, items: plan.map(previewData), missing });
+    } else if (this.showsPlan(this.dryRun || missing.length > 0 || nothingToDo)) {
+      this.printData({ config: config ? configPreviewData(config) : null, images: images.map(imagePreviewData), items: plan.map(previewData), missing });
     }
     this.refuseMissing(missing);
     if (this.dryRun) {
       if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
       return 0;
     }
-    const work = plan.filter((i) => i.action !== 'skip');
-    const configWork = config?.changes.length ?? 0;
-    if (!work.length && !configWork) return 0;
-    await this.confirmPlan(work, configWork ? ` and ${configWork} config change(s)` : '');
+    if (nothingToDo) return 0;
+    const extra = [configWork ? `${configWork} config change(s)` : '', imageWork.length ? `${imageWork.length} image(s)` : ''].filter(Boolean);
+    await this.confirmPlan(work, extra.length ? ` and ${extra.join(' and ')}` : '');
     const errors: unknown[] = [];
     const rows: ResultRow[] = [];
     if (config && configWork) {
@@ -340,7 +352,8 @@ export class RestoreAllCommand extends RestoreBase {
         ...(failed.length ? { error: failed.map((f) => f.label).join('; ') } : {}),
       });
     }
-    // Volumes first: the instances that attach them need them to exist.
+    // Images need only their project; then volumes, which the instances that attach them need.
+    rows.push(...(await restoreImages(ctx, imageWork, this.parallel, errors)));
     rows.push(...(await this.restoreItems(ctx, work.filter((i) => i.dest.kind === 'volume'), errors)));
     rows.push(...(await this.restoreItems(ctx, work.filter((i) => i.dest.kind === 'instance'), errors)));
     return this.finish(ctx, rows, errors);
