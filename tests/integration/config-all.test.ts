@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, incusJson, instanceNames, parseJson, sh, state, tempTarget } from './helpers.js';
+import { cli, incus, incusJson, instanceNames, parentInterface, parseJson, sh, state, tempTarget } from './helpers.js';
 
 const tag = randomBytes(3).toString('hex');
 const P = `t-cfg-${tag}`;
@@ -37,11 +36,7 @@ beforeAll(async () => {
   await incus('profile', 'set', 'default', 'raw.lxc', 'lxc.signal.halt = SIGUSR2', '--project', P);
   await incus('profile', 'create', 'web', '--project', P);
   await incus('profile', 'set', 'web', 'user.k=v1', '--project', P);
-  // A managed macvlan network is only configuration until an instance uses it: no bridge, no
-  // dnsmasq, nothing changes on the host. Its parent is any real interface here.
-  const defaultRoute = readFileSync('/proc/net/route', 'utf8').split('\n').find((l) => l.split('\t')[1] === '00000000')?.split('\t')[0];
-  const parent = defaultRoute ?? readdirSync('/sys/class/net').find((n) => n !== 'lo') ?? 'eth0';
-  await incus('network', 'create', NET, '--type=macvlan', `parent=${parent}`, 'mtu=1400');
+  await incus('network', 'create', NET, '--type=macvlan', `parent=${parentInterface()}`, 'mtu=1400');
 });
 
 afterAll(async () => {

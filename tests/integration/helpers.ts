@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createConnection, createServer, type Socket } from 'node:net';
@@ -76,6 +76,15 @@ export function flipByte(file: string, at: number): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * A real interface to be the parent of test macvlan networks. A managed macvlan network is only
+ * configuration until a running instance uses it: no bridge, no dnsmasq, nothing changes on the host.
+ */
+export function parentInterface(): string {
+  const defaultRoute = readFileSync('/proc/net/route', 'utf8').split('\n').find((l) => l.split('\t')[1] === '00000000')?.split('\t')[0];
+  return defaultRoute ?? readdirSync('/sys/class/net').find((n) => n !== 'lo') ?? 'eth0';
 }
 
 export function tempTarget(): { dir: string; uri: string; dispose: () => void } {

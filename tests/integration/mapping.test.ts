@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, incusJson, instanceNames, sh, state, tempTarget } from './helpers.js';
+import { cli, incus, incusJson, instanceNames, parentInterface, sh, state, tempTarget } from './helpers.js';
 
 const tag = randomBytes(3).toString('hex');
 const P = `t-map-${tag}`;
 const POOL2 = `p2${tag}`;
+const NET1 = `ibn1${tag}`;
+const NET2 = `ibn2${tag}`;
 let target: ReturnType<typeof tempTarget>;
 let sha = '';
 
@@ -29,6 +31,10 @@ beforeAll(async () => {
   await incus('launch', 'ib-busybox', 'app', '--project', P, '-p', 'default', '-p', 'web');
   await incus('storage', 'volume', 'attach', 'default', 'data', 'app', '/srv', '--project', P);
   sha = await sh(P, 'app', 'dd if=/dev/urandom of=/srv/blob bs=1M count=1 2>/dev/null; sha256sum /srv/blob | cut -d" " -f1');
+  // A stopped instance with a NIC on a managed network, for --network-map.
+  for (const n of [NET1, NET2]) await incus('network', 'create', n, '--type=macvlan', `parent=${parentInterface()}`);
+  await incus('init', 'ib-busybox', 'nic', '--project', P);
+  await incus('config', 'device', 'add', 'nic', 'lan', 'nic', `network=${NET1}`, 'name=eth1', '--project', P);
   const b = await run('backup', 'all');
   expect(b.exitCode, b.stderr).toBe(0);
 });
@@ -43,6 +49,7 @@ afterAll(async () => {
   for (const p of ['web', 'web2']) await incus('profile', 'delete', p, '--project', P).catch(() => undefined);
   await incus('project', 'delete', P).catch(() => undefined);
   await incus('storage', 'delete', POOL2).catch(() => undefined);
+  for (const n of [NET1, NET2]) await incus('network', 'delete', n).catch(() => undefined);
   target?.dispose();
 });
 
@@ -51,13 +58,25 @@ describe('restoring into a different environment', () => {
     const r = await run('restore', 'instance', 'app', '--target-name', 'app2', '--pool-map', `default=${POOL2}`, '-y');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`missing: volume ${POOL2}/data`);
-    expect(await instanceNames(P)).toEqual(['app']);
+    expect(await instanceNames(P)).toEqual(['app', 'nic']);
   });
 
   it('pre-flight refuses a restore into a project that does not exist', async () => {
     const r = await run('restore', 'all', '--project-map', `${P}=nowhere-${tag}`, '-y');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`missing: project nowhere-${tag}`);
+  });
+
+  it('maps networks: pre-flight names a missing one, a mapped NIC lands on the new network', async () => {
+    const bad = await run('restore', 'instance', 'nic', '--target-name', 'nic2', '--network-map', `${NET1}=nonet${tag}`, '-y');
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toContain(`missing: network nonet${tag}`);
+    const r = await run('restore', 'instance', 'nic', '--target-name', 'nic2', '--network-map', `${NET1}=${NET2}`, '-y');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((await incusJson<InstanceJson>('/1.0/instances/nic2', P)).devices.lan).toMatchObject({ type: 'nic', network: NET2, name: 'eth1' });
+    // The original keeps its network, and the restored one was stopped like it.
+    expect((await incusJson<InstanceJson>('/1.0/instances/nic', P)).devices.lan).toMatchObject({ network: NET1 });
+    expect(await state(P, 'nic2')).toBe('Stopped');
   });
 
   it('maps pools and profiles in the archive on the way in', async () => {
