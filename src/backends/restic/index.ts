@@ -255,28 +255,28 @@ export class ResticBackend implements Backend {
   /**
    * Forgets exactly these backups' snapshots, manifests named first (an interruption then
    * tends to leave an unlisted orphan rather than a dangling manifest; neither ever lists),
-   * and prunes once for the whole batch.
+   * and prunes once for the whole batch, in the same restic process (one key derivation).
    */
   async remove(entries: BackupEntry[]): Promise<void> {
     if (entries.length === 0) return;
     const ids = [...(await this.manifestIds(entries)), ...entries.map((e) => e.location)];
-    await this.forget(ids);
-    await this.run(['prune']).catch((e: unknown) => {
-      if (e instanceof IbError && DELETE_REFUSED.test(e.message)) throw appendOnlyError('prune');
-      throw e;
-    });
+    await this.forget(ids, { prune: true });
   }
 
-  /** `restic forget` of exact snapshot ids; restic reports a refused delete only on stderr. */
-  async forget(ids: string[]): Promise<void> {
+  /**
+   * `restic forget` of exact snapshot ids (`prune`: then `--prune` the data only they used);
+   * restic reports a refused delete only on stderr.
+   */
+  async forget(ids: string[], opts: { prune?: boolean } = {}): Promise<void> {
+    const step = opts.prune ? 'forget --prune' : 'forget';
     let r;
     try {
-      r = await this.run(['forget', ...ids]);
+      r = await this.run(['forget', ...(opts.prune ? ['--prune'] : []), ...ids]);
     } catch (e) {
-      if (e instanceof IbError && DELETE_REFUSED.test(e.message)) throw appendOnlyError('forget');
+      if (e instanceof IbError && DELETE_REFUSED.test(e.message)) throw appendOnlyError(step);
       throw e;
     }
-    if (DELETE_REFUSED.test(r.stderr)) throw appendOnlyError('forget');
+    if (DELETE_REFUSED.test(r.stderr)) throw appendOnlyError(step);
     const refused = r.stderr.split('\n').find((l) => /unable to remove/i.test(l));
     if (refused) throw new IbError(`restic forget could not remove every snapshot: ${refused.trim()}`, 1);
   }
