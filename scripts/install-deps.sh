@@ -2,9 +2,22 @@
 # Installs, on Debian 12 as root, what the integration tests need: Incus 6.0 (bookworm-backports),
 # restic >= 0.18 (from trixie, pinned so nothing else upgrades), restic-rest-server, busybox-static.
 # Idempotent: does nothing when everything is already there.
+#   install-deps.sh           everything the host-mode integration suite needs
+#   install-deps.sh --unit    only what the unit tests need (xz, zstd)
 set -euo pipefail
 
 need=()
+pkg_of() { case "$1" in xz) echo xz-utils ;; *) echo "$1" ;; esac; }
+if [ "${1:-}" = --unit ]; then
+  for tool in xz zstd; do command -v $tool >/dev/null 2>&1 || need+=("$(pkg_of $tool)"); done
+  [ ${#need[@]} -eq 0 ] && exit 0
+  [ "$(id -u)" = 0 ] || { echo "install-deps: missing ${need[*]} and not root; install them or run as root" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+  echo "install-deps: installed ${need[*]}"
+  exit 0
+fi
 command -v incus >/dev/null 2>&1 && [ -x /usr/libexec/incus/incusd ] || need+=(incus)
 # Debian's restic-rest-server installs /usr/bin/restic-rest-server (no `rest-server`).
 command -v rest-server >/dev/null 2>&1 || command -v restic-rest-server >/dev/null 2>&1 || need+=(restic-rest-server)
@@ -15,7 +28,7 @@ if command -v restic >/dev/null 2>&1; then
   if [ "$(printf '%s\n0.18.0\n' "$v" | sort -V | head -n1)" = "0.18.0" ]; then restic_ok=1; fi
 fi
 [ $restic_ok = 1 ] || need+=(restic)
-for tool in curl xz zstd; do command -v $tool >/dev/null 2>&1 || need+=("$tool"); done
+for tool in curl xz zstd; do command -v $tool >/dev/null 2>&1 || need+=("$(pkg_of $tool)"); done
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-deps: everything present"

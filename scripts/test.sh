@@ -9,9 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Also for the unit tests (zstd, xz) and the host-mode fallback; a no-op when all is there.
+# What the unit tests need (xz, zstd); Incus, restic and rest-server only for the host-mode
+# fallback below (the container image has its own). A no-op when all is there.
 if [ "$(id -u)" = 0 ]; then
-  scripts/install-deps.sh
+  scripts/install-deps.sh --unit
 fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
@@ -32,6 +33,9 @@ if [ "$mode" != host ]; then
   echo "test: no container runtime can be had: running the integration suite on this machine" >&2
 fi
 
+if [ "$(id -u)" = 0 ]; then
+  scripts/install-deps.sh
+fi
 teardown() { [ "${KEEP_SANDBOX:-}" = 1 ] || scripts/sandbox.sh down; }
 trap teardown EXIT
 scripts/sandbox.sh up
