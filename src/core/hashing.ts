@@ -1,4 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
+import { Reclaimer } from './reclaim.js';
 import { Sha256 } from './sha256.js';
 
 /**
@@ -8,6 +9,7 @@ import { Sha256 } from './sha256.js';
 export class HashingStream extends Transform {
   bytes = 0;
   private hex?: string;
+  private readonly reclaimer = new Reclaimer();
 
   constructor(
     private readonly onChunk?: (bytes: number) => void,
@@ -28,6 +30,7 @@ export class HashingStream extends Transform {
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.bytes += chunk.length;
+    this.reclaimer.add(chunk.length);
     this.onChunk?.(this.bytes);
     const bad = this.tooLong();
     if (bad) return cb(bad);
