@@ -238,7 +238,6 @@ export abstract class BaseCommand extends Command<IbContext> {
     return this.logCache ?? undefined;
   }
 
-  /** One result object as json/yaml (for results that are not a list of rows). */
   /**
    * Whether to print the plan. People see it before the prompt. With --output json|yaml a run
    * prints one document: the plan when the run ends without changing anything (`stopsHere`:
@@ -248,6 +247,7 @@ export abstract class BaseCommand extends Command<IbContext> {
     return this.format === 'table' || stopsHere;
   }
 
+  /** One result object as json/yaml (for results that are not a list of rows). */
   printData(data: unknown): void {
     this.context.stdout.write(this.format === 'yaml' ? stringifyYaml(data) : JSON.stringify(data, null, 2) + '\n');
   }

@@ -107,7 +107,7 @@ abstract class RestoreBase extends BaseCommand {
   }
 
   /** Asks once for the whole plan; stopping the users of a volume needs --force or a person. */
-  protected async confirmPlan(work: RestorePlanItem[], extra = ''): Promise<void> {
+  protected async confirmPlan(work: RestorePlanItem[], others: string[] = []): Promise<void> {
     const replacing = work.filter((i) => i.action === 'replace').length;
     const stopsVolumeUsers = work.some((i) => i.dest.kind === 'volume' && i.stops.length > 0);
     if (stopsVolumeUsers && !this.force) {
@@ -115,7 +115,8 @@ abstract class RestoreBase extends BaseCommand {
         throw new UsageError('replacing a volume stops the running instances that use it', 'pass --force to allow that without a prompt');
       }
     }
-    await this.confirm(`Restore ${work.length} item(s)${replacing ? `, replacing ${replacing}` : ''}${extra}?`, { forceOnly: stopsVolumeUsers });
+    const items = work.length ? `${work.length} item(s)${replacing ? ` (replacing ${replacing})` : ''}` : '';
+    await this.confirm(`Restore ${[items, ...others].filter(Boolean).join(' and ')}?`, { forceOnly: stopsVolumeUsers });
   }
 
   protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
@@ -333,8 +334,7 @@ export class RestoreAllCommand extends RestoreBase {
       return 0;
     }
     if (nothingToDo) return 0;
-    const extra = [configWork ? `${configWork} config change(s)` : '', imageWork.length ? `${imageWork.length} image(s)` : ''].filter(Boolean);
-    await this.confirmPlan(work, extra.length ? ` and ${extra.join(' and ')}` : '');
+    await this.confirmPlan(work, [configWork ? `${configWork} config change(s)` : '', imageWork.length ? `${imageWork.length} image(s)` : '']);
     const errors: unknown[] = [];
     const rows: ResultRow[] = [];
     if (config && configWork) {
