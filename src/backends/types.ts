@@ -107,6 +107,12 @@ export interface Backend {
   /** Like list, plus what is damaged or incomplete (for verify). */
   scan(filter?: ListFilter): Promise<{ entries: BackupEntry[]; broken: BrokenBackup[] }>;
   createWriter(req: WriteRequest): Promise<ArchiveWriter>;
+  /**
+   * Makes each entry's manifest the full one, with the archive's `index` (what a restore's
+   * pre-flight reads). Needed where list() gives summaries only (restic); absent where the
+   * listed manifests are complete (dir).
+   */
+  loadFullManifests?(entries: BackupEntry[]): Promise<void>;
   /** The uncompressed tarball as stored. */
   openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable>;
   /** Removes these backups (a batch, so restic can forget them all and prune once). */

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, incus, incusJson, instanceNames, parentInterface, sh, state, tempTarget } from './helpers.js';
 
@@ -11,6 +12,8 @@ let target: ReturnType<typeof tempTarget>;
 let sha = '';
 
 const run = (...args: string[]) => cli([...args, '--project', P, '--target', target.uri]);
+const RESTIC_ENV = { RESTIC_PASSWORD: 'mapping-test-pw' };
+const resticUri = () => `restic:${target.dir}-restic`;
 
 interface InstanceJson {
   profiles: string[];
@@ -37,6 +40,8 @@ beforeAll(async () => {
   await incus('config', 'device', 'add', 'nic', 'lan', 'nic', `network=${NET1}`, 'name=eth1', '--project', P);
   const b = await run('backup', 'all');
   expect(b.exitCode, b.stderr).toBe(0);
+  const rb = await cli(['backup', 'instances', 'app', '--project', P, '--target', resticUri()], RESTIC_ENV);
+  expect(rb.exitCode, rb.stderr).toBe(0);
 });
 
 afterAll(async () => {
@@ -50,6 +55,7 @@ afterAll(async () => {
   await incus('project', 'delete', P).catch(() => undefined);
   await incus('storage', 'delete', POOL2).catch(() => undefined);
   for (const n of [NET1, NET2]) await incus('network', 'delete', n).catch(() => undefined);
+  if (target) rmSync(`${target.dir}-restic`, { recursive: true, force: true });
   target?.dispose();
 });
 
@@ -58,6 +64,15 @@ describe('restoring into a different environment', () => {
     const r = await run('restore', 'instance', 'app', '--target-name', 'app2', '--pool-map', `default=${POOL2}`, '-y');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`missing: volume ${POOL2}/data`);
+    expect(await instanceNames(P)).toEqual(['app', 'nic']);
+  });
+
+  it('pre-flight reads what the archive needs from a restic target too, and changes nothing', async () => {
+    // restic lists manifests without the archive's index; the plan must read it before the pre-flight.
+    const r = await cli(['restore', 'instance', 'app', '--target-name', 'app3', '--pool-map', `default=${POOL2}`, '--profile-map', `web=nope${tag}`, '-y', '--project', P, '--target', resticUri()], RESTIC_ENV);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`missing: volume ${POOL2}/data`);
+    expect(r.stderr).toContain(`missing: profile nope${tag}`);
     expect(await instanceNames(P)).toEqual(['app', 'nic']);
   });
 

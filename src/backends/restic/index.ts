@@ -33,6 +33,7 @@ import {
   type ResticRun,
   type ResticRunOptions,
 } from './restic.js';
+import { mapPool } from '../../core/pool.js';
 import type { ProcessResult } from '../../core/process.js';
 
 /**
@@ -218,6 +219,13 @@ export class ResticBackend implements Backend {
     }
     if (out.errored) throw out.errored;
     return out;
+  }
+
+  /** Reads the manifest files of these entries, a few restic processes at a time. */
+  async loadFullManifests(entries: BackupEntry[]): Promise<void> {
+    const settled = await mapPool(entries, 4, (e) => this.completeManifest(e));
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   private async completeManifest(entry: BackupEntry): Promise<void> {
