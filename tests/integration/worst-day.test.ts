@@ -1,0 +1,102 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, incus, incusJson, instanceNames, parseJson, sh, state } from './helpers.js';
+
+// The README's two commands on a restic repository: `backup all` every night, and on the worst
+// day `restore all --dry-run`, then again with -y. A project with its own profiles and images
+// loses an instance, its volume, a profile and an image; everything comes back.
+const tag = randomBytes(3).toString('hex');
+const P = `t-worst-${tag}`;
+const env = { RESTIC_PASSWORD: 'worst-day-pw' };
+let work: string;
+let uri: string;
+let fp = '';
+let dataSha = '';
+
+const run = (...args: string[]) => cli([...args, '--project', P, '--target', uri], env);
+
+interface Plan {
+  config: { changes: { kind: string; name: string; action: string }[] } | null;
+  images: { fingerprint: string; action: string }[];
+  items: { type: string; name: string; action: string }[];
+  missing: unknown[];
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'ib-worst-'));
+  uri = `restic:${join(work, 'repo')}`;
+  await incus('project', 'create', P, '-c', 'features.images=true', '-c', 'features.profiles=true');
+  await incus('profile', 'device', 'add', 'default', 'root', 'disk', 'path=/', 'pool=default', '--project', P);
+  await incus('profile', 'create', 'app', '--project', P);
+  await incus('profile', 'set', 'app', 'user.role', 'web', '--project', P);
+  await incus('image', 'export', 'ib-busybox', join(work, 'bb'));
+  await incus('image', 'import', join(work, 'bb.tar'), '--project', P, '--alias', 'bb');
+  fp = (await incusJson<{ fingerprint: string }[]>('/1.0/images?recursion=1', P))[0]!.fingerprint;
+  await incus('storage', 'volume', 'create', 'default', 'vol', '--project', P);
+  await incus('launch', 'bb', 'web', '--project', P, '-p', 'default', '-p', 'app');
+  await incus('storage', 'volume', 'attach', 'default', 'vol', 'web', '/srv', '--project', P);
+  dataSha = await sh(P, 'web', 'dd if=/dev/urandom of=/srv/blob bs=1M count=2 2>/dev/null; sha256sum /srv/blob | cut -d" " -f1');
+});
+
+afterAll(async () => {
+  for (const i of await instanceNames(P).catch(() => [] as string[])) await incus('delete', '-f', i, '--project', P).catch(() => undefined);
+  await incus('storage', 'volume', 'delete', 'default', 'vol', '--project', P).catch(() => undefined);
+  for (const i of await incusJson<{ fingerprint: string }[]>('/1.0/images?recursion=1', P).catch(() => [])) {
+    await incus('image', 'delete', i.fingerprint, '--project', P).catch(() => undefined);
+  }
+  await incus('profile', 'delete', 'app', '--project', P).catch(() => undefined);
+  await incus('project', 'delete', P).catch(() => undefined);
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+describe('the worst day, on a restic repository', () => {
+  it('backup all --with-images, lose everything, restore all --dry-run changes nothing, -y brings it all back', async () => {
+    const b = await run('backup', 'all', '--with-images', '--output', 'json');
+    expect(b.exitCode, b.stderr).toBe(0);
+    expect(parseJson<{ type: string; status: string }[]>(b.stdout).map((r) => `${r.type}:${r.status}`)).toEqual([
+      'config:ok',
+      'image:ok',
+      'volume:ok',
+      'instance:ok',
+    ]);
+
+    await incus('delete', '-f', 'web', '--project', P);
+    await incus('storage', 'volume', 'delete', 'default', 'vol', '--project', P);
+    await incus('image', 'delete', fp, '--project', P);
+    await incus('profile', 'delete', 'app', '--project', P);
+
+    const dry = await run('restore', 'all', '--apply-config', '--dry-run', '--output', 'json');
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    const plan = parseJson<Plan>(dry.stdout);
+    expect(plan.config?.changes.map((c) => `${c.action} ${c.kind} ${c.name}`)).toContain('create profile app');
+    expect(plan.images.map((i) => `${i.action} ${i.fingerprint}`)).toEqual([`create ${fp}`]);
+    expect(plan.items.map((i) => `${i.action} ${i.type} ${i.name}`)).toEqual(['create volume vol', 'create instance web']);
+    expect(plan.missing).toEqual([]);
+    expect(await instanceNames(P)).toEqual([]);
+    expect(await incusJson<unknown[]>('/1.0/images', P)).toEqual([]);
+
+    // Without the config, the pre-flight names the profile the archive needs (read from restic).
+    const refused = await run('restore', 'all', '-y');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toMatch(/missing: profile app/);
+    expect(await instanceNames(P)).toEqual([]);
+
+    const r = await run('restore', 'all', '--apply-config', '-y');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await incus('profile', 'get', 'app', 'user.role', '--project', P)).toBe('web');
+    expect((await incusJson<{ aliases: { name: string }[] }>(`/1.0/images/${fp}`, P)).aliases.map((a) => a.name)).toEqual(['bb']);
+    expect(await instanceNames(P)).toEqual(['web']);
+    expect(await state(P, 'web')).toBe('Running');
+    expect(await sh(P, 'web', 'sha256sum /srv/blob | cut -d" " -f1')).toBe(dataSha);
+
+    // Run again: nothing left to do.
+    const again = await run('restore', 'all', '--apply-config', '--skip-existing', '--dry-run', '--output', 'json');
+    expect(again.exitCode, again.stderr).toBe(0);
+    const nothing = parseJson<Plan>(again.stdout);
+    expect(nothing.images.map((i) => i.action)).toEqual(['skip']);
+    expect(nothing.items.map((i) => i.action)).toEqual(['skip', 'skip']);
+  });
+});
