@@ -108,11 +108,11 @@ export interface Backend {
   scan(filter?: ListFilter): Promise<{ entries: BackupEntry[]; broken: BrokenBackup[] }>;
   createWriter(req: WriteRequest): Promise<ArchiveWriter>;
   /**
-   * Makes each entry's manifest the full one, with the archive's `index` (what a restore's
-   * pre-flight reads). Needed where list() gives summaries only (restic); absent where the
-   * listed manifests are complete (dir).
+   * Gives each entry's manifest at least the index fields a restore plan reads (planIndex).
+   * Needed where list() gives summaries (restic: older backups' summaries carry no index);
+   * absent where listed manifests are complete (dir).
    */
-  loadFullManifests?(entries: BackupEntry[]): Promise<void>;
+  loadIndexes?(entries: BackupEntry[]): Promise<void>;
   /** The uncompressed tarball as stored. */
   openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable>;
   /** Removes these backups (a batch, so restic can forget them all and prune once). */

@@ -56,6 +56,29 @@ export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requireme
   return out;
 }
 
+/**
+ * The parts of an archive's backup/index.yaml that planning a restore reads: the root pool, the
+ * profiles, the NICs' networks, the disks' pools and sources (requirementsOf) and the cloud-init
+ * instance-id (kept across a restore). Small enough to travel in a restic snapshot tag, so a
+ * restore can be planned from the listing alone.
+ */
+export function planIndex(index: Record<string, unknown>): Record<string, unknown> {
+  const i = index as { pool?: string; config?: { container?: IndexContainer & { config?: Record<string, string> } } };
+  const c = i.config?.container ?? {};
+  const devices: Record<string, Record<string, string>> = {};
+  for (const [name, d] of Object.entries(c.devices ?? {})) {
+    if (d.type !== 'nic' && d.type !== 'disk') continue;
+    const kept: Record<string, string> = { type: d.type };
+    for (const k of ['network', 'pool', 'source', 'path']) if (d[k] !== undefined) kept[k] = d[k]!;
+    devices[name] = kept;
+  }
+  const cloudInitId = c.config?.['volatile.cloud-init.instance-id'];
+  return {
+    ...(i.pool ? { pool: i.pool } : {}),
+    config: { container: { profiles: c.profiles ?? [], devices, ...(cloudInitId ? { config: { 'volatile.cloud-init.instance-id': cloudInitId } } : {}) } },
+  };
+}
+
 const key = (r: Pick<Requirement, 'what' | 'project' | 'name'>) => `${r.what}\0${r.project}\0${r.name}`;
 
 /**

@@ -122,6 +122,24 @@ describe('restic target, local repository', () => {
     await expectNoLeftovers('c1');
   });
 
+  it('lists the index fields a restore plan reads, and reads the manifest file for summaries without them', async () => {
+    const b = backend(repo);
+    try {
+      const [entry] = await b.list({ type: 'instance', project: P, name: 'c1' });
+      const summary = entry!.manifest.index as { config: { container: { profiles: string[]; devices: Record<string, unknown> } } };
+      expect(summary.config.container.profiles).toEqual(['default']);
+      // A summary written before it carried these fields: the plan reads the manifest file instead.
+      delete entry!.manifest.index;
+      await b.loadIndexes([entry!]);
+      const full = entry!.manifest.index as unknown as { name?: string; config: { container: { profiles: string[]; config: Record<string, string> } } };
+      expect(full.name).toBeDefined(); // the summary has no name: this is the manifest file's index
+      expect(full.config.container.profiles).toEqual(['default']);
+      expect(Object.keys(full.config.container.config).length).toBeGreaterThan(1);
+    } finally {
+      await b.close();
+    }
+  });
+
   it('stores almost nothing for a second unchanged backup, as a new version', async () => {
     const b = await cli(['backup', 'instances', 'c1', '--project', P, '--target', uri], env);
     expect(b.exitCode, b.stderr).toBe(0);

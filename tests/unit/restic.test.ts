@@ -32,6 +32,8 @@ import {
 import { InterruptedError, UsageError } from '../../src/errors.js';
 import type { Manifest } from '../../src/core/manifest.js';
 import type { ResourceKey } from '../../src/core/types.js';
+import { planIndex, requirementsOf } from '../../src/core/preflight.js';
+import type { RestorePlanItem } from '../../src/core/restore.js';
 
 const web1: ResourceKey = { type: 'instance', project: 'default', name: 'web1' };
 const data: ResourceKey = { type: 'volume', project: 'p2', pool: 'default', name: 'data' };
@@ -98,11 +100,53 @@ describe('tags', () => {
       expect.stringMatching(/^ib-summary=[A-Za-z0-9_-]+$/),
     ]);
     expect(tags).toHaveLength(7);
-    // The index stays out of the tag (it lives in the manifest file).
+    // The full index stays out of the tag (it lives in the manifest file); what a restore plan
+    // reads of it comes along.
     expect(tags[6]!.length).toBeLessThan(1500);
     const back = decodeSummary(tags[6]!.slice('ib-summary='.length));
-    expect(back.index).toBeUndefined();
-    expect(back).toEqual({ ...m, index: undefined });
+    expect(back.index).toEqual({ config: { container: { profiles: [], devices: {} } } });
+    expect(back).toEqual({ ...m, index: planIndex(m.index!) });
+  });
+
+  it('keeps in the summary the index fields a restore plan reads, and only those', () => {
+    const index = {
+      name: 'web1',
+      pool: 'fast',
+      snapshots: ['s1', 's2'],
+      config: {
+        container: {
+          profiles: ['default', 'web'],
+          config: { 'volatile.cloud-init.instance-id': 'abc', 'volatile.eth0.hwaddr': '00:16:3e:00:00:01', 'limits.cpu': '2' },
+          devices: {
+            eth1: { type: 'nic', network: 'lan', name: 'eth1', hwaddr: 'x' },
+            data: { type: 'disk', pool: 'fast', source: 'data', path: '/srv' },
+            gpu: { type: 'gpu', id: '0' },
+          },
+        },
+        snapshots: [{ name: 's1', config: { big: 'x'.repeat(3000) } }],
+      },
+    };
+    const m = manifest(web1, '20260102T030405Z', { index });
+    const back = decodeSummary(manifestTags(m, 'd'.repeat(64))[6]!.slice('ib-summary='.length));
+    expect(back.index).toEqual({
+      pool: 'fast',
+      config: {
+        container: {
+          profiles: ['default', 'web'],
+          devices: { eth1: { type: 'nic', network: 'lan' }, data: { type: 'disk', pool: 'fast', source: 'data', path: '/srv' } },
+          config: { 'volatile.cloud-init.instance-id': 'abc' },
+        },
+      },
+    });
+    // The plan derives the same requirements from the summary as from the full index.
+    const item = (idx: Record<string, unknown>) =>
+      ({ entry: { manifest: { ...m, index: idx } }, dest: { kind: 'instance', project: 'default', name: 'web1' } }) as unknown as RestorePlanItem;
+    const maps = { project: new Map(), pool: new Map(), profile: new Map(), network: new Map() };
+    expect(requirementsOf(item(back.index!), maps)).toEqual(requirementsOf(item(index), maps));
+    // A volume's summary carries no index at all.
+    const vol = manifest({ type: 'volume', project: 'default', pool: 'fast', name: 'data' }, '20260102T030405Z', { index });
+    const volSummary = manifestTags(vol, 'd'.repeat(64)).find((t) => t.startsWith('ib-summary='))!;
+    expect(decodeSummary(volSummary.slice('ib-summary='.length)).index).toBeUndefined();
   });
 
   it('passes each tag with its own --tag flag', () => {

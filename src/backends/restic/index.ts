@@ -221,9 +221,13 @@ export class ResticBackend implements Backend {
     return out;
   }
 
-  /** Reads the manifest files of these entries, a few restic processes at a time. */
-  async loadFullManifests(entries: BackupEntry[]): Promise<void> {
-    const settled = await mapPool(entries, 4, (e) => this.completeManifest(e));
+  /**
+   * Backups made since the summary carries the plan's index fields need nothing; for older ones
+   * the manifest files are read, a few restic processes at a time.
+   */
+  async loadIndexes(entries: BackupEntry[]): Promise<void> {
+    const lacking = entries.filter((e) => e.manifest.type === 'instance' && e.manifest.index === undefined);
+    const settled = await mapPool(lacking, 4, (e) => this.completeManifest(e));
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
   }

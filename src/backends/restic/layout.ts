@@ -24,6 +24,7 @@
  * removed show up as broken (for verify / prune to clean up).
  */
 import { compareManifests, validateManifest, type Manifest } from '../../core/manifest.js';
+import { planIndex } from '../../core/preflight.js';
 import type { ResourceKey, ResourceType } from '../../core/types.js';
 import type { BackupEntry, BrokenBackup, ListFilter } from '../types.js';
 
@@ -91,9 +92,15 @@ export function tagArgs(tags: string[]): string[] {
   return tags.flatMap((t) => ['--tag', t]);
 }
 
+/**
+ * The manifest for the listing's tag: without the archive's full index (that lives in the
+ * manifest file), but with the few index fields a restore plan reads (planIndex), so that
+ * planning needs no restic process per backup.
+ */
 export function encodeSummary(m: Manifest): string {
-  const { index: _index, ...rest } = m;
-  return Buffer.from(JSON.stringify(rest), 'utf8').toString('base64url');
+  const { index, ...rest } = m;
+  const summary = index && m.type === 'instance' ? { ...rest, index: planIndex(index) } : rest;
+  return Buffer.from(JSON.stringify(summary), 'utf8').toString('base64url');
 }
 
 /** The summary as a manifest (without `index`); throws ManifestError if it is not one. */
