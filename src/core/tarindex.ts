@@ -1,7 +1,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { parse as parseYaml } from 'yaml';
+import { BLOCK, longNameOf, parseHeader } from './tar.js';
 
-const BLOCK = 512;
 const LIMIT = 4 << 20; // index.yaml is the first entry; never hold more than this looking for it
 
 /**
@@ -33,25 +33,15 @@ export class TarIndexCapture extends Transform {
     let off = 0;
     let longName: string | undefined;
     while (off + BLOCK <= buf.length) {
-      const h = buf.subarray(off, off + BLOCK);
-      if (h.every((b) => b === 0)) break;
-      const size = parseInt(h.subarray(124, 136).toString('ascii').replace(/\0.*$/, '').trim() || '0', 8);
-      const type = String.fromCharCode(h[156]!);
-      const prefix = h.subarray(345, 500).toString('utf8').replace(/\0.*$/s, '');
-      let name = h.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '');
-      if (prefix) name = `${prefix}/${name}`;
-      if (longName) {
-        name = longName;
-        longName = undefined;
-      }
-      const dataEnd = off + BLOCK + size;
+      const h = parseHeader(buf.subarray(off, off + BLOCK));
+      if (!h) break;
+      const name = longName ?? h.name;
+      longName = undefined;
+      const dataEnd = off + BLOCK + h.size;
       if (dataEnd > buf.length) break; // need more bytes
       const data = buf.subarray(off + BLOCK, dataEnd);
-      if (type === 'L') longName = data.toString('utf8').replace(/\0.*$/s, '');
-      else if (type === 'x') {
-        const m = /\d+ path=([^\n]*)\n/.exec(data.toString('utf8'));
-        if (m) longName = m[1];
-      } else if (name.replace(/^\.\//, '') === 'backup/index.yaml') {
+      if (h.type === 'L' || h.type === 'x') longName = longNameOf(h.type, data);
+      else if (name.replace(/^\.\//, '') === 'backup/index.yaml') {
         try {
           this.index = parseYaml(data.toString('utf8')) as Record<string, unknown>;
         } catch {
@@ -60,7 +50,7 @@ export class TarIndexCapture extends Transform {
         this.finish();
         return;
       }
-      off = dataEnd + ((BLOCK - (size % BLOCK)) % BLOCK);
+      off += BLOCK + h.padded;
     }
     if (final || this.headBytes > LIMIT) this.finish();
   }

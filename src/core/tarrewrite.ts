@@ -1,19 +1,9 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { BLOCK, parseHeader } from './tar.js';
 
-const BLOCK = 512;
 /** The YAML entries come first in an Incus backup; give up looking after this many bytes. */
 const LIMIT = 16 << 20;
-
-function octal(buf: Buffer, off: number, len: number): number {
-  return parseInt(buf.subarray(off, off + len).toString('ascii').replace(/\0.*$/s, '').trim() || '0', 8);
-}
-
-function headerName(h: Buffer): string {
-  const name = h.subarray(0, 100).toString('utf8').replace(/\0.*$/s, '');
-  const prefix = h.subarray(345, 500).toString('utf8').replace(/\0.*$/s, '');
-  return prefix ? `${prefix}/${name}` : name;
-}
 
 /** A copy of header `h` for `size` bytes of data, with its checksum recomputed. */
 function withSize(h: Buffer, size: number): Buffer {
@@ -70,11 +60,9 @@ export class TarYamlRewriter extends Transform {
   private drain(): void {
     while (this.buf.length >= BLOCK) {
       const h = this.buf.subarray(0, BLOCK);
-      if (h.every((b) => b === 0)) return this.finish();
-      const type = String.fromCharCode(h[156]!);
-      const size = octal(h, 124, 12);
-      const padded = size + ((BLOCK - (size % BLOCK)) % BLOCK);
-      const name = headerName(h);
+      const header = parseHeader(h);
+      if (!header) return this.finish();
+      const { type, size, padded, name } = header;
       if (type === 'x' || type === 'g' || type === 'L') {
         // Extended headers may carry the next entry's size or name; keep it simple and safe.
         if (this.buf.length < BLOCK + padded) return;
