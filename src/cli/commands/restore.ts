@@ -324,7 +324,8 @@ export class RestoreAllCommand extends RestoreBase {
         this.print(images, imagePreviewColumns);
       }
       this.context.stdout.write('Volumes and instances:\n');
-      this.print(plan, previewColumns);
+      if (plan.length) this.print(plan, previewColumns);
+      else this.context.stdout.write('  none\n');
     } else if (this.showsPlan(this.dryRun || missing.length > 0 || nothingToDo)) {
       this.printData({ config: config ? configPreviewData(config) : null, images: images.map(imagePreviewData), items: plan.map(previewData), missing });
     }
