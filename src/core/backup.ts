@@ -3,13 +3,13 @@ import { pipeline } from 'node:stream/promises';
 import { subjectPath, type BackupSubject } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
-import { InterruptedError } from '../errors.js';
+import { IbError, InterruptedError } from '../errors.js';
 import type { ArchiveWriter, BackupEntry } from '../backends/types.js';
 import { HashingStream } from './hashing.js';
 import { draftManifest, type Manifest } from './manifest.js';
 import { Cleanup, type RunContext } from './run.js';
 import { TarIndexCapture } from './tarindex.js';
-import { isStaleTmpName, tmpName } from './tmpnames.js';
+import { isStaleTmpName, liveOtherRun, tmpName } from './tmpnames.js';
 import type { Compression, ConsistencyMode, ResourceKey } from './types.js';
 
 export interface BackupOptions {
@@ -69,7 +69,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       archiveBase: subject.kind === 'instance' ? 'export.tar' : 'volume.tar',
       compression: opts.compression,
     });
-    await sweepResourceLeftovers(ctx, subject);
+    await sweepResourceLeftovers(ctx, subject, label);
     let source: Manifest['source'];
     let running = false;
     if (subject.kind === 'instance') {
@@ -220,13 +220,25 @@ async function deleteIfExists(ctx: RunContext, s: BackupSubject): Promise<void> 
   }
 }
 
-/** Removes temporary snapshots and server-side backups that killed runs left on `subject`. */
-async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject): Promise<void> {
-  for (const snap of (await ctx.api.listSnapshots(subject)).filter(isStaleTmpName)) {
+/**
+ * Removes the temporary snapshots and server-side backups of killed runs on this resource, and
+ * refuses to start while another run is snapshotting or staging it: Incus cannot snapshot and
+ * copy one instance for two runs at once ("snapshot record count doesn't match ...").
+ */
+async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, label: string): Promise<void> {
+  const snapshots = await ctx.api.listSnapshots(subject);
+  const serverBackups = await ctx.api.listServerBackups(subject);
+  for (const name of [...snapshots, ...serverBackups]) {
+    const pid = liveOtherRun(name);
+    if (pid !== undefined) {
+      throw new IbError(`${label} is being backed up by another incus-backup run right now (pid ${pid}, temporary ${name})`, 1, 'back it up again once that run has finished');
+    }
+  }
+  for (const snap of snapshots.filter(isStaleTmpName)) {
     ctx.ui.warn(`removing temporary snapshot ${snap} left by an interrupted run`);
     await ctx.api.deleteSnapshot(subject, snap).catch(ignoreNotFound);
   }
-  for (const b of (await ctx.api.listServerBackups(subject)).filter(isStaleTmpName)) {
+  for (const b of serverBackups.filter(isStaleTmpName)) {
     ctx.ui.warn(`removing server-side backup ${b} left by an interrupted run`);
     await ctx.api.deleteServerBackup(subject, b).catch(ignoreNotFound);
   }

@@ -20,3 +20,11 @@ export function isStaleTmpName(name: string): boolean {
 export function isTmpName(name: string): boolean {
   return TMP.test(name);
 }
+
+/** The pid of another run that is still alive, when `name` is one of its temporary names. */
+export function liveOtherRun(name: string): number | undefined {
+  const m = TMP.exec(name);
+  if (!m) return undefined;
+  const pid = Number(m[1]);
+  return pid !== process.pid && pidAlive(pid) ? pid : undefined;
+}

@@ -259,6 +259,24 @@ describe('instances on a directory target', () => {
     expect(readdirSync(join(target.dir, '.staging'))).toEqual([]);
     await incus('delete', '-f', 'big', '--project', P);
   });
+
+  it('refuses an instance another live run is snapshotting, naming it, and leaves its snapshot alone', async () => {
+    await launch(P, 'shared');
+    // What a run in progress (this test process stands in for it: its pid is alive) has made.
+    const theirs = `ibtmp-${process.pid}-feed1234`;
+    await incus('snapshot', 'create', 'shared', theirs, '--project', P);
+    try {
+      const r = await cli(['backup', 'instances', 'shared', '--project', P, '--target', target.uri]);
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stderr).toContain(`instance ${P}/shared is being backed up by another incus-backup run right now (pid ${process.pid}`);
+      expect(await snapshotNames(P, 'shared')).toEqual([theirs]);
+      await incus('snapshot', 'delete', 'shared', theirs, '--project', P);
+      const again = await cli(['backup', 'instances', 'shared', '--project', P, '--target', target.uri]);
+      expect(again.exitCode, again.stderr).toBe(0);
+    } finally {
+      await incus('delete', '-f', 'shared', '--project', P);
+    }
+  });
 });
 
 describe('point-in-time consistency', () => {
