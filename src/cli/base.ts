@@ -1,6 +1,5 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { stringify as stringifyYaml } from 'yaml';
 import { existsSync, readFileSync } from 'node:fs';
 import { DEFAULT_CONFIG_FILE, parseSettings, type FileSettings } from '../core/settings.js';
 import { openBackend } from '../backends/registry.js';
@@ -9,6 +8,7 @@ import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../errors.js'
 import { IncusApi } from '../incus/api.js';
 import { IncusClient, resolveSocketPath } from '../incus/client.js';
 import type { RunContext } from '../core/run.js';
+import { yaml } from '../core/yaml.js';
 import { LOG_LEVELS, type LogLevel } from '../core/types.js';
 import { createUi } from '../output/ui.js';
 import { JsonLog, loggingUi } from '../output/log.js';
@@ -249,7 +249,7 @@ export abstract class BaseCommand extends Command<IbContext> {
 
   /** One result object as json/yaml (for results that are not a list of rows). */
   printData(data: unknown): void {
-    this.context.stdout.write(this.format === 'yaml' ? stringifyYaml(data) : JSON.stringify(data, null, 2) + '\n');
+    this.context.stdout.write(this.format === 'yaml' ? yaml().stringify(data) : JSON.stringify(data, null, 2) + '\n');
   }
 
   /**

@@ -1,4 +1,5 @@
-import { LineCounter, parseDocument, isMap, isScalar, isSeq, type Node, type Pair } from 'yaml';
+import type { Node, Pair } from 'yaml';
+import { yaml } from './yaml.js';
 import { UsageError } from '../errors.js';
 import { LOG_LEVELS, type LogLevel } from './types.js';
 
@@ -49,6 +50,7 @@ export const DEFAULT_CONFIG_FILE = '/etc/incus-backup/config.yaml';
 
 /** Parses and validates; errors name the file, the key and the line. */
 export function parseSettings(text: string, file: string): FileSettings {
+  const { LineCounter, parseDocument, isMap, isScalar, isSeq } = yaml();
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   const where = (n: Node | Pair | null | undefined) => {

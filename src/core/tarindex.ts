@@ -1,5 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import { parse as parseYaml } from 'yaml';
+import { yaml } from './yaml.js';
 import { BLOCK, longNameOf, parseHeader } from './tar.js';
 
 const LIMIT = 4 << 20; // index.yaml is the first entry; never hold more than this looking for it
@@ -43,7 +43,7 @@ export class TarIndexCapture extends Transform {
       if (h.type === 'L' || h.type === 'x') longName = longNameOf(h.type, data);
       else if (name.replace(/^\.\//, '') === 'backup/index.yaml') {
         try {
-          this.index = parseYaml(data.toString('utf8')) as Record<string, unknown>;
+          this.index = yaml().parse(data.toString('utf8')) as Record<string, unknown>;
         } catch {
           this.index = undefined;
         }

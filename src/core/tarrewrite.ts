@@ -1,5 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { yaml } from './yaml.js';
 import { BLOCK, parseHeader } from './tar.js';
 
 /** The YAML entries come first in an Incus backup; give up looking after this many bytes. */
@@ -77,9 +77,9 @@ export class TarYamlRewriter extends Transform {
         continue;
       }
       if (this.buf.length < BLOCK + padded) return;
-      const doc = parseYaml(this.buf.subarray(BLOCK, BLOCK + size).toString('utf8')) as Record<string, unknown>;
+      const doc = yaml().parse(this.buf.subarray(BLOCK, BLOCK + size).toString('utf8')) as Record<string, unknown>;
       this.rewrite(doc, name.replace(/^\.\//, ''));
-      const data = Buffer.from(stringifyYaml(doc));
+      const data = Buffer.from(yaml().stringify(doc));
       const pad = Buffer.alloc((BLOCK - (data.length % BLOCK)) % BLOCK);
       this.push(Buffer.concat([withSize(h, data.length), data, pad]));
       this.buf = this.buf.subarray(BLOCK + padded);

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type TableType from 'cli-table3';
-import { stringify } from 'yaml';
+import { yaml } from '../core/yaml.js';
 
 export type OutputFormat = 'table' | 'json' | 'yaml';
 
@@ -12,7 +12,7 @@ export interface Column<T> {
 /** One result, three renderings: people get a table, scripts get the same rows as data. */
 export function render<T>(rows: T[], format: OutputFormat, columns: Column<T>[], toData: (row: T) => unknown = (r) => r): string {
   if (format === 'json') return JSON.stringify(rows.map(toData), null, 2) + '\n';
-  if (format === 'yaml') return stringify(rows.map(toData));
+  if (format === 'yaml') return yaml().stringify(rows.map(toData));
   if (rows.length === 0) return '';
   // Loaded on first use: json/yaml output and the streaming commands' start-up never need it.
   const Table = createRequire(import.meta.url)('cli-table3') as typeof TableType;
