@@ -39,9 +39,11 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# shellcheck source=container/apt.sh
+. "$(dirname "$0")/container/apt.sh"
 src=/etc/apt/sources.list.d/incus-backup-extra.sources
 if [ ! -f "$src" ]; then
-  mirror=$(awk '/^URIs:/ && $2 ~ /debian$/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  mirror=$(debian_mirror debian)
   [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
   cat > "$src" <<SRC
 Types: deb
@@ -51,14 +53,7 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 fi
-# Below 100: trixie is only used for what is asked for by name (restic/trixie). At 100 its
-# newer versions could become candidates for packages installed from backports, and a later
-# apt-get install (docker.io, say) would then try to pull trixie's libc.
-cat > /etc/apt/preferences.d/incus-backup-trixie <<PIN
-Package: *
-Pin: release n=trixie
-Pin-Priority: 50
-PIN
+write_trixie_pin /etc/apt/preferences.d/incus-backup-trixie
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 pkgs=()

@@ -19,21 +19,11 @@ die() { say "$*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "building the image needs root (debootstrap, chroot)"
 
-# The same Debian mirror the host's apt uses (deb822 first, then one-line sources).
-mirror_for() { # $1: suffix of the repository path, "debian" or "debian-security"
-  local m=""
-  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-    m=$(awk -v s="$1" '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i ~ ("/" s "/?$")) { print $i; exit } }' \
-          /etc/apt/sources.list.d/debian.sources)
-  fi
-  if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
-    m=$(awk -v s="$1" '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ ("^[a-z]+://.*/" s "/?$")) { print $i; exit } }' \
-          /etc/apt/sources.list)
-  fi
-  echo "${m%/}"
-}
-mirror=$(mirror_for debian); [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
-security=$(mirror_for debian-security)
+# shellcheck source=apt.sh
+. "$(dirname "$0")/apt.sh"
+# The same Debian mirror the host's apt uses.
+mirror=$(debian_mirror debian); [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+security=$(debian_mirror debian-security)
 
 export DEBIAN_FRONTEND=noninteractive
 if ! command -v debootstrap >/dev/null 2>&1; then
@@ -86,16 +76,13 @@ printf 'path-exclude /usr/share/doc/*\npath-exclude /usr/share/man/*\npath-exclu
 rm -rf "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*
 
 # Sources: bookworm (+updates, +security), bookworm-backports for Incus 6.0, and trixie pinned
-# below 100 so that only what is asked for by name (restic/trixie) comes from it. (At 100, trixie
-# ties with installed packages, so its newer versions become the candidates of anything installed
-# from backports, e.g. iproute2 or incus-base, which need trixie's libc: any later install that
-# touches them fails with "held broken packages".)
+# below 100 (see apt.sh).
 rm -f "$rootfs/etc/apt/sources.list"
 {
   printf 'Types: deb\nURIs: %s\nSuites: bookworm bookworm-updates bookworm-backports trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$mirror"
   [ -z "$security" ] || printf '\nTypes: deb\nURIs: %s\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$security"
 } > "$rootfs/etc/apt/sources.list.d/debian.sources"
-printf 'Package: *\nPin: release n=trixie\nPin-Priority: 50\n' > "$rootfs/etc/apt/preferences.d/trixie"
+write_trixie_pin "$rootfs/etc/apt/preferences.d/trixie"
 printf 'Acquire::Languages "none";\nAPT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
   > "$rootfs/etc/apt/apt.conf.d/90incus-backup-test"
 # No service may start inside the chroot (postinst scripts ask invoke-rc.d).
