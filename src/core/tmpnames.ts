@@ -12,9 +12,16 @@ export function tmpName(): string {
   return `ibtmp-${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 
-export function isStaleTmpName(name: string): boolean {
+/** The pid of the run that made temporary name `name` (not this one); undefined for other names. */
+function otherRunPid(name: string): number | undefined {
   const m = TMP.exec(name);
-  return !!m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]));
+  const pid = m ? Number(m[1]) : undefined;
+  return pid === process.pid ? undefined : pid;
+}
+
+export function isStaleTmpName(name: string): boolean {
+  const pid = otherRunPid(name);
+  return pid !== undefined && !pidAlive(pid);
 }
 
 export function isTmpName(name: string): boolean {
@@ -23,8 +30,6 @@ export function isTmpName(name: string): boolean {
 
 /** The pid of another run that is still alive, when `name` is one of its temporary names. */
 export function liveOtherRun(name: string): number | undefined {
-  const m = TMP.exec(name);
-  if (!m) return undefined;
-  const pid = Number(m[1]);
-  return pid !== process.pid && pidAlive(pid) ? pid : undefined;
+  const pid = otherRunPid(name);
+  return pid !== undefined && pidAlive(pid) ? pid : undefined;
 }

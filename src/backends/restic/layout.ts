@@ -103,7 +103,7 @@ export function encodeSummary(m: Manifest): string {
   return Buffer.from(JSON.stringify(summary), 'utf8').toString('base64url');
 }
 
-/** The summary as a manifest (without `index`); throws ManifestError if it is not one. */
+/** The summary as a manifest (its `index` only planIndex's fields, if any); throws ManifestError if it is not one. */
 export function decodeSummary(s: string): Manifest {
   let v: unknown;
   try {
