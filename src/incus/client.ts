@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { setFlagsFromString } from 'node:v8';
 import { Readable } from 'node:stream';
 import type { Client } from 'undici';
 import { connectionLost, IncusConnectionError, IncusError } from './errors.js';
@@ -6,6 +7,19 @@ import { connectionLost, IncusConnectionError, IncusError } from './errors.js';
 // undici (~20 MiB, ~50 ms to load) is loaded when a command first talks to Incus: list, verify
 // and prune work on the target alone and never pay for it.
 const require = createRequire(import.meta.url);
+
+let wasmFlagSet = false;
+/**
+ * undici parses HTTP with llhttp compiled to WebAssembly. V8 re-compiles hot WebAssembly with its
+ * optimising compiler, which took ~30 MiB at its peak here for no measurable speed (the parser
+ * handles headers and chunk framing, not the archive's bytes; measured with scripts/bench).
+ * Set before undici compiles its parser.
+ */
+function keepWasmOnBaselineCompiler(): void {
+  if (wasmFlagSet) return;
+  wasmFlagSet = true;
+  setFlagsFromString('--liftoff-only');
+}
 
 /** Where the Incus socket is: INCUS_SOCKET, else $INCUS_DIR/unix.socket, else the system's. */
 export function resolveSocketPath(env: NodeJS.ProcessEnv = process.env): string {
@@ -79,6 +93,7 @@ export class IncusClient {
   ) {
     // Staging a large backup or spooling an import can take many minutes between bytes:
     // undici's 300 s header/body timeouts would turn that into a bogus failure.
+    keepWasmOnBaselineCompiler();
     const undici = require('undici') as typeof import('undici');
     this.http = new undici.Client('http://incus', { socketPath, headersTimeout: 0, bodyTimeout: 0 });
   }
