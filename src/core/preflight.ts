@@ -1,4 +1,3 @@
-import { IncusError } from '../incus/errors.js';
 import type { IncusApi } from '../incus/api.js';
 import type { RestorePlanItem } from './restore.js';
 
@@ -102,7 +101,7 @@ export function requirementKey(what: Requirement['what'], project: string, name:
   return key({ what, project, name });
 }
 
-async function exists(api: IncusApi, r: Requirement): Promise<boolean> {
+function exists(api: IncusApi, r: Requirement): Promise<boolean> {
   const enc = encodeURIComponent;
   let path: string;
   if (r.what === 'project') path = `/1.0/projects/${enc(r.name)}`;
@@ -113,13 +112,7 @@ async function exists(api: IncusApi, r: Requirement): Promise<boolean> {
     const [pool, vol] = r.name.split('/') as [string, string];
     path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(vol)}`;
   }
-  try {
-    await api.client.get(path, r.what === 'storage-pool' || r.what === 'project' ? {} : { project: r.project });
-    return true;
-  } catch (e) {
-    if (e instanceof IncusError && e.notFound) return false;
-    throw e;
-  }
+  return api.client.exists(path, r.what === 'storage-pool' || r.what === 'project' ? {} : { project: r.project });
 }
 
 export function describeRequirement(r: Requirement): string {

@@ -4,21 +4,24 @@ import { Readable } from 'node:stream';
 import type { Client } from 'undici';
 import { connectionLost, IncusConnectionError, IncusError } from './errors.js';
 
-// undici (~20 MiB, ~50 ms to load) is loaded when a command first talks to Incus: list, verify
-// and prune work on the target alone and never pay for it.
 const require = createRequire(import.meta.url);
+let undici: typeof import('undici') | undefined;
 
-let wasmFlagSet = false;
 /**
- * undici parses HTTP with llhttp compiled to WebAssembly. V8 re-compiles hot WebAssembly with its
- * optimising compiler, which took ~30 MiB at its peak here for no measurable speed (the parser
- * handles headers and chunk framing, not the archive's bytes; measured with scripts/bench).
- * Set before undici compiles its parser.
+ * undici (~20 MiB, ~50 ms to load), loaded when a command first talks to Incus: list, verify and
+ * prune work on the target alone and never pay for it.
+ *
+ * It parses HTTP with llhttp compiled to WebAssembly, which V8 re-compiles when hot with its
+ * optimising compiler: that took ~30 MiB at its peak here for no measurable speed (the parser
+ * handles headers and chunk framing, not the archive's bytes; measured with scripts/bench). So
+ * WebAssembly stays on the baseline compiler, set before undici compiles its parser.
  */
-function keepWasmOnBaselineCompiler(): void {
-  if (wasmFlagSet) return;
-  wasmFlagSet = true;
-  setFlagsFromString('--liftoff-only');
+function loadUndici(): typeof import('undici') {
+  if (!undici) {
+    setFlagsFromString('--liftoff-only');
+    undici = require('undici') as typeof import('undici');
+  }
+  return undici;
 }
 
 /** Where the Incus socket is: INCUS_SOCKET, else $INCUS_DIR/unix.socket, else the system's. */
@@ -93,9 +96,7 @@ export class IncusClient {
   ) {
     // Staging a large backup or spooling an import can take many minutes between bytes:
     // undici's 300 s header/body timeouts would turn that into a bogus failure.
-    keepWasmOnBaselineCompiler();
-    const undici = require('undici') as typeof import('undici');
-    this.http = new undici.Client('http://incus', { socketPath, headersTimeout: 0, bodyTimeout: 0 });
+    this.http = new (loadUndici().Client)('http://incus', { socketPath, headersTimeout: 0, bodyTimeout: 0 });
   }
 
   async close(): Promise<void> {
