@@ -1,4 +1,5 @@
 import { ExitCode, InterruptedError, IbError, type ExitCodeValue } from '../errors.js';
+import { mapPool } from '../core/pool.js';
 import { humanBytes, humanDuration, type Column } from '../output/format.js';
 
 /** One line of the end-of-run summary, the same object for the table and for json/yaml. */
@@ -46,6 +47,38 @@ export function settle(rows: ResultRow[], errors: unknown[]): ExitCodeValue {
   if (errors.length === 0) return ExitCode.ok;
   if (rows.length === 1 && errors.length === 1) throw errors[0];
   return ExitCode.partial;
+}
+
+/**
+ * Carries out `apply` on each item, `parallel` at a time (none started after `signal` aborts),
+ * and gives one summary row per item, in order: `row(item)` with the time it took, or failed
+ * with its error (instead of the row's detail), which also goes to `errors`.
+ */
+export async function applyAll<T>(
+  work: T[],
+  parallel: number,
+  signal: AbortSignal,
+  apply: (item: T) => Promise<void>,
+  row: (item: T) => ResultRow,
+  errors: unknown[],
+): Promise<ResultRow[]> {
+  const settled = await mapPool(
+    work,
+    parallel,
+    async (item) => {
+      const started = Date.now();
+      await apply(item);
+      return Date.now() - started;
+    },
+    signal,
+  );
+  return settled.map((r, i): ResultRow => {
+    const { detail, ...base } = row(work[i]!);
+    if (r.status === 'fulfilled') return { ...base, durationMs: r.value, ...(detail !== undefined ? { detail } : {}) };
+    errors.push(r.reason);
+    // A failed item's error takes the place of its detail.
+    return { ...base, status: 'failed', error: errorText(r.reason) };
+  });
 }
 
 export function errorText(e: unknown): string {

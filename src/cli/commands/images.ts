@@ -1,13 +1,12 @@
 import { Command, Option } from 'clipanion';
 import { applyImageRestore, planImageRestore, type ImageRestorePlan } from '../../core/images.js';
 import type { RunContext } from '../../core/run.js';
-import { mapPool } from '../../core/pool.js';
 import { ExitCode, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
 import type { BackupEntry } from '../../backends/types.js';
 import { BaseCommand } from '../base.js';
 import { groupByResource, pickVersion } from '../select.js';
-import { errorText, settle, type ResultRow } from '../summary.js';
+import { applyAll, settle, type ResultRow } from '../summary.js';
 
 export const imagePreviewColumns: Column<ImageRestorePlan>[] = [
   { header: 'IMAGE', value: (p) => p.entry.manifest.name.slice(0, 12) },
@@ -24,25 +23,18 @@ export function imagePreviewData(p: ImageRestorePlan): Record<string, unknown> {
 }
 
 /** Carries out image plans, `parallel` at a time; failures go to `errors` and into the rows. */
-export async function restoreImages(ctx: RunContext, work: ImageRestorePlan[], parallel: number, errors: unknown[]): Promise<ResultRow[]> {
-  const settled = await mapPool(
+export function restoreImages(ctx: RunContext, work: ImageRestorePlan[], parallel: number, errors: unknown[]): Promise<ResultRow[]> {
+  return applyAll(
     work,
     parallel,
-    async (p) => {
-      const started = Date.now();
-      await applyImageRestore(ctx, p);
-      return Date.now() - started;
-    },
     ctx.signal,
+    (p) => applyImageRestore(ctx, p),
+    (p): ResultRow => {
+      const m = p.entry.manifest;
+      return { type: 'image', project: p.project, name: m.name.slice(0, 12), status: 'ok', action: p.action, timestamp: m.timestamp, size: m.archive.size, detail: p.action };
+    },
+    errors,
   );
-  return settled.map((r, i): ResultRow => {
-    const p = work[i]!;
-    const m = p.entry.manifest;
-    const base: ResultRow = { type: 'image', project: p.project, name: m.name.slice(0, 12), status: 'ok', action: p.action, timestamp: m.timestamp, size: m.archive.size };
-    if (r.status === 'fulfilled') return { ...base, durationMs: r.value, detail: p.action };
-    errors.push(r.reason);
-    return { ...base, status: 'failed', error: errorText(r.reason) };
-  });
 }
 
 export class RestoreImagesCommand extends BaseCommand {

@@ -7,13 +7,12 @@ import type { RunContext } from '../../core/run.js';
 import { SERVER_WIDE } from '../../core/types.js';
 import type { BackupEntry } from '../../backends/types.js';
 import { applyConfig, configPreviewColumns, configPreviewData, configPreviewRows, pickConfig, previewConfig } from './config.js';
-import { mapPool } from '../../core/pool.js';
 import type { ResourceType } from '../../core/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
 import { groupByResource, selectBackups } from '../select.js';
-import { errorText, settle, type ResultRow } from '../summary.js';
+import { applyAll, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 import { imagePreviewColumns, imagePreviewData, restoreImages } from './images.js';
 
@@ -119,34 +118,25 @@ abstract class RestoreBase extends BaseCommand {
     await this.confirm(`Restore ${[items, ...others].filter(Boolean).join(' and ')}?`, { forceOnly: stopsVolumeUsers });
   }
 
-  protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
-    const settled = await mapPool(
+  protected restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
+    return applyAll(
       work,
       this.parallel,
-      async (item) => {
-        const started = Date.now();
-        await restoreItem(ctx, item);
-        return Date.now() - started;
-      },
       ctx.signal,
-    );
-    return settled.map((r, i): ResultRow => {
-      const item = work[i]!;
-      const m = item.entry.manifest;
-      const base: ResultRow = {
-        type: m.type,
+      (item) => restoreItem(ctx, item),
+      (item): ResultRow => ({
+        type: item.entry.manifest.type,
         project: item.dest.project,
         name: item.dest.name,
         ...(item.dest.kind === 'volume' ? { pool: item.dest.pool } : {}),
         status: 'ok',
         action: item.action,
-        timestamp: m.timestamp,
-        size: m.archive.size,
-      };
-      if (r.status === 'fulfilled') return { ...base, durationMs: r.value, detail: item.action };
-      errors.push(r.reason);
-      return { ...base, status: 'failed', error: errorText(r.reason) };
-    });
+        timestamp: item.entry.manifest.timestamp,
+        size: item.entry.manifest.archive.size,
+        detail: item.action,
+      }),
+      errors,
+    );
   }
 
   protected finish(ctx: RunContext & { ui: { stop(): void } }, rows: ResultRow[], errors: unknown[]): ExitCodeValue {
