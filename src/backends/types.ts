@@ -108,7 +108,7 @@ export interface Backend {
   scan(filter?: ListFilter): Promise<{ entries: BackupEntry[]; broken: BrokenBackup[] }>;
   createWriter(req: WriteRequest): Promise<ArchiveWriter>;
   /**
-   * Gives each entry's manifest at least the index fields a restore plan reads (planIndex).
+   * Gives each (instance) entry's manifest at least the index fields a restore plan reads (planIndex).
    * Needed where list() gives summaries (restic: older backups' summaries carry no index);
    * absent where listed manifests are complete (dir).
    */

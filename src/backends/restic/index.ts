@@ -226,7 +226,7 @@ export class ResticBackend implements Backend {
    * the manifest files are read, a few restic processes at a time.
    */
   async loadIndexes(entries: BackupEntry[]): Promise<void> {
-    const lacking = entries.filter((e) => e.manifest.type === 'instance' && e.manifest.index === undefined);
+    const lacking = entries.filter((e) => e.manifest.index === undefined);
     const settled = await mapPool(lacking, 4, (e) => this.completeManifest(e));
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
