@@ -1,9 +1,10 @@
 import { appendFileSync, existsSync, openSync, closeSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import type { Task, Ui } from '../core/run.js';
-import type { LogLevel } from '../core/types.js';
+import { LOG_LEVELS, type LogLevel } from '../core/types.js';
 
 export type Level = LogLevel;
-const ORDER: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+/** Severity: the order of LOG_LEVELS. */
+const severity = (l: Level) => LOG_LEVELS.indexOf(l);
 
 export interface LogEvent {
   level: Level;
@@ -31,7 +32,7 @@ export class JsonLog {
   }
 
   write(e: LogEvent): void {
-    if (ORDER[e.level] < ORDER[this.level]) return;
+    if (severity(e.level) < severity(this.level)) return;
     const line = JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n';
     this.rotateIfNeeded(Buffer.byteLength(line));
     appendFileSync(this.file, line, { mode: 0o600 });
