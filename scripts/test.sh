@@ -14,10 +14,12 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then
   scripts/install-deps.sh --unit
 fi
+# npm ci builds through the package's `prepare` script; otherwise build here.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
+else
+  npm run build
 fi
-npm run build
 npx tsc --noEmit -p .
 
 npx vitest run --project unit
