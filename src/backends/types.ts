@@ -115,6 +115,17 @@ export interface Backend {
   loadIndexes?(entries: BackupEntry[]): Promise<void>;
   /** The uncompressed tarball as stored. */
   openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable>;
+  /**
+   * A restore of `key`'s newest backup is about to follow: start reading it now, alongside the
+   * listing (restic: the dump's key derivation then overlaps the listing's). openArchive() uses
+   * what was read ahead only when the listing shows it is that entry's archive.
+   */
+  readAhead?(key: ResourceKey, signal?: AbortSignal): void;
+  /**
+   * Whether openArchive(entry) was served by readAhead(). A checksum mismatch then may only mean
+   * that a newer backup landed between the listing and the read-ahead: read it again, plainly.
+   */
+  wasReadAhead?(entry: BackupEntry): boolean;
   /** Removes these backups (a batch, so restic can forget them all and prune once). */
   remove(entries: BackupEntry[]): Promise<void>;
   close(): Promise<void>;

@@ -5,7 +5,7 @@ import type { BackupSubject } from '../incus/api.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
 import { InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
-import { VerifyingStream } from './hashing.js';
+import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
 import { Cleanup, type RunContext } from './run.js';
 import { mapName, rewritesInstance, type Mappings } from './preflight.js';
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
@@ -141,7 +141,7 @@ export async function uploadVerified<T>(
  * name. For a replace the current resource is renamed aside first and is put back, as it was,
  * if anything after that fails.
  */
-export async function restoreItem(ctx: RunContext, item: RestorePlanItem): Promise<void> {
+export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again = false): Promise<void> {
   if (item.action === 'skip') return;
   const { api, ui, signal } = ctx;
   const label = destLabel(item.dest);
@@ -178,6 +178,11 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem): Promi
     task.end(false);
     await cleanup.run(ui.warn.bind(ui));
     if (signal.aborted) throw new InterruptedError(`interrupted while restoring ${label}; nothing was changed`);
+    if (!again && e instanceof ChecksumMismatchError && ctx.backend.wasReadAhead?.(item.entry)) {
+      // What was read ahead was a newer backup that landed after the listing, not this one.
+      ui.warn(`${label}: the read-ahead of ${m.timestamp} met a newer backup; reading ${m.timestamp} again`);
+      return restoreItem(ctx, item, true);
+    }
     throw streamFailure(e, `the restore of ${label}`);
   }
 }

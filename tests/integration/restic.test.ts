@@ -2,10 +2,15 @@ import { createHash } from 'node:crypto';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createResticBackend, type ResticBackend } from '../../src/backends/restic/index.js';
 import { pidAlive } from '../../src/core/fsutil.js';
+import { planRestore, restoreItem } from '../../src/core/restore.js';
+import { IncusApi } from '../../src/incus/api.js';
+import { IncusClient, resolveSocketPath } from '../../src/incus/client.js';
+import { createUi } from '../../src/output/ui.js';
 import { IbError } from '../../src/errors.js';
 import { cli, cliSpawn, freePort, incus, instanceNames, launch, parseJson, restServer, sh, snapshotNames, state, stopRestServers, testProject } from './helpers.js';
 
@@ -159,6 +164,76 @@ describe('restic target, local repository', () => {
       expect(entries.map((e) => e.dataAdded)).toEqual(data.map((s) => s.summary!.data_added));
     } finally {
       await be.close();
+    }
+  });
+
+  it('reads the newest backup ahead when restoring it with -y, and reads plainly when a newer archive has no manifest', async () => {
+    // restic itself, with every command line written down (the password is in the environment).
+    const calls = join(work, 'restic-calls.log');
+    const logger = join(work, 'restic-logged');
+    writeFileSync(logger, `#!/bin/sh\nprintf '%s\\n' "$*" >>'${calls}'\nexec restic "$@"\n`);
+    chmodSync(logger, 0o755);
+    const file = `/incus_${P}_instance_c1.tar`;
+    const restore = async (as: string) => {
+      writeFileSync(calls, '');
+      const r = await cli(['restore', 'instance', 'c1', '--target-name', as, '--project', P, '--target', uri, '-y'], { ...env, RESTIC_BINARY: logger });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await sh(P, as, 'sha256sum /data/f | cut -d" " -f1')).toBe(sha);
+      await incus('delete', '-f', as, '--project', P);
+      return readFileSync(calls, 'utf8').split('\n').filter((l) => l.startsWith('--retry-lock') && / dump /.test(l));
+    };
+    const newest = (await listJson(uri)).filter((r) => r.name === 'c1').at(-1)!;
+
+    // Both the archive and the manifest file were read ahead (`latest`), nothing by snapshot id.
+    const ahead = await restore('c1-ahead');
+    expect(ahead).toHaveLength(2);
+    expect(ahead.join('\n')).toContain(`--tag ib-archive,ib-type=instance,ib-project=${P},ib-name=c1 --path ${file} latest ${file}`);
+    expect(ahead.join('\n')).toContain(`--tag ib-manifest,ib-type=instance,ib-project=${P},ib-name=c1 --path /incus_${P}_instance_c1_manifest.json latest`);
+
+    // A newer data snapshot without a manifest (a run killed between the two): `latest` picks
+    // it, the listing does not; the newest complete backup is read by its id instead.
+    const orphan = await execa('restic', ['backup', '--stdin', '--stdin-filename', file.slice(1), '--host', 'incus-backup', '--tag', 'ib-archive', '--tag', 'ib-type=instance', '--tag', `ib-project=${P}`, '--tag', 'ib-name=c1', '--json', '--quiet'], {
+      input: Buffer.alloc(1 << 20, 1),
+      env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD },
+    });
+    const orphanId = (JSON.parse(orphan.stdout.trim().split('\n').at(-1)!) as { snapshot_id: string }).snapshot_id;
+    try {
+      const plain = await restore('c1-plain');
+      expect(plain.some((l) => l.includes(`dump ${newest.location} ${file}`))).toBe(true);
+    } finally {
+      await execa('restic', ['forget', orphanId], { env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD } });
+    }
+  });
+
+  it('reads a backup again, plainly, when what was read ahead is a newer archive that landed after the listing', async () => {
+    const be = backend(repo);
+    const client = new IncusClient(resolveSocketPath());
+    const warnings: string[] = [];
+    const ui = createUi({ stream: new PassThrough(), quiet: true, color: false });
+    const ctx = { api: new IncusApi(client), backend: be, ui: { ...ui, warn: (m: string) => warnings.push(m) }, signal: new AbortController().signal };
+    let orphanId: string | undefined;
+    try {
+      // The race, in order: the listing, then a new archive lands, then restic resolves `latest`.
+      const entries = await be.list({ type: 'instance', project: P, name: 'c1' });
+      const file = `incus_${P}_instance_c1.tar`;
+      const orphan = await execa('restic', ['backup', '--stdin', '--stdin-filename', file, '--host', 'incus-backup', '--tag', 'ib-archive', '--tag', 'ib-type=instance', '--tag', `ib-project=${P}`, '--tag', 'ib-name=c1', '--json', '--quiet'], {
+        input: Buffer.alloc(1 << 20, 2),
+        env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD },
+      });
+      orphanId = (JSON.parse(orphan.stdout.trim().split('\n').at(-1)!) as { snapshot_id: string }).snapshot_id;
+      be.readAhead({ type: 'instance', project: P, name: 'c1' });
+      const [item] = await planRestore(ctx, [entries.at(-1)!], { targetName: 'c1-race', replace: false, skipExisting: false, noStart: true });
+      await restoreItem(ctx, item!);
+      expect(be.wasReadAhead(item!.entry)).toBe(true);
+      expect(warnings.join('\n')).toMatch(/read-ahead .* met a newer backup/);
+      await incus('start', 'c1-race', '--project', P);
+      expect(await sh(P, 'c1-race', 'sha256sum /data/f | cut -d" " -f1')).toBe(sha);
+      await incus('delete', '-f', 'c1-race', '--project', P);
+      await expectNoLeftovers('c1');
+    } finally {
+      if (orphanId) await execa('restic', ['forget', orphanId], { env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD } });
+      await be.close();
+      await client.close();
     }
   });
 

@@ -8,6 +8,8 @@ import {
   encodePart,
   encodeSummary,
   keyFromTags,
+  latestDumpArgs,
+  latestSnapshot,
   manifestFileName,
   manifestTags,
   nextFreeVersion,
@@ -211,6 +213,51 @@ describe('pairing snapshots into backups', () => {
     expect([...v.get(resourceId(web1))!].sort()).toEqual(['20260102T030405Z', '20260102T030405Z-1']);
     expect(nextFreeVersion('20260102T030405Z', v.get(resourceId(web1))!)).toBe('20260102T030405Z-2');
     expect(nextFreeVersion('20260102T030406Z', new Set())).toBe('20260102T030406Z');
+  });
+});
+
+describe('which snapshot `restic dump latest` picks (read-ahead)', () => {
+  const snap = (id: string, time: string, k: ResourceKey, over: Partial<SnapshotInfo> = {}): SnapshotInfo => ({
+    id,
+    time,
+    hostname: SNAPSHOT_HOST,
+    paths: [`/${archiveFileName(k)}`],
+    tags: archiveTags(k),
+    ...over,
+  });
+  const other: ResourceKey = { type: 'instance', project: 'default', name: 'web2' };
+
+  it('gives restic the resource\'s host, all its tags as one filter, and its path', () => {
+    const file = `/${archiveFileName(web1)}`;
+    expect(latestDumpArgs(web1, 'archive')).toEqual(['--host', SNAPSHOT_HOST, '--tag', archiveTags(web1).join(','), '--path', file, 'latest', file]);
+    expect(latestDumpArgs(web1, 'manifest').slice(-2)).toEqual(['latest', `/${manifestFileName(web1)}`]);
+    expect(latestDumpArgs(web1, 'manifest')[3]).toMatch(/^ib-manifest,/);
+  });
+
+  it('picks the newest matching snapshot, compared as times, not as strings', () => {
+    const snaps = [
+      snap('a', '2026-01-02T03:04:05.5+01:00', web1), // 02:04:05.5Z: the newest
+      snap('b', '2026-01-02T02:04:05Z', web1),
+      snap('c', '2026-01-03T00:00:00Z', other),
+      snap('d', '2026-01-04T00:00:00Z', web1, { hostname: 'elsewhere' }),
+      snap('e', '2026-01-04T00:00:00Z', web1, { tags: ['ib-archive'] }),
+      snap('f', '2026-01-04T00:00:00Z', web1, { paths: ['/other.tar'] }),
+    ];
+    expect(latestSnapshot(snaps, web1, 'archive')).toBe('a');
+    expect(latestSnapshot(snaps, other, 'archive')).toBe('c');
+    expect(latestSnapshot(snaps, web1, 'manifest')).toBeUndefined();
+  });
+
+  it('does not guess between two snapshots of the same time', () => {
+    const snaps = [snap('a', '2026-01-02T00:00:00Z', web1), snap('b', '2026-01-02T00:00:00Z', web1), snap('c', '2026-01-01T00:00:00Z', web1)];
+    expect(latestSnapshot(snaps, web1, 'archive')).toBeUndefined();
+  });
+
+  it('finds the manifest snapshots of the sample among the others', () => {
+    const newest = pairSnapshots(SAMPLE, { type: 'instance', name: 'web1' }).entries.at(-1)!;
+    expect(latestSnapshot(SAMPLE, web1, 'manifest')).toBe(newest.manifestSnapshot);
+    // The sample's newest web1 archive has no manifest: a read-ahead of it would not be used.
+    expect(latestSnapshot(SAMPLE, web1, 'archive')).toMatch(/^ea096dd0/);
   });
 });
 

@@ -6,6 +6,8 @@ import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup,
 import {
   archiveFileName,
   archiveTags,
+  latestDumpArgs,
+  latestSnapshot,
   manifestFileName,
   manifestTags,
   nextFreeVersion,
@@ -67,6 +69,11 @@ export class ResticBackend implements Backend {
   private opened?: Promise<OpenedRepository>;
   /** Manifests already completed with their index (see openArchive). */
   private readonly complete = new WeakSet<Manifest>();
+  /** The last `restic snapshots` (which archive a read-ahead's `latest` picked). */
+  private lastListing?: SnapshotInfo[];
+  /** Dumps started by readAhead(), by resource id, not yet taken by openArchive(). */
+  private readonly readAheads = new Map<string, { archive: Promise<PassThrough>; manifest: Promise<string> }>();
+  private readonly servedAhead = new WeakSet<BackupEntry>();
 
   constructor(
     readonly repository: string,
@@ -112,7 +119,8 @@ export class ResticBackend implements Backend {
     try {
       const v: unknown = JSON.parse(r.stdout || '[]');
       if (!Array.isArray(v)) throw new Error('not a list');
-      return v as SnapshotInfo[];
+      this.lastListing = v as SnapshotInfo[];
+      return this.lastListing;
     } catch (e) {
       throw new IbError(`restic snapshots printed something unreadable (${(e as Error).message})`, 1);
     }
@@ -183,23 +191,88 @@ export class ResticBackend implements Backend {
   }
 
   /**
-   * Streams the tarball out of its data snapshot. Before that, the full manifest is read
-   * from the manifest snapshot and its `index` put into the entry (list() leaves it out to
-   * stay one restic call), so the restore sees the same manifest as with a dir target.
+   * Streams the tarball out of its data snapshot (or takes it from readAhead). Before that, the
+   * full manifest is read from the manifest snapshot and its `index` put into the entry (list()
+   * leaves it out to stay one restic call), so the restore sees the same manifest as with a dir
+   * target.
    */
   async openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable> {
     await this.ready();
-    const run = this.restic.start(['dump', entry.location, `/${archiveFileName(entry.manifest)}`], {
-      streamStdout: true,
-      ...(signal ? { signal } : {}),
-    });
+    const ahead = this.takeReadAhead(entry);
+    const out = (await ahead.archive) ?? this.dump([entry.location, `/${archiveFileName(entry.manifest)}`], signal);
+    // The manifest is read while the dump starts (each restic process spends about half a
+    // second deriving the key; two at once cost little more than one).
+    try {
+      await this.completeManifest(entry, ahead.manifest);
+    } catch (e) {
+      out.destroy();
+      throw e;
+    }
+    if (out.errored) throw out.errored;
+    return out;
+  }
+
+  /**
+   * Starts `restic dump latest` of the resource's archive and of its manifest now, so that
+   * their key derivations overlap the listing's. openArchive() takes each only if the listing
+   * shows that restic's pick is the entry being restored; the manifest is compared with the
+   * listing anyway, and a newer archive landing between the two listings is caught by the
+   * entry's sha256 (see wasReadAhead).
+   */
+  readAhead(key: ResourceKey, signal?: AbortSignal): void {
+    const id = resourceId(key);
+    if (this.readAheads.has(id)) return;
+    const ready = this.ready();
+    const archive = ready.then(() => this.dump(latestDumpArgs(key, 'archive'), signal));
+    const manifest = ready.then(() => this.restic.start(['dump', ...latestDumpArgs(key, 'manifest')], signal ? { signal } : {}).result).then((r) => r.stdout);
+    archive.catch(() => undefined);
+    manifest.catch(() => undefined);
+    this.readAheads.set(id, { archive, manifest });
+  }
+
+  wasReadAhead(entry: BackupEntry): boolean {
+    return this.servedAhead.has(entry);
+  }
+
+  /**
+   * What readAhead() started for the entry's resource and is surely the entry's (archive,
+   * manifest file); the rest is stopped. undefined parts are to be read the plain way.
+   */
+  private takeReadAhead(entry: BackupEntry): { archive: Promise<PassThrough | undefined>; manifest?: Promise<string | undefined> } {
+    const id = resourceId(entry.manifest);
+    const ahead = this.readAheads.get(id);
+    if (!ahead) return { archive: Promise.resolve(undefined) };
+    this.readAheads.delete(id);
+    const listing = this.lastListing ?? [];
+    const archiveOk = latestSnapshot(listing, entry.manifest, 'archive') === entry.location;
+    const manifestId = (entry as Partial<ResticEntry>).manifestSnapshot;
+    const manifestOk = manifestId !== undefined && latestSnapshot(listing, entry.manifest, 'manifest') === manifestId;
+    const archive = ahead.archive.then(
+      (out) => {
+        if (archiveOk && !out.errored && !out.destroyed) {
+          this.servedAhead.add(entry);
+          return out;
+        }
+        out.destroy();
+        return undefined;
+      },
+      () => undefined,
+    );
+    const manifest = ahead.manifest.catch(() => undefined);
+    return manifestOk ? { archive, manifest } : { archive };
+  }
+
+  /**
+   * `restic dump ARGS` as a stream that ends only once restic said it succeeded: a dump that
+   * dies half-way must not look like a short archive but fail with restic's own reason.
+   */
+  private dump(args: string[], signal?: AbortSignal): PassThrough {
+    const run = this.restic.start(['dump', ...args], { streamStdout: true, ...(signal ? { signal } : {}) });
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     // restic may fail before the caller has attached to the stream: keep that error for it
-    // (below) instead of letting it escape as an unhandled 'error' event.
+    // (openArchive) instead of letting it escape as an unhandled 'error' event.
     out.on('error', () => undefined);
     run.child.stdout.pipe(out, { end: false });
-    // End only once restic said it succeeded: a dump that dies half-way must not look like
-    // a short archive but fail with restic's own reason.
     const stdoutDone = new Promise<void>((resolve) => run.child.stdout.once('end', resolve).once('close', resolve));
     run.result.then(
       async () => {
@@ -209,15 +282,6 @@ export class ResticBackend implements Backend {
       (e: unknown) => out.destroy(e as Error),
     );
     out.once('close', () => run.child.kill());
-    // The manifest is read while the dump starts (each restic process spends about half a
-    // second deriving the key; two at once cost little more than one).
-    try {
-      await this.completeManifest(entry);
-    } catch (e) {
-      out.destroy();
-      throw e;
-    }
-    if (out.errored) throw out.errored;
     return out;
   }
 
@@ -232,19 +296,35 @@ export class ResticBackend implements Backend {
     if (failed) throw failed.reason;
   }
 
-  private async completeManifest(entry: BackupEntry): Promise<void> {
-    if (this.complete.has(entry.manifest)) return;
-    const [manifestId] = await this.manifestIds([entry]);
-    const r = await this.run(['dump', manifestId!, `/${manifestFileName(entry.manifest)}`]);
-    let full: Manifest;
-    try {
-      full = parseManifest(r.stdout);
-    } catch (e) {
-      throw new IbError(`manifest of ${label(entry.manifest)} ${entry.manifest.timestamp} is unreadable: ${(e as ManifestError).message}`, 1);
-    }
+  /**
+   * Puts the full manifest's index into the entry. `ahead`: the manifest file as read ahead;
+   * used only if it is this entry's (a newer backup may have landed meanwhile).
+   */
+  private async completeManifest(entry: BackupEntry, ahead?: Promise<string | undefined>): Promise<void> {
     const m = entry.manifest;
-    if (!sameKey(full, m) || full.timestamp !== m.timestamp || full.archive.sha256 !== m.archive.sha256 || full.archive.size !== m.archive.size) {
-      throw new IbError(`manifest of ${label(m)} ${m.timestamp} does not match its snapshot tags`, 1, 'run `incus-backup verify` on this target');
+    if (this.complete.has(m)) return;
+    const read = (text: string): Manifest => {
+      try {
+        return parseManifest(text);
+      } catch (e) {
+        throw new IbError(`manifest of ${label(m)} ${m.timestamp} is unreadable: ${(e as ManifestError).message}`, 1);
+      }
+    };
+    const matches = (full: Manifest | undefined): full is Manifest =>
+      !!full && sameKey(full, m) && full.timestamp === m.timestamp && full.archive.sha256 === m.archive.sha256 && full.archive.size === m.archive.size;
+    const early = await ahead;
+    let full: Manifest | undefined;
+    if (early !== undefined) {
+      try {
+        full = parseManifest(early);
+      } catch {
+        // Read again below, from the listed snapshot.
+      }
+    }
+    if (!matches(full)) {
+      const [manifestId] = await this.manifestIds([entry]);
+      full = read((await this.run(['dump', manifestId!, `/${manifestFileName(m)}`])).stdout);
+      if (!matches(full)) throw new IbError(`manifest of ${label(m)} ${m.timestamp} does not match its snapshot tags`, 1, 'run `incus-backup verify` on this target');
     }
     if (full.index !== undefined) m.index = full.index;
     this.complete.add(m);

@@ -160,6 +160,46 @@ export function matchesFilter(k: ResourceKey, f: ListFilter): boolean {
   );
 }
 
+/** A backup's two snapshots: the data (the archive) and its manifest. */
+export type SnapshotRole = 'archive' | 'manifest';
+
+function roleMatch(k: ResourceKey, role: SnapshotRole): { tags: string[]; path: string } {
+  return role === 'archive'
+    ? { tags: archiveTags(k), path: `/${archiveFileName(k)}` }
+    : { tags: [TAG_MANIFEST, ...resourceTags(k)], path: `/${manifestFileName(k)}` };
+}
+
+/**
+ * `restic dump` arguments for the newest snapshot of this role of a resource: our host, the
+ * tags every such snapshot has (`--tag a,b` means all of them), its one path, then `latest FILE`.
+ */
+export function latestDumpArgs(k: ResourceKey, role: SnapshotRole): string[] {
+  const { tags, path } = roleMatch(k, role);
+  return ['--host', SNAPSHOT_HOST, '--tag', tags.join(','), '--path', path, 'latest', path];
+}
+
+/**
+ * The snapshot that latestDumpArgs(k, role) makes restic pick from this listing: the newest one
+ * that matches. undefined when none does, or when two share the newest time (restic's pick
+ * between them is not ours to guess).
+ */
+export function latestSnapshot(snaps: readonly SnapshotInfo[], k: ResourceKey, role: SnapshotRole): string | undefined {
+  const { tags, path } = roleMatch(k, role);
+  let best: { id: string; time: number } | undefined;
+  let tie = false;
+  for (const s of snaps) {
+    const have = s.tags ?? [];
+    if (s.hostname !== SNAPSHOT_HOST || !tags.every((t) => have.includes(t)) || !(s.paths ?? []).includes(path)) continue;
+    const time = Date.parse(s.time);
+    if (!Number.isFinite(time)) return undefined;
+    if (!best || time > best.time) {
+      best = { id: s.id, time };
+      tie = false;
+    } else if (time === best.time) tie = true;
+  }
+  return tie ? undefined : best?.id;
+}
+
 /** A listed restic backup: the data snapshot is its location; the manifest snapshot is kept for removal. */
 export interface ResticEntry extends BackupEntry {
   manifestSnapshot: string;
