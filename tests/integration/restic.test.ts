@@ -237,6 +237,36 @@ describe('restic target, local repository', () => {
     }
   });
 
+  it('streams into restic as soon as restic has opened the repository, before the listing is back', async () => {
+    // restic itself, except that `restic snapshots` (the listing) waits until the test lets it go.
+    const release = join(work, 'release-listing');
+    const held = join(work, 'restic-held-listing');
+    writeFileSync(held, `#!/bin/sh\ncase " $* " in *" snapshots "*) n=0; while [ ! -e '${release}' ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done;; esac\nexec restic "$@"\n`);
+    chmodSync(held, 0o755);
+    rmSync(release, { force: true });
+    const before = (await listJson(uri)).filter((r) => r.name === 'c1').length;
+    const run = cliSpawn(['backup', 'instances', 'c1', '--no-snapshot', '--log-level', 'debug', '--project', P, '--target', uri], { ...env, RESTIC_BINARY: held });
+    let stderr = '';
+    // The server-side backup is deleted once its download has ended: with the listing still held.
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no download finished while the listing was held:\n${stderr}`)), 40_000);
+      run.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (/incus DELETE \/1\.0\/instances\/c1\/backups\/ibtmp-/.test(stderr)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    // The version is chosen from the listing: nothing is committed before it is back.
+    expect((await listJson(uri)).filter((r) => r.name === 'c1')).toHaveLength(before);
+    writeFileSync(release, '');
+    const r = await run;
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect((await listJson(uri)).filter((r) => r.name === 'c1')).toHaveLength(before + 1);
+    await expectNoLeftovers('c1');
+  });
+
   it('round-trips a custom volume', async () => {
     await incus('storage', 'volume', 'create', 'default', 'vol1', '--project', P);
     await incus('storage', 'volume', 'attach', 'default', 'vol1', 'c1', '/mnt/v1', '--project', P);

@@ -44,8 +44,13 @@ import type { ProcessResult } from '../../core/process.js';
  * an archive we did not explicitly commit (error, abort, Ctrl-C, even incus-backup being
  * killed outright: fd 3 and 4 then just close) never becomes a snapshot. Plain `--stdin`
  * would instead save whatever arrived before the pipe closed.
+ *
+ * restic starts the command only once it has opened the repository and loaded its index; the
+ * first line the command writes to stderr comes back on restic's as GATE_OPEN: the sign that
+ * restic takes data now.
  */
-const COMMIT_GATE = 'cat <&3 3<&- || exit 1; read -r word <&4 || exit 1; [ "$word" = commit ]';
+const COMMIT_GATE = 'echo ib-gate-open >&2; cat <&3 3<&- || exit 1; read -r word <&4 || exit 1; [ "$word" = commit ]';
+const GATE_OPEN = 'subprocess sh: ib-gate-open';
 
 export interface ResticBackendOptions extends Partial<Omit<ResticConfig, 'repository'>> {
   /** Where warnings go (old restic version). */
@@ -442,6 +447,8 @@ class ResticWriter implements ArchiveWriter {
   private run!: ResticRun;
   private data!: Writable;
   private gate!: Writable;
+  /** Resolves once restic has started the gate command (see COMMIT_GATE). */
+  private gateOpen!: Promise<void>;
   /** Bumped when restic is replaced, so that the old one's end is not taken as a failure. */
   private generation = 0;
   private pendingWrite?: (e?: Error | null) => void;
@@ -507,6 +514,8 @@ class ResticWriter implements ArchiveWriter {
 
   private start(): void {
     const generation = ++this.generation;
+    let gateOpen!: () => void;
+    this.gateOpen = new Promise<void>((resolve) => (gateOpen = resolve));
     this.run = this.backend.restic.start(
       [
         'backup',
@@ -523,7 +532,7 @@ class ResticWriter implements ArchiveWriter {
         '-c',
         COMMIT_GATE,
       ],
-      { extraInputs: 2 },
+      { extraInputs: 2, onStderrLine: (line) => line === GATE_OPEN && gateOpen() },
     );
     [this.data, this.gate] = this.run.child.inputs as [Writable, Writable];
     // restic ending before commit is always a failure: report restic's reason, not EPIPE.
@@ -545,12 +554,17 @@ class ResticWriter implements ArchiveWriter {
     });
   }
 
-  /** The repository is open (listed, or created by this run): restic may now get data. */
+  /**
+   * restic may now get data: it has opened the repository (its gate is open), or the listing
+   * is back and says the repository existed, or was created by this run (restic is then
+   * replaced if it may have started too early). The listing is waited for at commit anyway.
+   */
   private async prepare(): Promise<void> {
-    const repo = await this.opened;
+    const repo = await Promise.race([this.gateOpen.then(() => undefined), this.opened]);
     if (this.failure) throw this.failure;
-    if (!repo.initialised && this.missedRepository) this.failure = this.missedRepository;
-    else if (repo.initialised) {
+    // No `repo`: restic opened the repository by itself, so there is nothing to replace.
+    if (repo && !repo.initialised && this.missedRepository) this.failure = this.missedRepository;
+    else if (repo?.initialised) {
       // Started before the repository existed: it may have given up already. Replace it.
       const old = this.run;
       this.generation++;

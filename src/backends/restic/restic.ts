@@ -191,7 +191,7 @@ function lastCause(detail: string): string {
   return i >= 0 ? parts.slice(i).join(': ') : detail;
 }
 
-export type ResticRunOptions = Omit<ProcessOptions, 'env' | 'onStderrLine'>;
+export type ResticRunOptions = Omit<ProcessOptions, 'env'>;
 
 export interface ResticRun {
   child: ChildProcess;
@@ -253,6 +253,7 @@ export class Restic {
           unreachable = line;
           child.kill();
         }
+        opts.onStderrLine?.(line);
       },
     });
     this.running.add(child);
