@@ -1,5 +1,6 @@
 import { cpSync, readdirSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, flipByte, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
 
@@ -99,5 +100,24 @@ describe('verify, protect and prune on a restic target', () => {
     // --deep streams every archive back: the damaged data is named per backup too.
     const deep = await run(['verify', '--deep'], copy);
     expect(deep.exitCode, deep.stderr).toBe(3);
+  });
+
+  it('reads every manifest file with --deep: one replaced by junk under the same tags is damage', async () => {
+    const copy = join(tmp.dir, 'junk-manifest');
+    cpSync(repo(), copy, { recursive: true });
+    const restic = (args: string[], input?: string) =>
+      execa('restic', args, { env: { RESTIC_REPOSITORY: copy, RESTIC_PASSWORD: env.RESTIC_PASSWORD }, ...(input !== undefined ? { input } : {}) });
+    const snaps = JSON.parse((await restic(['snapshots', '--json'])).stdout) as { id: string; paths: string[]; tags: string[] }[];
+    const manifest = snaps.find((x) => x.tags.includes('ib-manifest'))!;
+    // The listing only reads tags, so the same tags over a junk file still list as a backup.
+    await restic(['backup', '--stdin', '--stdin-filename', manifest.paths[0]!.slice(1), '--host', 'incus-backup', ...manifest.tags.flatMap((t) => ['--tag', t]), '--quiet'], 'not a manifest');
+    await restic(['forget', manifest.id]);
+    const shallow = await run(['verify'], copy);
+    expect(shallow.exitCode, shallow.stderr).toBe(0);
+    const deep = await run(['verify', '--deep', '--output', 'json'], copy);
+    expect(deep.exitCode, deep.stderr).toBe(3);
+    const items = parseJson<{ status: string; problems: { kind: string; message: string }[] }[]>(deep.stdout);
+    expect(items.filter((i) => i.status === 'damaged')).toHaveLength(1);
+    expect(items.find((i) => i.status === 'damaged')!.problems[0]).toMatchObject({ kind: 'manifest', message: expect.stringMatching(/manifest of instance .* is unreadable/) });
   });
 });

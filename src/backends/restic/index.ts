@@ -2,12 +2,12 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
 import { keyLabel, type ResourceKey } from '../../core/types.js';
 import { IbError, UsageError } from '../../errors.js';
-import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, CheckOptions, ListFilter, Problem, WriteRequest } from '../types.js';
+import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, CheckOptions, EntryCheck, ListFilter, Problem, WriteRequest } from '../types.js';
 import {
   archiveFileName,
   archiveTags,
-  latestDumpArgs,
-  latestSnapshot,
+  latestArchiveDumpArgs,
+  latestArchiveSnapshot,
   manifestFileName,
   manifestTags,
   nextFreeVersion,
@@ -36,6 +36,7 @@ import {
   type ResticRunOptions,
 } from './restic.js';
 import { mapPool } from '../../core/pool.js';
+import { streamCheck } from '../../core/verify.js';
 import type { ProcessResult } from '../../core/process.js';
 
 /**
@@ -77,7 +78,7 @@ export class ResticBackend implements Backend {
   /** The last `restic snapshots` (which archive a read-ahead's `latest` picked). */
   private lastListing?: SnapshotInfo[];
   /** Dumps started by readAhead(), by resource id, not yet taken by openArchive(). */
-  private readonly readAheads = new Map<string, { archive: Promise<PassThrough>; manifest: Promise<string> }>();
+  private readonly readAheads = new Map<string, Promise<PassThrough>>();
   private readonly servedAhead = new WeakSet<BackupEntry>();
 
   constructor(
@@ -196,75 +197,72 @@ export class ResticBackend implements Backend {
   }
 
   /**
-   * Streams the tarball out of its data snapshot (or takes it from readAhead). Before that, the
-   * full manifest is read from the manifest snapshot and its `index` put into the entry (list()
-   * leaves it out to stay one restic call), so the restore sees the same manifest as with a dir
-   * target.
+   * Streams the tarball out of its data snapshot (or takes it from readAhead). A restore needs
+   * no more of the manifest than the listing's summary: it carries the sha256 and size checked
+   * on the way and the index fields the restore reads (planIndex). Only a summary from before
+   * those fields has its manifest file read (restore plans do that earlier, in loadIndexes).
    */
   async openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable> {
     await this.ready();
-    const ahead = this.takeReadAhead(entry);
-    const out = (await ahead.archive) ?? this.dump([entry.location, `/${archiveFileName(entry.manifest)}`], signal);
-    // The manifest is read while the dump starts (each restic process spends about half a
-    // second deriving the key; two at once cost little more than one).
-    try {
-      await this.completeManifest(entry, ahead.manifest);
-    } catch (e) {
-      out.destroy();
-      throw e;
+    const out = (await this.takeReadAhead(entry)) ?? this.dump([entry.location, `/${archiveFileName(entry.manifest)}`], signal);
+    if (entry.manifest.type === 'instance' && entry.manifest.index === undefined) {
+      try {
+        await this.completeManifest(entry);
+      } catch (e) {
+        out.destroy();
+        throw e;
+      }
     }
     if (out.errored) throw out.errored;
     return out;
   }
 
   /**
-   * Starts `restic dump latest` of the resource's archive and of its manifest now, so that
-   * their key derivations overlap the listing's. openArchive() takes each only if the listing
-   * shows that restic's pick is the entry being restored; the manifest is compared with the
-   * listing anyway, and a newer archive landing between the two listings is caught by the
-   * entry's sha256 (see wasReadAhead).
+   * `verify` of one backup: with --deep, its archive streamed back and checked against the
+   * manifest, and its manifest file read and compared with the listing's summary; without,
+   * nothing beyond the repository check (`restic check`).
+   */
+  async checkEntry(entry: BackupEntry, opts: CheckOptions): Promise<EntryCheck> {
+    if (!opts.deep) return { problems: [], bytesRead: 0 };
+    const [manifest, archive] = await Promise.allSettled([this.completeManifest(entry, { force: true }), streamCheck(this, entry, opts)]);
+    if (archive.status === 'rejected') throw archive.reason;
+    const r = archive.value;
+    if (manifest.status === 'rejected') r.problems.unshift({ kind: 'manifest', message: (manifest.reason as Error).message });
+    return r;
+  }
+
+  /**
+   * Starts `restic dump latest` of the resource's archive now, so that its key derivation
+   * overlaps the listing's. openArchive() takes it only if the listing shows that restic's pick
+   * is the entry being restored; a newer archive landing between the two listings is caught by
+   * the entry's sha256 (see wasReadAhead).
    */
   readAhead(key: ResourceKey, signal?: AbortSignal): void {
     const id = resourceId(key);
     if (this.readAheads.has(id)) return;
-    const ready = this.ready();
-    const archive = ready.then(() => this.dump(latestDumpArgs(key, 'archive'), signal));
-    const manifest = ready.then(() => this.restic.start(['dump', ...latestDumpArgs(key, 'manifest')], signal ? { signal } : {}).result).then((r) => r.stdout);
+    const archive = this.ready().then(() => this.dump(latestArchiveDumpArgs(key), signal));
     archive.catch(() => undefined);
-    manifest.catch(() => undefined);
-    this.readAheads.set(id, { archive, manifest });
+    this.readAheads.set(id, archive);
   }
 
   wasReadAhead(entry: BackupEntry): boolean {
     return this.servedAhead.has(entry);
   }
 
-  /**
-   * What readAhead() started for the entry's resource and is surely the entry's (archive,
-   * manifest file); the rest is stopped. undefined parts are to be read the plain way.
-   */
-  private takeReadAhead(entry: BackupEntry): { archive: Promise<PassThrough | undefined>; manifest?: Promise<string | undefined> } {
+  /** The read-ahead for the entry's resource, if it is surely the entry's archive; any other is stopped. */
+  private async takeReadAhead(entry: BackupEntry): Promise<PassThrough | undefined> {
     const id = resourceId(entry.manifest);
-    const ahead = this.readAheads.get(id);
-    if (!ahead) return { archive: Promise.resolve(undefined) };
+    const started = this.readAheads.get(id);
+    if (!started) return undefined;
     this.readAheads.delete(id);
-    const listing = this.lastListing ?? [];
-    const archiveOk = latestSnapshot(listing, entry.manifest, 'archive') === entry.location;
-    const manifestId = (entry as Partial<ResticEntry>).manifestSnapshot;
-    const manifestOk = manifestId !== undefined && latestSnapshot(listing, entry.manifest, 'manifest') === manifestId;
-    const archive = ahead.archive.then(
-      (out) => {
-        if (archiveOk && !out.errored && !out.destroyed) {
-          this.servedAhead.add(entry);
-          return out;
-        }
-        out.destroy();
-        return undefined;
-      },
-      () => undefined,
-    );
-    const manifest = ahead.manifest.catch(() => undefined);
-    return manifestOk ? { archive, manifest } : { archive };
+    const out = await started.catch(() => undefined);
+    if (!out) return undefined;
+    if (latestArchiveSnapshot(this.lastListing ?? [], entry.manifest) !== entry.location || out.errored || out.destroyed) {
+      out.destroy();
+      return undefined;
+    }
+    this.servedAhead.add(entry);
+    return out;
   }
 
   /**
@@ -302,34 +300,22 @@ export class ResticBackend implements Backend {
   }
 
   /**
-   * Puts the full manifest's index into the entry. `ahead`: the manifest file as read ahead;
-   * used only if it is this entry's (a newer backup may have landed meanwhile).
+   * Reads the backup's manifest file, checks it against the listing's summary and puts its
+   * index into the entry; once per manifest unless `force` (verify reads it again).
    */
-  private async completeManifest(entry: BackupEntry, ahead?: Promise<string | undefined>): Promise<void> {
+  private async completeManifest(entry: BackupEntry, opts: { force?: boolean } = {}): Promise<void> {
     const m = entry.manifest;
-    if (this.complete.has(m)) return;
-    const read = (text: string): Manifest => {
-      try {
-        return parseManifest(text);
-      } catch (e) {
-        throw new IbError(`manifest of ${label(m)} ${m.timestamp} is unreadable: ${(e as ManifestError).message}`, 1);
-      }
-    };
-    const matches = (full: Manifest | undefined): full is Manifest =>
-      !!full && sameKey(full, m) && full.timestamp === m.timestamp && full.archive.sha256 === m.archive.sha256 && full.archive.size === m.archive.size;
-    const early = await ahead;
-    let full: Manifest | undefined;
-    if (early !== undefined) {
-      try {
-        full = parseManifest(early);
-      } catch {
-        // Read again below, from the listed snapshot.
-      }
+    if (this.complete.has(m) && !opts.force) return;
+    const [manifestId] = await this.manifestIds([entry]);
+    const r = await this.run(['dump', manifestId!, `/${manifestFileName(m)}`]);
+    let full: Manifest;
+    try {
+      full = parseManifest(r.stdout);
+    } catch (e) {
+      throw new IbError(`manifest of ${label(m)} ${m.timestamp} is unreadable: ${(e as ManifestError).message}`, 1);
     }
-    if (!matches(full)) {
-      const [manifestId] = await this.manifestIds([entry]);
-      full = read((await this.run(['dump', manifestId!, `/${manifestFileName(m)}`])).stdout);
-      if (!matches(full)) throw new IbError(`manifest of ${label(m)} ${m.timestamp} does not match its snapshot tags`, 1, 'run `incus-backup verify` on this target');
+    if (!sameKey(full, m) || full.timestamp !== m.timestamp || full.archive.sha256 !== m.archive.sha256 || full.archive.size !== m.archive.size) {
+      throw new IbError(`manifest of ${label(m)} ${m.timestamp} does not match its snapshot tags`, 1, 'run `incus-backup verify` on this target');
     }
     if (full.index !== undefined) m.index = full.index;
     this.complete.add(m);

@@ -160,31 +160,23 @@ export function matchesFilter(k: ResourceKey, f: ListFilter): boolean {
   );
 }
 
-/** A backup's two snapshots: the data (the archive) and its manifest. */
-export type SnapshotRole = 'archive' | 'manifest';
-
-function roleMatch(k: ResourceKey, role: SnapshotRole): { tags: string[]; path: string } {
-  return role === 'archive'
-    ? { tags: archiveTags(k), path: `/${archiveFileName(k)}` }
-    : { tags: [TAG_MANIFEST, ...resourceTags(k)], path: `/${manifestFileName(k)}` };
+/**
+ * `restic dump` arguments for the newest data snapshot of a resource: our host, the tags every
+ * such snapshot has (`--tag a,b` means all of them), its one path, then `latest FILE`.
+ */
+export function latestArchiveDumpArgs(k: ResourceKey): string[] {
+  const path = `/${archiveFileName(k)}`;
+  return ['--host', SNAPSHOT_HOST, '--tag', archiveTags(k).join(','), '--path', path, 'latest', path];
 }
 
 /**
- * `restic dump` arguments for the newest snapshot of this role of a resource: our host, the
- * tags every such snapshot has (`--tag a,b` means all of them), its one path, then `latest FILE`.
+ * The data snapshot that latestArchiveDumpArgs(k) makes restic pick from this listing: the
+ * newest one that matches. undefined when none does, or when two share the newest time
+ * (restic's pick between them is not ours to guess).
  */
-export function latestDumpArgs(k: ResourceKey, role: SnapshotRole): string[] {
-  const { tags, path } = roleMatch(k, role);
-  return ['--host', SNAPSHOT_HOST, '--tag', tags.join(','), '--path', path, 'latest', path];
-}
-
-/**
- * The snapshot that latestDumpArgs(k, role) makes restic pick from this listing: the newest one
- * that matches. undefined when none does, or when two share the newest time (restic's pick
- * between them is not ours to guess).
- */
-export function latestSnapshot(snaps: readonly SnapshotInfo[], k: ResourceKey, role: SnapshotRole): string | undefined {
-  const { tags, path } = roleMatch(k, role);
+export function latestArchiveSnapshot(snaps: readonly SnapshotInfo[], k: ResourceKey): string | undefined {
+  const tags = archiveTags(k);
+  const path = `/${archiveFileName(k)}`;
   let best: { id: string; time: number } | undefined;
   let tie = false;
   for (const s of snaps) {
