@@ -17,7 +17,8 @@
  * entry from a single `restic snapshots --json` call: each restic process pays about half a
  * second of key derivation, so reading one manifest file per backup would make listing a
  * repository of a few hundred backups take minutes. The full manifest (with the archive's
- * index.yaml, several KiB, too big for a tag) is read only when a backup is restored.
+ * index.yaml, several KiB, too big for a tag) is read only by `verify --deep`, and by restores
+ * of backups whose summary predates the plan's index fields (planIndex).
  *
  * The manifest snapshot's tags are unique per backup, so a raw `restic forget --keep-*` never
  * forgets a manifest: whichever data snapshots it keeps stay listed; manifests whose data it
