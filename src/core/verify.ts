@@ -77,7 +77,8 @@ export function tarProblems(tar: ArchiveDigest, m: Manifest, what = 'tar'): Prob
 
 /**
  * The backend-neutral check: stream the archive back through openArchive and compare it with
- * the manifest. Used for backends without their own checkEntry (restic, with --deep).
+ * the manifest. Used with --deep for backends without their own checkEntry, and by the restic
+ * backend's checkEntry.
  */
 export async function streamCheck(backend: Backend, entry: BackupEntry, opts: CheckOptions): Promise<EntryCheck> {
   const tar = new ArchiveDigest();
