@@ -59,6 +59,19 @@ function backend(repo: string): ResticBackend {
   return createResticBackend(repo, `restic:${repo}`, { env: { ...process.env, ...env } });
 }
 
+/**
+ * A data snapshot of instance c1 with no manifest, as a run killed between the two would leave:
+ * 1 MiB of `fill` bytes under c1's archive name and tags. Returns its id.
+ */
+async function orphanArchive(repo: string, fill: number): Promise<string> {
+  const tags = ['ib-archive', 'ib-type=instance', `ib-project=${P}`, 'ib-name=c1'].flatMap((t) => ['--tag', t]);
+  const r = await execa('restic', ['backup', '--stdin', '--stdin-filename', `incus_${P}_instance_c1.tar`, '--host', 'incus-backup', ...tags, '--json', '--quiet'], {
+    input: Buffer.alloc(1 << 20, fill),
+    env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD },
+  });
+  return (JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { snapshot_id: string }).snapshot_id;
+}
+
 /** Stays clear of Incus: no temporary copies, no temporary snapshots left. */
 async function expectNoLeftovers(instance: string): Promise<void> {
   expect((await instanceNames(P)).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
@@ -191,11 +204,7 @@ describe('restic target, local repository', () => {
 
     // A newer data snapshot without a manifest (a run killed between the two): `latest` picks
     // it, the listing does not; the newest complete backup is read by its id instead.
-    const orphan = await execa('restic', ['backup', '--stdin', '--stdin-filename', file.slice(1), '--host', 'incus-backup', '--tag', 'ib-archive', '--tag', 'ib-type=instance', '--tag', `ib-project=${P}`, '--tag', 'ib-name=c1', '--json', '--quiet'], {
-      input: Buffer.alloc(1 << 20, 1),
-      env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD },
-    });
-    const orphanId = (JSON.parse(orphan.stdout.trim().split('\n').at(-1)!) as { snapshot_id: string }).snapshot_id;
+    const orphanId = await orphanArchive(repo, 1);
     try {
       const plain = await restore('c1-plain');
       expect(plain.some((l) => l.includes(`dump ${newest.location} ${file}`))).toBe(true);
@@ -214,12 +223,7 @@ describe('restic target, local repository', () => {
     try {
       // The race, in order: the listing, then a new archive lands, then restic resolves `latest`.
       const entries = await be.list({ type: 'instance', project: P, name: 'c1' });
-      const file = `incus_${P}_instance_c1.tar`;
-      const orphan = await execa('restic', ['backup', '--stdin', '--stdin-filename', file, '--host', 'incus-backup', '--tag', 'ib-archive', '--tag', 'ib-type=instance', '--tag', `ib-project=${P}`, '--tag', 'ib-name=c1', '--json', '--quiet'], {
-        input: Buffer.alloc(1 << 20, 2),
-        env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD },
-      });
-      orphanId = (JSON.parse(orphan.stdout.trim().split('\n').at(-1)!) as { snapshot_id: string }).snapshot_id;
+      orphanId = await orphanArchive(repo, 2);
       be.readAhead({ type: 'instance', project: P, name: 'c1' });
       const [item] = await planRestore(ctx, [entries.at(-1)!], { targetName: 'c1-race', replace: false, skipExisting: false, noStart: true });
       await restoreItem(ctx, item!);
