@@ -108,9 +108,9 @@ export interface Backend {
   scan(filter?: ListFilter): Promise<{ entries: BackupEntry[]; broken: BrokenBackup[] }>;
   createWriter(req: WriteRequest): Promise<ArchiveWriter>;
   /**
-   * Gives each (instance) entry's manifest at least the index fields a restore plan reads (planIndex).
-   * Needed where list() gives summaries (restic: older backups' summaries carry no index);
-   * absent where listed manifests are complete (dir).
+   * Gives each instance entry's manifest at least the index fields a restore reads (planIndex);
+   * other entries need none and are left alone. Needed where list() gives summaries (restic:
+   * older backups' summaries carry no index); absent where listed manifests are complete (dir).
    */
   loadIndexes?(entries: BackupEntry[]): Promise<void>;
   /** The uncompressed tarball as stored. */

@@ -60,7 +60,7 @@ function destLabel(d: BackupSubject): string {
 /** Decides, per backup, what the restore will do, without changing anything. */
 export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts: PlanOptions): Promise<RestorePlanItem[]> {
   // An instance's plan and pre-flight read its archive's index (root pool, profiles, NICs, disks).
-  await ctx.backend.loadIndexes?.(entries.filter((e) => e.manifest.type === 'instance'));
+  await ctx.backend.loadIndexes?.(entries);
   const plan: RestorePlanItem[] = [];
   const conflicts: string[] = [];
   for (const entry of entries) {

@@ -205,13 +205,11 @@ export class ResticBackend implements Backend {
   async openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable> {
     await this.ready();
     const out = (await this.takeReadAhead(entry)) ?? this.dump([entry.location, `/${archiveFileName(entry.manifest)}`], signal);
-    if (entry.manifest.type === 'instance' && entry.manifest.index === undefined) {
-      try {
-        await this.completeManifest(entry);
-      } catch (e) {
-        out.destroy();
-        throw e;
-      }
+    try {
+      await this.loadIndexes([entry]);
+    } catch (e) {
+      out.destroy();
+      throw e;
     }
     if (out.errored) throw out.errored;
     return out;
@@ -289,11 +287,11 @@ export class ResticBackend implements Backend {
   }
 
   /**
-   * Backups made since the summary carries the plan's index fields need nothing; for older ones
-   * the manifest files are read, a few restic processes at a time.
+   * Instances backed up since the summary carries the plan's index fields need nothing; for
+   * older ones the manifest files are read, a few restic processes at a time.
    */
   async loadIndexes(entries: BackupEntry[]): Promise<void> {
-    const lacking = entries.filter((e) => e.manifest.index === undefined);
+    const lacking = entries.filter((e) => e.manifest.type === 'instance' && e.manifest.index === undefined);
     const settled = await mapPool(lacking, 4, (e) => this.completeManifest(e));
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
