@@ -166,12 +166,9 @@ abstract class RestoreCommand extends RestoreBase {
     const api = this.incus();
     const ctx = this.runContext(api, backend);
     // One resource, its newest backup, no question to wait for: start reading it already.
-    if (!this.dryRun && (this.yes || this.force) && !this.version && refs.length === 1 && projects?.length === 1) {
-      const ref = refs[0]!;
-      backend.readAhead?.(
-        this.type === 'volume' ? { type: 'volume', project: projects[0]!, pool: ref.pool!, name: ref.name } : { type: 'instance', project: projects[0]!, name: ref.name },
-        ctx.signal,
-      );
+    const [ref] = refs;
+    if (!this.dryRun && (this.yes || this.force) && !this.version && refs.length === 1 && projects && ref) {
+      backend.readAhead?.({ type: this.type, project: projects[0]!, name: ref.name, ...(ref.pool ? { pool: ref.pool } : {}) }, ctx.signal);
     }
     const { plan, missing } = await ctx.ui.wait('reading the target and planning', async () => {
       const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
