@@ -33,7 +33,8 @@ const USAGE = `usage: node scripts/bench/bench.mjs [options]
   --quick              smoke run: small size, one round, no 4 GiB memory point
   --big-size SIZE      the second memory point (default 4G; skipped with --quick)
   --only LIST          run only these pairs, e.g. 1a,2,4 (1 dir, 2 restic, 3 consistency,
-                       4 restore, 5 second restic backup, 6 memory, 7 parallel)
+                       4 restore, 5 second restic backup, 6 memory, 7 parallel,
+                       8 nightly: four instances into restic in one run)
   --profile            also record one CPU profile (--cpu-prof) per kind of run and summarise it
   --no-btrfs           skip the btrfs pool in pair 3
   --plain-hash CMD     hasher of the plain download: openssl (default when present) or sha256sum
@@ -640,32 +641,72 @@ class Bench {
     for (const s of a) this.tempBytes.push({ id: '4b', what: 'restore instance <- dir', archive: bytes, cliWrote: s.writeBytes, stored: 0, treeWrote: s.treeWriteBytes, treeCancelled: s.treeCancelledBytes });
   }
 
-  /** 7: four instances, --parallel 2 vs --parallel 1. */
-  async pairParallel() {
+  /** 7 and 8 share four instances of --size / 4 each. */
+  async pairsOfFour() {
     const names = ['p1', 'p2', 'p3', 'p4'];
     try {
       for (const n of names) await this.launch(n, this.o.parallelSize);
-      const t = this.dirTarget('dir-parallel');
-      let bytes;
-      const run = (p) => async (r) => {
-        this.clearDirTarget(t);
-        const s = await this.ours(`7-p${p}-r${r}`, ['backup', 'instances', ...names, '--no-snapshot', '--parallel', String(p), '--target', `dir:${t}`]);
-        bytes = s.rows.reduce((x, row) => x + (row.size ?? 0), 0);
-        return s;
-      };
-      const [a, b] = await this.alternate(run(2), run(1));
-      this.clearDirTarget(t);
-      this.record('7', `4 instances x ${fmtBytes(this.o.parallelSize)} -> dir:`, {
-        a,
-        b,
-        bytes,
-        aName: 'parallel 2',
-        bName: 'parallel 1',
-        ratioName: 'p2/p1',
-      });
+      if (wanted(this.o, '7')) await this.guard('7', () => this.pairParallel(names));
+      if (wanted(this.o, '8')) await this.guard('8', () => this.pairNightlyRestic(names));
     } finally {
       for (const n of names) await this.deleteInstance(n);
     }
+  }
+
+  /** 7: four instances, --parallel 2 vs --parallel 1. */
+  async pairParallel(names) {
+    const t = this.dirTarget('dir-parallel');
+    let bytes;
+    const run = (p) => async (r) => {
+      this.clearDirTarget(t);
+      const s = await this.ours(`7-p${p}-r${r}`, ['backup', 'instances', ...names, '--no-snapshot', '--parallel', String(p), '--target', `dir:${t}`]);
+      bytes = s.rows.reduce((x, row) => x + (row.size ?? 0), 0);
+      return s;
+    };
+    const [a, b] = await this.alternate(run(2), run(1));
+    this.clearDirTarget(t);
+    this.record('7', `4 instances x ${fmtBytes(this.o.parallelSize)} -> dir:`, {
+      a,
+      b,
+      bytes,
+      aName: 'parallel 2',
+      bName: 'parallel 1',
+      ratioName: 'p2/p1',
+    });
+  }
+
+  /**
+   * 8: the nightly run: four instances into restic in one run of ours, against the loop a
+   * hand-made cron job would run (stage, download | restic backup --stdin, delete; one after the
+   * other). A fresh repository per round and side, as in pair 2.
+   */
+  async pairNightlyRestic(names) {
+    const summary = join(this.work, 'plain-summary.json');
+    let bytes;
+    const [a, b] = await this.alternate(
+      async (r) => {
+        const repo = await this.freshRepo('restic-ours-nightly');
+        const s = await this.ours(`8-r${r}`, ['backup', 'instances', ...names, '--no-snapshot', '--target', `restic:${repo}`]);
+        bytes = s.rows.reduce((x, row) => x + (row.size ?? 0), 0);
+        return s;
+      },
+      async (r) => {
+        const repo = await this.freshRepo('restic-plain-nightly');
+        return this.plain(`8-r${r}`, 'backup-restic-each', {
+          RESES: names.map((n) => `/1.0/instances/${n}`).join(' '),
+          BNAME: `bench-plain-${r}`,
+          SUMMARY: summary,
+          RESTIC_REPOSITORY: repo,
+        });
+      },
+    );
+    this.record('8', `nightly: 4 instances x ${fmtBytes(this.o.parallelSize)} -> restic:`, {
+      a,
+      b,
+      bytes,
+      target: 1.05,
+      note: 'ours: one `backup instances` run; plain: the pipe of pair 2 in a loop; fresh local repository per round and side',
+    });
   }
 
   /**
@@ -779,7 +820,7 @@ class Bench {
     if (wanted(o, '3a')) await this.guard('3a', () => this.pairConsistency('3a', 'c1', this.envInfo.rootPool.driver));
     if (wanted(o, '3b')) await this.guard('3b', () => this.btrfsPair());
     if (o.profile) await this.guard('profile', () => this.profileRuns());
-    if (wanted(o, '7')) await this.guard('7', () => this.pairParallel());
+    if (wanted(o, '7') || wanted(o, '8')) await this.guard('7/8', () => this.pairsOfFour());
     if (wanted(o, '6')) await this.guard('6', () => this.bigPoint());
   }
 

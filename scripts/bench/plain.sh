@@ -7,6 +7,7 @@
 #                            it, download it into $OUT while hashing it ($HASH_CMD), fsync $OUT,
 #                            delete the server-side backup
 #   plain.sh backup-restic   the same, the download piped into `restic backup --stdin`
+#   plain.sh backup-restic-each   backup-restic for every resource in $RESES, one after the other
 #   plain.sh restore-restic  `restic dump $SNAP /$FILENAME` piped into an import, wait for it
 #   plain.sh restore-file    $IN uploaded as an import, wait for it
 #
@@ -66,6 +67,15 @@ case "${1:-}" in
     download | restic backup --stdin --stdin-filename "$FILENAME" --json --quiet >"$SUMMARY"
     drop
     ;;
+  backup-restic-each)
+    # A hand-made nightly loop: every resource of $RESES in turn, as backup-restic does one.
+    for RES in $RESES; do
+      FILENAME="${RES##*/}.tar"
+      stage
+      download | restic backup --stdin --stdin-filename "$FILENAME" --json --quiet >"$SUMMARY"
+      drop
+    done
+    ;;
   restore-restic)
     restic dump "$SNAP" "/$FILENAME" | import_from -
     ;;
@@ -73,7 +83,7 @@ case "${1:-}" in
     import_from "$IN"
     ;;
   *)
-    echo "usage: $0 backup-file|backup-restic|restore-restic|restore-file (parameters in the environment)" >&2
+    echo "usage: $0 backup-file|backup-restic|backup-restic-each|restore-restic|restore-file (parameters in the environment)" >&2
     exit 2
     ;;
 esac
