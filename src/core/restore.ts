@@ -21,6 +21,11 @@ export interface RestorePlanItem {
   start: boolean;
   /** Instances this restore stops (and starts again afterwards). */
   stops: string[];
+  /**
+   * A replace: the snapshots of the resource being replaced. They are deleted with it (the
+   * restored one has the backup's snapshots, if it was taken --with-snapshots, and no others).
+   */
+  dropsSnapshots: string[];
   /** Instances: import onto this pool instead of the archive's. */
   rootPool?: string;
   /** Instances: rename profiles, networks and pools in the archive's YAML on the way in. */
@@ -90,15 +95,18 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
       }
     }
     let action: RestoreAction = 'create';
+    let dropsSnapshots: string[] = [];
     if (exists) {
-      if (opts.replace) action = 'replace';
-      else if (opts.skipExisting) action = 'skip';
+      if (opts.replace) {
+        action = 'replace';
+        dropsSnapshots = await ctx.api.listSnapshots(dest);
+      } else if (opts.skipExisting) action = 'skip';
       else conflicts.push(destLabel(dest));
     }
     const start = entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
     const rootPool = dest.kind === 'instance' ? rootPoolOverride(entry, opts.maps) : undefined;
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
-    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], ...(rootPool ? { rootPool } : {}), ...maps });
+    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps });
   }
   if (conflicts.length) {
     throw new UsageError(

@@ -119,13 +119,24 @@ describe('instances on a directory target', () => {
     expect(await sh(P, 'web', 'cat /data/marker')).toBe('changed');
   });
 
-  it('--dry-run previews a replace and changes nothing', async () => {
-    const r = await cli(['restore', 'instance', 'web', '--replace', '--dry-run', '--project', P, '--target', target.uri]);
-    expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/replace/);
-    expect(r.stdout).toMatch(/stops web/);
-    expect(await state(P, 'web')).toBe('Running');
-    expect(await sh(P, 'web', 'cat /data/marker')).toBe('changed');
+  it('--dry-run previews a replace, naming the snapshots it would delete, and changes nothing', async () => {
+    // Snapshots belong to the instance being replaced: the preview must say they go with it.
+    await incus('snapshot', 'create', 'web', 'before-upgrade', '--project', P);
+    try {
+      const r = await cli(['restore', 'instance', 'web', '--replace', '--dry-run', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/replace/);
+      expect(r.stdout).toMatch(/stops web/);
+      expect(r.stdout).toMatch(/deletes its snapshot before-upgrade/);
+      const j = await cli(['restore', 'instance', 'web', '--replace', '--dry-run', '--project', P, '--target', target.uri, '--output', 'json']);
+      expect(j.exitCode, j.stderr).toBe(0);
+      expect(parseJson<{ action: string; dropsSnapshots: string[] }[]>(j.stdout)[0]).toMatchObject({ action: 'replace', dropsSnapshots: ['before-upgrade'] });
+      expect(await state(P, 'web')).toBe('Running');
+      expect(await sh(P, 'web', 'cat /data/marker')).toBe('changed');
+      expect(await snapshotNames(P, 'web')).toEqual(['before-upgrade']);
+    } finally {
+      await incus('snapshot', 'delete', 'web', 'before-upgrade', '--project', P);
+    }
   });
 
   it('a replace from a damaged archive leaves the original untouched and running', async () => {

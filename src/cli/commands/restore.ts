@@ -25,9 +25,16 @@ const previewColumns: Column<RestorePlanItem>[] = [
   {
     header: 'SIDE EFFECTS',
     value: (i) =>
-      [i.stops.length ? `stops ${i.stops.join(', ')}` : '', i.start ? 'starts it afterwards' : ''].filter(Boolean).join('; '),
+      [i.stops.length ? `stops ${i.stops.join(', ')}` : '', i.start ? 'starts it afterwards' : '', dropsText(i.dropsSnapshots)].filter(Boolean).join('; '),
   },
 ];
+
+/** "deletes its snapshots a, b, c and 4 more": what a replace takes away beside the data. */
+function dropsText(names: string[]): string {
+  if (!names.length) return '';
+  const shown = names.slice(0, 3).join(', ');
+  return `deletes its ${names.length === 1 ? 'snapshot' : 'snapshots'} ${shown}${names.length > 3 ? ` and ${names.length - 3} more` : ''}`;
+}
 
 function previewData(i: RestorePlanItem): Record<string, unknown> {
   const m = i.entry.manifest;
@@ -43,6 +50,7 @@ function previewData(i: RestorePlanItem): Record<string, unknown> {
     action: i.action,
     stops: i.stops,
     start: i.start,
+    dropsSnapshots: i.dropsSnapshots,
   };
 }
 
