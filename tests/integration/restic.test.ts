@@ -312,7 +312,7 @@ describe('restic target, local repository', () => {
     expect(none.stderr).toMatch(/^Hint: set RESTIC_PASSWORD_FILE/m);
 
     const missing = await cli(['list', '--project', P, '--target', `restic:${join(work, 'nope')}`], env);
-    expect(missing.exitCode).toBe(1);
+    expect(missing.exitCode).toBe(2);
     expect(missing.stderr).toMatch(/^Error: restic repository .*nope does not exist$/m);
     expect(missing.stderr).not.toMatch(/Bug:/);
   });

@@ -274,7 +274,7 @@ describe('restic errors', () => {
     );
     expect(missing).toBeInstanceOf(ResticError);
     expect(missing.message).toBe('restic repository /srv/restic does not exist');
-    expect(missing.exitCode).toBe(1);
+    expect(missing.exitCode).toBe(2);
     expect(missing.hint).toMatch(/creates the repository/);
 
     const locked = resticFailure({ exitCode: 11, signal: undefined, stderr: 'Fatal: unable to create lock in backend: repository is already locked' }, ctx);

@@ -14,6 +14,10 @@ describe('target URIs', () => {
   it('hands everything after restic: to restic', () => {
     expect(parseTarget('restic:sftp:user@host:/srv/r').rest).toBe('sftp:user@host:/srv/r');
     expect(parseTarget('restic:rest:http://127.0.0.1:8000/r').scheme).toBe('restic');
+    // restic's own backends and absolute local paths are taken as they are.
+    for (const repo of ['/srv/r', 'local:/srv/r', 'sftp:user@host:r', 'rest:http://h:8000/', 's3:s3.amazonaws.com/b', 'rclone:remote:r']) {
+      expect(openBackend(`restic:${repo}`, { env: { RESTIC_PASSWORD: 'pw' } }).kind).toBe('restic');
+    }
   });
 
   it.each([
@@ -22,6 +26,8 @@ describe('target URIs', () => {
     ['s3:bucket', /unknown target scheme "s3:"/, /dir:, restic:/],
     ['dir:relative/path', /not an absolute path/, /dir:\/srv\/relative\/path/],
     ['dir:', /needs a path/, /--target dir:/],
+    ['restic:relative/repo', /restic repository "relative\/repo" is not an absolute path/, /restic:\/srv\/relative\/repo/],
+    ['restic:local:repo', /restic repository "repo" is not an absolute path/, /restic:\/srv\/repo/],
   ])('rejects %s with a usage error and a hint', (uri, msg, hint) => {
     let err: unknown;
     try {

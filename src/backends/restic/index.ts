@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
 import { keyLabel, type ResourceKey } from '../../core/types.js';
@@ -651,9 +652,18 @@ export const resticBackendFactory: BackendFactory = {
   },
 };
 
+/** restic's repository backends other than a local directory (`local:` is a path too). */
+const RESTIC_REMOTE = /^(sftp|rest|s3|b2|azure|gs|swift|rclone):/;
+
 /** The factory with the options the CLI may add later (e.g. --password-file). */
 export function createResticBackend(rest: string, uri: string, opts: ResticBackendOptions = {}): ResticBackend {
   if (!rest) throw new UsageError('restic: target needs a repository', 'e.g. --target restic:/srv/restic or restic:rest:http://host:8000/repo');
+  // restic reads a string without a backend prefix as a local path, relative to wherever the
+  // command runs: a nightly job started from another directory would write somewhere else.
+  const local = RESTIC_REMOTE.test(rest) ? undefined : rest.replace(/^local:/, '');
+  if (local !== undefined && !local.startsWith('/')) {
+    throw new UsageError(`restic repository "${local}" is not an absolute path`, `use e.g. restic:${join('/srv', local)}, or a backend such as restic:rest:http://host:8000/repo`);
+  }
   // The target as shown in messages: a rest-server password in the URL stays out of them.
   return new ResticBackend(rest, uri.startsWith('restic:') ? `restic:${redactRepository(rest)}` : uri, opts);
 }

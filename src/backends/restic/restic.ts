@@ -151,7 +151,7 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
       return new ResticError(
         `restic repository ${repo} does not exist`,
         code,
-        ExitCode.failed,
+        ExitCode.usage,
         'check --target; a backup creates the repository (restic init) on first use',
       );
     case RESTIC_EXIT.locked:
