@@ -39,6 +39,8 @@ export interface PlanOptions {
   noStart: boolean;
   /** --project-map / --pool-map: restore into a differently named project or pool. */
   maps?: Mappings;
+  /** The command has --target-name: a conflict's hint offers it. */
+  offerRename?: boolean;
 }
 
 function destOf(entry: BackupEntry, targetName: string | undefined, maps: Mappings | undefined): BackupSubject {
@@ -111,7 +113,9 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   if (conflicts.length) {
     throw new UsageError(
       `already exists: ${conflicts.join(', ')}`,
-      'pass --replace to replace it (the current one is kept until the restore succeeded), --skip-existing to leave it, or --target-name NEW',
+      conflicts.length === 1
+        ? `pass --replace to replace it (the current one is kept until the restore succeeded)${opts.offerRename ? ', --skip-existing to leave it, or --target-name NEW' : ' or --skip-existing to leave it'}`
+        : 'pass --replace to replace them (each current one is kept until its restore succeeded) or --skip-existing to leave them',
     );
   }
   return plan;

@@ -106,6 +106,15 @@ describe('backup all / restore all', () => {
     expect(rows.map((x) => `${x.type}:${x.name}:${x.status}`)).toEqual(['config:config:ok', 'volume:shared:ok', 'instance:app:ok', 'instance:idle:ok']);
   });
 
+  it('names every existing volume and instance at once when restore all meets them', async () => {
+    const r = await run('restore', 'all', '--project', P, '--dry-run');
+    expect(r.exitCode).toBe(2);
+    const [error, hint] = r.stderr.trim().split('\n');
+    expect(error).toBe(`Error: already exists: volume ${P}/default/shared, instance ${P}/app, instance ${P}/idle`);
+    // restore all has no --target-name: the hint offers only what it has.
+    expect(hint).toBe('Hint: pass --replace to replace them (each current one is kept until its restore succeeded) or --skip-existing to leave them');
+  });
+
   it('brings deleted instances and volumes back, attached, with their data and power state', async () => {
     await incus('delete', '-f', 'app', '--project', P);
     await incus('delete', '-f', 'idle', '--project', P);

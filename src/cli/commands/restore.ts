@@ -91,8 +91,8 @@ abstract class RestoreBase extends BaseCommand {
     };
   }
 
-  protected planOptions(targetName?: string) {
-    return { ...(targetName ? { targetName } : {}), replace: this.replace, skipExisting: this.skipExisting, noStart: this.noStart, maps: this.maps() };
+  protected planOptions(targetName?: string, offerRename = false) {
+    return { ...(targetName ? { targetName } : {}), replace: this.replace, skipExisting: this.skipExisting, noStart: this.noStart, maps: this.maps(), offerRename };
   }
 
   /** Requirements of the instances in `plan` that are neither there nor created by this run. */
@@ -160,6 +160,8 @@ abstract class RestoreCommand extends RestoreBase {
 
   abstract readonly type: ResourceType;
   abstract refs(): { name: string; pool?: string }[];
+  /** The one-resource commands have --target-name (and override targetNameOption). */
+  protected readonly offersTargetName: boolean = false;
   targetNameOption(): string | undefined {
     return undefined;
   }
@@ -181,7 +183,7 @@ abstract class RestoreCommand extends RestoreBase {
     const { plan, missing } = await ctx.ui.wait('reading the target and planning', async () => {
       const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
       if (entries.length === 0) throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, 'check --project and --target; `incus-backup list` shows what is there');
-      const plan = await planRestore(ctx, entries, this.planOptions(targetName));
+      const plan = await planRestore(ctx, entries, this.planOptions(targetName, this.offersTargetName));
       return { plan, missing: await this.preflight(ctx, plan, new Set()) };
     });
     const work = plan.filter((i) => i.action !== 'skip');
@@ -212,6 +214,7 @@ export class RestoreInstanceCommand extends RestoreCommand {
   readonly type = 'instance' as const;
   name = Option.String({ name: 'NAME' });
   targetName = Option.String('--target-name', { description: 'Restore under this name instead' });
+  protected override readonly offersTargetName = true;
   refs() {
     return [{ name: checkName('instance', this.name) }];
   }
@@ -244,6 +247,7 @@ export class RestoreVolumeCommand extends RestoreCommand {
   readonly type = 'volume' as const;
   name = Option.String({ name: 'POOL/NAME' });
   targetName = Option.String('--target-name', { description: 'Restore under this name instead' });
+  protected override readonly offersTargetName = true;
   refs() {
     return [parseVolumeRef(this.name)];
   }
@@ -298,9 +302,9 @@ export class RestoreAllCommand extends RestoreBase {
     const opts = this.planOptions();
     const images: ImageRestorePlan[] = [];
     for (const e of chosen.filter((x) => x.manifest.type === 'image')) images.push(await planImageRestore(ctx, e, mapName(opts.maps.project, e.manifest.project)));
-    const volumes = await planRestore(ctx, chosen.filter((e) => e.manifest.type === 'volume'), opts);
-    const instances = await planRestore(ctx, chosen.filter((e) => e.manifest.type === 'instance'), opts);
-    const plan = [...volumes, ...instances];
+    // Volumes first (instances may use them); one call, so that a conflict names all of them.
+    const byType = (type: string) => chosen.filter((e) => e.manifest.type === type);
+    const plan = await planRestore(ctx, [...byType('volume'), ...byType('instance')], opts);
     // What the config step will create counts as present for the pre-flight.
     const willExist = new Set<string>();
     for (const c of config?.changes ?? []) {
