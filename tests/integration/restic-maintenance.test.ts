@@ -49,6 +49,29 @@ describe('verify, protect and prune on a restic target', () => {
     expect(r.stderr).toMatch(/3 ok, 0 damaged/);
   });
 
+  it('lists while another client holds an exclusive lock: a listing takes no lock', async () => {
+    // A real exclusive lock: restic's own prune, stopped once its lock file exists (restic waits
+    // 200 ms after writing it before it goes on, so it is stopped while it holds the lock).
+    const locks = join(repo(), 'locks');
+    const prune = execa('restic', ['prune'], { env: { ...env, RESTIC_REPOSITORY: repo() }, reject: false });
+    const deadline = Date.now() + 20_000;
+    while (readdirSync(locks).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+    prune.kill('SIGSTOP');
+    try {
+      expect(readdirSync(locks)).toHaveLength(1);
+      const started = Date.now();
+      const r = await run(['list', 'instances', 'm1', '--output', 'json']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(parseJson<unknown[]>(r.stdout)).toHaveLength(3);
+      // With a lock it would wait for the prune (up to --retry-lock's 2 minutes).
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(readdirSync(locks)).toHaveLength(1);
+    } finally {
+      prune.kill('SIGCONT');
+      expect((await prune).exitCode).toBe(0);
+    }
+  });
+
   it('keeps a protected backup through prune and removes the rest of what the policy drops', async () => {
     const versions = parseJson<{ timestamp: string }[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).map((v) => v.timestamp);
     expect(versions).toHaveLength(3);

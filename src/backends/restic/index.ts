@@ -121,8 +121,16 @@ export class ResticBackend implements Backend {
     return this.restic.run(args, opts);
   }
 
+  /**
+   * One `restic snapshots`, without a repository lock: a listing only reads snapshot files, and
+   * taking a lock costs every call restic's fixed 200 ms wait before it re-checks for other
+   * locks (on the critical path of `list` and of every restore's planning). Whatever then reads
+   * or writes data (dump, backup, forget, check) still takes its lock. At worst a listing taken
+   * during another client's prune names a backup that is gone by the time it is read: that read
+   * fails with restic's message, and nothing is changed.
+   */
   private async snapshots(): Promise<SnapshotInfo[]> {
-    const r = await this.run(['snapshots', '--json']);
+    const r = await this.run(['snapshots', '--json', '--no-lock']);
     try {
       const v: unknown = JSON.parse(r.stdout || '[]');
       if (!Array.isArray(v)) throw new Error('not a list');
