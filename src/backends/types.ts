@@ -126,6 +126,13 @@ export interface Backend {
    * that a newer backup landed between the listing and the read-ahead: read it again, plainly.
    */
   wasReadAhead?(entry: BackupEntry): boolean;
+  /**
+   * `entry` is restored next: start opening its archive now, so that its start-up cost (restic:
+   * key derivation and lock wait, ~0.7 s) overlaps the restore before it. openArchive(entry)
+   * takes it; dropPrefetched() stops whatever was not taken.
+   */
+  prefetch?(entry: BackupEntry, signal?: AbortSignal): void;
+  dropPrefetched?(): void;
   /** Removes these backups (a batch, so restic can forget them all and prune once). */
   remove(entries: BackupEntry[]): Promise<void>;
   close(): Promise<void>;

@@ -58,16 +58,16 @@ export async function applyAll<T>(
   work: T[],
   parallel: number,
   signal: AbortSignal,
-  apply: (item: T) => Promise<void>,
+  apply: (item: T, index: number) => Promise<void>,
   row: (item: T) => ResultRow,
   errors: unknown[],
 ): Promise<ResultRow[]> {
   const settled = await mapPool(
     work,
     parallel,
-    async (item) => {
+    async (item, index) => {
       const started = Date.now();
-      await apply(item);
+      await apply(item, index);
       return Date.now() - started;
     },
     signal,

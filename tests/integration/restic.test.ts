@@ -242,6 +242,73 @@ describe('restic target, local repository', () => {
     }
   });
 
+  it('opens the next archive while the previous one streams when restoring several, and stops it on Ctrl-C', async () => {
+    // restic itself, with each run's start time (ms), command line and pid (`exec` keeps it).
+    const calls = join(work, 'prefetch-calls.log');
+    const pids = join(work, 'prefetch-pids.log');
+    const logger = join(work, 'restic-prefetch');
+    writeFileSync(logger, `#!/bin/sh\necho $$ >>'${pids}'\nprintf '%s %s\\n' "$(date +%s%3N)" "$*" >>'${calls}'\nexec restic "$@"\n`);
+    chmodSync(logger, 0o755);
+    const dumps = () =>
+      readFileSync(calls, 'utf8')
+        .split('\n')
+        .filter((l) => / dump /.test(l))
+        .map((l) => ({ at: Number(l.split(' ')[0]), line: l }));
+    await launch(P, 'pf1');
+    await launch(P, 'pf2');
+    const sums = [
+      await sh(P, 'pf1', 'dd if=/dev/urandom of=/data/f bs=1M count=16 2>/dev/null; sha256sum /data/f | cut -d" " -f1'),
+      await sh(P, 'pf2', 'dd if=/dev/urandom of=/data/f bs=1M count=2 2>/dev/null; sha256sum /data/f | cut -d" " -f1'),
+    ];
+    const b = await cli(['backup', 'instances', 'pf1', 'pf2', '--project', P, '--target', uri], env);
+    expect(b.exitCode, b.stderr).toBe(0);
+    const ids = parseJson<ListRow[]>((await cli(['list', 'instances', '--project', P, '--target', uri, '--output', 'json'], env)).stdout)
+      .filter((row) => row.name === 'pf1' || row.name === 'pf2')
+      .map((row) => row.location);
+    try {
+      for (const n of ['pf1', 'pf2']) await incus('delete', '-f', n, '--project', P);
+      writeFileSync(calls, '');
+      const log = join(work, 'prefetch.jsonl');
+      const r = await cli(['restore', 'instances', 'pf1', 'pf2', '--project', P, '--target', uri, '-y', '--log-file', log], { ...env, RESTIC_BINARY: logger });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect([await sh(P, 'pf1', 'sha256sum /data/f | cut -d" " -f1'), await sh(P, 'pf2', 'sha256sum /data/f | cut -d" " -f1')]).toEqual(sums);
+      // One listing for the whole command, not one per name.
+      expect(readFileSync(calls, 'utf8').split('\n').filter((l) => / snapshots /.test(l))).toHaveLength(1);
+      // One dump per archive, by its id; pf2's started before pf1 was done (the two start
+      // together, so their key derivations overlap).
+      const d = dumps().sort((x, y) => ids.findIndex((id) => x.line.includes(` dump ${id} `)) - ids.findIndex((id) => y.line.includes(` dump ${id} `)));
+      expect(d.map((x) => ids.findIndex((id) => x.line.includes(` dump ${id} `)))).toEqual([0, 1]);
+      const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { time: string; message: string; resource?: string });
+      const pf1Done = events.find((e) => e.message.startsWith('done') && e.resource?.endsWith('/pf1'));
+      expect(pf1Done).toBeDefined();
+      expect(d[1]!.at).toBeLessThan(Date.parse(pf1Done!.time));
+      await expectNoLeftovers('pf1');
+
+      // Ctrl-C while pf1 streams and pf2's archive is being opened: both restic runs stop, and
+      // nothing half-restored is left.
+      for (const n of ['pf1', 'pf2']) await incus('delete', '-f', n, '--project', P);
+      writeFileSync(calls, '');
+      writeFileSync(pids, '');
+      const run = cliSpawn(['restore', 'instances', 'pf1', 'pf2', '--project', P, '--target', uri, '-y'], { ...env, RESTIC_BINARY: logger });
+      const deadline = Date.now() + 20_000;
+      while (dumps().length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+      expect(dumps()).toHaveLength(2);
+      run.kill('SIGINT');
+      const done = await run;
+      expect(done.exitCode, String(done.stderr)).toBe(130);
+      // The version check, the listing and the two dumps; none may outlive the CLI (a moment is
+      // allowed for the stopped ones to be reaped).
+      const started = readFileSync(pids, 'utf8').trim().split('\n').map(Number);
+      expect(started, readFileSync(calls, 'utf8')).toHaveLength(4);
+      const gone = Date.now() + 5_000;
+      while (started.some((pid) => pidAlive(pid)) && Date.now() < gone) await new Promise((res) => setTimeout(res, 50));
+      expect(started.filter((pid) => pidAlive(pid))).toEqual([]);
+      expect((await instanceNames(P)).filter((n) => n === 'pf1' || n === 'pf2' || n.startsWith('ibtmp-'))).toEqual([]);
+    } finally {
+      for (const n of ['pf1', 'pf2']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
+    }
+  });
+
   it('streams into restic as soon as restic has opened the repository, before the listing is back', async () => {
     // restic itself, except that `restic snapshots` (the listing) waits until the test lets it go.
     const release = join(work, 'release-listing');

@@ -81,6 +81,8 @@ export class ResticBackend implements Backend {
   /** Dumps started by readAhead(), by resource id, not yet taken by openArchive(). */
   private readonly readAheads = new Map<string, Promise<PassThrough>>();
   private readonly servedAhead = new WeakSet<BackupEntry>();
+  /** Dumps started by prefetch(), not yet taken by openArchive(). */
+  private readonly prefetched = new Map<BackupEntry, Promise<PassThrough>>();
 
   constructor(
     readonly repository: string,
@@ -213,7 +215,7 @@ export class ResticBackend implements Backend {
    */
   async openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable> {
     await this.ready();
-    const out = (await this.takeReadAhead(entry)) ?? this.dump([entry.location, `/${archiveFileName(entry.manifest)}`], signal);
+    const out = (await this.takePrefetched(entry)) ?? (await this.takeReadAhead(entry)) ?? this.dump(archiveDumpArgs(entry), signal);
     try {
       await this.loadIndexes([entry]);
     } catch (e) {
@@ -254,6 +256,27 @@ export class ResticBackend implements Backend {
 
   wasReadAhead(entry: BackupEntry): boolean {
     return this.servedAhead.has(entry);
+  }
+
+  /** Starts `restic dump` of the entry's archive by its snapshot id; see Backend.prefetch. */
+  prefetch(entry: BackupEntry, signal?: AbortSignal): void {
+    if (this.prefetched.has(entry)) return;
+    const archive = this.ready().then(() => this.dump(archiveDumpArgs(entry), signal));
+    archive.catch(() => undefined);
+    this.prefetched.set(entry, archive);
+  }
+
+  dropPrefetched(): void {
+    for (const p of this.prefetched.values()) void p.then((out) => out.destroy(), () => undefined);
+    this.prefetched.clear();
+  }
+
+  /** The prefetched dump of this entry, if any (a failed start is left to a plain dump to report). */
+  private async takePrefetched(entry: BackupEntry): Promise<PassThrough | undefined> {
+    const started = this.prefetched.get(entry);
+    if (!started) return undefined;
+    this.prefetched.delete(entry);
+    return started.catch(() => undefined);
   }
 
   /** The read-ahead for the entry's resource, if it is surely the entry's archive; any other is stopped. */
@@ -659,6 +682,11 @@ export const resticBackendFactory: BackendFactory = {
     });
   },
 };
+
+/** `restic dump` arguments for a backup's archive, by its data snapshot's id. */
+function archiveDumpArgs(entry: BackupEntry): string[] {
+  return [entry.location, `/${archiveFileName(entry.manifest)}`];
+}
 
 /** restic's repository backends other than a local directory (`local:` is a path too). */
 const RESTIC_REMOTE = /^(sftp|rest|s3|b2|azure|gs|swift|rclone):/;
