@@ -108,6 +108,13 @@ export interface Backend {
   scan(filter?: ListFilter): Promise<{ entries: BackupEntry[]; broken: BrokenBackup[] }>;
   createWriter(req: WriteRequest): Promise<ArchiveWriter>;
   /**
+   * `key` is backed up next: start opening its writer now, so that its start-up cost (restic:
+   * key derivation and lock wait, ~0.7 s) overlaps the backup before it. createWriter() for the
+   * same key takes it; dropPrewarmed() stops whatever was not taken.
+   */
+  prewarm?(key: ResourceKey): void;
+  dropPrewarmed?(): Promise<void>;
+  /**
    * Gives each instance entry's manifest at least the index fields a restore reads (planIndex);
    * other entries need none and are left alone. Needed where list() gives summaries (restic:
    * older backups' summaries carry no index); absent where listed manifests are complete (dir).

@@ -18,8 +18,17 @@ export interface BackupOptions {
   optimized: boolean;
   withSnapshots: boolean;
   compression: Compression;
+  /** Called when the archive starts flowing into the backend (the target is open by then). */
+  onStreaming?: () => void;
   /** Called once the archive has been handed over in full, before the backend commits it. */
   onStreamed?: () => void;
+}
+
+/** The backup's resource key of an instance or volume. */
+export function subjectKey(subject: BackupSubject): ResourceKey {
+  return subject.kind === 'instance'
+    ? { type: 'instance', project: subject.project, name: subject.name }
+    : { type: 'volume', project: subject.project, pool: subject.pool, name: subject.name };
 }
 
 /** Identity that a copy gets anew but a restored instance must keep (MACs, UUIDs, cloud-init). */
@@ -57,10 +66,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
   const server = await api.client.server();
   let writer: ArchiveWriter | undefined;
   try {
-    const key: ResourceKey =
-      subject.kind === 'instance'
-        ? { type: 'instance', project: subject.project, name: subject.name }
-        : { type: 'volume', project: subject.project, pool: subject.pool, name: subject.name };
+    const key = subjectKey(subject);
     // The writer first: a restic target then opens its repository (half a second of key
     // derivation) while Incus snapshots and stages; ready() is awaited before the download.
     writer = await backend.createWriter({
@@ -142,6 +148,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     }
 
     await writer.ready();
+    opts.onStreaming?.();
     const dl = await api.downloadServerBackup(exportFrom, bname, signal);
     const index = new TarIndexCapture();
     const hash = new HashingStream((n) => task.bytes(n, dl.size));

@@ -12,7 +12,7 @@ import { IncusApi } from '../../src/incus/api.js';
 import { IncusClient, resolveSocketPath } from '../../src/incus/client.js';
 import { createUi } from '../../src/output/ui.js';
 import { IbError } from '../../src/errors.js';
-import { cli, cliSpawn, freePort, incus, instanceNames, launch, parseJson, restServer, sh, snapshotNames, state, stopRestServers, testProject } from './helpers.js';
+import { cli, cliSpawn, freePort, incus, instanceNames, launch, parseJson, restServer, serverBackupNames, sh, snapshotNames, state, stopRestServers, testProject } from './helpers.js';
 
 const PASSWORD = 'correct-horse-restic-pw';
 const env = { RESTIC_PASSWORD: PASSWORD };
@@ -337,6 +337,70 @@ describe('restic target, local repository', () => {
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect((await listJson(uri)).filter((r) => r.name === 'c1')).toHaveLength(before + 1);
     await expectNoLeftovers('c1');
+  });
+
+  it('opens the next resource\'s restic backup while the one before streams, and stops it when not needed', async () => {
+    // restic, uploading at 8 MiB/s so that a 40 MiB stream lasts seconds (restic stops reading
+    // once about 12 MiB of 4 MiB packs wait for upload), logging each run's start time (ms),
+    // command line and pid (`exec` keeps it).
+    const calls = join(work, 'prewarm-calls.log');
+    const pids = join(work, 'prewarm-pids.log');
+    const slow = join(work, 'restic-prewarm');
+    writeFileSync(slow, `#!/bin/sh\necho $$ >>'${pids}'\nprintf '%s %s\\n' "$(date +%s%3N)" "$*" >>'${calls}'\nexec restic --limit-upload 8192 "$@"\n`);
+    chmodSync(slow, 0o755);
+    const dataRuns = () =>
+      readFileSync(calls, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('--stdin-from-command'))
+        .map((l) => ({ at: Number(l.split(' ')[0]), line: l }));
+    const pw = (n: string) => readFileSync(calls, 'utf8').split('\n').filter((l) => l.includes(`_instance_${n}.`));
+    const slowEnv = { ...env, RESTIC_BINARY: slow, RESTIC_PACK_SIZE: '4' };
+    await launch(P, 'pw1');
+    await launch(P, 'pw2');
+    await sh(P, 'pw1', 'dd if=/dev/urandom of=/data/f bs=1M count=40 2>/dev/null');
+    const mine = async () => (await snapshots(repo)).filter((x) => x.paths.some((p) => /_instance_pw[12][._]/.test(p)));
+    // When run alone, this test finds no repository yet; a first run's writer may be replaced.
+    await execa('restic', ['init'], { env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD }, reject: false });
+    try {
+      writeFileSync(calls, '');
+      const log = join(work, 'prewarm.jsonl');
+      const r = await cli(['backup', 'instances', 'pw1', 'pw2', '--no-snapshot', '--project', P, '--target', uri, '--log-file', log, '--log-level', 'debug'], slowEnv);
+      expect(r.exitCode, r.stderr).toBe(0);
+      // pw2's restic started while pw1 still streamed: seconds before pw1's server-side backup
+      // was deleted (that happens once its stream has ended).
+      const runs = dataRuns();
+      expect(runs).toHaveLength(2);
+      expect(runs[1]!.line).toContain('_instance_pw2.');
+      const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { time: string; message: string });
+      const pw1Streamed = events.find((e) => /^incus DELETE \/1\.0\/instances\/pw1\/backups\//.test(e.message));
+      expect(pw1Streamed).toBeDefined();
+      expect(runs[1]!.at).toBeLessThan(Date.parse(pw1Streamed!.time) - 1000);
+      // Both complete, each a data and a manifest snapshot; nothing else.
+      expect((await listJson(uri)).filter((x) => x.name === 'pw1' || x.name === 'pw2').map((x) => x.name).sort()).toEqual(['pw1', 'pw2']);
+      expect(await mine()).toHaveLength(4);
+      expect(pw('pw2').filter((l) => l.includes('--stdin-from-command'))).toHaveLength(1);
+
+      // Ctrl-C while pw1 streams: pw2's prewarmed restic is stopped, no snapshot of either is
+      // kept, and no restic run outlives the CLI.
+      writeFileSync(calls, '');
+      writeFileSync(pids, '');
+      const run = cliSpawn(['backup', 'instances', 'pw1', 'pw2', '--no-snapshot', '--project', P, '--target', uri], slowEnv);
+      const deadline = Date.now() + 30_000;
+      while (dataRuns().length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+      expect(dataRuns()).toHaveLength(2);
+      run.kill('SIGINT');
+      const done = await run;
+      expect(done.exitCode, String(done.stderr)).toBe(130);
+      const started = readFileSync(pids, 'utf8').trim().split('\n').map(Number);
+      const gone = Date.now() + 5_000;
+      while (started.some((pid) => pidAlive(pid)) && Date.now() < gone) await new Promise((res) => setTimeout(res, 50));
+      expect(started.filter((pid) => pidAlive(pid))).toEqual([]);
+      expect(await mine()).toHaveLength(4);
+      await expectNoLeftovers('pw1');
+      expect(await serverBackupNames(P, 'pw1')).toEqual([]);
+    } finally {
+      for (const n of ['pw1', 'pw2']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
+    }
   });
 
   it('round-trips a custom volume', async () => {

@@ -74,6 +74,8 @@ export class ResticBackend implements Backend {
   private readyPromise?: Promise<void>;
   /** The repository opened for writing (see openForWrite). */
   private opened?: Promise<OpenedRepository>;
+  /** `opened` has resolved: the repository exists (it was listed, or created by this run). */
+  isOpen = false;
   /** Manifests already completed with their index (see openArchive). */
   private readonly complete = new WeakSet<Manifest>();
   /** The last `restic snapshots` (which archive a read-ahead's `latest` picked). */
@@ -81,6 +83,8 @@ export class ResticBackend implements Backend {
   /** Dumps started by readAhead(), by resource id, not yet taken by openArchive(). */
   private readonly readAheads = new Map<string, Promise<PassThrough>>();
   private readonly servedAhead = new WeakSet<BackupEntry>();
+  /** Writers started by prewarm(), by resource id, not yet taken by createWriter(). */
+  private readonly prewarmed = new Map<string, Promise<ResticWriter>>();
   /** Dumps started by prefetch(), not yet taken by openArchive(). */
   private readonly prefetched = new Map<BackupEntry, Promise<PassThrough>>();
 
@@ -169,7 +173,10 @@ export class ResticBackend implements Backend {
         }
       })();
       // Reported by whoever awaits it (a writer); a run that never writes must not crash on it.
-      this.opened.catch(() => undefined);
+      this.opened.then(
+        () => (this.isOpen = true),
+        () => undefined,
+      );
     }
     return this.opened;
   }
@@ -204,7 +211,35 @@ export class ResticBackend implements Backend {
       throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
     }
     await this.ready();
+    const id = resourceId(req.key);
+    const warm = await this.prewarmed.get(id)?.catch(() => undefined);
+    this.prewarmed.delete(id);
+    if (warm?.fresh()) {
+      warm.rebase(formatTimestamp(req.when));
+      return warm;
+    }
+    await warm?.abort();
     return new ResticWriter(this, req.key, formatTimestamp(req.when), this.openForWrite());
+  }
+
+  /**
+   * Starts the `restic backup` of `key` ahead of its turn (see Backend.prewarm), once the
+   * repository is known to be open for writing (a first backup's writer decides whether it
+   * must be created).
+   */
+  prewarm(key: ResourceKey): void {
+    const id = resourceId(key);
+    const opened = this.opened;
+    if (!opened || this.prewarmed.has(id)) return;
+    const warm = opened.then(() => new ResticWriter(this, key, '', opened));
+    warm.catch(() => undefined);
+    this.prewarmed.set(id, warm);
+  }
+
+  async dropPrewarmed(): Promise<void> {
+    const left = [...this.prewarmed.values()];
+    this.prewarmed.clear();
+    await Promise.all(left.map((w) => w.then((writer) => writer.abort(), () => undefined)));
   }
 
   /**
@@ -479,6 +514,8 @@ class ResticWriter implements ArchiveWriter {
   private dataSnapshot?: string;
   private aborting?: Promise<void>;
   private version: string;
+  /** Started after the repository was open for writing (see prepare). */
+  private readonly afterOpen: boolean;
 
   constructor(
     private readonly backend: ResticBackend,
@@ -487,6 +524,7 @@ class ResticWriter implements ArchiveWriter {
     private readonly opened: Promise<OpenedRepository>,
   ) {
     this.version = base;
+    this.afterOpen = backend.isOpen;
     this.stream = new Writable({
       highWaterMark: 1 << 20,
       write: (chunk: Buffer, _enc, cb) => {
@@ -522,6 +560,16 @@ class ResticWriter implements ArchiveWriter {
 
   get timestamp(): string {
     return this.version;
+  }
+
+  /** Nothing written, nothing failed: a prewarmed writer can still be handed out. */
+  fresh(): boolean {
+    return !this.failure && !this.aborting && !this.gateOpened && this.stream.writableLength === 0 && !this.stream.destroyed;
+  }
+
+  /** The version's starting point, for a writer started before its backup began (prewarm). */
+  rebase(base: string): void {
+    this.version = base;
   }
 
   ready(): Promise<void> {
@@ -576,6 +624,12 @@ class ResticWriter implements ArchiveWriter {
    * replaced if it may have started too early). The listing is waited for at commit anyway.
    */
   private async prepare(): Promise<void> {
+    if (this.afterOpen) {
+      // Started once the repository was known to exist: nothing to wait for or replace.
+      if (this.failure) throw this.failure;
+      this.isReady = true;
+      return;
+    }
     const repo = await Promise.race([this.gateOpen.then(() => undefined), this.opened]);
     if (this.failure) throw this.failure;
     // No `repo`: restic opened the repository by itself, so there is nothing to replace.
