@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -76,6 +76,46 @@ async function orphanArchive(repo: string, fill: number): Promise<string> {
 async function expectNoLeftovers(instance: string): Promise<void> {
   expect((await instanceNames(P)).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
   expect((await snapshotNames(P, instance)).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
+}
+
+/**
+ * restic behind a wrapper that writes down each run's start time (ms), command line and pid
+ * (`exec` keeps it); `flags` go before restic's own arguments.
+ */
+function recordedRestic(name: string, flags = '') {
+  const calls = join(work, `${name}-calls.log`);
+  const pids = join(work, `${name}-pids.log`);
+  const binary = join(work, name);
+  writeFileSync(binary, `#!/bin/sh\necho $$ >>'${pids}'\nprintf '%s %s\\n' "$(date +%s%3N)" "$*" >>'${calls}'\nexec restic ${flags}"$@"\n`);
+  chmodSync(binary, 0o755);
+  const lines = () => (existsSync(calls) ? readFileSync(calls, 'utf8').split('\n').filter(Boolean) : []);
+  return {
+    binary,
+    reset: () => {
+      writeFileSync(calls, '');
+      writeFileSync(pids, '');
+    },
+    text: () => lines().join('\n'),
+    runs: (match: RegExp) => lines().filter((l) => match.test(l)).map((l) => ({ at: Number(l.split(' ')[0]), line: l })),
+    pids: () => (existsSync(pids) ? readFileSync(pids, 'utf8').split('\n').filter(Boolean).map(Number) : []),
+  };
+}
+
+/**
+ * Ctrl-C once `ready()` holds: the CLI exits 130 and none of the restic runs it started
+ * outlives it (a moment is allowed for the stopped ones to be reaped).
+ */
+async function interruptWhen(run: ReturnType<typeof cliSpawn>, ready: () => boolean, rec: ReturnType<typeof recordedRestic>): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!ready() && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+  expect(ready(), rec.text()).toBe(true);
+  run.kill('SIGINT');
+  const done = await run;
+  expect(done.exitCode, String(done.stderr)).toBe(130);
+  const started = rec.pids();
+  const gone = Date.now() + 5_000;
+  while (started.some((pid) => pidAlive(pid)) && Date.now() < gone) await new Promise((res) => setTimeout(res, 50));
+  expect(started.filter((pid) => pidAlive(pid))).toEqual([]);
 }
 
 beforeAll(async () => {
@@ -243,17 +283,8 @@ describe('restic target, local repository', () => {
   });
 
   it('opens the next archive while the previous one streams when restoring several, and stops it on Ctrl-C', async () => {
-    // restic itself, with each run's start time (ms), command line and pid (`exec` keeps it).
-    const calls = join(work, 'prefetch-calls.log');
-    const pids = join(work, 'prefetch-pids.log');
-    const logger = join(work, 'restic-prefetch');
-    writeFileSync(logger, `#!/bin/sh\necho $$ >>'${pids}'\nprintf '%s %s\\n' "$(date +%s%3N)" "$*" >>'${calls}'\nexec restic "$@"\n`);
-    chmodSync(logger, 0o755);
-    const dumps = () =>
-      readFileSync(calls, 'utf8')
-        .split('\n')
-        .filter((l) => / dump /.test(l))
-        .map((l) => ({ at: Number(l.split(' ')[0]), line: l }));
+    const rec = recordedRestic('restic-prefetch');
+    const dumps = () => rec.runs(/ dump /);
     await launch(P, 'pf1');
     await launch(P, 'pf2');
     const sums = [
@@ -265,19 +296,20 @@ describe('restic target, local repository', () => {
     const ids = parseJson<ListRow[]>((await cli(['list', 'instances', '--project', P, '--target', uri, '--output', 'json'], env)).stdout)
       .filter((row) => row.name === 'pf1' || row.name === 'pf2')
       .map((row) => row.location);
+    const which = (x: { line: string }) => ids.findIndex((id) => x.line.includes(` dump ${id} `));
     try {
       for (const n of ['pf1', 'pf2']) await incus('delete', '-f', n, '--project', P);
-      writeFileSync(calls, '');
+      rec.reset();
       const log = join(work, 'prefetch.jsonl');
-      const r = await cli(['restore', 'instances', 'pf1', 'pf2', '--project', P, '--target', uri, '-y', '--log-file', log], { ...env, RESTIC_BINARY: logger });
+      const r = await cli(['restore', 'instances', 'pf1', 'pf2', '--project', P, '--target', uri, '-y', '--log-file', log], { ...env, RESTIC_BINARY: rec.binary });
       expect(r.exitCode, r.stderr).toBe(0);
       expect([await sh(P, 'pf1', 'sha256sum /data/f | cut -d" " -f1'), await sh(P, 'pf2', 'sha256sum /data/f | cut -d" " -f1')]).toEqual(sums);
       // One listing for the whole command, not one per name.
-      expect(readFileSync(calls, 'utf8').split('\n').filter((l) => / snapshots /.test(l))).toHaveLength(1);
+      expect(rec.runs(/ snapshots /)).toHaveLength(1);
       // One dump per archive, by its id; pf2's started before pf1 was done (the two start
       // together, so their key derivations overlap).
-      const d = dumps().sort((x, y) => ids.findIndex((id) => x.line.includes(` dump ${id} `)) - ids.findIndex((id) => y.line.includes(` dump ${id} `)));
-      expect(d.map((x) => ids.findIndex((id) => x.line.includes(` dump ${id} `)))).toEqual([0, 1]);
+      const d = dumps().sort((x, y) => which(x) - which(y));
+      expect(d.map(which)).toEqual([0, 1]);
       const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { time: string; message: string; resource?: string });
       const pf1Done = events.find((e) => e.message.startsWith('done') && e.resource?.endsWith('/pf1'));
       expect(pf1Done).toBeDefined();
@@ -287,22 +319,11 @@ describe('restic target, local repository', () => {
       // Ctrl-C while pf1 streams and pf2's archive is being opened: both restic runs stop, and
       // nothing half-restored is left.
       for (const n of ['pf1', 'pf2']) await incus('delete', '-f', n, '--project', P);
-      writeFileSync(calls, '');
-      writeFileSync(pids, '');
-      const run = cliSpawn(['restore', 'instances', 'pf1', 'pf2', '--project', P, '--target', uri, '-y'], { ...env, RESTIC_BINARY: logger });
-      const deadline = Date.now() + 20_000;
-      while (dumps().length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
-      expect(dumps()).toHaveLength(2);
-      run.kill('SIGINT');
-      const done = await run;
-      expect(done.exitCode, String(done.stderr)).toBe(130);
-      // The version check, the listing and the two dumps; none may outlive the CLI (a moment is
-      // allowed for the stopped ones to be reaped).
-      const started = readFileSync(pids, 'utf8').trim().split('\n').map(Number);
-      expect(started, readFileSync(calls, 'utf8')).toHaveLength(4);
-      const gone = Date.now() + 5_000;
-      while (started.some((pid) => pidAlive(pid)) && Date.now() < gone) await new Promise((res) => setTimeout(res, 50));
-      expect(started.filter((pid) => pidAlive(pid))).toEqual([]);
+      rec.reset();
+      const run = cliSpawn(['restore', 'instances', 'pf1', 'pf2', '--project', P, '--target', uri, '-y'], { ...env, RESTIC_BINARY: rec.binary });
+      await interruptWhen(run, () => dumps().length === 2, rec);
+      // The version check, the listing and the two dumps.
+      expect(rec.pids(), rec.text()).toHaveLength(4);
       expect((await instanceNames(P)).filter((n) => n === 'pf1' || n === 'pf2' || n.startsWith('ibtmp-'))).toEqual([]);
     } finally {
       for (const n of ['pf1', 'pf2']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
@@ -340,21 +361,11 @@ describe('restic target, local repository', () => {
   });
 
   it('opens the next resource\'s restic backup while the one before streams, and stops it when not needed', async () => {
-    // restic, uploading at 8 MiB/s so that a 40 MiB stream lasts seconds (restic stops reading
-    // once about 12 MiB of 4 MiB packs wait for upload), logging each run's start time (ms),
-    // command line and pid (`exec` keeps it).
-    const calls = join(work, 'prewarm-calls.log');
-    const pids = join(work, 'prewarm-pids.log');
-    const slow = join(work, 'restic-prewarm');
-    writeFileSync(slow, `#!/bin/sh\necho $$ >>'${pids}'\nprintf '%s %s\\n' "$(date +%s%3N)" "$*" >>'${calls}'\nexec restic --limit-upload 8192 "$@"\n`);
-    chmodSync(slow, 0o755);
-    const dataRuns = () =>
-      readFileSync(calls, 'utf8')
-        .split('\n')
-        .filter((l) => l.includes('--stdin-from-command'))
-        .map((l) => ({ at: Number(l.split(' ')[0]), line: l }));
-    const pw = (n: string) => readFileSync(calls, 'utf8').split('\n').filter((l) => l.includes(`_instance_${n}.`));
-    const slowEnv = { ...env, RESTIC_BINARY: slow, RESTIC_PACK_SIZE: '4' };
+    // restic uploading at 8 MiB/s, so that a 40 MiB stream lasts seconds (restic stops reading
+    // once about 12 MiB of 4 MiB packs wait for upload).
+    const rec = recordedRestic('restic-prewarm', '--limit-upload 8192 ');
+    const dataRuns = () => rec.runs(/--stdin-from-command/);
+    const slowEnv = { ...env, RESTIC_BINARY: rec.binary, RESTIC_PACK_SIZE: '4' };
     await launch(P, 'pw1');
     await launch(P, 'pw2');
     await sh(P, 'pw1', 'dd if=/dev/urandom of=/data/f bs=1M count=40 2>/dev/null');
@@ -362,14 +373,14 @@ describe('restic target, local repository', () => {
     // When run alone, this test finds no repository yet; a first run's writer may be replaced.
     await execa('restic', ['init'], { env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD }, reject: false });
     try {
-      writeFileSync(calls, '');
+      rec.reset();
       const log = join(work, 'prewarm.jsonl');
       const r = await cli(['backup', 'instances', 'pw1', 'pw2', '--no-snapshot', '--project', P, '--target', uri, '--log-file', log, '--log-level', 'debug'], slowEnv);
       expect(r.exitCode, r.stderr).toBe(0);
       // pw2's restic started while pw1 still streamed: seconds before pw1's server-side backup
       // was deleted (that happens once its stream has ended).
       const runs = dataRuns();
-      expect(runs).toHaveLength(2);
+      expect(runs, rec.text()).toHaveLength(2);
       expect(runs[1]!.line).toContain('_instance_pw2.');
       const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { time: string; message: string });
       const pw1Streamed = events.find((e) => /^incus DELETE \/1\.0\/instances\/pw1\/backups\//.test(e.message));
@@ -378,23 +389,12 @@ describe('restic target, local repository', () => {
       // Both complete, each a data and a manifest snapshot; nothing else.
       expect((await listJson(uri)).filter((x) => x.name === 'pw1' || x.name === 'pw2').map((x) => x.name).sort()).toEqual(['pw1', 'pw2']);
       expect(await mine()).toHaveLength(4);
-      expect(pw('pw2').filter((l) => l.includes('--stdin-from-command'))).toHaveLength(1);
 
-      // Ctrl-C while pw1 streams: pw2's prewarmed restic is stopped, no snapshot of either is
-      // kept, and no restic run outlives the CLI.
-      writeFileSync(calls, '');
-      writeFileSync(pids, '');
+      // Ctrl-C while pw1 streams: pw2's prewarmed restic is stopped, and no snapshot of either
+      // is kept.
+      rec.reset();
       const run = cliSpawn(['backup', 'instances', 'pw1', 'pw2', '--no-snapshot', '--project', P, '--target', uri], slowEnv);
-      const deadline = Date.now() + 30_000;
-      while (dataRuns().length < 2 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
-      expect(dataRuns()).toHaveLength(2);
-      run.kill('SIGINT');
-      const done = await run;
-      expect(done.exitCode, String(done.stderr)).toBe(130);
-      const started = readFileSync(pids, 'utf8').trim().split('\n').map(Number);
-      const gone = Date.now() + 5_000;
-      while (started.some((pid) => pidAlive(pid)) && Date.now() < gone) await new Promise((res) => setTimeout(res, 50));
-      expect(started.filter((pid) => pidAlive(pid))).toEqual([]);
+      await interruptWhen(run, () => dataRuns().length === 2, rec);
       expect(await mine()).toHaveLength(4);
       await expectNoLeftovers('pw1');
       expect(await serverBackupNames(P, 'pw1')).toEqual([]);
