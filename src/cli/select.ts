@@ -4,12 +4,16 @@ import { Option } from 'clipanion';
 import * as t from 'typanion';
 import { UsageError } from '../errors.js';
 
+/** The key of one resource's group in groupByResource. */
+function groupKey(k: { type: string; project: string; pool?: string | undefined; name: string }): string {
+  return `${k.type}\0${k.project}\0${k.pool ?? ''}\0${k.name}`;
+}
+
 /** Groups a backend listing by resource, each group oldest first. */
 export function groupByResource(entries: BackupEntry[]): Map<string, BackupEntry[]> {
   const groups = new Map<string, BackupEntry[]>();
   for (const e of entries) {
-    const m = e.manifest;
-    const k = `${m.type}\0${m.project}\0${m.pool ?? ''}\0${m.name}`;
+    const k = groupKey(e.manifest);
     (groups.get(k) ?? groups.set(k, []).get(k)!).push(e);
   }
   return groups;
@@ -46,11 +50,7 @@ export async function selectBackups(
     if (refs.length) {
       for (const r of refs) {
         const label = `${type} ${project}/${r.pool ? `${r.pool}/` : ''}${r.name}`;
-        const versions = [...groups.values()].find((g) => {
-          const m = g[0]!.manifest;
-          return m.project === project && m.name === r.name && (r.pool === undefined || m.pool === r.pool);
-        });
-        out.push(pickVersion(versions ?? [], label, version));
+        out.push(pickVersion(groups.get(groupKey({ type, project, ...r })) ?? [], label, version));
       }
     } else {
       for (const versions of groups.values()) {
