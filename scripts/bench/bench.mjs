@@ -34,7 +34,8 @@ const USAGE = `usage: node scripts/bench/bench.mjs [options]
   --big-size SIZE      the second memory point (default 4G; skipped with --quick)
   --only LIST          run only these pairs, e.g. 1a,2,4 (1 dir, 2 restic, 3 consistency,
                        4 restore, 5 second restic backup, 6 memory, 7 parallel,
-                       8 nightly: four instances into restic in one run)
+                       8 nightly: four instances into restic in one run, 9 the same four
+                       restored from restic in one run)
   --profile            also record one CPU profile (--cpu-prof) per kind of run and summarise it
   --no-btrfs           skip the btrfs pool in pair 3
   --plain-hash CMD     hasher of the plain download: openssl (default when present) or sha256sum
@@ -641,13 +642,15 @@ class Bench {
     for (const s of a) this.tempBytes.push({ id: '4b', what: 'restore instance <- dir', archive: bytes, cliWrote: s.writeBytes, stored: 0, treeWrote: s.treeWriteBytes, treeCancelled: s.treeCancelledBytes });
   }
 
-  /** 7 and 8 share four instances of --size / 4 each. */
+  /** 7, 8 and 9 share four instances of --size / 4 each. */
   async pairsOfFour() {
     const names = ['p1', 'p2', 'p3', 'p4'];
     try {
       for (const n of names) await this.launch(n, this.o.parallelSize);
       if (wanted(this.o, '7')) await this.guard('7', () => this.pairParallel(names));
       if (wanted(this.o, '8')) await this.guard('8', () => this.pairNightlyRestic(names));
+      // Last: it deletes and restores the four instances.
+      if (wanted(this.o, '9')) await this.guard('9', () => this.pairWorstDayRestic(names));
     } finally {
       for (const n of names) await this.deleteInstance(n);
     }
@@ -706,6 +709,45 @@ class Bench {
       bytes,
       target: 1.05,
       note: 'ours: one `backup instances` run; plain: the pipe of pair 2 in a loop; fresh local repository per round and side',
+    });
+  }
+
+  /**
+   * 9: the worst day: the four instances restored from restic in one run of ours (`restore
+   * instances`, the items of `restore all`), against a hand-made loop of pair 4's plain restore.
+   * Both read the same data snapshots; the instances are deleted before each side.
+   */
+  async pairWorstDayRestic(names) {
+    let repo = join(this.work, 'restic-ours-nightly');
+    if (!existsSync(repo)) {
+      repo = await this.freshRepo('restic-ours-nightly');
+      await this.ours('9-setup', ['backup', 'instances', ...names, '--no-snapshot', '--target', `restic:${repo}`]);
+    }
+    const data = await this.resticSnapshots(repo);
+    const items = names.map((n) => {
+      const snap = data.filter((x) => x.tags?.includes('ib-archive') && x.tags?.includes(`ib-name=${n}`)).at(-1);
+      return { name: n, snap: snap.id, file: snap.paths[0].replace(/^\//, ''), bytes: snap.summary?.total_bytes_processed ?? 0 };
+    });
+    const bytes = items.reduce((x, i) => x + i.bytes, 0);
+    const clear = async () => {
+      for (const n of names) await this.deleteInstance(n);
+    };
+    const [a, b] = await this.alternate(
+      async (r) => {
+        await clear();
+        return this.ours(`9-r${r}`, ['restore', 'instances', ...names, '--target', `restic:${repo}`, '-y', '--no-start']);
+      },
+      async (r) => {
+        await clear();
+        return this.plain(`9-r${r}`, 'restore-restic-each', { RESTIC_REPOSITORY: repo, ITEMS: items.map((i) => `${i.snap} ${i.file} ${i.name}`).join('\n') });
+      },
+    );
+    this.record('9', `worst day: 4 instances x ${fmtBytes(this.o.parallelSize)} <- restic:`, {
+      a,
+      b,
+      bytes,
+      target: 1.05,
+      note: 'ours: one `restore instances` run (as restore all restores them); plain: the pipe of pair 4a in a loop',
     });
   }
 
@@ -820,7 +862,7 @@ class Bench {
     if (wanted(o, '3a')) await this.guard('3a', () => this.pairConsistency('3a', 'c1', this.envInfo.rootPool.driver));
     if (wanted(o, '3b')) await this.guard('3b', () => this.btrfsPair());
     if (o.profile) await this.guard('profile', () => this.profileRuns());
-    if (wanted(o, '7') || wanted(o, '8')) await this.guard('7/8', () => this.pairsOfFour());
+    if (wanted(o, '7') || wanted(o, '8') || wanted(o, '9')) await this.guard('7/8/9', () => this.pairsOfFour());
     if (wanted(o, '6')) await this.guard('6', () => this.bigPoint());
   }
 

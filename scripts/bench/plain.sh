@@ -8,6 +8,7 @@
 #                            delete the server-side backup
 #   plain.sh backup-restic   the same, the download piped into `restic backup --stdin`
 #   plain.sh backup-restic-each   backup-restic for every resource in $RESES, one after the other
+#   plain.sh restore-restic-each  restore-restic for every "SNAP FILENAME NAME" line of $ITEMS
 #   plain.sh restore-restic  `restic dump $SNAP /$FILENAME` piped into an import, wait for it
 #   plain.sh restore-file    $IN uploaded as an import, wait for it
 #
@@ -76,6 +77,13 @@ case "${1:-}" in
       drop
     done
     ;;
+  restore-restic-each)
+    # A hand-made restore loop: restore-restic for every "SNAP FILENAME NAME" line of $ITEMS.
+    while read -r SNAP FILENAME NAME; do
+      [ -n "$SNAP" ] || continue
+      restic dump "$SNAP" "/$FILENAME" </dev/null | import_from -
+    done <<<"$ITEMS"
+    ;;
   restore-restic)
     restic dump "$SNAP" "/$FILENAME" | import_from -
     ;;
@@ -83,7 +91,7 @@ case "${1:-}" in
     import_from "$IN"
     ;;
   *)
-    echo "usage: $0 backup-file|backup-restic|backup-restic-each|restore-restic|restore-file (parameters in the environment)" >&2
+    echo "usage: $0 backup-file|backup-restic|backup-restic-each|restore-restic|restore-restic-each|restore-file (parameters in the environment)" >&2
     exit 2
     ;;
 esac
