@@ -948,7 +948,8 @@ class Bench {
       'A = ours unless named: incus-backup backup ... --no-snapshot / restore ... --target-name X -y --no-start (pairs 3: default mode vs --no-snapshot; 7: --parallel 2 vs 1).',
       `B = plain (scripts/bench/plain.sh): backup -> dir: POST backup (compression none, instance/volume only), wait, curl | tee FILE | ${res.options.plainHash === 'openssl' ? 'openssl dgst -sha256' : 'sha256sum'}, fsync, DELETE;`,
       '    -> restic: the same download | restic backup --stdin; <- restic: restic dump SNAP FILE | curl -T - POST /1.0/instances, wait; <- dir: curl -T FILE, wait.',
-      'restic pairs: a fresh local repository per round and side (restic init not timed); pair 5 backs up again into the same repository.',
+      'restic pairs: a fresh local repository per round and side (restic init not timed); pair 5 backs up again into the same repository;',
+      '    pairs 8 and 9: four instances in one run of ours against the plain pipe in a loop, one instance after the other.',
     );
     if (res.secondBackup.length) {
       L.push('', 'second, unchanged backup into restic (pair 5): repository growth (du -sb) and restic data_added, as a share of the archive');
