@@ -124,6 +124,21 @@ export interface VerifyReport {
   counts: { ok: number; damaged: number; gone: number };
 }
 
+/**
+ * Why a `--read-data-subset` value is not one restic takes (n/t with 1 <= n <= t, x% with
+ * 0 < x <= 100, or a size above zero such as 5G), or undefined when it is: checked before
+ * restic runs, so that bad input is a usage error (exit 2), not "damage" found by the check.
+ */
+export function readDataSubsetProblem(v: string): string | undefined {
+  const nt = /^(\d+)\/(\d+)$/.exec(v);
+  if (nt) return Number(nt[1]) >= 1 && Number(nt[1]) <= Number(nt[2]) ? undefined : 'n/t needs 1 <= n <= t';
+  const pct = /^(\d+(?:\.\d+)?)%$/.exec(v);
+  if (pct) return Number(pct[1]) > 0 && Number(pct[1]) <= 100 ? undefined : 'x% needs 0 < x <= 100';
+  const size = /^(\d+)[KMGT]?$/i.exec(v);
+  if (size) return Number(size[1]) > 0 ? undefined : 'a size must be above zero';
+  return 'it is not n/t, x% or a size';
+}
+
 function itemLabel(k: Partial<ResourceKey> & { timestamp?: string }): string {
   const where = [k.project, k.pool, k.name].filter(Boolean).join('/');
   return `${k.type ?? 'backup'} ${where}${k.timestamp ? ` ${k.timestamp}` : ''}`;

@@ -101,6 +101,10 @@ describe('verify on a directory target', () => {
     const subset = await cli(['verify', '--read-data-subset', 'lots', '--project', proj.name, '--target', base.uri]);
     expect(subset.exitCode).toBe(2);
     expect(subset.stderr).toContain('--read-data-subset "lots"');
+    // In range, not only in shape: restic's own refusal would come back as "damage" (exit 3).
+    const over = await cli(['verify', '--read-data-subset', '150%', '--project', proj.name, '--target', base.uri]);
+    expect(over.exitCode).toBe(2);
+    expect(over.stderr).toMatch(/^Error: --read-data-subset "150%": x% needs 0 < x <= 100$/m);
     const unknown = await cli(['verify', 'instances', 'nope', '--project', proj.name, '--target', base.uri]);
     expect(unknown.exitCode).toBe(2);
     expect(unknown.stderr).toContain('no backups of instances nope');

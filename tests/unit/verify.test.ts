@@ -9,7 +9,7 @@ import type { Backend, BackupEntry, Problem } from '../../src/backends/types.js'
 import { MANIFEST_FORMAT } from '../../src/core/manifest.js';
 import type { Task, Ui } from '../../src/core/run.js';
 import type { Compression, ResourceKey } from '../../src/core/types.js';
-import { ArchiveDigest, tarProblems, verifyBackups, verifyFailed } from '../../src/core/verify.js';
+import { ArchiveDigest, readDataSubsetProblem, tarProblems, verifyBackups, verifyFailed } from '../../src/core/verify.js';
 
 /** A stand-in tarball: data blocks, then the two zero blocks every complete tar ends with. */
 function fakeTar(blocks = 40, trailer = true): Buffer {
@@ -225,5 +225,22 @@ describe('verifyBackups', () => {
     // Without --deep only the repository check and the manifests count.
     const shallow = await verifyBackups(restic, {}, { readData: false, deep: false, parallel: 1 }, quietUi, new AbortController().signal);
     expect(shallow.items.map((i) => i.status)).toEqual(['damaged', 'ok']);
+  });
+});
+
+describe('--read-data-subset values', () => {
+  it.each(['1/5', '5/5', '10%', '0.5%', '100%', '5G', '500m', '1024'])('takes %s', (v) => {
+    expect(readDataSubsetProblem(v)).toBeUndefined();
+  });
+  it.each([
+    ['0/5', /1 <= n <= t/],
+    ['6/5', /1 <= n <= t/],
+    ['0%', /0 < x <= 100/],
+    ['150%', /0 < x <= 100/],
+    ['0G', /above zero/],
+    ['lots', /not n\/t, x% or a size/],
+    ['-1', /not n\/t/],
+  ])('refuses %s', (v, why) => {
+    expect(readDataSubsetProblem(v)).toMatch(why);
   });
 });

@@ -6,7 +6,7 @@ import { planPrune, pruneRows, reasonText, effectivePolicy, type PruneRow } from
 import { policyIsEmpty, RetentionError, type RetentionPolicy } from '../../core/retention.js';
 import type { Ui } from '../../core/run.js';
 import type { ResourceKey, ResourceType } from '../../core/types.js';
-import { verifyBackups, verifyFailed, type VerifyItem } from '../../core/verify.js';
+import { readDataSubsetProblem, verifyBackups, verifyFailed, type VerifyItem } from '../../core/verify.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, humanDuration, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
@@ -116,9 +116,8 @@ export class VerifyCommand extends ScopedCommand {
   deep = Option.Boolean('--deep', false, { description: 'restic: stream every archive back and compare it with its manifest' });
 
   async run(): Promise<ExitCodeValue> {
-    if (this.readDataSubset && !/^(\d+\/\d+|\d+(\.\d+)?%|\d+[KMGT]?)$/i.test(this.readDataSubset)) {
-      throw new UsageError(`--read-data-subset "${this.readDataSubset}" is not n/t, x% or a size`, 'e.g. 1/5, 10% or 5G');
-    }
+    const subsetProblem = this.readDataSubset === undefined ? undefined : readDataSubsetProblem(this.readDataSubset);
+    if (subsetProblem) throw new UsageError(`--read-data-subset "${this.readDataSubset}": ${subsetProblem}`, 'e.g. 1/5, 10% or 5G');
     const backend = this.openTarget();
     const filter = this.scope();
     const ui = this.ui();
