@@ -59,6 +59,15 @@ describe('the CLI surface', () => {
     }
   });
 
+  it('refuses a malformed --*-map before reading the target', async () => {
+    for (const cmd of [['restore', 'all'], ['restore', 'instance', 'web']]) {
+      const r = await cli([...cmd, '--project-map', 'bad', '--target', 'dir:/nonexistent/ib-target', '--dry-run']);
+      expect(r.exitCode, cmd.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/^Error: --project-map "bad" is not OLD=NEW$/m);
+      expect(r.stderr).toMatch(/^Hint: e\.g\. --project-map default=staging$/m);
+    }
+  });
+
   it('takes the target from INCUS_BACKUP_TARGET', async () => {
     const r = await cli(['list'], { INCUS_BACKUP_TARGET: 'dir:/nonexistent/ib-target' });
     expect(r.exitCode).toBe(2);

@@ -181,6 +181,8 @@ abstract class RestoreCommand extends RestoreBase {
     this.checkCommon(this.version);
     const targetName = this.targetNameOption();
     if (targetName) checkName(this.type, targetName);
+    // Bad options (a malformed --*-map) are refused before the target is read.
+    const opts = this.planOptions(targetName, this.offersTargetName);
     const backend = this.openTarget();
     const refs = this.refs();
     const projects = this.allProjects ? undefined : [this.checkedProject()];
@@ -194,7 +196,7 @@ abstract class RestoreCommand extends RestoreBase {
     const { plan, missing } = await ctx.ui.wait('reading the target and planning', async () => {
       const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
       if (entries.length === 0) throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, 'check --project and --target; `incus-backup list` shows what is there');
-      const plan = await planRestore(ctx, entries, this.planOptions(targetName, this.offersTargetName));
+      const plan = await planRestore(ctx, entries, opts);
       return { plan, missing: await this.preflight(ctx, plan, new Set()) };
     });
     const work = plan.filter((i) => i.action !== 'skip');
@@ -298,6 +300,7 @@ export class RestoreAllCommand extends RestoreBase {
 
   async run(): Promise<ExitCodeValue> {
     this.checkCommon(this.version);
+    const opts = this.planOptions();
     const backend = this.openTarget();
     const api = this.incus();
     const ctx = this.runContext(api, backend);
@@ -310,7 +313,6 @@ export class RestoreAllCommand extends RestoreBase {
     }
     const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), project ? { project } : {}, this.force) : undefined;
     if (!chosen.length && !config) throw new UsageError(`no backups found in ${backend.uri}${project ? ` for project ${project}` : ''}`, 'check --project and --target');
-    const opts = this.planOptions();
     const images: ImageRestorePlan[] = [];
     for (const e of chosen.filter((x) => x.manifest.type === 'image')) images.push(await planImageRestore(ctx, e, mapName(opts.maps.project, e.manifest.project)));
     // Volumes first (instances may use them); one call, so that a conflict names all of them.
