@@ -63,6 +63,11 @@ describe('the worst day, on a restic repository', () => {
       'instance:ok',
     ]);
 
+    // The server-wide config backup is listed in the project's scope, as on a directory target.
+    const listed = await run('list', '--output', 'json');
+    expect(listed.exitCode, listed.stderr).toBe(0);
+    expect(parseJson<{ type: string }[]>(listed.stdout).map((r) => r.type).sort()).toEqual(['config', 'image', 'instance', 'volume']);
+
     await incus('delete', '-f', 'web', '--project', P);
     await incus('storage', 'volume', 'delete', 'default', 'vol', '--project', P);
     await incus('image', 'delete', fp, '--project', P);

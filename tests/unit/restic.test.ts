@@ -12,6 +12,7 @@ import {
   latestArchiveSnapshot,
   manifestFileName,
   manifestTags,
+  matchesFilter,
   nextFreeVersion,
   pairSnapshots,
   resourceId,
@@ -190,6 +191,14 @@ describe('pairing snapshots into backups', () => {
     expect(pairSnapshots(SAMPLE, { project: 'default' }).broken.map((b) => b.location.slice(0, 8))).toEqual(['ea096dd0']);
     expect(pairSnapshots(SAMPLE, { name: 'web1', type: 'volume' }).entries).toHaveLength(0);
     expect(pairSnapshots(SAMPLE, { pool: 'other' }).entries.filter((e) => e.manifest.type === 'volume')).toHaveLength(0);
+  });
+
+  it('puts the server-wide config in every project\'s scope, as the directory backend does', () => {
+    const config: ResourceKey = { type: 'config', project: '*', name: 'config' };
+    expect(matchesFilter(config, { project: 'default' })).toBe(true);
+    expect(matchesFilter(config, { project: 'web', type: 'config' })).toBe(true);
+    expect(matchesFilter(config, { project: 'default', type: 'instance' })).toBe(false);
+    expect(matchesFilter({ type: 'instance', project: 'web', name: 'a' }, { project: 'default' })).toBe(false);
   });
 
   it('does not list a backup whose data snapshot holds a different number of bytes', () => {

@@ -26,7 +26,7 @@
  */
 import { compareManifests, validateManifest, type Manifest } from '../../core/manifest.js';
 import { planIndex } from '../../core/preflight.js';
-import type { ResourceKey, ResourceType } from '../../core/types.js';
+import { SERVER_WIDE, type ResourceKey, type ResourceType } from '../../core/types.js';
 import type { BackupEntry, BrokenBackup, ListFilter } from '../types.js';
 
 /** The `--host` of every snapshot: stable across machines and hostname changes. */
@@ -152,10 +152,11 @@ export function sameKey(a: ResourceKey, b: ResourceKey): boolean {
   return a.type === b.type && a.project === b.project && a.name === b.name && (a.type !== 'volume' || a.pool === b.pool);
 }
 
+/** Whether a backup is in the filter's scope; server-wide backups (the config) are in every project's. */
 export function matchesFilter(k: ResourceKey, f: ListFilter): boolean {
   return (
     (!f.type || k.type === f.type) &&
-    (!f.project || k.project === f.project) &&
+    (!f.project || k.project === f.project || k.project === SERVER_WIDE) &&
     (!f.name || k.name === f.name) &&
     (!f.pool || k.pool === f.pool)
   );
