@@ -110,10 +110,9 @@ export interface Backend {
   /**
    * `key` is backed up next: start opening its writer now, so that its start-up cost (restic:
    * key derivation and lock wait, ~0.7 s) overlaps the backup before it. createWriter() for the
-   * same key takes it; dropPrewarmed() stops whatever was not taken.
+   * same key takes it; one never taken is stopped by close(), before it saved anything.
    */
   prewarm?(key: ResourceKey): void;
-  dropPrewarmed?(): Promise<void>;
   /**
    * Gives each instance entry's manifest at least the index fields a restore reads (planIndex);
    * other entries need none and are left alone. Needed where list() gives summaries (restic:
@@ -136,10 +135,9 @@ export interface Backend {
   /**
    * `entry` is restored next: start opening its archive now, so that its start-up cost (restic:
    * key derivation and lock wait, ~0.7 s) overlaps the restore before it. openArchive(entry)
-   * takes it; dropPrefetched() stops whatever was not taken.
+   * takes it; one never taken is stopped by close().
    */
   prefetch?(entry: BackupEntry, signal?: AbortSignal): void;
-  dropPrefetched?(): void;
   /** Removes these backups (a batch, so restic can forget them all and prune once). */
   remove(entries: BackupEntry[]): Promise<void>;
   close(): Promise<void>;

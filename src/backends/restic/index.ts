@@ -80,13 +80,13 @@ export class ResticBackend implements Backend {
   private readonly complete = new WeakSet<Manifest>();
   /** The last `restic snapshots` (which archive a read-ahead's `latest` picked). */
   private lastListing?: SnapshotInfo[];
-  /** Dumps started by readAhead(), by resource id, not yet taken by openArchive(). */
-  private readonly readAheads = new Map<string, Promise<PassThrough>>();
+  /** Dumps started by readAhead(), by resource id. */
+  private readonly readAheads = new StartedAhead<string, PassThrough>();
   private readonly servedAhead = new WeakSet<BackupEntry>();
-  /** Writers started by prewarm(), by resource id, not yet taken by createWriter(). */
-  private readonly prewarmed = new Map<string, Promise<ResticWriter>>();
-  /** Dumps started by prefetch(), not yet taken by openArchive(). */
-  private readonly prefetched = new Map<BackupEntry, Promise<PassThrough>>();
+  /** Writers started by prewarm(), by resource id. */
+  private readonly prewarmed = new StartedAhead<string, ResticWriter>();
+  /** Dumps started by prefetch(). */
+  private readonly prefetched = new StartedAhead<BackupEntry, PassThrough>();
 
   constructor(
     readonly repository: string,
@@ -211,9 +211,7 @@ export class ResticBackend implements Backend {
       throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
     }
     await this.ready();
-    const id = resourceId(req.key);
-    const warm = await this.prewarmed.get(id)?.catch(() => undefined);
-    this.prewarmed.delete(id);
+    const warm = await this.prewarmed.take(resourceId(req.key));
     if (warm?.fresh()) {
       warm.rebase(formatTimestamp(req.when));
       return warm;
@@ -228,18 +226,8 @@ export class ResticBackend implements Backend {
    * must be created).
    */
   prewarm(key: ResourceKey): void {
-    const id = resourceId(key);
     const opened = this.opened;
-    if (!opened || this.prewarmed.has(id)) return;
-    const warm = opened.then(() => new ResticWriter(this, key, '', opened));
-    warm.catch(() => undefined);
-    this.prewarmed.set(id, warm);
-  }
-
-  async dropPrewarmed(): Promise<void> {
-    const left = [...this.prewarmed.values()];
-    this.prewarmed.clear();
-    await Promise.all(left.map((w) => w.then((writer) => writer.abort(), () => undefined)));
+    if (opened) this.prewarmed.start(resourceId(key), () => opened.then(() => new ResticWriter(this, key, '', opened)));
   }
 
   /**
@@ -250,7 +238,7 @@ export class ResticBackend implements Backend {
    */
   async openArchive(entry: BackupEntry, signal?: AbortSignal): Promise<Readable> {
     await this.ready();
-    const out = (await this.takePrefetched(entry)) ?? (await this.takeReadAhead(entry)) ?? this.dump(archiveDumpArgs(entry), signal);
+    const out = (await this.prefetched.take(entry)) ?? (await this.takeReadAhead(entry)) ?? this.dump(archiveDumpArgs(entry), signal);
     try {
       await this.loadIndexes([entry]);
     } catch (e) {
@@ -282,11 +270,7 @@ export class ResticBackend implements Backend {
    * the entry's sha256 (see wasReadAhead).
    */
   readAhead(key: ResourceKey, signal?: AbortSignal): void {
-    const id = resourceId(key);
-    if (this.readAheads.has(id)) return;
-    const archive = this.ready().then(() => this.dump(latestArchiveDumpArgs(key), signal));
-    archive.catch(() => undefined);
-    this.readAheads.set(id, archive);
+    this.readAheads.start(resourceId(key), () => this.ready().then(() => this.dump(latestArchiveDumpArgs(key), signal)));
   }
 
   wasReadAhead(entry: BackupEntry): boolean {
@@ -295,32 +279,12 @@ export class ResticBackend implements Backend {
 
   /** Starts `restic dump` of the entry's archive by its snapshot id; see Backend.prefetch. */
   prefetch(entry: BackupEntry, signal?: AbortSignal): void {
-    if (this.prefetched.has(entry)) return;
-    const archive = this.ready().then(() => this.dump(archiveDumpArgs(entry), signal));
-    archive.catch(() => undefined);
-    this.prefetched.set(entry, archive);
-  }
-
-  dropPrefetched(): void {
-    for (const p of this.prefetched.values()) void p.then((out) => out.destroy(), () => undefined);
-    this.prefetched.clear();
-  }
-
-  /** The prefetched dump of this entry, if any (a failed start is left to a plain dump to report). */
-  private async takePrefetched(entry: BackupEntry): Promise<PassThrough | undefined> {
-    const started = this.prefetched.get(entry);
-    if (!started) return undefined;
-    this.prefetched.delete(entry);
-    return started.catch(() => undefined);
+    this.prefetched.start(entry, () => this.ready().then(() => this.dump(archiveDumpArgs(entry), signal)));
   }
 
   /** The read-ahead for the entry's resource, if it is surely the entry's archive; any other is stopped. */
   private async takeReadAhead(entry: BackupEntry): Promise<PassThrough | undefined> {
-    const id = resourceId(entry.manifest);
-    const started = this.readAheads.get(id);
-    if (!started) return undefined;
-    this.readAheads.delete(id);
-    const out = await started.catch(() => undefined);
+    const out = await this.readAheads.take(resourceId(entry.manifest));
     if (!out) return undefined;
     if (latestArchiveSnapshot(this.lastListing ?? [], entry.manifest) !== entry.location || out.errored || out.destroyed) {
       out.destroy();
@@ -736,6 +700,31 @@ export const resticBackendFactory: BackendFactory = {
     });
   },
 };
+
+/**
+ * Work started before anyone asks for it (a read-ahead or prefetched dump, a prewarmed restic
+ * backup), by key, and taken at most once. What is never taken needs no clean-up of its own: its
+ * restic is stopped with all the others when the backend closes, before saving anything.
+ */
+class StartedAhead<K, V> {
+  private readonly started = new Map<K, Promise<V>>();
+
+  start(key: K, begin: () => Promise<V>): void {
+    if (this.started.has(key)) return;
+    const p = begin();
+    // A start that failed is left to the plain way to report (see take).
+    p.catch(() => undefined);
+    this.started.set(key, p);
+  }
+
+  /** What was started for `key`, once: undefined if nothing was, or if it failed to start. */
+  async take(key: K): Promise<V | undefined> {
+    const p = this.started.get(key);
+    if (!p) return undefined;
+    this.started.delete(key);
+    return p.catch(() => undefined);
+  }
+}
 
 /** `restic dump` arguments for a backup's archive, by its data snapshot's id. */
 function archiveDumpArgs(entry: BackupEntry): string[] {

@@ -161,7 +161,6 @@ abstract class BackupCommand extends BaseCommand {
       },
       ctx.signal,
     );
-    await backend.dropPrewarmed?.();
     // The target's own failure is the run's one error, not a failure of each resource.
     await prepared;
     const rows = settled.map((r, i): ResultRow => {

@@ -126,36 +126,32 @@ abstract class RestoreBase extends BaseCommand {
     await this.confirm(`Restore ${[items, ...others].filter(Boolean).join(' and ')}?`, { forceOnly: stopsVolumeUsers });
   }
 
-  protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
-    try {
-      return await applyAll(
-        work,
-        this.parallel,
-        ctx.signal,
-        (item, i) => {
-          // The item that starts when this one (or another running one) ends begins opening its
-          // archive now: with restic that is ~0.7 s of key derivation and lock wait per item,
-          // which then overlaps this item's stream instead of following it.
-          const next = work[i + this.parallel];
-          if (next) ctx.backend.prefetch?.(next.entry, ctx.signal);
-          return restoreItem(ctx, item);
-        },
-        (item): ResultRow => ({
-          type: item.entry.manifest.type,
-          project: item.dest.project,
-          name: item.dest.name,
-          ...(item.dest.kind === 'volume' ? { pool: item.dest.pool } : {}),
-          status: 'ok',
-          action: item.action,
-          timestamp: item.entry.manifest.timestamp,
-          size: item.entry.manifest.archive.size,
-          detail: item.action,
-        }),
-        errors,
-      );
-    } finally {
-      ctx.backend.dropPrefetched?.();
-    }
+  protected restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
+    return applyAll(
+      work,
+      this.parallel,
+      ctx.signal,
+      (item, i) => {
+        // The item that starts when this one (or another running one) ends begins opening its
+        // archive now: with restic that is ~0.7 s of key derivation and lock wait per item,
+        // which then overlaps this item's stream instead of following it.
+        const next = work[i + this.parallel];
+        if (next) ctx.backend.prefetch?.(next.entry, ctx.signal);
+        return restoreItem(ctx, item);
+      },
+      (item): ResultRow => ({
+        type: item.entry.manifest.type,
+        project: item.dest.project,
+        name: item.dest.name,
+        ...(item.dest.kind === 'volume' ? { pool: item.dest.pool } : {}),
+        status: 'ok',
+        action: item.action,
+        timestamp: item.entry.manifest.timestamp,
+        size: item.entry.manifest.archive.size,
+        detail: item.action,
+      }),
+      errors,
+    );
   }
 
   protected finish(ctx: RunContext & { ui: { stop(): void } }, rows: ResultRow[], errors: unknown[]): ExitCodeValue {
