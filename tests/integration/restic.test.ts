@@ -391,10 +391,14 @@ describe('restic target, local repository', () => {
       expect(await mine()).toHaveLength(4);
 
       // Ctrl-C while pw1 streams: pw2's prewarmed restic is stopped, and no snapshot of either
-      // is kept.
+      // is kept. pw2 itself was never started (Incus staged nothing for it): the restic that
+      // ran for it was the prewarmed one.
       rec.reset();
-      const run = cliSpawn(['backup', 'instances', 'pw1', 'pw2', '--no-snapshot', '--project', P, '--target', uri], slowEnv);
+      const log2 = join(work, 'prewarm-interrupted.jsonl');
+      const run = cliSpawn(['backup', 'instances', 'pw1', 'pw2', '--no-snapshot', '--project', P, '--target', uri, '--log-file', log2, '--log-level', 'debug'], slowEnv);
       await interruptWhen(run, () => dataRuns().length === 2, rec);
+      const staged = readFileSync(log2, 'utf8').split('\n').filter((l) => /incus POST \/1\.0\/instances\/pw[12]\/backups/.test(l));
+      expect(staged.map((l) => /pw[12]/.exec(l)![0])).toEqual(['pw1']);
       expect(await mine()).toHaveLength(4);
       await expectNoLeftovers('pw1');
       expect(await serverBackupNames(P, 'pw1')).toEqual([]);
