@@ -588,15 +588,10 @@ class ResticWriter implements ArchiveWriter {
    * replaced if it may have started too early). The listing is waited for at commit anyway.
    */
   private async prepare(): Promise<void> {
-    if (this.afterOpen) {
-      // Started once the repository was known to exist: nothing to wait for or replace.
-      if (this.failure) throw this.failure;
-      this.isReady = true;
-      return;
-    }
-    const repo = await Promise.race([this.gateOpen.then(() => undefined), this.opened]);
+    const repo = this.afterOpen ? undefined : await Promise.race([this.gateOpen.then(() => undefined), this.opened]);
     if (this.failure) throw this.failure;
-    // No `repo`: restic opened the repository by itself, so there is nothing to replace.
+    // No `repo`: the repository was known to exist when restic started, or restic has opened it
+    // by itself; either way there is nothing to replace.
     if (repo && !repo.initialised && this.missedRepository) this.failure = this.missedRepository;
     else if (repo?.initialised) {
       // Started before the repository existed: it may have given up already. Replace it.
