@@ -167,15 +167,13 @@ abstract class RestoreCommand extends RestoreBase {
 
   abstract readonly type: ResourceType;
   abstract refs(): { name: string; pool?: string }[];
-  /** The one-resource commands have --target-name (and override targetNameOption). */
+  /** --target-name, which only the one-resource commands have (they set offersTargetName). */
+  declare targetName?: string;
   protected readonly offersTargetName: boolean = false;
-  targetNameOption(): string | undefined {
-    return undefined;
-  }
 
   async run(): Promise<ExitCodeValue> {
     this.checkCommon(this.version);
-    const targetName = this.targetNameOption();
+    const targetName = this.targetName;
     if (targetName) checkName(this.type, targetName);
     // Bad options (a malformed --*-map) are refused before the target is read.
     const opts = this.planOptions(targetName, this.offersTargetName);
@@ -222,13 +220,10 @@ export class RestoreInstanceCommand extends RestoreCommand {
   });
   readonly type = 'instance' as const;
   name = Option.String({ name: 'NAME' });
-  targetName = Option.String('--target-name', { description: 'Restore under this name instead' });
+  override targetName = Option.String('--target-name', { description: 'Restore under this name instead' });
   protected override readonly offersTargetName = true;
   refs() {
     return [{ name: checkName('instance', this.name) }];
-  }
-  override targetNameOption() {
-    return this.targetName;
   }
 }
 
@@ -255,13 +250,10 @@ export class RestoreVolumeCommand extends RestoreCommand {
   });
   readonly type = 'volume' as const;
   name = Option.String({ name: 'POOL/NAME' });
-  targetName = Option.String('--target-name', { description: 'Restore under this name instead' });
+  override targetName = Option.String('--target-name', { description: 'Restore under this name instead' });
   protected override readonly offersTargetName = true;
   refs() {
     return [parseVolumeRef(this.name)];
-  }
-  override targetNameOption() {
-    return this.targetName;
   }
 }
 
