@@ -56,6 +56,18 @@ import_from() {
   wait_op "$op"
 }
 
+# One resource ($RES) into restic, as $FILENAME.
+backup_restic() {
+  stage
+  download | restic backup --stdin --stdin-filename "$FILENAME" --json --quiet >"$SUMMARY"
+  drop
+}
+
+# One archive ($SNAP's /$FILENAME) imported as $NAME.
+restore_restic() {
+  restic dump "$SNAP" "/$FILENAME" </dev/null | import_from -
+}
+
 case "${1:-}" in
   backup-file)
     stage
@@ -64,28 +76,24 @@ case "${1:-}" in
     drop
     ;;
   backup-restic)
-    stage
-    download | restic backup --stdin --stdin-filename "$FILENAME" --json --quiet >"$SUMMARY"
-    drop
+    backup_restic
     ;;
   backup-restic-each)
-    # A hand-made nightly loop: every resource of $RESES in turn, as backup-restic does one.
+    # A hand-made nightly loop: every resource of $RESES in turn.
     for RES in $RESES; do
       FILENAME="${RES##*/}.tar"
-      stage
-      download | restic backup --stdin --stdin-filename "$FILENAME" --json --quiet >"$SUMMARY"
-      drop
+      backup_restic
     done
     ;;
+  restore-restic)
+    restore_restic
+    ;;
   restore-restic-each)
-    # A hand-made restore loop: restore-restic for every "SNAP FILENAME NAME" line of $ITEMS.
+    # A hand-made restore loop: every "SNAP FILENAME NAME" line of $ITEMS in turn.
     while read -r SNAP FILENAME NAME; do
       [ -n "$SNAP" ] || continue
-      restic dump "$SNAP" "/$FILENAME" </dev/null | import_from -
+      restore_restic
     done <<<"$ITEMS"
-    ;;
-  restore-restic)
-    restic dump "$SNAP" "/$FILENAME" | import_from -
     ;;
   restore-file)
     import_from "$IN"
