@@ -43,7 +43,13 @@ export async function selectBackups(
   refs: { name: string; pool?: string }[],
   version?: string,
 ): Promise<BackupEntry[]> {
-  const filter: ListFilter = projects.length === 1 ? { type, project: projects[0]! } : { type };
+  // Narrowed where that is one resource or one project: a directory target then reads only those.
+  const [one] = refs.length === 1 ? refs : [];
+  const filter: ListFilter = {
+    type,
+    ...(projects.length === 1 ? { project: projects[0]! } : {}),
+    ...(one ? { name: one.name, ...(one.pool ? { pool: one.pool } : {}) } : {}),
+  };
   const groups = groupByResource((await backend.list(filter)).filter((e) => projects.includes(e.manifest.project)));
   const out: BackupEntry[] = [];
   for (const project of projects) {
