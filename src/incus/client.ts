@@ -6,7 +6,7 @@ import { connectionLost, IncusConnectionError, IncusError } from './errors.js';
 
 const require = createRequire(import.meta.url);
 type ClientClass = typeof import('undici').Client;
-let loaded: { Client: ClientClass; narrow: boolean } | undefined;
+let loaded: ClientClass | undefined;
 
 /**
  * undici's HTTP/1 client, loaded when a command first talks to Incus: list, verify and prune work
@@ -25,7 +25,7 @@ let loaded: { Client: ClientClass; narrow: boolean } | undefined;
  * handles headers and chunk framing, not the archive's bytes; measured with scripts/bench). So
  * WebAssembly stays on the baseline compiler, set before undici compiles its parser.
  */
-export function loadUndiciClient(): { Client: ClientClass; narrow: boolean } {
+export function loadUndiciClient(): ClientClass {
   if (loaded) return loaded;
   setFlagsFromString('--liftoff-only');
   try {
@@ -33,9 +33,9 @@ export function loadUndiciClient(): { Client: ClientClass; narrow: boolean } {
     const Client = require('undici/lib/dispatcher/client.js') as ClientClass;
     if (typeof Dispatcher.prototype.request !== 'function') Object.assign(Dispatcher.prototype, require('undici/lib/api/index.js'));
     if (typeof (Client.prototype as unknown as Record<string, unknown>).request !== 'function') throw new Error('undici layout changed');
-    loaded = { Client, narrow: true };
+    loaded = Client;
   } catch {
-    loaded = { Client: (require('undici') as typeof import('undici')).Client, narrow: false };
+    loaded = (require('undici') as typeof import('undici')).Client;
   }
   return loaded;
 }
@@ -112,7 +112,7 @@ export class IncusClient {
   ) {
     // Staging a large backup or spooling an import can take many minutes between bytes:
     // undici's 300 s header/body timeouts would turn that into a bogus failure.
-    this.http = new (loadUndiciClient().Client)('http://incus', { socketPath, headersTimeout: 0, bodyTimeout: 0 });
+    this.http = new (loadUndiciClient())('http://incus', { socketPath, headersTimeout: 0, bodyTimeout: 0 });
   }
 
   async close(): Promise<void> {
