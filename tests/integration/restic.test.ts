@@ -96,7 +96,11 @@ function recordedRestic(name: string, flags = '') {
       writeFileSync(pids, '');
     },
     text: () => lines().join('\n'),
-    runs: (match: RegExp) => lines().filter((l) => match.test(l)).map((l) => ({ at: Number(l.split(' ')[0]), line: l })),
+    /** The runs whose command line matches: when each started (ms) and its arguments. */
+    runs: (match: RegExp) =>
+      lines()
+        .map((l) => ({ at: Number(l.slice(0, l.indexOf(' '))), args: l.slice(l.indexOf(' ') + 1) }))
+        .filter((r) => match.test(r.args)),
     pids: () => (existsSync(pids) ? readFileSync(pids, 'utf8').split('\n').filter(Boolean).map(Number) : []),
   };
 }
@@ -222,20 +226,17 @@ describe('restic target, local repository', () => {
 
   it('reads the newest backup ahead when restoring it with -y, and reads plainly when a newer archive has no manifest', async () => {
     // restic itself, with every command line written down (the password is in the environment).
-    const calls = join(work, 'restic-calls.log');
-    const logger = join(work, 'restic-logged');
-    writeFileSync(logger, `#!/bin/sh\nprintf '%s\\n' "$*" >>'${calls}'\nexec restic "$@"\n`);
-    chmodSync(logger, 0o755);
+    const rec = recordedRestic('restic-logged');
     const file = `/incus_${P}_instance_c1.tar`;
     const restore = async (as: string) => {
-      writeFileSync(calls, '');
-      const r = await cli(['restore', 'instance', 'c1', '--target-name', as, '--project', P, '--target', uri, '-y'], { ...env, RESTIC_BINARY: logger });
+      rec.reset();
+      const r = await cli(['restore', 'instance', 'c1', '--target-name', as, '--project', P, '--target', uri, '-y'], { ...env, RESTIC_BINARY: rec.binary });
       expect(r.exitCode, r.stderr).toBe(0);
       expect(await sh(P, as, 'sha256sum /data/f | cut -d" " -f1')).toBe(sha);
       await incus('delete', '-f', as, '--project', P);
       // The read-ahead was either used or left alone: never used for the wrong archive and retried.
       expect(r.stderr).not.toMatch(/read-ahead/);
-      return readFileSync(calls, 'utf8').split('\n').filter((l) => l.startsWith('--retry-lock') && / dump /.test(l));
+      return rec.runs(/ dump /).map((x) => x.args);
     };
     const newest = (await listJson(uri)).filter((r) => r.name === 'c1').at(-1)!;
 
@@ -296,7 +297,7 @@ describe('restic target, local repository', () => {
     const ids = parseJson<ListRow[]>((await cli(['list', 'instances', '--project', P, '--target', uri, '--output', 'json'], env)).stdout)
       .filter((row) => row.name === 'pf1' || row.name === 'pf2')
       .map((row) => row.location);
-    const which = (x: { line: string }) => ids.findIndex((id) => x.line.includes(` dump ${id} `));
+    const which = (x: { args: string }) => ids.findIndex((id) => x.args.includes(` dump ${id} `));
     try {
       for (const n of ['pf1', 'pf2']) await incus('delete', '-f', n, '--project', P);
       rec.reset();
@@ -381,7 +382,7 @@ describe('restic target, local repository', () => {
       // was deleted (that happens once its stream has ended).
       const runs = dataRuns();
       expect(runs, rec.text()).toHaveLength(2);
-      expect(runs[1]!.line).toContain('_instance_pw2.');
+      expect(runs[1]!.args).toContain('_instance_pw2.');
       const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { time: string; message: string });
       const pw1Streamed = events.find((e) => /^incus DELETE \/1\.0\/instances\/pw1\/backups\//.test(e.message));
       expect(pw1Streamed).toBeDefined();
