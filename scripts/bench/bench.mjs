@@ -391,6 +391,25 @@ class Bench {
     return repo;
   }
 
+  /**
+   * Repository `name` of the work folder as an earlier pair left it (2a: restic-ours-instance,
+   * 8: restic-ours-nightly), or, when that pair did not run, a fresh one with our backup of
+   * `instances` in it.
+   */
+  async reusedRepo(name, label, instances) {
+    const repo = join(this.work, name);
+    if (!existsSync(repo)) {
+      await this.freshRepo(name);
+      await this.ours(label, ['backup', 'instances', ...instances, '--no-snapshot', '--target', `restic:${repo}`]);
+    }
+    return repo;
+  }
+
+  /** The newest data snapshot of instance `name` in a `restic snapshots` listing. */
+  newestArchive(snaps, name) {
+    return snaps.filter((x) => x.tags?.includes('ib-archive') && x.tags?.includes(`ib-name=${name}`)).at(-1);
+  }
+
   async resticSnapshots(repo) {
     const r = await this.runner.run(['restic', 'snapshots', '--json'], { env: { ...this.env, RESTIC_REPOSITORY: repo }, label: 'restic-snapshots' });
     return JSON.parse(r.stdout || '[]').sort((x, y) => x.time.localeCompare(y.time));
@@ -492,7 +511,7 @@ class Bench {
       note: 'fresh local repository per round and side (restic init not timed)',
     });
     if (!inst) return;
-    this.resticRepo = join(this.work, 'restic-ours-instance'); // the last round's, restored in pair 4
+    // The last round's repository stays: pair 4a restores from it.
     for (const s of A) this.tempBytes.push({ id, what: `backup ${kind} -> restic`, archive: e.bytes, cliWrote: s.writeBytes, stored: 0, treeWrote: s.treeWriteBytes, treeCancelled: s.treeCancelledBytes });
     this.memory.push({ size: this.o.size, target: 'restic', runs: A });
     if (second) {
@@ -585,14 +604,8 @@ class Bench {
 
   /** 4a: restore from restic vs restic dump | curl -T - (import), both from the same snapshot. */
   async pairRestoreRestic() {
-    if (!this.resticRepo || !existsSync(this.resticRepo)) {
-      const repo = await this.freshRepo('restic-ours-instance');
-      await this.ours('4a-setup', ['backup', 'instances', 'c1', '--no-snapshot', '--target', `restic:${repo}`]);
-      this.resticRepo = repo;
-    }
-    const repo = this.resticRepo;
-    const data = (await this.resticSnapshots(repo)).filter((x) => x.tags?.includes('ib-archive') && x.tags?.includes('ib-name=c1'));
-    const snap = data[data.length - 1];
+    const repo = await this.reusedRepo('restic-ours-instance', '4a-setup', ['c1']);
+    const snap = this.newestArchive(await this.resticSnapshots(repo), 'c1');
     const file = snap.paths[0].replace(/^\//, '');
     const bytes = snap.summary?.total_bytes_processed;
     const [a, b] = await this.alternate(
@@ -718,14 +731,10 @@ class Bench {
    * Both read the same data snapshots; the instances are deleted before each side.
    */
   async pairWorstDayRestic(names) {
-    let repo = join(this.work, 'restic-ours-nightly');
-    if (!existsSync(repo)) {
-      repo = await this.freshRepo('restic-ours-nightly');
-      await this.ours('9-setup', ['backup', 'instances', ...names, '--no-snapshot', '--target', `restic:${repo}`]);
-    }
+    const repo = await this.reusedRepo('restic-ours-nightly', '9-setup', names);
     const data = await this.resticSnapshots(repo);
     const items = names.map((n) => {
-      const snap = data.filter((x) => x.tags?.includes('ib-archive') && x.tags?.includes(`ib-name=${n}`)).at(-1);
+      const snap = this.newestArchive(data, n);
       return { name: n, snap: snap.id, file: snap.paths[0].replace(/^\//, ''), bytes: snap.summary?.total_bytes_processed ?? 0 };
     });
     const bytes = items.reduce((x, i) => x + i.bytes, 0);
