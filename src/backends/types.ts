@@ -135,9 +135,10 @@ export interface Backend {
   /**
    * `entry` is restored next: start opening its archive now, so that its start-up cost (restic:
    * key derivation and lock wait, ~0.7 s) overlaps the restore before it. openArchive(entry)
-   * takes it; one never taken is stopped by close().
+   * takes it; one never taken is stopped by close(). With `manifest`, the entry is verified
+   * next (`verify --deep`): its manifest file is read now as well, for checkEntry to take.
    */
-  prefetch?(entry: BackupEntry, signal?: AbortSignal): void;
+  prefetch?(entry: BackupEntry, signal?: AbortSignal, opts?: { manifest?: boolean }): void;
   /** Removes these backups (a batch, so restic can forget them all and prune once). */
   remove(entries: BackupEntry[]): Promise<void>;
   close(): Promise<void>;

@@ -1,4 +1,4 @@
-import { cpSync, readdirSync, statSync, writeFileSync, rmSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -47,6 +47,42 @@ describe('verify, protect and prune on a restic target', () => {
     const r = await run(['verify', '--read-data']);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/3 ok, 0 damaged/);
+  });
+
+  it('with --deep lists during the repository check and opens each next backup while the current one is read', async () => {
+    // The real restic behind a wrapper that writes down when each run starts and ends (ms).
+    const log = join(tmp.dir, 'timed-calls.log');
+    const wrapper = join(tmp.dir, 'timed-restic');
+    writeFileSync(log, '');
+    writeFileSync(wrapper, `#!/bin/sh\nprintf '%s start %s\\n' "$(date +%s%3N)" "$*" >>'${log}'\nrestic "$@"\nrc=$?\nprintf '%s end %s\\n' "$(date +%s%3N)" "$*" >>'${log}'\nexit $rc\n`, { mode: 0o755 });
+    const r = await cli(['verify', '--deep', '--project', P, '--target', `restic:${repo()}`], { ...env, RESTIC_BINARY: wrapper });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/3 ok, 0 damaged/);
+    const lines = readFileSync(log, 'utf8').trim().split('\n').map((l) => {
+      const [at, what, ...args] = l.split(' ');
+      return { at: Number(at), what, args: args.join(' ') };
+    });
+    const runs = (match: RegExp) => {
+      const starts = lines.filter((l) => l.what === 'start' && match.test(l.args)).sort((a, b) => a.at - b.at);
+      return starts.map((s) => ({ start: s.at, end: lines.find((l) => l.what === 'end' && l.args === s.args)!.at }));
+    };
+    const [listing] = runs(/^--retry-lock \S+ snapshots /);
+    const [check] = runs(/^--retry-lock \S+ check/);
+    expect(listing!.start).toBeLessThan(check!.end);
+    expect(check!.start).toBeLessThan(listing!.end);
+    // Three backups, checked oldest first: three archives and three manifest files read, each by
+    // its own dump. Every archive after the first was opened while the one before it was still
+    // being read, and so was the second backup's manifest file.
+    const listed = await run(['list', 'instances', '--output', 'json']);
+    const ids = parseJson<{ timestamp: string; location: string }[]>(listed.stdout)
+      .sort((a, b) => a.timestamp.localeCompare(b.timestamp))
+      .map((row) => row.location);
+    const archives = ids.map((id) => runs(new RegExp(` dump ${id} /\\S+_m1\\.tar$`)));
+    const manifests = runs(/ dump \S+ \/\S+_m1_manifest\.json$/);
+    const calls = readFileSync(log, 'utf8');
+    expect([...archives.map((a) => a.length), manifests.length], calls).toEqual([1, 1, 1, 3]);
+    for (let k = 1; k < 3; k++) expect(archives[k]![0]!.start, calls).toBeLessThan(archives[k - 1]![0]!.end);
+    expect(manifests.filter((m) => m.start < archives[0]![0]!.end), calls).toHaveLength(2);
   });
 
   it('lists while another client holds an exclusive lock: a listing takes no lock', async () => {
@@ -131,16 +167,21 @@ describe('verify, protect and prune on a restic target', () => {
     const restic = (args: string[], input?: string) =>
       execa('restic', args, { env: { RESTIC_REPOSITORY: copy, RESTIC_PASSWORD: env.RESTIC_PASSWORD }, ...(input !== undefined ? { input } : {}) });
     const snaps = JSON.parse((await restic(['snapshots', '--json'])).stdout) as { id: string; paths: string[]; tags: string[] }[];
-    const manifest = snaps.find((x) => x.tags.includes('ib-manifest'))!;
-    // The listing only reads tags, so the same tags over a junk file still list as a backup.
-    await restic(['backup', '--stdin', '--stdin-filename', manifest.paths[0]!.slice(1), '--host', 'incus-backup', ...manifest.tags.flatMap((t) => ['--tag', t]), '--quiet'], 'not a manifest');
-    await restic(['forget', manifest.id]);
+    // The oldest backup's manifest is read when its turn comes, the newest one's ahead of it
+    // (while the backup before it is read): both kinds of read must see the junk.
+    const manifests = snaps.filter((x) => x.tags.includes('ib-manifest'));
+    for (const manifest of [manifests[0]!, manifests.at(-1)!]) {
+      // The listing only reads tags, so the same tags over a junk file still list as a backup.
+      await restic(['backup', '--stdin', '--stdin-filename', manifest.paths[0]!.slice(1), '--host', 'incus-backup', ...manifest.tags.flatMap((t) => ['--tag', t]), '--quiet'], 'not a manifest');
+      await restic(['forget', manifest.id]);
+    }
     const shallow = await run(['verify'], copy);
     expect(shallow.exitCode, shallow.stderr).toBe(0);
     const deep = await run(['verify', '--deep', '--output', 'json'], copy);
     expect(deep.exitCode, deep.stderr).toBe(3);
-    const items = parseJson<{ status: string; problems: { kind: string; message: string }[] }[]>(deep.stdout);
-    expect(items.filter((i) => i.status === 'damaged')).toHaveLength(1);
-    expect(items.find((i) => i.status === 'damaged')!.problems[0]).toMatchObject({ kind: 'manifest', message: expect.stringMatching(/manifest of instance .* is unreadable/) });
+    const items = parseJson<{ status: string; timestamp: string; problems: { kind: string; message: string }[] }[]>(deep.stdout);
+    const damaged = items.filter((i) => i.status === 'damaged');
+    expect(damaged.map((i) => i.timestamp)).toEqual([items[0]!.timestamp, items.at(-1)!.timestamp]);
+    for (const i of damaged) expect(i.problems[0]).toMatchObject({ kind: 'manifest', message: expect.stringMatching(/manifest of instance .* is unreadable/) });
   });
 });

@@ -226,6 +226,66 @@ describe('verifyBackups', () => {
     const shallow = await verifyBackups(restic, {}, { readData: false, deep: false, parallel: 1 }, quietUi, new AbortController().signal);
     expect(shallow.items.map((i) => i.status)).toEqual(['damaged', 'ok']);
   });
+
+  it('lists while the repository check runs, and with --deep opens the next backup while the current one is checked', async () => {
+    const entries = [
+      await store(fakeTar(), 'none', new Date('2026-01-01T00:00:00Z')),
+      await store(fakeTar(), 'none', new Date('2026-01-02T00:00:00Z')),
+      await store(fakeTar(), 'none', new Date('2026-01-03T00:00:00Z')),
+    ];
+    const events: string[] = [];
+    const tick = () => new Promise((r) => setTimeout(r, 10));
+    const restic: Backend = {
+      kind: 'restic',
+      uri: 'restic:/fake',
+      prepareWrite: async () => undefined,
+      list: async () => entries,
+      scan: async () => {
+        events.push('scan');
+        await tick();
+        events.push('scan done');
+        return { entries, broken: [] };
+      },
+      createWriter: () => Promise.reject(new Error('unused')),
+      openArchive: async () => Readable.from([]),
+      remove: async () => undefined,
+      close: async () => undefined,
+      check: async () => {
+        events.push('check');
+        await tick();
+        events.push('check done');
+        return { problems: [] };
+      },
+      checkEntry: async (e) => {
+        events.push(`entry ${entries.indexOf(e)}`);
+        await tick();
+        return { problems: [], bytesRead: 0 };
+      },
+      prefetch: (e, _signal, opts) => events.push(`prefetch ${entries.indexOf(e)}${opts?.manifest ? ' with manifest' : ''}`),
+    };
+    const run = (deep: boolean, parallel: number) => {
+      events.length = 0;
+      return verifyBackups(restic, {}, { readData: false, deep, parallel }, quietUi, new AbortController().signal);
+    };
+    expect((await run(true, 1)).counts.ok).toBe(3);
+    expect(events).toEqual([
+      'scan',
+      'check',
+      'scan done',
+      'check done',
+      'prefetch 1 with manifest',
+      'entry 0',
+      'prefetch 2 with manifest',
+      'entry 1',
+      'entry 2',
+    ]);
+    // With two at a time, the third starts when the first ends: it is the one opened ahead.
+    await run(true, 2);
+    expect(events.filter((e) => e.startsWith('prefetch'))).toEqual(['prefetch 2 with manifest']);
+    // Without --deep nothing is read per backup: nothing to open ahead.
+    await run(false, 1);
+    expect(events.filter((e) => e.startsWith('prefetch'))).toEqual([]);
+  });
 });
 
 describe('--read-data-subset values', () => {

@@ -87,6 +87,8 @@ export class ResticBackend implements Backend {
   private readonly prewarmed = new StartedAhead<string, ResticWriter>();
   /** Dumps started by prefetch(). */
   private readonly prefetched = new StartedAhead<BackupEntry, PassThrough>();
+  /** Manifest files read by prefetch(entry, { manifest: true }), by entry. */
+  private readonly prefetchedManifests = new StartedAhead<BackupEntry, ProcessResult>();
 
   constructor(
     readonly repository: string,
@@ -277,9 +279,13 @@ export class ResticBackend implements Backend {
     return this.servedAhead.has(entry);
   }
 
-  /** Starts `restic dump` of the entry's archive by its snapshot id; see Backend.prefetch. */
-  prefetch(entry: BackupEntry, signal?: AbortSignal): void {
+  /**
+   * Starts `restic dump` of the entry's archive by its snapshot id, and with `manifest` the
+   * dump of its manifest file too; see Backend.prefetch.
+   */
+  prefetch(entry: BackupEntry, signal?: AbortSignal, opts: { manifest?: boolean } = {}): void {
     this.prefetched.start(entry, () => this.ready().then(() => this.dump(archiveDumpArgs(entry), signal)));
+    if (opts.manifest) this.prefetchedManifests.start(entry, () => this.readManifestFile(entry, signal));
   }
 
   /** The read-ahead for the entry's resource, if it is surely the entry's archive; any other is stopped. */
@@ -335,8 +341,8 @@ export class ResticBackend implements Backend {
   private async completeManifest(entry: BackupEntry, opts: { force?: boolean } = {}): Promise<void> {
     const m = entry.manifest;
     if (this.complete.has(m) && !opts.force) return;
-    const [manifestId] = await this.manifestIds([entry]);
-    const r = await this.run(['dump', manifestId!, `/${manifestFileName(m)}`]);
+    // One that was prefetched and failed is read again here, so that its failure is reported.
+    const r = (await this.prefetchedManifests.take(entry)) ?? (await this.readManifestFile(entry));
     let full: Manifest;
     try {
       full = parseManifest(r.stdout);
@@ -348,6 +354,12 @@ export class ResticBackend implements Backend {
     }
     if (full.index !== undefined) m.index = full.index;
     this.complete.add(m);
+  }
+
+  /** `restic dump` of the backup's manifest file. */
+  private async readManifestFile(entry: BackupEntry, signal?: AbortSignal): Promise<ProcessResult> {
+    const [manifestId] = await this.manifestIds([entry]);
+    return this.run(['dump', manifestId!, `/${manifestFileName(entry.manifest)}`], signal ? { signal } : {});
   }
 
   /**
