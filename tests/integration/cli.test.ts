@@ -74,8 +74,8 @@ describe('the CLI surface', () => {
     expect(r.stderr).toMatch(/dir:\/nonexistent\/ib-target does not exist/);
   });
 
-  it('says clearly when the Incus socket is missing', async () => {
-    const r = await cli(['backup', 'instances', '--target', 'dir:/tmp/ib-unused'], { INCUS_SOCKET: '/nonexistent/unix.socket' });
+  it.each([['backup', 'instances'], ['backup', 'instance', 'web'], ['backup', 'volume', 'default/data']])('says clearly when the Incus socket is missing (%s %s)', async (...cmd) => {
+    const r = await cli([...cmd, '--target', 'dir:/tmp/ib-unused'], { INCUS_SOCKET: '/nonexistent/unix.socket' });
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/cannot reach Incus: no daemon listening at \/nonexistent\/unix.socket/);
     expect(r.stderr).toMatch(/Hint: .*INCUS_SOCKET/);

@@ -187,7 +187,8 @@ abstract class BackupCommand extends BaseCommand {
 }
 
 export class BackupInstancesCommand extends BackupCommand {
-  static override paths = [['backup', 'instances']];
+  // The singular too, as `restore instance` has it: `backup instance web` is what people type.
+  static override paths = [['backup', 'instances'], ['backup', 'instance']];
   static override usage = Command.Usage({
     category: 'Backup',
     description: 'Back up instances (all of the project when no names are given)',
@@ -205,7 +206,7 @@ export class BackupInstancesCommand extends BackupCommand {
 }
 
 export class BackupVolumesCommand extends BackupCommand {
-  static override paths = [['backup', 'volumes']];
+  static override paths = [['backup', 'volumes'], ['backup', 'volume']];
   static override usage = Command.Usage({
     category: 'Backup',
     description: 'Back up custom storage volumes (all of the project when none are given)',
