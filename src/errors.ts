@@ -47,3 +47,26 @@ export function isIbError(e: unknown): e is IbError {
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
+
+/** What a file system's refusal means, and what to do about it. */
+const FILE_SYSTEM_ERRORS: Record<string, [string, string]> = {
+  ENOSPC: ['no space left on the device', 'free space there (old backups go with `incus-backup prune`) and run again'],
+  EDQUOT: ['the disk quota is exceeded', 'raise the quota or free space there, and run again'],
+  EROFS: ['the file system is read-only', 'remount it read-write, or use another target'],
+  EACCES: ['permission denied', 'run incus-backup as a user that may read and write there (as root, like incusd)'],
+  EPERM: ['operation not permitted', 'run incus-backup as a user that may read and write there (as root, like incusd)'],
+  EIO: ['input/output error', 'the disk may be failing: check `dmesg`, then `incus-backup verify` the target'],
+};
+
+/**
+ * A file system refusing a read or write (full, read-only, no permission, failing disk) as an
+ * IbError: `where` (e.g. the target), the cause in words, the path when the error has one, and a
+ * hint. Undefined for anything else.
+ */
+export function fileSystemError(e: unknown, where?: string, hint?: string): IbError | undefined {
+  const err = e as NodeJS.ErrnoException;
+  const known = err instanceof Error && typeof err.syscall === 'string' ? FILE_SYSTEM_ERRORS[err.code ?? ''] : undefined;
+  if (!known) return undefined;
+  const [what, fix] = known;
+  return new IbError(`${where ? `${where}: ` : ''}${what}${err.path ? ` (${err.path})` : ''}`, ExitCode.failed, hint ? `${fix}; ${hint}` : fix, { cause: e });
+}

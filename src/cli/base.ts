@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { DEFAULT_CONFIG_FILE, parseSettings, type FileSettings } from '../core/settings.js';
 import { openBackend } from '../backends/registry.js';
 import type { Backend } from '../backends/types.js';
-import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../errors.js';
+import { ExitCode, fileSystemError, IbError, UsageError, type ExitCodeValue } from '../errors.js';
 import { IncusApi } from '../incus/api.js';
 import { IncusClient, resolveSocketPath } from '../incus/client.js';
 import type { RunContext } from '../core/run.js';
@@ -147,8 +147,10 @@ export abstract class BaseCommand extends Command<IbContext> {
   }
 
   /** User and environment faults: one line and a hint. Anything else is a bug: stack trace. */
-  protected report(e: unknown): number {
+  protected report(failure: unknown): number {
     const err = this.context.stderr;
+    // A file system refusing (full, read-only, no permission) is the environment, not a bug.
+    const e = fileSystemError(failure) ?? failure;
     this.logCache?.write({ level: 'error', message: e instanceof Error ? e.message : String(e), error: e instanceof IbError ? e.name : 'bug' });
     if (e instanceof IbError) {
       err.write(`Error: ${e.message}\n`);

@@ -178,7 +178,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     await writer?.abort().catch(() => undefined);
     task.end(false);
     if (signal.aborted) throw new InterruptedError(`interrupted while backing up ${label}; nothing was kept`);
-    throw streamFailure(e, `the backup of ${label}`);
+    throw streamFailure(e, `the backup of ${label}`, `target ${backend.uri}`);
   } finally {
     await cleanup.run(ui.warn.bind(ui));
   }

@@ -195,7 +195,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       ui.warn(`${label}: the read-ahead of ${m.timestamp} met a newer backup; reading ${m.timestamp} again`);
       return restoreItem(ctx, item, true);
     }
-    throw streamFailure(e, `the restore of ${label}`);
+    throw streamFailure(e, `the restore of ${label}`, `target ${ctx.backend.uri}`);
   }
 }
 

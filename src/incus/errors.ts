@@ -1,4 +1,4 @@
-import { ExitCode, IbError } from '../errors.js';
+import { ExitCode, fileSystemError, IbError } from '../errors.js';
 
 /** An error answered by the Incus server; keeps the server's own message and HTTP status. */
 export class IncusError extends IbError {
@@ -34,12 +34,15 @@ export function connectionLost(e: unknown): boolean {
 }
 
 /**
- * A stream to or from Incus that broke half-way (daemon restarted, socket closed) becomes an
- * operational error naming what was going on, instead of a raw socket error that looks like a
- * bug. Anything else is returned unchanged.
+ * A stream to or from Incus that broke half-way (daemon restarted, socket closed), or whose other
+ * end, the `target`, refused (disk full, read-only, failing) becomes an operational error naming
+ * what was going on, instead of a raw socket or file error that looks like a bug. Anything else
+ * is returned unchanged.
  */
-export function streamFailure(e: unknown, during: string): unknown {
+export function streamFailure(e: unknown, during: string, target?: string): unknown {
   if (e instanceof IbError) return e;
+  const disk = fileSystemError(e, target, 'nothing half-done was kept');
+  if (disk) return disk;
   if (connectionLost(e)) {
     return new IbError(
       `lost the connection to Incus during ${during} (${(e as Error).message})`,

@@ -23,6 +23,7 @@ import {
 } from '../../src/backends/restic/layout.js';
 import {
   hasCredential,
+  isFailedSave,
   isUnreachableRetry,
   parseVersion,
   redactRepository,
@@ -314,9 +315,25 @@ describe('restic errors', () => {
     expect(resticMessage('{"message_type":"exit_error","code":1,"message":"Fatal: a\\nb"}')).toBe('a');
   });
 
+  it('recognises a write restic gave up on, and names the cause with a hint', () => {
+    const full = 'Save(<data/1eb640d657>) failed: write /srv/restic/data/1e/1eb640d6570cc98c-tmp-4136068597: no space left on device';
+    expect(isFailedSave(full)).toBe(true);
+    expect(isFailedSave('Save(<data/1eb640d657>) returned error, retrying after 720ms: write /srv/x: no space left on device')).toBe(false);
+    const e = resticFailure({ exitCode: undefined, signal: 'SIGTERM', stderr: `${full}\nsignal terminated received, cleaning up` }, { ...ctx, command: 'backup', failedSave: full });
+    expect(e.message).toBe('restic could not write to the repository /srv/restic: no space left on device');
+    expect(e.exitCode).toBe(1);
+    expect(e.hint).toMatch(/^free space where the repository is stored .*nothing was kept$/);
+    const refused = 'Save(<data/1eb640d657>) failed: Post "http://u:s3cret@host:8000/r/data/1eb6": server response unexpected: 500 Internal Server Error (500)';
+    const e2 = resticFailure({ exitCode: undefined, signal: 'SIGTERM', stderr: refused }, { ...ctx, command: 'backup', failedSave: refused });
+    expect(e2.message).toBe('restic could not write to the repository /srv/restic: 500 Internal Server Error (500)');
+    expect(e2.hint).toMatch(/^check the storage behind the repository/);
+    expect(`${e2.message} ${e2.hint}`).not.toContain('s3cret');
+  });
+
   it('masks a password inside a repository URL', () => {
     expect(redactRepository('rest:https://user:secret@host:8000/repo')).toBe('rest:https://user:***@host:8000/repo');
     expect(redactRepository('/srv/restic')).toBe('/srv/restic');
+    expect(redactRepository('Post "http://u:a@h/x": then http://v:b@h/y')).toBe('Post "http://u:***@h/x": then http://v:***@h/y');
   });
 });
 

@@ -46,7 +46,7 @@ export interface ResticConfig {
 
 /** The repository as shown in messages: a password in a URL is masked, like restic does. */
 export function redactRepository(repo: string): string {
-  return repo.replace(/(\/\/[^/@:]*:)[^@/]*@/, '$1***@');
+  return repo.replace(/(\/\/[^/@:]*:)[^@/]*@/g, '$1***@');
 }
 
 function nonEmpty(v: string | undefined): boolean {
@@ -121,6 +121,18 @@ export function isUnreachableRetry(line: string): boolean {
   return /returned error, retrying after/.test(line) && /<(config|key)\//.test(line) && NETWORK.test(line);
 }
 
+/**
+ * A write restic has given up on, after its own retries: `Save(<data/1eb640d657>) failed: write
+ * /srv/restic/data/1e/…: no space left on device`. The command cannot succeed any more, and a
+ * `backup --stdin-from-command` would not even end: restic waits for its command to finish,
+ * which waits for restic to read on.
+ */
+export function isFailedSave(line: string): boolean {
+  return /^Save\(<[^>]*>\) failed: /.test(line);
+}
+
+const STORAGE_FULL = /no space left|insufficient storage|quota/i;
+
 export interface FailureContext {
   /** The restic subcommand, for the message (`backup`, `snapshots`, ...). */
   command: string;
@@ -130,14 +142,27 @@ export interface FailureContext {
   secrets?: string[];
   /** restic was stopped because it kept failing to reach the repository: its last retry line. */
   unreachable?: string;
+  /** restic was stopped because it could not write to the repository: its failed-save line. */
+  failedSave?: string;
 }
 
 /** One-line error for a failed restic run, chosen by restic's exit code. */
 export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'stderr'>, ctx: FailureContext): IbError {
-  let detail = ctx.unreachable ?? resticMessage(r.stderr);
+  let detail = redactRepository(ctx.failedSave ?? ctx.unreachable ?? resticMessage(r.stderr));
   for (const s of ctx.secrets ?? []) if (s.length >= 4) detail = detail.split(s).join('***');
   const { repo } = ctx;
   const code = r.exitCode;
+  if (ctx.failedSave) {
+    const cause = detail.split(': ').at(-1);
+    return new ResticError(
+      `restic could not write to the repository ${repo}: ${cause}`,
+      code,
+      ExitCode.failed,
+      STORAGE_FULL.test(detail)
+        ? 'free space where the repository is stored (old backups go with `incus-backup prune`) and run again; nothing was kept'
+        : 'check the storage behind the repository; nothing was kept',
+    );
+  }
   if (ctx.unreachable || (code === RESTIC_EXIT.fatal && NETWORK.test(detail))) {
     return new ResticError(
       `cannot reach the restic repository ${repo}${detail ? `: ${lastCause(detail)}` : ''}`,
@@ -241,7 +266,7 @@ export class Restic {
    */
   start(args: string[], opts: ResticRunOptions = {}): ResticRun {
     const command = args[0] ?? '';
-    let unreachable: string | undefined;
+    const stopped: Pick<FailureContext, 'unreachable' | 'failedSave'> = {};
     let retries = 0;
     const child = startProcess(this.binary, ['--retry-lock', this.retryLock, ...args], {
       ...opts,
@@ -250,14 +275,18 @@ export class Restic {
         // restic retries an unreachable server for many minutes; while it cannot even read
         // the repository's config there is nothing to wait for.
         if (isUnreachableRetry(line) && ++retries >= 3) {
-          unreachable = line;
+          stopped.unreachable = line;
+          child.kill();
+        }
+        if (isFailedSave(line) && !stopped.failedSave) {
+          stopped.failedSave = line;
           child.kill();
         }
         opts.onStderrLine?.(line);
       },
     });
     this.running.add(child);
-    const result = this.wrap(child, command, () => unreachable);
+    const result = this.wrap(child, command, stopped);
     return { child, result };
   }
 
@@ -267,7 +296,7 @@ export class Restic {
     return this.start(args, opts).result;
   }
 
-  private async wrap(child: ChildProcess, command: string, unreachable?: () => string | undefined): Promise<ProcessResult> {
+  private async wrap(child: ChildProcess, command: string, stopped: Pick<FailureContext, 'unreachable' | 'failedSave'> = {}): Promise<ProcessResult> {
     let r: ProcessResult;
     try {
       r = await child.done;
@@ -277,9 +306,8 @@ export class Restic {
     } finally {
       this.running.delete(child);
     }
-    const lastRetry = unreachable?.();
-    if (!lastRetry && r.exitCode === 0) return r;
-    throw resticFailure(r, { command, repo: this.repoLabel, secrets: this.secrets, ...(lastRetry ? { unreachable: lastRetry } : {}) });
+    if (!stopped.unreachable && !stopped.failedSave && r.exitCode === 0) return r;
+    throw resticFailure(r, { command, repo: this.repoLabel, secrets: this.secrets, ...stopped });
   }
 
   /** Kills every restic this instance still runs and waits for them to go. */

@@ -1,0 +1,80 @@
+import { mkdtempSync, readdirSync, rmSync, statfsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, cliSpawn, instanceNames, launch, parseJson, serverBackupNames, sh, snapshotNames, testProject } from './helpers.js';
+
+// A target on a 24 MiB tmpfs, and an instance with 100 MiB of data: the target fills up while
+// most of the archive is still to come (restic still reading it is what used to hang).
+let project: { name: string; dispose: () => Promise<void> };
+let P: string;
+let mnt: string;
+const env = { RESTIC_PASSWORD: 'full-disk-test-pw' };
+
+beforeAll(async () => {
+  project = await testProject('full');
+  P = project.name;
+  await launch(P, 'c1');
+  await sh(P, 'c1', 'dd if=/dev/urandom of=/data/f bs=1M count=100 2>/dev/null');
+  mnt = mkdtempSync(join(tmpdir(), 'ib-full-'));
+  await execa('mount', ['-t', 'tmpfs', '-o', 'size=24m,mode=0700', 'tmpfs', mnt]);
+});
+
+afterAll(async () => {
+  if (mnt) {
+    await execa('umount', [mnt]).catch(() => undefined);
+    rmSync(mnt, { recursive: true, force: true });
+  }
+  await project?.dispose();
+});
+
+/** Nothing of the run is left on the Incus host: no temporary copy, snapshot or server-side backup. */
+async function expectNothingOnHost(): Promise<void> {
+  expect((await instanceNames(P)).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
+  expect((await snapshotNames(P, 'c1')).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
+  expect(await serverBackupNames(P, 'c1')).toEqual([]);
+}
+
+/** Bytes in use on the tmpfs. */
+function used(): number {
+  const s = statfsSync(mnt);
+  return (s.blocks - s.bfree) * s.bsize;
+}
+
+describe('a target that runs out of space', () => {
+  it('dir: the backup fails with one line and a hint, and keeps nothing', async () => {
+    const target = `dir:${join(mnt, 'dir')}`;
+    const r = await cli(['backup', 'instances', 'c1', '--project', P, '--target', target]);
+    expect(r.exitCode, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/^Error: target dir:\S+: no space left on the device$/m);
+    expect(r.stderr).toMatch(/^Hint: free space there .*nothing half-done was kept$/m);
+    expect(r.stderr).not.toMatch(/Bug:|at .*\.js:\d+/);
+    // The partial archive is gone, and with it the space it took.
+    expect(readdirSync(join(mnt, 'dir', '.staging'))).toEqual([]);
+    expect(used()).toBeLessThan(1 << 20);
+    const list = await cli(['list', '--project', P, '--target', target, '--output', 'json']);
+    expect(parseJson<unknown[]>(list.stdout)).toEqual([]);
+    await expectNothingOnHost();
+    rmSync(join(mnt, 'dir'), { recursive: true, force: true });
+  });
+
+  it('restic: the backup fails as soon as restic cannot write, instead of waiting for it forever', async () => {
+    const target = `restic:${join(mnt, 'repo')}`;
+    // restic gives up on the write at once, but a `backup --stdin-from-command` then waits for
+    // its command, which waits for restic to read on: without stopping it, this never ends.
+    const run = cliSpawn(['backup', 'instances', 'c1', '--project', P, '--target', target], env);
+    const timer = setTimeout(() => run.kill('SIGKILL'), 90_000);
+    const r = await run;
+    clearTimeout(timer);
+    expect(r.signal, 'still running after 90 s').toBeUndefined();
+    expect(r.exitCode, String(r.stderr)).toBe(1);
+    expect(r.stderr).toMatch(/^Error: restic could not write to the repository \S+: no space left on device$/m);
+    expect(r.stderr).toMatch(/^Hint: free space where the repository is stored .*nothing was kept$/m);
+    expect((await execa('pgrep', ['-f', `restic .*${mnt}`], { reject: false })).stdout).toBe('');
+    const list = await cli(['list', '--project', P, '--target', target, '--output', 'json'], env);
+    expect(list.exitCode, list.stderr).toBe(0);
+    expect(parseJson<unknown[]>(list.stdout)).toEqual([]);
+    await expectNothingOnHost();
+  });
+});
