@@ -453,6 +453,18 @@ describe('restic target, local repository', () => {
     expect(missing.stderr).not.toMatch(/Bug:/);
   });
 
+  it('passes on the requests restic retries as warnings, without the passwords in them', async () => {
+    // restic itself, preceded by the line restic prints when a request to a rest-server failed
+    // and will be retried (with the credentials of the server's URL in it).
+    const retrying = join(work, 'restic-retrying');
+    const line = `Save(<data/4ef1a2b3c4>) returned error, retrying after 552.330144ms: Post "http://backup:s3cret-url-pw@10.0.0.9:8000/r/data/4ef1": dial tcp 10.0.0.9:8000: connect: connection refused`;
+    writeFileSync(retrying, `#!/bin/sh\ncase " $* " in *" backup "*) echo '${line}' >&2;; esac\nexec restic "$@"\n`, { mode: 0o755 });
+    const r = await cli(['backup', 'instances', 'c1', '--no-snapshot', '--project', P, '--target', uri], { ...env, RESTIC_BINARY: retrying });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/warning: restic: Save\(<data\/4ef1a2b3c4>\) returned error, retrying after 552\.330144ms: Post "http:\/\/backup:\*\*\*@10\.0\.0\.9:8000\/r\/data\/4ef1": dial tcp/);
+    expect(r.stdout + r.stderr).not.toContain('s3cret-url-pw');
+  });
+
   it('keeps nothing when the backup is interrupted in the middle of the stream', async () => {
     await launch(P, 'big');
     await sh(P, 'big', 'dd if=/dev/urandom of=/data/f bs=1M count=40 2>/dev/null; sync');

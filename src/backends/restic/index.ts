@@ -55,7 +55,7 @@ const COMMIT_GATE = 'echo ib-gate-open >&2; cat <&3 3<&- || exit 1; read -r word
 const GATE_OPEN = 'subprocess sh: ib-gate-open';
 
 export interface ResticBackendOptions extends Partial<Omit<ResticConfig, 'repository'>> {
-  /** Where warnings go (old restic version). */
+  /** Where warnings go (an old restic version, requests restic retries). */
   onWarning?: (msg: string) => void;
   /** Asked before going on with a restic older than 0.18; rejects to stop. */
   confirm?: (question: string) => Promise<void>;
@@ -102,7 +102,7 @@ export class ResticBackend implements Backend {
         'set RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD / RESTIC_PASSWORD_COMMAND) in the environment',
       );
     }
-    this.restic = new Restic({ ...opts, repository, env });
+    this.restic = new Restic({ ...opts, repository, env, onRetry: (line) => this.onWarning(`restic: ${line}`) });
     this.onWarning = opts.onWarning ?? ((m) => process.stderr.write(`Warning: ${m}\n`));
     this.confirmOld = opts.confirm;
   }

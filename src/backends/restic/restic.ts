@@ -42,6 +42,12 @@ export interface ResticConfig {
   binary?: string;
   /** How long restic waits for a lock held by someone else (restic's --retry-lock). */
   retryLock?: string;
+  /**
+   * Told each time restic reports a repository request it is about to retry (a server gone for
+   * a moment, a full disk on a rest-server): restic goes on retrying for up to 15 minutes, and
+   * without this the run would just seem to stall. Passwords are masked.
+   */
+  onRetry?: (line: string) => void;
 }
 
 /** The repository as shown in messages: a password in a URL is masked, like restic does. */
@@ -146,10 +152,21 @@ export interface FailureContext {
   failedSave?: string;
 }
 
+/** restic's words with the passwords masked: those of URLs, and `secrets`. */
+function scrub(text: string, secrets: string[] = []): string {
+  let out = redactRepository(text);
+  for (const s of secrets) if (s.length >= 4) out = out.split(s).join('***');
+  return out;
+}
+
+/** A line in which restic says it will try a repository request again. */
+function isRetry(line: string): boolean {
+  return /returned error, retrying after/.test(line);
+}
+
 /** One-line error for a failed restic run, chosen by restic's exit code. */
 export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'stderr'>, ctx: FailureContext): IbError {
-  let detail = redactRepository(ctx.failedSave ?? ctx.unreachable ?? resticMessage(r.stderr));
-  for (const s of ctx.secrets ?? []) if (s.length >= 4) detail = detail.split(s).join('***');
+  const detail = scrub(ctx.failedSave ?? ctx.unreachable ?? resticMessage(r.stderr), ctx.secrets);
   const { repo } = ctx;
   const code = r.exitCode;
   if (ctx.failedSave) {
@@ -231,8 +248,10 @@ export class Restic {
   private readonly env: NodeJS.ProcessEnv;
   private readonly retryLock: string;
   private readonly running = new Set<ChildProcess>();
+  private readonly onRetry?: (line: string) => void;
 
   constructor(cfg: ResticConfig) {
+    if (cfg.onRetry) this.onRetry = cfg.onRetry;
     this.binary = cfg.binary || cfg.env.RESTIC_BINARY || 'restic';
     this.repoLabel = redactRepository(cfg.repository);
     this.env = resticEnv(cfg);
@@ -274,10 +293,12 @@ export class Restic {
       onStderrLine: (line) => {
         // restic retries an unreachable server for many minutes; while it cannot even read
         // the repository's config there is nothing to wait for.
-        if (isUnreachableRetry(line) && ++retries >= 3) {
-          stopped.unreachable = line;
-          child.kill();
-        }
+        if (isUnreachableRetry(line)) {
+          if (++retries >= 3) {
+            stopped.unreachable = line;
+            child.kill();
+          }
+        } else if (isRetry(line)) this.onRetry?.(scrub(line, this.secrets));
         if (isFailedSave(line) && !stopped.failedSave) {
           stopped.failedSave = line;
           child.kill();
