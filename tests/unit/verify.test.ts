@@ -234,33 +234,25 @@ describe('verifyBackups', () => {
       await store(fakeTar(), 'none', new Date('2026-01-03T00:00:00Z')),
     ];
     const events: string[] = [];
-    const tick = () => new Promise((r) => setTimeout(r, 10));
+    /** Notes its start and end around a moment's wait. */
+    const step = async <T>(name: string, value: T, end = true): Promise<T> => {
+      events.push(name);
+      await new Promise((r) => setTimeout(r, 10));
+      if (end) events.push(`${name} done`);
+      return value;
+    };
     const restic: Backend = {
       kind: 'restic',
       uri: 'restic:/fake',
       prepareWrite: async () => undefined,
       list: async () => entries,
-      scan: async () => {
-        events.push('scan');
-        await tick();
-        events.push('scan done');
-        return { entries, broken: [] };
-      },
+      scan: () => step('scan', { entries, broken: [] }),
       createWriter: () => Promise.reject(new Error('unused')),
       openArchive: async () => Readable.from([]),
       remove: async () => undefined,
       close: async () => undefined,
-      check: async () => {
-        events.push('check');
-        await tick();
-        events.push('check done');
-        return { problems: [] };
-      },
-      checkEntry: async (e) => {
-        events.push(`entry ${entries.indexOf(e)}`);
-        await tick();
-        return { problems: [], bytesRead: 0 };
-      },
+      check: () => step('check', { problems: [] }),
+      checkEntry: (e) => step(`entry ${entries.indexOf(e)}`, { problems: [], bytesRead: 0 }, false),
       prefetch: (e, _signal, opts) => events.push(`prefetch ${entries.indexOf(e)}${opts?.manifest ? ' with manifest' : ''}`),
     };
     const run = (deep: boolean, parallel: number) => {
