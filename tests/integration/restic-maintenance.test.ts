@@ -2,7 +2,7 @@ import { cpSync, readdirSync, readFileSync, statSync, writeFileSync, rmSync } fr
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, flipByte, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
+import { cli, cliSpawn, flipByte, incus, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
 
 let project: { name: string; dispose: () => Promise<void> };
 let tmp: ReturnType<typeof tempTarget>;
@@ -41,6 +41,25 @@ afterAll(async () => {
   await project?.dispose();
   tmp?.dispose();
 });
+
+/**
+ * A real exclusive lock: restic's own prune, stopped once its lock file exists (restic waits 200 ms
+ * after writing it before it goes on, so it is stopped while it holds the lock). resume() lets it
+ * finish.
+ */
+async function stoppedPrune(): Promise<{ resume: () => Promise<void> }> {
+  const locks = join(repo(), 'locks');
+  const prune = execa('restic', ['prune'], { env: { ...env, RESTIC_REPOSITORY: repo() }, reject: false });
+  const deadline = Date.now() + 20_000;
+  while (readdirSync(locks).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+  prune.kill('SIGSTOP');
+  return {
+    resume: async () => {
+      prune.kill('SIGCONT');
+      expect((await prune).exitCode).toBe(0);
+    },
+  };
+}
 
 describe('verify, protect and prune on a restic target', () => {
   it('verifies a sound repository with exit 0', async () => {
@@ -86,13 +105,8 @@ describe('verify, protect and prune on a restic target', () => {
   });
 
   it('lists while another client holds an exclusive lock: a listing takes no lock', async () => {
-    // A real exclusive lock: restic's own prune, stopped once its lock file exists (restic waits
-    // 200 ms after writing it before it goes on, so it is stopped while it holds the lock).
     const locks = join(repo(), 'locks');
-    const prune = execa('restic', ['prune'], { env: { ...env, RESTIC_REPOSITORY: repo() }, reject: false });
-    const deadline = Date.now() + 20_000;
-    while (readdirSync(locks).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
-    prune.kill('SIGSTOP');
+    const prune = await stoppedPrune();
     try {
       expect(readdirSync(locks)).toHaveLength(1);
       const started = Date.now();
@@ -103,8 +117,32 @@ describe('verify, protect and prune on a restic target', () => {
       expect(Date.now() - started).toBeLessThan(10_000);
       expect(readdirSync(locks)).toHaveLength(1);
     } finally {
-      prune.kill('SIGCONT');
-      expect((await prune).exitCode).toBe(0);
+      await prune.resume();
+    }
+  });
+
+  it('says why a restore waits while another client holds an exclusive lock, then goes on', async () => {
+    const prune = await stoppedPrune();
+    let resumed = false;
+    try {
+      const restore = cliSpawn(['restore', 'instance', 'm1', '--target-name', 'm1-waited', '-y', '--project', P, '--target', `restic:${repo()}`], env);
+      let stderr = '';
+      restore.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const deadline = Date.now() + 30_000;
+      while (!/has not opened/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      // restic prints nothing while it waits for the lock: the CLI says why nothing moves.
+      expect(stderr).toMatch(/warning: restic dump has not opened \S+ after 10 s: it is loading the repository's index, or waiting \(up to 2m\) for a lock another restic process holds/);
+      await prune.resume();
+      resumed = true;
+      const r = await restore;
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      // What restic wrote on the dump's stdout was the archive alone (its lock notice would have
+      // failed the checksum, and the archive would have been read a second time).
+      expect(r.stderr).not.toMatch(/again/);
+      expect(await sh(P, 'm1-waited', 'ls /data')).toContain('blob');
+    } finally {
+      if (!resumed) await prune.resume();
+      await incus('delete', '-f', 'm1-waited', '--project', P).catch(() => undefined);
     }
   });
 

@@ -243,7 +243,7 @@ describe('restic target, local repository', () => {
     // The archive was read ahead (`latest`); nothing by snapshot id, and no manifest file (the
     // listing's summary has what a restore reads).
     const ahead = await restore('c1-ahead');
-    expect(ahead).toEqual([`--retry-lock 2m dump --host incus-backup --tag ib-archive,ib-type=instance,ib-project=${P},ib-name=c1 --path ${file} latest ${file}`]);
+    expect(ahead).toEqual([`--retry-lock 2m --quiet dump --host incus-backup --tag ib-archive,ib-type=instance,ib-project=${P},ib-name=c1 --path ${file} latest ${file}`]);
 
     // A newer data snapshot without a manifest (a run killed between the two): `latest` picks
     // it, the listing does not; the newest complete backup is read by its id instead.

@@ -54,6 +54,12 @@ import type { ProcessResult } from '../../core/process.js';
 const COMMIT_GATE = 'echo ib-gate-open >&2; cat <&3 3<&- || exit 1; read -r word <&4 || exit 1; [ "$word" = commit ]';
 const GATE_OPEN = 'subprocess sh: ib-gate-open';
 
+/**
+ * How long restic may take to open the repository (key derivation, index, lock) before the user
+ * is told why nothing moves: restic itself says nothing while it waits for a lock.
+ */
+const SLOW_OPEN_MS = 10_000;
+
 export interface ResticBackendOptions extends Partial<Omit<ResticConfig, 'repository'>> {
   /** Where warnings go (an old restic version, requests restic retries). */
   onWarning?: (msg: string) => void;
@@ -301,11 +307,32 @@ export class ResticBackend implements Backend {
   }
 
   /**
+   * Warns when restic `command` has not opened the repository (`opened` has not settled)
+   * SLOW_OPEN_MS after it started: it is loading a large index, or waiting for a lock that
+   * another restic process holds, and says nothing about either.
+   */
+  watchOpening(command: string, opened: Promise<unknown>): void {
+    const timer = setTimeout(
+      () =>
+        this.onWarning(
+          `restic ${command} has not opened ${this.restic.repoLabel} after ${SLOW_OPEN_MS / 1000} s: it is loading the repository's index, or waiting (up to ${this.restic.retryLock}) for a lock another restic process holds`,
+        ),
+      SLOW_OPEN_MS,
+    );
+    timer.unref();
+    opened.then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
+  }
+
+  /**
    * `restic dump ARGS` as a stream that ends only once restic said it succeeded: a dump that
    * dies half-way must not look like a short archive but fail with restic's own reason.
    */
   private dump(args: string[], signal?: AbortSignal): PassThrough {
     const run = this.restic.start(['dump', ...args], { streamStdout: true, ...(signal ? { signal } : {}) });
+    this.watchOpening('dump', Promise.race([new Promise((resolve) => run.child.stdout.once('data', resolve)), run.result]));
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     // restic may fail before the caller has attached to the stream: keep that error for it
     // (openArchive) instead of letting it escape as an unhandled 'error' event.
@@ -575,6 +602,7 @@ class ResticWriter implements ArchiveWriter {
       { extraInputs: 2, onStderrLine: (line) => line === GATE_OPEN && gateOpen() },
     );
     [this.data, this.gate] = this.run.child.inputs as [Writable, Writable];
+    this.backend.watchOpening('backup', Promise.race([this.gateOpen, this.run.result]));
     // restic ending before commit is always a failure: report restic's reason, not EPIPE.
     void this.run.result.then(
       () => new IbError('restic backup ended before the archive was complete', 1),

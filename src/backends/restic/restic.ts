@@ -246,7 +246,8 @@ export class Restic {
   readonly binary: string;
   readonly repoLabel: string;
   private readonly env: NodeJS.ProcessEnv;
-  private readonly retryLock: string;
+  /** How long restic waits for a lock held by someone else (restic's --retry-lock). */
+  readonly retryLock: string;
   private readonly running = new Set<ChildProcess>();
   private readonly onRetry?: (line: string) => void;
 
@@ -287,7 +288,10 @@ export class Restic {
     const command = args[0] ?? '';
     const stopped: Pick<FailureContext, 'unreachable' | 'failedSave'> = {};
     let retries = 0;
-    const child = startProcess(this.binary, ['--retry-lock', this.retryLock, ...args], {
+    // Unless quiet, restic prints notices such as "repo already locked, waiting up to 2m0s for
+    // the lock" on stdout, which for a dump is the archive itself.
+    const quiet = command === 'dump' ? ['--quiet'] : [];
+    const child = startProcess(this.binary, ['--retry-lock', this.retryLock, ...quiet, ...args], {
       ...opts,
       env: this.env,
       onStderrLine: (line) => {
