@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli, repo } from './helpers.js';
@@ -46,16 +47,21 @@ describe('the CLI surface', () => {
   );
 
   it('rejects bad targets with exit 2, one line and a hint', async () => {
-    for (const [target, msg] of [
-      ['nowhere', /has no scheme/],
-      ['ftp:/x', /unknown target scheme/],
-      ['dir:relative', /not an absolute path/],
+    const file = join(mkdtempSync(join(tmpdir(), 'ib-cli-')), 'a-file');
+    writeFileSync(file, 'not a target\n');
+    for (const [cmd, target, msg] of [
+      ['list', 'nowhere', /has no scheme/],
+      ['list', 'ftp:/x', /unknown target scheme/],
+      ['list', 'dir:relative', /not an absolute path/],
+      ['list', `dir:${file}`, /^Error: target dir:\S+\/a-file is not a directory$/m],
+      ['list', `dir:${file}/sub`, /^Error: target dir:\S+\/a-file\/sub is not a directory$/m],
+      ['backup', `dir:${file}`, /^Error: target dir:\S+\/a-file is not a directory$/m],
     ] as const) {
-      const r = await cli(['list', '--target', target]);
-      expect(r.exitCode).toBe(2);
+      const r = await cli(cmd === 'list' ? ['list', '--target', target] : ['backup', 'config', '--target', target]);
+      expect(r.exitCode, r.stderr).toBe(2);
       expect(r.stderr).toMatch(msg);
       expect(r.stderr).toMatch(/^Hint: /m);
-      expect(r.stderr).not.toMatch(/\n\s+at /);
+      expect(r.stderr).not.toMatch(/Bug:|\n\s+at /);
     }
   });
 

@@ -56,6 +56,7 @@ export class DirBackend implements Backend {
   }
 
   async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
+    await this.rootIsDirectory();
     if (!(await exists(join(this.root, 'metadata.json')))) {
       await mkdirPrivate(this.root);
       await writeFileAtomic(
@@ -86,9 +87,21 @@ export class DirBackend implements Backend {
   }
 
   private async ensureExists(): Promise<void> {
-    if (!(await exists(this.root))) {
+    if (!(await this.rootIsDirectory())) {
       throw new UsageError(`target ${this.uri} does not exist`, 'check the path, or run a backup to create it');
     }
+  }
+
+  /** Whether the target exists; a file (or anything but a directory) there is bad input. */
+  private async rootIsDirectory(): Promise<boolean> {
+    try {
+      if ((await fs.stat(this.root)).isDirectory()) return true;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return false;
+      if (code !== 'ENOTDIR') throw e;
+    }
+    throw new UsageError(`target ${this.uri} is not a directory`, 'point --target at a directory (a backup creates one that does not exist yet)');
   }
 
   async createWriter(req: WriteRequest): Promise<ArchiveWriter> {
