@@ -231,7 +231,12 @@ export abstract class BaseCommand extends Command<IbContext> {
     if (this.logCache !== undefined) return this.logCache ?? undefined;
     const file = this.effective().logFile.value;
     const f = this.settings().values.log;
-    this.logCache = file ? new JsonLog(file, this.logLevel, f?.max_size ?? 10 << 20, f?.keep ?? 5) : null;
+    try {
+      this.logCache = file ? new JsonLog(file, this.logLevel, f?.max_size ?? 10 << 20, f?.keep ?? 5) : null;
+    } catch (e) {
+      this.logCache = null;
+      throw new UsageError(`cannot write the log file ${file}: ${(e as Error).message}`, 'check --log-file (or INCUS_BACKUP_LOG_FILE, or log.file in the configuration file)');
+    }
     if (this.logCache) {
       const log = this.logCache;
       log.write({ level: 'info', message: `start: incus-backup ${this.path.join(' ')}`, operation: this.path.join(' ') });

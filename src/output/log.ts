@@ -1,4 +1,5 @@
-import { appendFileSync, existsSync, openSync, closeSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { Task, Ui } from '../core/run.js';
 import { LOG_LEVELS, type LogLevel } from '../core/types.js';
 
@@ -28,6 +29,9 @@ export class JsonLog {
     readonly maxBytes = 10 << 20,
     readonly keep = 5,
   ) {
+    // A directory that is not there yet is made (private, like the file): a nightly job's
+    // `--log-file /var/log/incus-backup/nightly.jsonl` works on its first night.
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     closeSync(openSync(file, 'a', 0o600));
   }
 

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, incus, launch, parseJson, tempTarget, testProject } from './helpers.js';
@@ -91,7 +91,8 @@ describe('operator experience', () => {
   });
 
   it('writes JSON log lines for the run, including Incus requests at debug level', async () => {
-    const log = join(target.dir, 'ib.jsonl');
+    // Its directory is made on the first run (private, like the file).
+    const log = join(target.dir, 'logs', 'nightly', 'ib.jsonl');
     const r = await cli(['backup', 'instances', 'a2', '--log-file', log, '--log-level', 'debug', '--project', P, '--target', target.uri]);
     expect(r.exitCode, r.stderr).toBe(0);
     const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -102,5 +103,20 @@ describe('operator experience', () => {
     expect(Number(done!.bytes)).toBeGreaterThan(1000);
     expect(Number(done!.durationMs)).toBeGreaterThan(0);
     expect(events.at(-1)).toMatchObject({ message: 'end' });
+    expect(statSync(join(target.dir, 'logs', 'nightly')).mode & 0o777).toBe(0o700);
+    expect(statSync(log).mode & 0o777).toBe(0o600);
+  });
+
+  it('refuses a log file it cannot write before doing anything: exit 2, one line', async () => {
+    const file = join(target.dir, 'ib.jsonl');
+    writeFileSync(file, '');
+    const backups = async () => parseJson<unknown[]>((await cli(['list', 'instances', 'a2', '--project', P, '--target', target.uri, '--output', 'json'])).stdout).length;
+    const before = await backups();
+    const r = await cli(['backup', 'instances', 'a2', '--log-file', join(file, 'inside.jsonl'), '--project', P, '--target', target.uri]);
+    expect(await backups()).toBe(before);
+    expect(r.exitCode, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/^Error: cannot write the log file \S+inside\.jsonl: /m);
+    expect(r.stderr).toMatch(/^Hint: check --log-file/m);
+    expect(r.stderr).not.toMatch(/Bug:|\n\s+at /);
   });
 });
