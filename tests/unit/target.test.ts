@@ -28,6 +28,9 @@ describe('target URIs', () => {
     ['dir:', /needs a path/, /--target dir:/],
     ['restic:relative/repo', /restic repository "relative\/repo" is not an absolute path/, /restic:\/srv\/relative\/repo/],
     ['restic:local:repo', /restic repository "repo" is not an absolute path/, /restic:\/srv\/repo/],
+    // A file where the repository should be (restic would retry opening it for many minutes).
+    [`restic:${import.meta.filename}`, /restic repository \S+target\.test\.ts is not a directory/, /repository directory/],
+    [`restic:${import.meta.filename}/repo`, /restic repository \S+target\.test\.ts\/repo is not a directory/, /repository directory/],
   ])('rejects %s with a usage error and a hint', (uri, msg, hint) => {
     let err: unknown;
     try {

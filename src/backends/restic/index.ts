@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
@@ -766,6 +767,16 @@ function archiveDumpArgs(entry: BackupEntry): string[] {
   return [entry.location, `/${archiveFileName(entry.manifest)}`];
 }
 
+/** Whether a local repository path is a directory, or nothing yet (not a file, nor under one). */
+function isDirectoryOrMissing(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch (e) {
+    // Anything but "a file is in the way" is for restic to report.
+    return (e as NodeJS.ErrnoException).code !== 'ENOTDIR';
+  }
+}
+
 /** restic's repository backends other than a local directory (`local:` is a path too). */
 const RESTIC_REMOTE = /^(sftp|rest|s3|b2|azure|gs|swift|rclone):/;
 
@@ -777,6 +788,10 @@ export function createResticBackend(rest: string, uri: string, opts: ResticBacke
   const local = RESTIC_REMOTE.test(rest) ? undefined : rest.replace(/^local:/, '');
   if (local !== undefined && !local.startsWith('/')) {
     throw new UsageError(`restic repository "${local}" is not an absolute path`, `use e.g. restic:${join('/srv', local)}, or a backend such as restic:rest:http://host:8000/repo`);
+  }
+  // restic would retry a repository it cannot open for many minutes, even a file.
+  if (local !== undefined && !isDirectoryOrMissing(local)) {
+    throw new UsageError(`restic repository ${local} is not a directory`, 'point --target at the repository directory (a backup creates one that does not exist yet)');
   }
   // The target as shown in messages: a rest-server password in the URL stays out of them.
   return new ResticBackend(rest, uri.startsWith('restic:') ? `restic:${redactRepository(rest)}` : uri, opts);
