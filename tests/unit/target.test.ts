@@ -44,3 +44,20 @@ describe('target URIs', () => {
     expect((err as UsageError).hint).toMatch(hint);
   });
 });
+
+describe('restic password files', () => {
+  it('refuses one that cannot be read, naming it, before restic runs', () => {
+    for (const opts of [{ env: {}, passwordFile: '/nonexistent/pw' }, { env: { RESTIC_PASSWORD_FILE: '/nonexistent/pw' } }]) {
+      let err: unknown;
+      try {
+        openBackend('restic:/srv/r', opts);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as UsageError).message).toBe('the restic password file /nonexistent/pw cannot be read (ENOENT)');
+      expect((err as UsageError).hint).toMatch(/--password-file/);
+    }
+    expect(openBackend('restic:/srv/r', { env: {}, passwordFile: import.meta.filename }).kind).toBe('restic');
+  });
+});
