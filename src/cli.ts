@@ -50,8 +50,8 @@ export function buildCli(): Cli<IbContext> {
 }
 
 /**
- * Entry point. The first SIGINT/SIGTERM aborts the run's signal so streams stop and cleanup
- * runs (exit 130); a second one exits at once.
+ * Entry point. The first SIGINT/SIGTERM/SIGHUP aborts the run's signal so streams stop and
+ * cleanup runs (exit 130); a second one exits at once.
  */
 export async function main(argv: string[]): Promise<void> {
   const controller = new AbortController();
@@ -64,6 +64,15 @@ export async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed terminal or ssh session: stop and clean up too, instead of dying half-way.
+  process.on('SIGHUP', onSignal);
+  // A reader that went away (`| head`, a log pipe that died) must not kill a run before its
+  // cleanup: what would have been printed is dropped, and the work goes on to its end.
+  for (const out of [process.stdout, process.stderr]) {
+    out.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
+    });
+  }
   const cli = buildCli();
   const context = {
     ...Cli.defaultContext,

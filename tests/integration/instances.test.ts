@@ -223,9 +223,12 @@ describe('instances on a directory target', () => {
     expect((await listJson()).length).toBe(before);
   });
 
-  it('an interrupt mid-backup keeps nothing and leaves nothing on the host', async () => {
-    await incus('launch', 'ib-busybox', 'big', '--project', P);
-    await sh(P, 'big', 'dd if=/dev/urandom of=/data/big bs=1M count=300 2>/dev/null; sync');
+  // SIGHUP: the terminal or ssh session the run was started from went away.
+  it.each(['SIGINT', 'SIGHUP'] as const)('an interrupt (%s) mid-backup keeps nothing and leaves nothing on the host', async (sig) => {
+    if (!(await instanceNames(P)).includes('big')) {
+      await incus('launch', 'ib-busybox', 'big', '--project', P);
+      await sh(P, 'big', 'dd if=/dev/urandom of=/data/big bs=1M count=300 2>/dev/null; sync');
+    }
     const webBefore = (await listJson('web')).length;
     const child = cliSpawn(['backup', 'instances', 'big', 'web', '--project', P, '--target', target.uri], {});
     let err = '';
@@ -235,10 +238,10 @@ describe('instances on a directory target', () => {
         if (/big: (copying snapshot|staging)/.test(err)) resolve();
       });
     });
-    child.kill('SIGINT');
+    child.kill(sig);
     const r = await child;
     expect(r.exitCode, String(r.stderr)).toBe(130);
-    expect(String(r.stderr)).toMatch(/interrupted/);
+    expect(String(r.stderr)).toMatch(new RegExp(`${sig}: stopping and cleaning up[^]*interrupted`));
     // The next instance in line is not even started after the interrupt.
     expect(String(r.stderr)).not.toMatch(/web: (snapshot|copying snapshot|staging)/);
     expect(await listJson('big')).toEqual([]);

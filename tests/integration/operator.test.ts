@@ -1,7 +1,7 @@
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, launch, parseJson, tempTarget, testProject } from './helpers.js';
+import { cli, cliSpawn, incus, instanceNames, launch, parseJson, snapshotNames, tempTarget, testProject } from './helpers.js';
 
 let project: { name: string; dispose: () => Promise<void> };
 let target: ReturnType<typeof tempTarget>;
@@ -105,6 +105,24 @@ describe('operator experience', () => {
     expect(events.at(-1)).toMatchObject({ message: 'end' });
     expect(statSync(join(target.dir, 'logs', 'nightly')).mode & 0o777).toBe(0o700);
     expect(statSync(log).mode & 0o777).toBe(0o600);
+  });
+
+  it('finishes the run, and cleans up, when whoever reads its output goes away (`| head -1`)', async () => {
+    const before = parseJson<unknown[]>((await cli(['list', 'instances', 'a1', '--project', P, '--target', target.uri, '--output', 'json'])).stdout).length;
+    const run = cliSpawn(['backup', 'instances', 'a1', '--project', P, '--target', target.uri]);
+    // Both pipes closed after the first line: every later write fails with EPIPE.
+    run.stderr!.once('data', () => {
+      run.stderr!.destroy();
+      run.stdout!.destroy();
+    });
+    const r = await run;
+    expect(r.exitCode).toBe(0);
+    const after = parseJson<unknown[]>((await cli(['list', 'instances', 'a1', '--project', P, '--target', target.uri, '--output', 'json'])).stdout).length;
+    expect(after).toBe(before + 1);
+    // Nothing of the run is left: no target lock, no temporary snapshot or copy on the host.
+    expect(readdirSync(target.dir).filter((f) => f.startsWith('.lock'))).toEqual([]);
+    expect((await instanceNames(P)).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
+    expect((await snapshotNames(P, 'a1')).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
   });
 
   it('refuses a log file it cannot write before doing anything: exit 2, one line', async () => {
