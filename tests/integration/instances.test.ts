@@ -213,6 +213,13 @@ describe('instances on a directory target', () => {
       expect(r.stderr.split('\n')[0]).toMatch(/^Error: /);
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
+    // A project that does not exist: Incus lists nothing in it, which must not pass for a
+    // backup of nothing that went fine.
+    for (const cmd of [['instances'], ['volumes'], ['all'], ['instances', '--dry-run']]) {
+      const r = await cli(['backup', ...cmd, '--project', `${P}-typo`, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(new RegExp(`^Error: project "${P}-typo" does not exist on this Incus server\nHint: check --project`, 'm'));
+    }
   });
 
   it('backup --dry-run writes nothing', async () => {

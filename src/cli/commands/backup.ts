@@ -101,7 +101,12 @@ abstract class BackupCommand extends BaseCommand {
       throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
     }
     const api = this.incus();
-    const subjects = await this.subjects(api, await this.projects(api));
+    const projects = await this.projects(api);
+    // Incus lists nothing in a project that does not exist: a typo would back up nothing, "ok".
+    if (!this.allProjects && !(await api.client.exists(`/1.0/projects/${encodeURIComponent(projects[0]!)}`))) {
+      throw new UsageError(`project "${projects[0]}" does not exist on this Incus server`, 'check --project (or project: in the configuration file); `incus project list` shows them');
+    }
+    const subjects = await this.subjects(api, projects);
     const row = (s: BackupItem): ResultRow =>
       s.kind === 'config'
         ? { type: 'config', project: SERVER_WIDE, name: 'config', status: 'planned' }
