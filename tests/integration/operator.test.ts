@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, cliSpawn, incus, instanceNames, launch, parseJson, snapshotNames, tempTarget, testProject } from './helpers.js';
@@ -123,6 +123,20 @@ describe('operator experience', () => {
     expect(readdirSync(target.dir).filter((f) => f.startsWith('.lock'))).toEqual([]);
     expect((await instanceNames(P)).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
     expect((await snapshotNames(P, 'a1')).filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
+  });
+
+  it('says when there is nothing to back up, and leaves the target alone', async () => {
+    const empty = `${P}-empty`;
+    await incus('project', 'create', empty);
+    try {
+      const fresh = join(target.dir, 'never-made');
+      const r = await cli(['backup', 'instances', '--project', empty, '--target', `dir:${fresh}`]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`warning: nothing to back up in project ${empty}`));
+      expect(existsSync(fresh)).toBe(false);
+    } finally {
+      await incus('project', 'delete', empty);
+    }
   });
 
   it('refuses a log file it cannot write before doing anything: exit 2, one line', async () => {

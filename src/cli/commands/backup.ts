@@ -9,7 +9,7 @@ import { backupImage, irreplaceable } from '../../core/images.js';
 import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool, Semaphore } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
-import { UsageError, type ExitCodeValue } from '../../errors.js';
+import { ExitCode, UsageError, type ExitCodeValue } from '../../errors.js';
 import type { BackupSubject, IncusApi } from '../../incus/api.js';
 import { BaseCommand, checkName } from '../base.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
@@ -113,6 +113,16 @@ abstract class BackupCommand extends BaseCommand {
         : s.kind === 'image'
           ? { type: 'image', project: s.project, name: s.image.fingerprint.slice(0, 12), status: 'planned' }
           : { type: s.kind, project: s.project, name: s.name, ...(s.kind === 'volume' ? { pool: s.pool } : {}), status: 'planned' };
+    if (subjects.length === 0) {
+      // Said out loud (an empty project, or a filter that leaves nothing), and the target is
+      // not touched: no repository or directory is created for nothing.
+      const ui = this.ui();
+      ui.warn(`nothing to back up${this.allProjects ? '' : ` in project ${projects[0]}`}`);
+      ui.stop();
+      if (!this.dryRun) this.printSummary('backup', []);
+      else this.print([], resultColumns);
+      return ExitCode.ok;
+    }
     if (this.dryRun) {
       this.print(subjects.map(row), resultColumns);
       return 0;
