@@ -105,7 +105,8 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
       } else if (opts.skipExisting) action = 'skip';
       else conflicts.push(destLabel(dest));
     }
-    const start = entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
+    // A skipped instance is left as it is: not started either.
+    const start = action !== 'skip' && entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
     const rootPool = dest.kind === 'instance' ? rootPoolOverride(entry, opts.maps) : undefined;
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
     plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps });

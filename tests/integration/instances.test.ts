@@ -113,6 +113,12 @@ describe('instances on a directory target', () => {
 
   it('--skip-existing leaves the instance alone', async () => {
     await sh(P, 'web', 'echo changed > /data/marker');
+    // The preview does not promise to start what it skips.
+    const plan = await cli(['restore', 'instances', 'web', '--skip-existing', '--dry-run', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(parseJson<{ action: string; start: boolean }[]>(plan.stdout)[0]).toMatchObject({ action: 'skip', start: false });
+    const table = await cli(['restore', 'instances', 'web', '--skip-existing', '--dry-run', '--project', P, '--target', target.uri]);
+    expect(table.stdout).toMatch(/web .*skip/);
+    expect(table.stdout).not.toMatch(/starts it afterwards/);
     const r = await cli(['restore', 'instances', 'web', '--skip-existing', '-y', '--project', P, '--target', target.uri, '--output', 'json']);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(parseJson<{ action: string }[]>(r.stdout)[0]!.action).toBe('skip');
