@@ -59,7 +59,16 @@ function short(sha: string): string {
   return `${sha.slice(0, 12)}…`;
 }
 
-/** The uncompressed tarball against the manifest: length, sha256, end-of-archive blocks. */
+/**
+ * Whether the archive is a tar that must end with the end-of-archive blocks: an Incus export of
+ * an instance or volume. A config backup is JSON, and an image is stored as Incus exports it
+ * (often compressed, or a multipart body for split images).
+ */
+function endsWithTarBlocks(m: Manifest): boolean {
+  return m.type === 'instance' || m.type === 'volume';
+}
+
+/** The uncompressed archive against the manifest: length, sha256, and for tars the end-of-archive blocks. */
 export function tarProblems(tar: ArchiveDigest, m: Manifest, what = 'tar'): Problem[] {
   const out: Problem[] = [];
   if (tar.bytes < m.archive.size) {
@@ -69,7 +78,7 @@ export function tarProblems(tar: ArchiveDigest, m: Manifest, what = 'tar'): Prob
   } else if (tar.sha256 !== m.archive.sha256) {
     out.push({ kind: 'checksum', message: `checksum mismatch: ${what} sha256 ${short(tar.sha256)}, manifest says ${short(m.archive.sha256)}` });
   }
-  if (out.length === 0 && !tar.endsLikeTar) {
+  if (out.length === 0 && endsWithTarBlocks(m) && !tar.endsLikeTar) {
     out.push({ kind: 'truncated', message: `truncated tar: ${what} does not end with the tar end-of-archive blocks` });
   }
   return out;

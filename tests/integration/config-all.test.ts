@@ -104,6 +104,13 @@ describe('backup all / restore all', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     const rows = parseJson<{ type: string; name: string; status: string }[]>(r.stdout);
     expect(rows.map((x) => `${x.type}:${x.name}:${x.status}`)).toEqual(['config:config:ok', 'volume:shared:ok', 'instance:app:ok', 'instance:idle:ok']);
+    // The set verifies sound, the config backup (JSON, not a tar) included.
+    const v = await run('verify', '--project', P, '--output', 'json');
+    expect(v.exitCode, v.stdout + v.stderr).toBe(0);
+    const items = parseJson<{ type: string; status: string }[]>(v.stdout);
+    const configs = items.filter((i) => i.type === 'config');
+    expect(configs.length).toBeGreaterThan(0);
+    expect(items.filter((i) => i.status !== 'ok')).toEqual([]);
   });
 
   it('names every existing volume and instance at once when restore all meets them', async () => {

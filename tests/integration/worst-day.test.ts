@@ -62,6 +62,11 @@ describe('the worst day, on a restic repository', () => {
       'volume:ok',
       'instance:ok',
     ]);
+    // The night's set reads back sound, every archive streamed and re-hashed (the config
+    // backup is JSON, not a tar).
+    const v = await run('verify', '--deep', '--output', 'json');
+    expect(v.exitCode, v.stdout + v.stderr).toBe(0);
+    expect(parseJson<{ type: string; status: string }[]>(v.stdout).map((i) => `${i.type}:${i.status}`).sort()).toEqual(['config:ok', 'image:ok', 'instance:ok', 'volume:ok']);
 
     // The server-wide config backup is listed in the project's scope, as on a directory target.
     const listed = await run('list', '--output', 'json');

@@ -3,6 +3,7 @@ import { mkdtempSync, promises as fs, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DirBackend } from '../../src/backends/dir/index.js';
 import type { Backend, BackupEntry, Problem } from '../../src/backends/types.js';
@@ -84,6 +85,19 @@ describe('ArchiveDigest and tarProblems', () => {
     const d = new ArchiveDigest();
     d.update(readFileSync(archivePath(e)));
     expect(tarProblems(d, e.manifest)).toEqual([{ kind: 'truncated', message: expect.stringMatching(/end-of-archive/) as unknown as string }]);
+  });
+
+  it('expects the end-of-archive blocks of instance and volume exports only: a config backup is JSON, an image is stored as Incus exports it', async () => {
+    const json = Buffer.from(JSON.stringify({ projects: [] }));
+    const gz = gzipSync(randomBytes(3000));
+    for (const [type, body] of [['config', json], ['image', gz], ['volume', fakeTar(8, false)]] as const) {
+      const k: ResourceKey = type === 'volume' ? { type, project: 'default', pool: 'default', name: 'v' } : { type, project: type === 'config' ? '*' : 'default', name: 'x' };
+      const e = await store(body, 'none', new Date('2026-01-01T00:00:00Z'), k);
+      const d = new ArchiveDigest();
+      d.update(body);
+      expect(kinds(tarProblems(d, e.manifest)), type).toEqual(type === 'volume' ? ['truncated'] : []);
+      expect(kinds((await backend.checkEntry(e, {})).problems), type).toEqual(type === 'volume' ? ['truncated'] : []);
+    }
   });
 });
 
