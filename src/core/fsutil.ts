@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import { promises as fs, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 /** Private by default: backups hold whole filesystems. */
@@ -47,6 +47,21 @@ export async function exists(path: string): Promise<boolean> {
     return true;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
+}
+
+/**
+ * What is at a target's path: a directory, nothing yet, or something else (a file, or a file
+ * where one of its parent directories should be). Other failures (no permission) are thrown.
+ */
+export function pathKind(path: string): 'directory' | 'missing' | 'other' {
+  try {
+    return statSync(path).isDirectory() ? 'directory' : 'other';
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return 'missing';
+    if (code === 'ENOTDIR') return 'other';
     throw e;
   }
 }

@@ -6,7 +6,7 @@ import { isAbsolute, join, normalize } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { compressor, decompressor, EXTENSIONS } from '../../core/compression.js';
-import { DIR_MODE, exists, FILE_MODE, fsyncPath, mkdirPrivate, pidAlive, writeFileAtomic } from '../../core/fsutil.js';
+import { DIR_MODE, exists, FILE_MODE, fsyncPath, mkdirPrivate, pathKind, pidAlive, writeFileAtomic } from '../../core/fsutil.js';
 import { HashingStream } from '../../core/hashing.js';
 import { formatTimestamp, ManifestError, parseManifest, compareManifests, type Manifest } from '../../core/manifest.js';
 import { SERVER_WIDE, type ResourceKey } from '../../core/types.js';
@@ -56,7 +56,7 @@ export class DirBackend implements Backend {
   }
 
   async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
-    await this.rootIsDirectory();
+    this.rootExists();
     if (!(await exists(join(this.root, 'metadata.json')))) {
       await mkdirPrivate(this.root);
       await writeFileAtomic(
@@ -87,21 +87,16 @@ export class DirBackend implements Backend {
   }
 
   private async ensureExists(): Promise<void> {
-    if (!(await this.rootIsDirectory())) {
+    if (!this.rootExists()) {
       throw new UsageError(`target ${this.uri} does not exist`, 'check the path, or run a backup to create it');
     }
   }
 
   /** Whether the target exists; a file (or anything but a directory) there is bad input. */
-  private async rootIsDirectory(): Promise<boolean> {
-    try {
-      if ((await fs.stat(this.root)).isDirectory()) return true;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return false;
-      if (code !== 'ENOTDIR') throw e;
-    }
-    throw new UsageError(`target ${this.uri} is not a directory`, 'point --target at a directory (a backup creates one that does not exist yet)');
+  private rootExists(): boolean {
+    const kind = pathKind(this.root);
+    if (kind === 'other') throw new UsageError(`target ${this.uri} is not a directory`, 'point --target at a directory (a backup creates one that does not exist yet)');
+    return kind === 'directory';
   }
 
   async createWriter(req: WriteRequest): Promise<ArchiveWriter> {

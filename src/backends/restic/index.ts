@@ -1,6 +1,7 @@
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
+import { pathKind } from '../../core/fsutil.js';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
 import { keyLabel, type ResourceKey } from '../../core/types.js';
 import { IbError, UsageError } from '../../errors.js';
@@ -778,16 +779,6 @@ function archiveDumpArgs(entry: BackupEntry): string[] {
   return [entry.location, `/${archiveFileName(entry.manifest)}`];
 }
 
-/** Whether a local repository path is a directory, or nothing yet (not a file, nor under one). */
-function isDirectoryOrMissing(path: string): boolean {
-  try {
-    return statSync(path).isDirectory();
-  } catch (e) {
-    // Anything but "a file is in the way" is for restic to report.
-    return (e as NodeJS.ErrnoException).code !== 'ENOTDIR';
-  }
-}
-
 /** restic's repository backends other than a local directory (`local:` is a path too). */
 const RESTIC_REMOTE = /^(sftp|rest|s3|b2|azure|gs|swift|rclone):/;
 
@@ -801,7 +792,7 @@ export function createResticBackend(rest: string, uri: string, opts: ResticBacke
     throw new UsageError(`restic repository "${local}" is not an absolute path`, `use e.g. restic:${join('/srv', local)}, or a backend such as restic:rest:http://host:8000/repo`);
   }
   // restic would retry a repository it cannot open for many minutes, even a file.
-  if (local !== undefined && !isDirectoryOrMissing(local)) {
+  if (local !== undefined && pathKind(local) === 'other') {
     throw new UsageError(`restic repository ${local} is not a directory`, 'point --target at the repository directory (a backup creates one that does not exist yet)');
   }
   // The target as shown in messages: a rest-server password in the URL stays out of them.
