@@ -102,17 +102,17 @@ export function requirementKey(what: Requirement['what'], project: string, name:
 }
 
 function exists(api: IncusApi, r: Requirement): Promise<boolean> {
+  if (r.what === 'project') return api.projectExists(r.name);
   const enc = encodeURIComponent;
   let path: string;
-  if (r.what === 'project') path = `/1.0/projects/${enc(r.name)}`;
-  else if (r.what === 'profile') path = `/1.0/profiles/${enc(r.name)}`;
+  if (r.what === 'profile') path = `/1.0/profiles/${enc(r.name)}`;
   else if (r.what === 'network') path = `/1.0/networks/${enc(r.name)}`;
   else if (r.what === 'storage-pool') path = `/1.0/storage-pools/${enc(r.name)}`;
   else {
     const [pool, vol] = r.name.split('/') as [string, string];
     path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(vol)}`;
   }
-  return api.client.exists(path, r.what === 'storage-pool' || r.what === 'project' ? {} : { project: r.project });
+  return api.client.exists(path, r.what === 'storage-pool' ? {} : { project: r.project });
 }
 
 export function describeRequirement(r: Requirement): string {

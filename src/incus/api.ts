@@ -35,6 +35,9 @@ export class IncusApi {
   listProjects(): Promise<Project[]> {
     return this.client.get<Project[]>('/1.0/projects', { query: { recursion: '1' } });
   }
+  projectExists(name: string): Promise<boolean> {
+    return this.client.exists(`/1.0/projects/${enc(name)}`);
+  }
   async createProject(name: string, config: Record<string, string> = {}, description = ''): Promise<void> {
     await this.client.run('POST', '/1.0/projects', { body: { name, config, description } });
   }

@@ -103,7 +103,7 @@ abstract class BackupCommand extends BaseCommand {
     const api = this.incus();
     const projects = await this.projects(api);
     // Incus lists nothing in a project that does not exist: a typo would back up nothing, "ok".
-    if (!this.allProjects && !(await api.client.exists(`/1.0/projects/${encodeURIComponent(projects[0]!)}`))) {
+    if (!this.allProjects && !(await api.projectExists(projects[0]!))) {
       throw new UsageError(`project "${projects[0]}" does not exist on this Incus server`, 'check --project (or project: in the configuration file); `incus project list` shows them');
     }
     const subjects = await this.subjects(api, projects);
