@@ -122,9 +122,14 @@ export function resticMessage(stderr: string): string {
 
 const NETWORK = /dial tcp|connection refused|no such host|i\/o timeout|network is unreachable|no route to host|TLS handshake|connection reset/i;
 
+/** A line in which restic says it will try a repository request again. */
+function isRetry(line: string): boolean {
+  return /returned error, retrying after/.test(line);
+}
+
 /** A retry line restic prints while it cannot even open the repository (config, keys). */
 export function isUnreachableRetry(line: string): boolean {
-  return /returned error, retrying after/.test(line) && /<(config|key)\//.test(line) && NETWORK.test(line);
+  return isRetry(line) && /<(config|key)\//.test(line) && NETWORK.test(line);
 }
 
 /**
@@ -157,11 +162,6 @@ function scrub(text: string, secrets: string[] = []): string {
   let out = redactRepository(text);
   for (const s of secrets) if (s.length >= 4) out = out.split(s).join('***');
   return out;
-}
-
-/** A line in which restic says it will try a repository request again. */
-function isRetry(line: string): boolean {
-  return /returned error, retrying after/.test(line);
 }
 
 /** One-line error for a failed restic run, chosen by restic's exit code. */
