@@ -1,4 +1,3 @@
-import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { pathKind } from '../../core/fsutil.js';
@@ -109,17 +108,6 @@ export class ResticBackend implements Backend {
         `no password set for restic repository ${redactRepository(repository)}`,
         'set RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD / RESTIC_PASSWORD_COMMAND) in the environment',
       );
-    }
-    const passwordFile = opts.passwordFile || env.RESTIC_PASSWORD_FILE;
-    if (passwordFile) {
-      try {
-        accessSync(passwordFile, constants.R_OK);
-      } catch (e) {
-        throw new UsageError(
-          `the restic password file ${passwordFile} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
-          'check --password-file, restic.password_file in the configuration file, or RESTIC_PASSWORD_FILE',
-        );
-      }
     }
     this.restic = new Restic({ ...opts, repository, env, onRetry: (line) => this.onWarning(`restic: ${line}`) });
     this.onWarning = opts.onWarning ?? ((m) => process.stderr.write(`Warning: ${m}\n`));

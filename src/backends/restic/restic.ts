@@ -3,7 +3,8 @@
  * environment variables, never in argv), its global flags, and turning its exit codes and
  * messages into one-line IbErrors. The mapping functions are pure and unit-tested.
  */
-import { ExitCode, IbError, InterruptedError, type ExitCodeValue } from '../../errors.js';
+import { accessSync, constants } from 'node:fs';
+import { ExitCode, IbError, InterruptedError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { loadProcessSupport, ProgramNotFoundError, startProcess, type ChildProcess, type ProcessOptions, type ProcessResult } from '../../core/process.js';
 
 /** restic's documented exit codes (restic 0.17+). */
@@ -257,6 +258,19 @@ export class Restic {
     this.repoLabel = redactRepository(cfg.repository);
     this.env = resticEnv(cfg);
     this.retryLock = cfg.retryLock ?? '2m';
+    // The password file restic will read (--password-file wins over the environment's): one it
+    // cannot read is bad input, named here rather than in restic's "Resolving password failed".
+    const passwordFile = this.env.RESTIC_PASSWORD_FILE;
+    if (passwordFile) {
+      try {
+        accessSync(passwordFile, constants.R_OK);
+      } catch (e) {
+        throw new UsageError(
+          `the restic password file ${passwordFile} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+          'check --password-file, restic.password_file in the configuration file, or RESTIC_PASSWORD_FILE',
+        );
+      }
+    }
   }
 
   private get secrets(): string[] {
