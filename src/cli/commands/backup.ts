@@ -113,19 +113,20 @@ abstract class BackupCommand extends BaseCommand {
         : s.kind === 'image'
           ? { type: 'image', project: s.project, name: s.image.fingerprint.slice(0, 12), status: 'planned' }
           : { type: s.kind, project: s.project, name: s.name, ...(s.kind === 'volume' ? { pool: s.pool } : {}), status: 'planned' };
+    // Nothing to back up (an empty project, or filters that leave nothing) is said out loud, and
+    // the target is not touched: no repository or directory is created for nothing.
     if (subjects.length === 0) {
-      // Said out loud (an empty project, or a filter that leaves nothing), and the target is
-      // not touched: no repository or directory is created for nothing.
       const ui = this.ui();
       ui.warn(`nothing to back up${this.allProjects ? '' : ` in project ${projects[0]}`}`);
       ui.stop();
-      if (!this.dryRun) this.printSummary('backup', []);
-      else this.print([], resultColumns);
-      return ExitCode.ok;
+      if (!this.dryRun) {
+        this.printSummary('backup', []);
+        return ExitCode.ok;
+      }
     }
     if (this.dryRun) {
       this.print(subjects.map(row), resultColumns);
-      return 0;
+      return ExitCode.ok;
     }
     // The run stops on Ctrl-C, and also when the target turns out unusable (wrong password,
     // unreachable): the target gets ready (restic: lists the repository, creating it on first
