@@ -61,6 +61,29 @@ async function stoppedPrune(): Promise<{ resume: () => Promise<void> }> {
   };
 }
 
+/**
+ * Runs the CLI on the repository while a stopped prune holds its exclusive lock. Once the run
+ * said why it waits (or after 30 s), the prune is let go; gives what the run had said by then
+ * and how it ended.
+ */
+async function runWhileLocked(args: string[]): Promise<{ waiting: string; result: Awaited<ReturnType<typeof cliSpawn>> }> {
+  const prune = await stoppedPrune();
+  let resumed = false;
+  try {
+    const run = cliSpawn([...args, '--project', P, '--target', `restic:${repo()}`], env);
+    let stderr = '';
+    run.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const deadline = Date.now() + 30_000;
+    while (!/has not opened/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    const waiting = stderr;
+    await prune.resume();
+    resumed = true;
+    return { waiting, result: await run };
+  } finally {
+    if (!resumed) await prune.resume();
+  }
+}
+
 describe('verify, protect and prune on a restic target', () => {
   it('verifies a sound repository with exit 0', async () => {
     const r = await run(['verify', '--read-data']);
@@ -122,26 +145,16 @@ describe('verify, protect and prune on a restic target', () => {
   });
 
   it('says why a restore waits while another client holds an exclusive lock, then goes on', async () => {
-    const prune = await stoppedPrune();
-    let resumed = false;
     try {
-      const restore = cliSpawn(['restore', 'instance', 'm1', '--target-name', 'm1-waited', '-y', '--project', P, '--target', `restic:${repo()}`], env);
-      let stderr = '';
-      restore.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-      const deadline = Date.now() + 30_000;
-      while (!/has not opened/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      const { waiting, result: r } = await runWhileLocked(['restore', 'instance', 'm1', '--target-name', 'm1-waited', '-y']);
       // restic prints nothing while it waits for the lock: the CLI says why nothing moves.
-      expect(stderr).toMatch(/warning: restic dump has not opened \S+ after 10 s: it is loading the repository's index, or waiting \(up to 2m\) for a lock another restic process holds/);
-      await prune.resume();
-      resumed = true;
-      const r = await restore;
+      expect(waiting).toMatch(/warning: restic dump has not opened \S+ after 10 s: it is loading the repository's index, or waiting \(up to 2m\) for a lock another restic process holds/);
       expect(r.exitCode, String(r.stderr)).toBe(0);
       // What restic wrote on the dump's stdout was the archive alone (its lock notice would have
       // failed the checksum, and the archive would have been read a second time).
       expect(r.stderr).not.toMatch(/again/);
       expect(await sh(P, 'm1-waited', 'ls /data')).toContain('blob');
     } finally {
-      if (!resumed) await prune.resume();
       await incus('delete', '-f', 'm1-waited', '--project', P).catch(() => undefined);
     }
   });
@@ -221,5 +234,15 @@ describe('verify, protect and prune on a restic target', () => {
     const damaged = items.filter((i) => i.status === 'damaged');
     expect(damaged.map((i) => i.timestamp)).toEqual([items[0]!.timestamp, items.at(-1)!.timestamp]);
     for (const i of damaged) expect(i.problems[0]).toMatchObject({ kind: 'manifest', message: expect.stringMatching(/manifest of instance .* is unreadable/) });
+  });
+
+  // Last: it adds a backup of m1, which the tests above count.
+  it('says why a backup waits while another client holds an exclusive lock, then goes on', async () => {
+    const count = async () => parseJson<unknown[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).length;
+    const before = await count();
+    const { waiting, result: r } = await runWhileLocked(['backup', 'instances', 'm1']);
+    expect(waiting).toMatch(/warning: restic backup has not opened \S+ after 10 s: it is loading the repository's index, or waiting \(up to 2m\) for a lock another restic process holds/);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(await count()).toBe(before + 1);
   });
 });
