@@ -139,7 +139,13 @@ export async function uploadVerified<T>(
   const archive = await ctx.backend.openArchive(entry, ctx.signal);
   const verify = new VerifyingStream({ sha256: m.archive.sha256, size: m.archive.size, label }, onBytes);
   const body = new PassThrough({ highWaterMark: 1 << 20 });
-  const [fed, uploaded] = await Promise.allSettled([pipeline([archive, verify, ...transforms, body], { signal: ctx.signal }), upload(body)]);
+  const flowing = new Promise<void>((resolve) => verify.once('data', () => resolve()));
+  const feeding = pipeline([archive, verify, ...transforms, body], { signal: ctx.signal });
+  // The import goes out only once the archive flows: an upload sends nothing before its first
+  // body byte, and Incus drops a connection that stays idle for 30 s, which a restic dump
+  // waiting for another client's lock, or loading a large index, easily outlasts.
+  const flows = await Promise.race([flowing.then(() => true), feeding.then(() => true, () => false)]);
+  const [fed, uploaded] = await Promise.allSettled([feeding, flows ? upload(body) : Promise.resolve(undefined as T)]);
   for (const r of [fed, uploaded]) if (r.status === 'rejected') {
     body.destroy();
     archive.destroy();

@@ -159,6 +159,25 @@ describe('verify, protect and prune on a restic target', () => {
     }
   });
 
+  it('restores an archive whose first byte comes after Incus has closed idle connections (30 s)', async () => {
+    // A large remote repository can take longer than that to load its index before `restic dump`
+    // writes anything: here the real restic, started 32 s late. The import must not be sent
+    // before the archive flows: Incus would drop the connection while it waits.
+    const wrapper = join(tmp.dir, 'slow-dump-restic');
+    writeFileSync(wrapper, '#!/bin/sh\ncase " $* " in *" dump "*) sleep 32 ;; esac\nexec restic "$@"\n', { mode: 0o755 });
+    try {
+      const r = await cli(['restore', 'instance', 'm1', '--target-name', 'm1-late', '-y', '--project', P, '--target', `restic:${repo()}`], {
+        ...env,
+        RESTIC_BINARY: wrapper,
+      });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/restic dump has not opened/);
+      expect(await sh(P, 'm1-late', 'ls /data')).toContain('blob');
+    } finally {
+      await incus('delete', '-f', 'm1-late', '--project', P).catch(() => undefined);
+    }
+  });
+
   it('keeps a protected backup through prune and removes the rest of what the policy drops', async () => {
     const versions = parseJson<{ timestamp: string }[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).map((v) => v.timestamp);
     expect(versions).toHaveLength(3);
