@@ -24,6 +24,7 @@ import {
 import {
   hasCredential,
   isFailedSave,
+  isLockRefused,
   isUnreachableRetry,
   parseVersion,
   redactRepository,
@@ -31,6 +32,7 @@ import {
   resticFailure,
   resticMessage,
   ResticError,
+  ResticLockError,
   versionBelow,
 } from '../../src/backends/restic/restic.js';
 import { InterruptedError, UsageError } from '../../src/errors.js';
@@ -328,6 +330,22 @@ describe('restic errors', () => {
     expect(e2.message).toBe('restic could not write to the repository /srv/restic: 500 Internal Server Error (500)');
     expect(e2.hint).toMatch(/^check the storage behind the repository/);
     expect(`${e2.message} ${e2.hint}`).not.toContain('s3cret');
+  });
+
+  it('stops at a lock the storage refuses, and leaves network trouble to restic', () => {
+    const readOnly = 'Save(<lock/4114ca14d2>) returned error, retrying after 1.460511601s: open /srv/restic/locks/4114ca14d262-tmp-2961530892: read-only file system';
+    expect(isLockRefused(readOnly)).toBe(true);
+    expect(isLockRefused('Save(<lock/4114ca14d2>) returned error, retrying after 720ms: open /srv/restic/locks/x: permission denied')).toBe(true);
+    // A rest-server gone for a moment: restic's retries may well get through.
+    expect(isLockRefused('Save(<lock/4114ca14d2>) returned error, retrying after 720ms: Post "http://h:8000/r/locks/4114": dial tcp 127.0.0.1:8000: connect: connection refused')).toBe(false);
+    // Data writes are failedSave's business; a lock restic gave up on is no retry line.
+    expect(isLockRefused('Save(<data/1eb640d657>) returned error, retrying after 720ms: write /srv/x: read-only file system')).toBe(false);
+    expect(isLockRefused('Save(<lock/4114ca14d2>) failed: read-only file system')).toBe(false);
+    const e = resticFailure({ exitCode: undefined, signal: 'SIGTERM', stderr: `${readOnly}\nsignal terminated received, cleaning up` }, { ...ctx, command: 'backup', lockRefused: readOnly });
+    expect(e).toBeInstanceOf(ResticLockError);
+    expect(e.message).toBe('restic cannot lock the repository /srv/restic: read-only file system');
+    expect(e.exitCode).toBe(1);
+    expect(e.hint).toMatch(/^backing up, pruning and protecting need a repository restic can write to/);
   });
 
   it('masks a password inside a repository URL', () => {

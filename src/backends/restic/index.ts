@@ -32,6 +32,7 @@ import {
   Restic,
   RESTIC_EXIT,
   ResticError,
+  ResticLockError,
   versionBelow,
   type ResticConfig,
   type ResticRun,
@@ -332,23 +333,58 @@ export class ResticBackend implements Backend {
    * dies half-way must not look like a short archive but fail with restic's own reason.
    */
   private dump(args: string[], signal?: AbortSignal): PassThrough {
-    const run = this.restic.start(['dump', ...args], { streamStdout: true, ...(signal ? { signal } : {}) });
-    this.watchOpening('dump', Promise.race([new Promise((resolve) => run.child.stdout.once('data', resolve)), run.result]));
     const out = new PassThrough({ highWaterMark: 1 << 20 });
     // restic may fail before the caller has attached to the stream: keep that error for it
     // (openArchive) instead of letting it escape as an unhandled 'error' event.
     out.on('error', () => undefined);
-    run.child.stdout.pipe(out, { end: false });
-    const stdoutDone = new Promise<void>((resolve) => run.child.stdout.once('end', resolve).once('close', resolve));
-    run.result.then(
-      async () => {
-        await stdoutDone;
-        out.end();
-      },
-      (e: unknown) => out.destroy(e as Error),
-    );
-    out.once('close', () => run.child.kill());
+    const attempt = (again: boolean) => {
+      const run = this.restic.start(['dump', ...args], { streamStdout: true, read: true, ...(signal ? { signal } : {}) });
+      const flowing = new Promise((resolve) => run.child.stdout.once('data', resolve));
+      this.watchOpening('dump', Promise.race([flowing, run.result]));
+      run.child.stdout.pipe(out, { end: false });
+      const stdoutDone = new Promise<void>((resolve) => run.child.stdout.once('end', resolve).once('close', resolve));
+      const stop = () => run.child.kill();
+      out.once('close', stop);
+      run.result.then(
+        async () => {
+          await stdoutDone;
+          out.end();
+        },
+        (e: unknown) => {
+          // A refused lock comes before any byte: the same dump again, without a lock.
+          if (again && run.child.stdout.readableDidRead === false && this.lockRefused(e) && !out.destroyed) {
+            run.child.stdout.unpipe(out);
+            out.off('close', stop);
+            attempt(false);
+          } else out.destroy(e as Error);
+        },
+      );
+    };
+    attempt(true);
     return out;
+  }
+
+  /** A restic run that only reads (a dump, a check): without a lock once the repository refused one. */
+  private async runReading(args: string[], opts: ResticRunOptions = {}): Promise<ProcessResult> {
+    try {
+      return await this.run(args, { ...opts, read: true });
+    } catch (e) {
+      if (!this.lockRefused(e)) throw e;
+      return this.run(args, { ...opts, read: true });
+    }
+  }
+
+  /**
+   * Whether `e` is restic's refused lock (read-only storage, no write permission, a full disk),
+   * which a read can do without: the first one switches this run's reads to --no-lock, and says so.
+   */
+  private lockRefused(e: unknown): boolean {
+    if (!(e instanceof ResticLockError)) return false;
+    if (!this.restic.lockless) {
+      this.restic.lockless = true;
+      this.onWarning(`${e.message}; reading it without a lock (do not prune it from elsewhere meanwhile)`);
+    }
+    return true;
   }
 
   /**
@@ -387,7 +423,7 @@ export class ResticBackend implements Backend {
   /** `restic dump` of the backup's manifest file. */
   private async readManifestFile(entry: BackupEntry, signal?: AbortSignal): Promise<ProcessResult> {
     const [manifestId] = await this.manifestIds([entry]);
-    return this.run(['dump', manifestId!, `/${manifestFileName(entry.manifest)}`], signal ? { signal } : {});
+    return this.runReading(['dump', manifestId!, `/${manifestFileName(entry.manifest)}`], signal ? { signal } : {});
   }
 
   /**
@@ -443,7 +479,7 @@ export class ResticBackend implements Backend {
     if (opts.readDataSubset) args.push(`--read-data-subset=${opts.readDataSubset}`);
     else if (opts.readData) args.push('--read-data');
     try {
-      await this.run(args, opts.signal ? { signal: opts.signal } : {});
+      await this.runReading(args, opts.signal ? { signal: opts.signal } : {});
       return { problems: [] };
     } catch (e) {
       if (!(e instanceof ResticError) || e.resticCode !== 1) throw e;

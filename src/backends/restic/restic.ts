@@ -30,6 +30,11 @@ export class ResticError extends IbError {
   }
 }
 
+/** restic could not create its lock in the repository (see isLockRefused). */
+export class ResticLockError extends ResticError {
+  override name = 'ResticLockError';
+}
+
 export const MIN_VERSION: [number, number, number] = [0, 18, 0];
 
 export interface ResticConfig {
@@ -134,6 +139,16 @@ export function isUnreachableRetry(line: string): boolean {
 }
 
 /**
+ * restic failing to write its lock file, about to try again: `Save(<lock/4114ca14d2>) returned
+ * error, retrying after 1.46s: open /srv/restic/locks/…: read-only file system`. Storage that
+ * refuses a write (read-only, no permission, full) refuses every retry, and restic would go on
+ * for minutes; a server out of reach for a moment (a network error) is left to restic's retries.
+ */
+export function isLockRefused(line: string): boolean {
+  return isRetry(line) && /^Save\(<lock\//.test(line) && !NETWORK.test(line);
+}
+
+/**
  * A write restic has given up on, after its own retries: `Save(<data/1eb640d657>) failed: write
  * /srv/restic/data/1e/…: no space left on device`. The command cannot succeed any more, and a
  * `backup --stdin-from-command` would not even end: restic waits for its command to finish,
@@ -156,6 +171,8 @@ export interface FailureContext {
   unreachable?: string;
   /** restic was stopped because it could not write to the repository: its failed-save line. */
   failedSave?: string;
+  /** restic was stopped because the repository refused its lock file: its retry line. */
+  lockRefused?: string;
 }
 
 /** restic's words with the passwords masked: those of URLs, and `secrets`. */
@@ -167,9 +184,17 @@ function scrub(text: string, secrets: string[] = []): string {
 
 /** One-line error for a failed restic run, chosen by restic's exit code. */
 export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'stderr'>, ctx: FailureContext): IbError {
-  const detail = scrub(ctx.failedSave ?? ctx.unreachable ?? resticMessage(r.stderr), ctx.secrets);
+  const detail = scrub(ctx.lockRefused ?? ctx.failedSave ?? ctx.unreachable ?? resticMessage(r.stderr), ctx.secrets);
   const { repo } = ctx;
   const code = r.exitCode;
+  if (ctx.lockRefused) {
+    return new ResticLockError(
+      `restic cannot lock the repository ${repo}: ${detail.split(': ').at(-1)}`,
+      code,
+      ExitCode.failed,
+      'backing up, pruning and protecting need a repository restic can write to (listing, verifying and restoring do not)',
+    );
+  }
   if (ctx.failedSave) {
     const cause = detail.split(': ').at(-1);
     return new ResticError(
@@ -234,7 +259,13 @@ function lastCause(detail: string): string {
   return i >= 0 ? parts.slice(i).join(': ') : detail;
 }
 
-export type ResticRunOptions = Omit<ProcessOptions, 'env'>;
+/** Why restic was stopped while it was still trying (see Restic.start). */
+type Stopped = Pick<FailureContext, 'unreachable' | 'failedSave' | 'lockRefused'>;
+
+export type ResticRunOptions = Omit<ProcessOptions, 'env'> & {
+  /** The command only reads: once the repository refused a lock (see lockless), it runs with --no-lock. */
+  read?: boolean;
+};
 
 export interface ResticRun {
   child: ChildProcess;
@@ -251,6 +282,11 @@ export class Restic {
   readonly retryLock: string;
   private readonly running = new Set<ChildProcess>();
   private readonly onRetry?: (line: string) => void;
+  /**
+   * The repository refused restic's lock (read-only storage, no write permission, full): reads
+   * (ResticRunOptions.read) run without one from then on, as restic's --no-lock allows.
+   */
+  lockless = false;
 
   constructor(cfg: ResticConfig) {
     if (cfg.onRetry) this.onRetry = cfg.onRetry;
@@ -299,14 +335,16 @@ export class Restic {
    * and run() do it; the backend calls version() before anything else).
    */
   start(args: string[], opts: ResticRunOptions = {}): ResticRun {
+    const { read, ...processOpts } = opts;
     const command = args[0] ?? '';
-    const stopped: Pick<FailureContext, 'unreachable' | 'failedSave'> = {};
+    const stopped: Stopped = {};
     let retries = 0;
     // Unless quiet, restic prints notices such as "repo already locked, waiting up to 2m0s for
     // the lock" on stdout, which for a dump is the archive itself.
     const quiet = command === 'dump' ? ['--quiet'] : [];
-    const child = startProcess(this.binary, ['--retry-lock', this.retryLock, ...quiet, ...args], {
-      ...opts,
+    const lock = read && this.lockless ? ['--no-lock'] : ['--retry-lock', this.retryLock];
+    const child = startProcess(this.binary, [...lock, ...quiet, ...args], {
+      ...processOpts,
       env: this.env,
       onStderrLine: (line) => {
         // restic retries an unreachable server for many minutes; while it cannot even read
@@ -314,6 +352,11 @@ export class Restic {
         if (isUnreachableRetry(line)) {
           if (++retries >= 3) {
             stopped.unreachable = line;
+            child.kill();
+          }
+        } else if (isLockRefused(line)) {
+          if (!stopped.lockRefused) {
+            stopped.lockRefused = line;
             child.kill();
           }
         } else if (isRetry(line)) this.onRetry?.(scrub(line, this.secrets));
@@ -335,7 +378,7 @@ export class Restic {
     return this.start(args, opts).result;
   }
 
-  private async wrap(child: ChildProcess, command: string, stopped: Pick<FailureContext, 'unreachable' | 'failedSave'> = {}): Promise<ProcessResult> {
+  private async wrap(child: ChildProcess, command: string, stopped: Stopped = {}): Promise<ProcessResult> {
     let r: ProcessResult;
     try {
       r = await child.done;
@@ -345,7 +388,7 @@ export class Restic {
     } finally {
       this.running.delete(child);
     }
-    if (!stopped.unreachable && !stopped.failedSave && r.exitCode === 0) return r;
+    if (!stopped.unreachable && !stopped.failedSave && !stopped.lockRefused && r.exitCode === 0) return r;
     throw resticFailure(r, { command, repo: this.repoLabel, secrets: this.secrets, ...stopped });
   }
 

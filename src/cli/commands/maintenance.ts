@@ -237,7 +237,9 @@ export class PruneCommand extends ScopedCommand {
         await backend.remove(plan.remove);
       } catch (e) {
         task.end(false);
-        throw new IbError(`prune failed while removing backups: ${(e as Error).message}`, ExitCode.failed, '`incus-backup list` shows what is left; run prune again to finish');
+        // The cause's own hint (a read-only or append-only repository) says more than a retry would.
+        const hint = (e instanceof IbError && e.hint) || '`incus-backup list` shows what is left; run prune again to finish';
+        throw new IbError(`prune failed while removing backups: ${(e as Error).message}`, ExitCode.failed, hint);
       }
       task.end(true);
       ui.stop();
