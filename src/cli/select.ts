@@ -1,5 +1,5 @@
 import type { Backend, BackupEntry, ListFilter } from '../backends/types.js';
-import type { ResourceType } from '../core/types.js';
+import { SERVER_WIDE, type ResourceType } from '../core/types.js';
 import { Option } from 'clipanion';
 import * as t from 'typanion';
 import { UsageError } from '../errors.js';
@@ -56,7 +56,10 @@ export async function selectBackups(
     if (refs.length) {
       for (const r of refs) {
         const label = `${type} ${project}/${r.pool ? `${r.pool}/` : ''}${r.name}`;
-        out.push(pickVersion(groups.get(groupKey({ type, project, ...r })) ?? [], label, version));
+        const versions = groups.get(groupKey({ type, project, ...r })) ?? [];
+        const elsewhere = versions.length || projects.length > 1 ? undefined : await elsewhereHint(backend, { type, project, name: r.name, ...(r.pool ? { pool: r.pool } : {}) });
+        if (elsewhere) throw new UsageError(`no backup of ${label} in the target`, elsewhere);
+        out.push(pickVersion(versions, label, version));
       }
     } else {
       for (const versions of groups.values()) {
@@ -66,6 +69,32 @@ export async function selectBackups(
     }
   }
   return out;
+}
+
+/**
+ * For a listing scoped to one project that found nothing of that project: the other projects
+ * whose backups match the rest of the filter, as a hint, e.g. `the target holds backups of other
+ * projects: prod (3 backups), web (1 backup); pass --project NAME or --all-projects`. An admin
+ * who forgot --project on the worst day must not be left with "no backups". One more listing,
+ * made only on that path.
+ */
+export async function elsewhereHint(backend: Backend, filter: ListFilter): Promise<string | undefined> {
+  if (!filter.project) return undefined;
+  const { project, ...rest } = filter;
+  const counts = new Map<string, number>();
+  for (const e of await backend.list(rest)) {
+    const p = e.manifest.project;
+    if (p !== project && p !== SERVER_WIDE) counts.set(p, (counts.get(p) ?? 0) + 1);
+  }
+  if (!counts.size) return undefined;
+  const found = [...counts].sort(([a], [b]) => a.localeCompare(b));
+  const which = found.map(([p, n]) => `${p} (${n} backup${n === 1 ? '' : 's'})`).join(', ');
+  return `the target holds backups of other projects: ${which}; pass --project ${found.length === 1 ? found[0]![0] : 'NAME'} or --all-projects`;
+}
+
+/** Whether a listing scoped to a project holds anything of the project itself (not just the server-wide config). */
+export function holdsProject(entries: BackupEntry[]): boolean {
+  return entries.some((e) => e.manifest.project !== SERVER_WIDE);
 }
 
 /** The resource words of `list`, `verify`, `prune`, `protect`, and the type each stands for. */

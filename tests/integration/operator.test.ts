@@ -31,6 +31,39 @@ describe('operator experience', () => {
     expect(list).toHaveLength(3);
   });
 
+  it('points at the projects that do have backups when the one asked for has none (a forgotten --project)', async () => {
+    const other = (args: string[]) => cli([...args, '--project', 'default', '--target', target.uri]);
+    const hint = (n: string) => `the target holds backups of other projects: ${P} \\(${n}\\); pass --project ${P} or --all-projects`;
+    const where = new RegExp(hint('3 backups'));
+    const list = await other(['list']);
+    expect(list.exitCode, list.stderr).toBe(0);
+    expect(list.stderr).toMatch(/^no backups found$/m);
+    expect(list.stderr).toMatch(where);
+    const json = await other(['list', '--output', 'json']);
+    expect(parseJson<unknown[]>(json.stdout)).toEqual([]);
+    expect(json.stderr).toMatch(where);
+    const verify = await other(['verify']);
+    expect(verify.exitCode, verify.stderr).toBe(0);
+    expect(verify.stderr).toMatch(where);
+    for (const [args, n] of [
+      [['restore', 'all', '--dry-run'], '3 backups'],
+      [['restore', 'instances', '--dry-run'], '3 backups'],
+      // Of that one instance.
+      [['restore', 'instance', 'a1', '--dry-run'], '1 backup'],
+    ] as const) {
+      const r = await other([...args]);
+      expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(new RegExp(`^Hint: ${hint(n)}$`, 'm'));
+    }
+    // Where the project does have backups, nothing more is said.
+    const mine = await cli(['list', '--project', P, '--target', target.uri]);
+    expect(mine.stderr).not.toMatch(/other projects/);
+    // A name no project has backups of gets the usual hint.
+    const none = await other(['restore', 'instance', 'nobody', '--dry-run']);
+    expect(none.exitCode).toBe(2);
+    expect(none.stderr).not.toMatch(/other projects/);
+  });
+
   it('prints no escape codes and no carriage returns without a terminal', async () => {
     const r = await cli(['backup', 'instances', 'a1', '--project', P, '--target', target.uri], { NO_COLOR: '' });
     expect(r.exitCode, r.stderr).toBe(0);

@@ -3,7 +3,7 @@ import type { ResourceType } from '../../core/types.js';
 import { humanBytes } from '../../output/format.js';
 import type { BackupEntry } from '../../backends/types.js';
 import { BaseCommand, checkName } from '../base.js';
-import { KINDS, kindOption } from '../select.js';
+import { elsewhereHint, holdsProject, KINDS, kindOption } from '../select.js';
 
 export class ListCommand extends BaseCommand {
   static override paths = [['list']];
@@ -26,12 +26,13 @@ export class ListCommand extends BaseCommand {
     let pool: string | undefined;
     if (name?.includes('/') && type === 'volume') [pool, name] = name.split('/') as [string, string];
     if (name) checkName('resource', name);
-    const entries = await backend.list({
+    const filter = {
       ...(type ? { type } : {}),
       ...(this.allProjects ? {} : { project: this.checkedProject() }),
       ...(name ? { name } : {}),
       ...(pool ? { pool } : {}),
-    });
+    };
+    const entries = await backend.list(filter);
     this.print(
       entries,
       [
@@ -45,6 +46,8 @@ export class ListCommand extends BaseCommand {
       toListData,
     );
     if (entries.length === 0 && this.format === 'table') this.context.stderr.write('no backups found\n');
+    const elsewhere = holdsProject(entries) ? undefined : await elsewhereHint(backend, filter);
+    if (elsewhere) this.context.stderr.write(`${elsewhere}\n`);
   }
 }
 

@@ -5,12 +5,12 @@ import type { Backend, ListFilter } from '../../backends/types.js';
 import { planPrune, pruneRows, reasonText, effectivePolicy, type PruneRow } from '../../core/prune.js';
 import { policyIsEmpty, RetentionError, type RetentionPolicy } from '../../core/retention.js';
 import type { Ui } from '../../core/run.js';
-import type { ResourceKey, ResourceType } from '../../core/types.js';
+import { SERVER_WIDE, type ResourceKey, type ResourceType } from '../../core/types.js';
 import { readDataSubsetProblem, verifyBackups, verifyFailed, type VerifyItem } from '../../core/verify.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, humanDuration, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { pickVersion, KINDS, kindOption, type Kind } from '../select.js';
+import { elsewhereHint, pickVersion, KINDS, kindOption, type Kind } from '../select.js';
 import { parseVolumeRef } from './backup.js';
 
 
@@ -81,8 +81,16 @@ abstract class ScopedCommand extends BaseCommand {
   }
 
   /** A named resource with no backups is a mistake worth saying, as for restore. */
-  nothingFound(backend: Backend): never {
-    throw new UsageError(`no backups of ${this.kind ?? 'all'} ${this.name} in ${backend.uri}`, 'check the name, --project and --target; `incus-backup list` shows what is there');
+  async nothingFound(backend: Backend, filter: ListFilter): Promise<UsageError> {
+    const elsewhere = await elsewhereHint(backend, filter);
+    return new UsageError(`no backups of ${this.kind ?? 'all'} ${this.name} in ${backend.uri}`, elsewhere ?? 'check the name, --project and --target; `incus-backup list` shows what is there');
+  }
+
+  /** A run that found nothing of its project: where the target's backups are instead, if anywhere. */
+  async noteElsewhere(backend: Backend, filter: ListFilter, found: { project?: string | undefined }[]): Promise<void> {
+    if (found.some((f) => f.project !== undefined && f.project !== SERVER_WIDE)) return;
+    const elsewhere = await elsewhereHint(backend, filter);
+    if (elsewhere) this.context.stderr.write(`${elsewhere}\n`);
   }
 }
 
@@ -133,13 +141,14 @@ export class VerifyCommand extends ScopedCommand {
     } finally {
       ui.stop();
     }
-    if (this.name && report.items.length === 0) this.nothingFound(backend);
+    if (this.name && report.items.length === 0) throw await this.nothingFound(backend, filter);
     this.print(report.items, verifyColumns);
     const { ok, damaged, gone } = report.counts;
     this.context.stderr.write(
       `verified ${report.items.length} backup(s) in ${backend.uri}: ${ok} ok, ${damaged} damaged${gone ? `, ${gone} removed meanwhile` : ''}; ` +
         `${humanBytes(report.bytesChecked)} checked in ${humanDuration(report.durationMs)}\n`,
     );
+    await this.noteElsewhere(backend, filter, report.items);
     return verifyFailed(report) ? ExitCode.partial : ExitCode.ok;
   }
 }
@@ -218,7 +227,7 @@ export class PruneCommand extends ScopedCommand {
       if (!this.dryRun) release = await lockTarget(backend, 'prune', this.lockWait, ui, this.context.signal);
       const { entries, broken } = await backend.scan(filter);
       if (broken.length) ui.warn(`${broken.length} damaged backup(s) are left alone; \`incus-backup verify\` names them`);
-      if (this.name && entries.length === 0) this.nothingFound(backend);
+      if (this.name && entries.length === 0) throw await this.nothingFound(backend, filter);
       const plan = planPrune(entries, (k: ResourceKey) => effectivePolicy(k, flags, () => fromFile));
       this.print(pruneRows(plan), pruneColumns);
       const err = this.context.stderr;
@@ -226,6 +235,7 @@ export class PruneCommand extends ScopedCommand {
         `${entries.length} backup(s) of ${plan.resources} resource(s): ${entries.length - plan.remove.length} to keep, ` +
           `${plan.remove.length} to remove (${humanBytes(plan.bytesFreed)})\n`,
       );
+      await this.noteElsewhere(backend, filter, entries.map((e) => e.manifest));
       if (this.dryRun) {
         err.write('dry run: nothing was changed\n');
         return ExitCode.ok;

@@ -11,7 +11,7 @@ import type { ResourceType } from '../../core/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { groupByResource, selectBackups } from '../select.js';
+import { elsewhereHint, groupByResource, selectBackups } from '../select.js';
 import { applyAll, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 import { imagePreviewColumns, imagePreviewData, restoreImages } from './images.js';
@@ -189,7 +189,10 @@ abstract class RestoreCommand extends RestoreBase {
     }
     const { plan, missing } = await ctx.ui.wait('reading the target and planning', async () => {
       const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
-      if (entries.length === 0) throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, 'check --project and --target; `incus-backup list` shows what is there');
+      if (entries.length === 0) {
+        const elsewhere = projects?.length === 1 ? await elsewhereHint(backend, { type: this.type, project: projects[0]! }) : undefined;
+        throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, elsewhere ?? 'check --project and --target; `incus-backup list` shows what is there');
+      }
       const plan = await planRestore(ctx, entries, opts);
       return { plan, missing: await this.preflight(ctx, plan, new Set()) };
     });
@@ -300,7 +303,10 @@ export class RestoreAllCommand extends RestoreBase {
       if (eligible.length) chosen.push(eligible[eligible.length - 1]!);
     }
     const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), project ? { project } : {}, this.force) : undefined;
-    if (!chosen.length && !config) throw new UsageError(`no backups found in ${backend.uri}${project ? ` for project ${project}` : ''}`, 'check --project and --target');
+    if (!chosen.length && !config) {
+      const elsewhere = project ? await elsewhereHint(backend, { project }) : undefined;
+      throw new UsageError(`no backups found in ${backend.uri}${project ? ` for project ${project}` : ''}`, elsewhere ?? 'check --project and --target');
+    }
     const images: ImageRestorePlan[] = [];
     for (const e of chosen.filter((x) => x.manifest.type === 'image')) images.push(await planImageRestore(ctx, e, mapName(opts.maps.project, e.manifest.project)));
     // Volumes first (instances may use them); one call, so that a conflict names all of them.
