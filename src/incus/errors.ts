@@ -1,5 +1,27 @@
 import { ExitCode, fileSystemError, IbError } from '../errors.js';
 
+const NO_SPACE = /no space left on device|disk quota exceeded/i;
+
+/**
+ * Incus's message on one line. A command Incus ran that failed comes with all its output
+ * (`Failed to run: tar -xf - --xattrs-include=* … exit status 2 (tar: rootfs/a: Cannot write: No
+ * space left on device⏎tar: rootfs/b: …)`): that becomes the command's name and the first line
+ * it wrote, or its first about a full disk (`tar failed: rootfs/a: Cannot write: No space left
+ * on device`). Other line breaks become "; ", and a message that is still very long is cut.
+ */
+export function oneLineMessage(msg: string): string {
+  const run = /Failed to run: (\S+)[^]*?: exit status \d+ \(([^]*)\)\s*$/.exec(msg);
+  if (run) {
+    const command = run[1]!.split('/').pop()!;
+    const lines = run[2]!.split('\n').map((l) => l.trim()).filter(Boolean);
+    // A full disk is the usual cause, but tar may first complain of a short write.
+    const first = lines.find((l) => NO_SPACE.test(l)) ?? lines[0] ?? '';
+    msg = `${msg.slice(0, run.index)}${command} failed: ${first.startsWith(`${command}: `) ? first.slice(command.length + 2) : first}`;
+  }
+  const line = msg.split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
+  return line.length > 400 ? `${line.slice(0, 399)}…` : line;
+}
+
 /** An error answered by the Incus server; keeps the server's own message and HTTP status. */
 export class IncusError extends IbError {
   constructor(
@@ -8,7 +30,11 @@ export class IncusError extends IbError {
     readonly method: string,
     readonly path: string,
   ) {
-    super(`Incus: ${serverMessage}`, ExitCode.failed);
+    super(
+      `Incus: ${oneLineMessage(serverMessage)}`,
+      ExitCode.failed,
+      NO_SPACE.test(serverMessage) ? 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`), or restore onto another pool (--pool-map)' : undefined,
+    );
     this.name = 'IncusError';
   }
 

@@ -1,9 +1,10 @@
-import { mkdtempSync, readdirSync, rmSync, statfsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, cliSpawn, instanceNames, launch, parseJson, serverBackupNames, sh, snapshotNames, testProject } from './helpers.js';
+import { randomBytes } from 'node:crypto';
+import { cli, cliSpawn, incus, incusJson, instanceNames, launch, parseJson, serverBackupNames, sh, snapshotNames, tempTarget, testProject } from './helpers.js';
 
 // A target on a 24 MiB tmpfs, and an instance with 100 MiB of data: the target fills up while
 // most of the archive is still to come (restic still reading it is what used to hang).
@@ -76,5 +77,32 @@ describe('a target that runs out of space', () => {
     expect(list.exitCode, list.stderr).toBe(0);
     expect(parseJson<unknown[]>(list.stdout)).toEqual([]);
     await expectNothingOnHost();
+  });
+
+  it('a storage pool that fills up during a restore: one line and a hint, nothing left in the pool', async () => {
+    const target = tempTarget();
+    const pool = `t-full-${randomBytes(3).toString('hex')}`;
+    const source = join(mnt, 'pool');
+    try {
+      const b = await cli(['backup', 'instances', 'c1', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      rmSync(join(mnt, 'dir'), { recursive: true, force: true });
+      rmSync(join(mnt, 'repo'), { recursive: true, force: true });
+      // A dir pool on the 24 MiB tmpfs, too small for the 100 MiB instance.
+      mkdirSync(source);
+      await incus('storage', 'create', pool, 'dir', `source=${source}`);
+      const r = await cli(['restore', 'instance', 'c1', '--target-name', 'c1-full', '--pool-map', `default=${pool}`, '--no-start', '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(1);
+      // Incus answers with all of tar's complaints; the CLI shows the first, on one line.
+      expect(r.stderr).toMatch(/^Error: Incus: .*tar failed: .*No space left on device$/m);
+      expect(r.stderr).toMatch(/^Hint: a storage pool on the Incus host is full/m);
+      expect(r.stderr).not.toMatch(/^tar: /m);
+      expect(r.stderr).not.toMatch(/Bug:|at .*\.js:\d+/);
+      expect((await instanceNames(P)).filter((n) => n !== 'c1')).toEqual([]);
+      expect(await incusJson<unknown[]>(`/1.0/storage-pools/${pool}/volumes`, P)).toEqual([]);
+    } finally {
+      await incus('storage', 'delete', pool).catch(() => undefined);
+      target.dispose();
+    }
   });
 });

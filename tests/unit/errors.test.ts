@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fileSystemError, IbError } from '../../src/errors.js';
+import { IncusError, oneLineMessage } from '../../src/incus/errors.js';
 
 /** An error as Node's fs raises it. */
 function fsError(code: string, syscall: string, path?: string): NodeJS.ErrnoException {
@@ -24,5 +25,28 @@ describe('file system errors', () => {
     // A code without a system call is not a file system's answer (e.g. a library's own error).
     expect(fileSystemError(Object.assign(new Error('x'), { code: 'EACCES' }))).toBeUndefined();
     expect(fileSystemError('ENOSPC')).toBeUndefined();
+  });
+});
+
+describe('Incus errors', () => {
+  // As Incus 6.0 answered a restore onto a pool too small for it.
+  const unpack =
+    'Create instance from backup: Error starting unpack: Failed to run: tar -xf - --xattrs-include=* --restrict --force-local --numeric-owner -C /var/lib/incus/storage-pools/tiny/containers/p_ibtmp-1-2 --strip-components=2 backup/container: exit status 2 (tar: rootfs/big2: Cannot write: No space left on device\ntar: rootfs/bin/busybox: Cannot write: No space left on device\ntar: Exiting with failure status due to previous errors)';
+
+  it('puts a failed command of Incus on one line: its name and the first line it wrote', () => {
+    expect(oneLineMessage(unpack)).toBe('Create instance from backup: Error starting unpack: tar failed: rootfs/big2: Cannot write: No space left on device');
+    expect(oneLineMessage('first\n  second\n\nthird')).toBe('first; second; third');
+    expect(oneLineMessage('Instance not found')).toBe('Instance not found');
+    const long = oneLineMessage('x'.repeat(1000));
+    expect(long).toHaveLength(400);
+    expect(long.endsWith('…')).toBe(true);
+  });
+
+  it('says what to do about a full storage pool, and keeps the server message whole', () => {
+    const e = new IncusError(400, unpack, 'WAIT', '/1.0/operations/x');
+    expect(e.message).toBe('Incus: Create instance from backup: Error starting unpack: tar failed: rootfs/big2: Cannot write: No space left on device');
+    expect(e.hint).toMatch(/^a storage pool on the Incus host is full/);
+    expect(e.serverMessage).toBe(unpack);
+    expect(new IncusError(404, 'Instance not found', 'GET', '/1.0/instances/x').hint).toBeUndefined();
   });
 });
