@@ -33,7 +33,7 @@ export class IncusError extends IbError {
     super(
       `Incus: ${oneLineMessage(serverMessage)}`,
       ExitCode.failed,
-      NO_SPACE.test(serverMessage) ? 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`), or restore onto another pool (--pool-map)' : undefined,
+      NO_SPACE.test(serverMessage) ? 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`); a backup needs room there for its temporary copy, a restore can go to another pool (--pool-map)' : undefined,
     );
     this.name = 'IncusError';
   }
