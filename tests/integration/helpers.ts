@@ -138,7 +138,8 @@ export async function restServer(dir: string, ...flags: string[]): Promise<strin
   const bin = (await execa('sh', ['-c', 'command -v rest-server || command -v restic-rest-server'], { reject: false })).stdout.trim();
   if (!bin) throw new Error('rest-server is not installed (Debian: restic-rest-server)');
   const port = await freePort();
-  const server = execa(bin, ['--path', dir, '--listen', `127.0.0.1:${port}`, '--no-auth', ...flags], { reject: false, stdin: 'ignore' });
+  const auth = flags.some((f) => f.startsWith('--htpasswd-file')) ? [] : ['--no-auth'];
+  const server = execa(bin, ['--path', dir, '--listen', `127.0.0.1:${port}`, ...auth, ...flags], { reject: false, stdin: 'ignore' });
   restServers.push(server);
   for (let i = 0; i < 100; i++) {
     const up = await fetch(`http://127.0.0.1:${port}/`).then(

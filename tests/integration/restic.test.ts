@@ -582,6 +582,25 @@ describe('restic target on rest-server', () => {
     }
   });
 
+  it('says when the server refuses the credentials in the URL: exit 2, the password masked', async () => {
+    const dir = mkdtempSync(join(work, 'rest-auth-'));
+    // rest-server's {SHA} entry: base64 of the password's SHA-1.
+    writeFileSync(join(dir, '.htpasswd'), `backup:{SHA}${createHash('sha1').update('right-one').digest('base64')}\n`);
+    const server = await restServer(dir, '--htpasswd-file', join(dir, '.htpasswd'));
+    const url = (pw: string) => `restic:${server.replace('http://', `http://backup:${pw}@`)}`;
+    const ok = await cli(['backup', 'instances', 'c1', '--project', P, '--target', url('right-one')], env);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    for (const args of [['list'], ['backup', 'instances', 'c1']]) {
+      const r = await cli([...args, '--project', P, '--target', url('wrong-one')], env);
+      expect(r.exitCode, r.stderr).toBe(2);
+      expect(r.stderr).toMatch(/^Error: the server refused the credentials for the restic repository rest:http:\/\/backup:\*\*\*@127\.0\.0\.1:\d+\/repo \(HTTP 401 Unauthorized\)$/m);
+      expect(r.stderr).toMatch(/^Hint: check the user name and password in the repository URL/m);
+      expect(r.stderr).not.toContain('wrong-one');
+    }
+    await expectNoLeftovers('c1');
+    expect(await serverBackupNames(P, 'c1')).toEqual([]);
+  });
+
   it('says when it cannot reach the server, within seconds', async () => {
     const port = await freePort();
     const started = Date.now();

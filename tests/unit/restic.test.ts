@@ -348,6 +348,16 @@ describe('restic errors', () => {
     expect(e.hint).toMatch(/^backing up, pruning and protecting need a repository restic can write to/);
   });
 
+  it('names refused credentials of a rest-server as such: exit 2, with where to fix them', () => {
+    const e = resticFailure(
+      { exitCode: 1, signal: undefined, stderr: 'Fatal: unable to open config file: unexpected HTTP response (401): 401 Unauthorized\nIs there a repository at the following location?\nrest:http://u:***@h:8000/r1' },
+      { ...ctx, repo: 'rest:http://u:***@h:8000/r1', command: 'snapshots' },
+    );
+    expect(e.message).toBe('the server refused the credentials for the restic repository rest:http://u:***@h:8000/r1 (HTTP 401 Unauthorized)');
+    expect(e.exitCode).toBe(2);
+    expect(e.hint).toMatch(/user name and password in the repository URL/);
+  });
+
   it('masks a password inside a repository URL', () => {
     expect(redactRepository('rest:https://user:secret@host:8000/repo')).toBe('rest:https://user:***@host:8000/repo');
     expect(redactRepository('/srv/restic')).toBe('/srv/restic');

@@ -159,6 +159,8 @@ export function isFailedSave(line: string): boolean {
 }
 
 const STORAGE_FULL = /no space left|insufficient storage|quota/i;
+/** A rest-server (or other HTTP backend) that refused who we are: `unexpected HTTP response (401): 401 Unauthorized`. */
+const UNAUTHORIZED = /\(401\)|\b401 Unauthorized\b/;
 
 export interface FailureContext {
   /** The restic subcommand, for the message (`backup`, `snapshots`, ...). */
@@ -212,6 +214,14 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
       code,
       ExitCode.failed,
       'check that the server is running and the address in --target is right',
+    );
+  }
+  if (UNAUTHORIZED.test(detail)) {
+    return new ResticError(
+      `the server refused the credentials for the restic repository ${repo} (HTTP 401 Unauthorized)`,
+      code,
+      ExitCode.usage,
+      'check the user name and password in the repository URL, or RESTIC_REST_USERNAME / RESTIC_REST_PASSWORD',
     );
   }
   switch (code) {
