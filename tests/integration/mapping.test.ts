@@ -80,6 +80,13 @@ describe('restoring into a different environment', () => {
     const r = await run('restore', 'all', '--project-map', `${P}=nowhere-${tag}`, '-y');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`missing: project nowhere-${tag}`);
+    expect(r.stderr).toMatch(/^Hint: create them, restore the config first \(restore all --apply-config\)/m);
+    // With the config step in the run, the hint does not send the admin to it: the config is
+    // restored under its own names, not the mapped ones.
+    const withConfig = await run('restore', 'all', '--apply-config', '--project-map', `${P}=nowhere-${tag}`, '--dry-run');
+    expect(withConfig.exitCode).toBe(1);
+    expect(withConfig.stderr).toContain(`missing: project nowhere-${tag}`);
+    expect(withConfig.stderr).toMatch(/^Hint: create them first: --apply-config restores the config under its backed-up names only/m);
   });
 
   it('maps networks: pre-flight names a missing one, a mapped NIC lands on the new network', async () => {

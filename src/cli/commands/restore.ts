@@ -103,13 +103,16 @@ abstract class RestoreBase extends BaseCommand {
     return missingRequirements(ctx.api, reqs, willExist);
   }
 
-  protected refuseMissing(missing: Requirement[]): void {
+  /** `applyingConfig`: the run already restores the config (restore all --apply-config). */
+  protected refuseMissing(missing: Requirement[], applyingConfig = false): void {
     if (!missing.length) return;
     for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
     throw new IbError(
       `cannot restore: ${missing.length} thing(s) the backups need do not exist in the destination`,
       ExitCode.failed,
-      'create them, restore the config first (restore all --apply-config), or map names with --project-map/--pool-map',
+      applyingConfig
+        ? 'create them first: --apply-config restores the config under its backed-up names only (the --*-map options apply to volumes, instances and images)'
+        : 'create them, restore the config first (restore all --apply-config), or map names with --project-map/--pool-map',
     );
   }
 
@@ -343,7 +346,7 @@ export class RestoreAllCommand extends RestoreBase {
     } else if (this.showsPlan(this.dryRun || missing.length > 0 || nothingToDo)) {
       this.printData({ config: config ? configPreviewData(config) : null, images: images.map(imagePreviewData), items: plan.map(previewData), missing });
     }
-    this.refuseMissing(missing);
+    this.refuseMissing(missing, this.applyConfig);
     if (this.dryRun) {
       if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
       return 0;
