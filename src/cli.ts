@@ -15,6 +15,7 @@ import {
 } from './cli/commands/restore.js';
 import { ConfigShowCommand, RestoreConfigCommand } from './cli/commands/config.js';
 import type { IbContext } from './cli/context.js';
+import { unbreakableSteps } from './core/run.js';
 import { ExitCode } from './errors.js';
 import { toolVersion } from './version.js';
 
@@ -36,7 +37,7 @@ export function buildCli(): Cli<IbContext> {
     RestoreConfigCommand,
     RestoreImagesCommand,
     ConfigShowCommand,
-      RestoreAllCommand,
+    RestoreAllCommand,
     ListCommand,
     VerifyCommand,
     PruneCommand,
@@ -51,14 +52,22 @@ export function buildCli(): Cli<IbContext> {
 
 /**
  * Entry point. The first SIGINT/SIGTERM/SIGHUP aborts the run's signal so streams stop and
- * cleanup runs (exit 130); a second one exits at once.
+ * cleanup runs (exit 130); a second one exits at once, unless an unbreakable step (a replace's
+ * swap) is running: then it takes a third.
  */
 export async function main(argv: string[]): Promise<void> {
   const controller = new AbortController();
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals++;
-    if (signals > 1) process.exit(ExitCode.interrupted);
+    if (signals > 1) {
+      const busy = unbreakableSteps();
+      if (busy.length && signals === 2) {
+        process.stderr.write(`\n${sig}: still ${busy.join(', ')}: quitting now would leave it half-done (press Ctrl-C once more to quit anyway)\n`);
+        return;
+      }
+      process.exit(ExitCode.interrupted);
+    }
     process.stderr.write(`\n${sig}: stopping and cleaning up (press Ctrl-C again to quit at once)\n`);
     controller.abort(new Error(`interrupted by ${sig}`));
   };

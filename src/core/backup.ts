@@ -9,7 +9,7 @@ import { HashingStream } from './hashing.js';
 import { draftManifest, type Manifest } from './manifest.js';
 import { Cleanup, type RunContext } from './run.js';
 import { TarIndexCapture } from './tarindex.js';
-import { isStaleTmpName, liveOtherRun, tmpName } from './tmpnames.js';
+import { isStaleAsideName, isStaleTmpName, liveOtherRun, tmpName } from './tmpnames.js';
 import type { Compression, ConsistencyMode, ResourceKey } from './types.js';
 
 export interface BackupOptions {
@@ -251,19 +251,25 @@ async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, l
   }
 }
 
-/** Removes temporary copies (instances, volumes) that killed runs left in `project`. */
+/**
+ * Removes temporary copies (instances, volumes) that killed runs left in `project`. An original
+ * that a killed replace had set aside (ibold-…) is the user's data: it is only pointed out.
+ */
 export async function sweepProjectLeftovers(ctx: RunContext, project: string): Promise<void> {
+  const setAside = (what: string) =>
+    ctx.ui.warn(`${what} is an original that a restore --replace set aside and was killed before putting back: check it, then rename it back (incus rename) or delete it`);
   for (const i of await ctx.api.listInstances(project)) {
     if (isStaleTmpName(i.name)) {
       ctx.ui.warn(`removing temporary copy ${project}/${i.name} left by an interrupted run`);
       await deleteIfExists(ctx, { kind: 'instance', project, name: i.name });
-    }
+    } else if (isStaleAsideName(i.name)) setAside(`instance ${project}/${i.name}`);
   }
   for (const v of await ctx.api.listVolumes(project)) {
-    if (isStaleTmpName(v.name) && !v.name.includes('/')) {
+    if (v.name.includes('/')) continue;
+    if (isStaleTmpName(v.name)) {
       ctx.ui.warn(`removing temporary copy ${project}/${v.pool}/${v.name} left by an interrupted run`);
       await deleteIfExists(ctx, { kind: 'volume', project, pool: v.pool!, name: v.name });
-    }
+    } else if (isStaleAsideName(v.name)) setAside(`volume ${project}/${v.pool}/${v.name}`);
   }
 }
 

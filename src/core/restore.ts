@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable, type Transform } from 'node:stream';
 import type { BackupSubject } from '../incus/api.js';
@@ -6,10 +5,10 @@ import { IncusError, streamFailure } from '../incus/errors.js';
 import { InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
-import { Cleanup, type RunContext } from './run.js';
+import { Cleanup, unbreakableStep, type RunContext } from './run.js';
 import { mapName, rewritesInstance, type Mappings } from './preflight.js';
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
-import { tmpName } from './tmpnames.js';
+import { asideName, tmpName } from './tmpnames.js';
 
 export type RestoreAction = 'create' | 'replace' | 'skip';
 
@@ -184,7 +183,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       maps ? [new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps))] : [],
     );
     task.phase('swapping in');
-    if (item.action === 'replace') await swapIn(ctx, item, staged);
+    if (item.action === 'replace') await unbreakableStep(`replacing ${label}`, () => swapIn(ctx, item, staged));
     else await rename(ctx, staged, item.dest.name);
     swapped = true; // the staged resource is now the destination
     await keepCloudInitIdentity(ctx, item);
@@ -228,7 +227,7 @@ async function deleteSubject(ctx: RunContext, s: BackupSubject): Promise<void> {
 async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
   const { api, ui } = ctx;
   const dest = item.dest;
-  const aside: BackupSubject = { ...dest, name: `ibold-${process.pid}-${randomBytes(3).toString('hex')}` };
+  const aside: BackupSubject = { ...dest, name: asideName() };
   const undo = new Cleanup();
   try {
     for (const name of item.stops) {

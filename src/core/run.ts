@@ -56,3 +56,26 @@ export class Cleanup {
     }
   }
 }
+
+/** Steps that a second Ctrl-C must not cut in half (see main in cli.ts), by label. */
+const unbreakable = new Map<symbol, string>();
+
+/**
+ * Runs `fn` as a step that a second Ctrl-C, which otherwise quits at once, does not cut short:
+ * a replace renames the current resource aside and then the restored one in, and quitting
+ * between the two would leave the original under a temporary name.
+ */
+export async function unbreakableStep<T>(label: string, fn: () => Promise<T>): Promise<T> {
+  const id = Symbol(label);
+  unbreakable.set(id, label);
+  try {
+    return await fn();
+  } finally {
+    unbreakable.delete(id);
+  }
+}
+
+/** The unbreakable steps running now. */
+export function unbreakableSteps(): string[] {
+  return [...unbreakable.values()];
+}

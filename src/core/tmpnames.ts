@@ -33,3 +33,19 @@ export function liveOtherRun(name: string): number | undefined {
   const pid = otherRunPid(name);
   return pid !== undefined && pidAlive(pid) ? pid : undefined;
 }
+
+/**
+ * The name a replace gives the current resource while the restored one takes its name:
+ * ibold-<pid>-<random>. Only a run killed outright in the middle of that swap leaves one behind.
+ */
+const ASIDE = /^ibold-(\d+)-[a-z0-9]+$/;
+
+export function asideName(): string {
+  return `ibold-${process.pid}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Whether `name` is what a replace set aside, in a run that is gone. */
+export function isStaleAsideName(name: string): boolean {
+  const m = ASIDE.exec(name);
+  return !!m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]));
+}

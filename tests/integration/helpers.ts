@@ -158,6 +158,57 @@ export async function stopRestServers(): Promise<void> {
 }
 
 /**
+ * A UNIX-socket relay in front of the real incusd that holds back, for `ms`, Incus's answer to
+ * each request whose first line matches `request` (the request itself goes through at once, so
+ * Incus acts on it). It stretches a moment of a run, e.g. to interrupt it right there.
+ */
+export async function slowAnswerProxy(request: RegExp, ms: number): Promise<{ socket: string; held: () => number; close: () => Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'ib-proxy-'));
+  const path = join(dir, 'incus.socket');
+  let held = 0;
+  const open = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = createConnection(process.env.INCUS_SOCKET!);
+    open.add(client).add(upstream);
+    let holdNext = false;
+    let answers = Promise.resolve();
+    client.on('data', (chunk: Buffer) => {
+      if (request.test(chunk.toString('latin1').split('\r\n', 1)[0]!)) holdNext = true;
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      const hold = holdNext;
+      holdNext = false;
+      if (hold) held++;
+      answers = answers.then(async () => {
+        if (hold) await new Promise((r) => setTimeout(r, ms));
+        if (!client.destroyed) client.write(chunk);
+      });
+    });
+    for (const s of [client, upstream]) {
+      s.on('error', () => undefined);
+      s.on('close', () => {
+        open.delete(s);
+        void answers.then(() => {
+          client.destroy();
+          upstream.destroy();
+        });
+      });
+    }
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    socket: path,
+    held: () => held,
+    close: async () => {
+      for (const s of open) s.destroy();
+      await new Promise((r) => server.close(r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
  * A UNIX-socket relay in front of the real incusd that breaks the one connection carrying a
  * large transfer: once more than `afterBytes` flowed in the given direction on a connection,
  * both sides of it are destroyed. Everything else (small API calls, the cleanup afterwards)

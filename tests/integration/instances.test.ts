@@ -11,6 +11,7 @@ import {
   parseJson,
   serverBackupNames,
   sh,
+  slowAnswerProxy,
   snapshotNames,
   state,
   tempTarget,
@@ -173,6 +174,38 @@ describe('instances on a directory target', () => {
     await expectNoLeftovers(['web']);
   });
 
+  it('a second Ctrl-C during a replace waits for the swap: the instance never stays under a temporary name', async () => {
+    // Incus's answer to renaming `web` aside is held back 3 s: the run is interrupted twice while
+    // the current instance has been renamed and the restored one not yet (quitting then would
+    // leave `web` missing and the original as ibold-…).
+    const proxy = await slowAnswerProxy(/^POST \/1\.0\/instances\/web\?/, 3000);
+    try {
+      const child = cliSpawn(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      let err = '';
+      await new Promise<void>((resolve) => {
+        child.stderr!.on('data', (d: Buffer) => {
+          err += d.toString();
+          if (/web: swapping in/.test(err)) resolve();
+        });
+      });
+      // The instance is stopped first; then comes the rename that the proxy holds.
+      const deadline = Date.now() + 60_000;
+      while (proxy.held() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(proxy.held()).toBe(1);
+      child.kill('SIGINT');
+      await new Promise((r) => setTimeout(r, 300));
+      child.kill('SIGINT');
+      const r = await child;
+      expect(r.exitCode, String(r.stderr)).toBe(130);
+      expect(String(r.stderr)).toMatch(/SIGINT: still replacing instance \S+\/web: quitting now would leave it half-done \(press Ctrl-C once more to quit anyway\)/);
+      expect(await instanceNames(P)).toEqual(['web']);
+      expect(await state(P, 'web')).toBe('Running');
+      await expectNoLeftovers(['web']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('--version picks an older backup; unknown versions are refused', async () => {
     await sh(P, 'web', 'echo v2 > /data/version');
     const r = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri]);
@@ -285,6 +318,20 @@ describe('instances on a directory target', () => {
     await expectNoLeftovers(['big']);
     expect(readdirSync(join(target.dir, '.staging'))).toEqual([]);
     await incus('delete', '-f', 'big', '--project', P);
+  });
+
+  it('points out, and keeps, an original that a killed replace had set aside', async () => {
+    // What a restore --replace killed outright (kill -9, power loss) between its two renames leaves.
+    const aside = 'ibold-4194303-0a1b2c';
+    await incus('init', 'ib-busybox', aside, '--project', P);
+    try {
+      const r = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(new RegExp(`warning: instance ${P}/${aside} is an original that a restore --replace set aside and was killed before putting back: check it, then rename it back \\(incus rename\\) or delete it`));
+      expect(await instanceNames(P)).toContain(aside);
+    } finally {
+      await incus('delete', '-f', aside, '--project', P);
+    }
   });
 
   it('refuses an instance another live run is snapshotting, naming it, and leaves its snapshot alone', async () => {
