@@ -8,6 +8,7 @@ import { SERVER_WIDE } from './types.js';
 import { IbError } from '../errors.js';
 import { CONFIG_KINDS, ConfigApi, configKindInfo, type ConfigKind } from '../incus/api.js';
 import type { Project } from '../incus/types.js';
+import { mapName, type Mappings } from './preflight.js';
 
 /** One declarative object as stored in a config backup. */
 export interface ConfigObject {
@@ -104,6 +105,35 @@ function toObject(kind: ConfigKind, r: Record<string, unknown>, project: string 
   return o;
 }
 
+/**
+ * The config backup as it would be under the restore's name mappings (restore all
+ * --apply-config with --project-map, --profile-map, --network-map, --pool-map): projects and the
+ * objects they own move to the mapped project, profiles and networks take their mapped names,
+ * and profile devices point at the mapped pools and networks, like the instances restored with
+ * them. Storage pools themselves keep their names: a mapped pool is one that exists already.
+ */
+export function mapConfig(snapshot: ConfigSnapshot, maps: Mappings): ConfigSnapshot {
+  const objects = snapshot.objects.map((o): ConfigObject => {
+    const out: ConfigObject = { ...o, config: { ...o.config } };
+    if (o.project !== undefined) out.project = mapName(maps.project, o.project);
+    if (o.kind === 'project') out.name = mapName(maps.project, o.name);
+    if (o.kind === 'profile') out.name = mapName(maps.profile, o.name);
+    if (o.kind === 'network') out.name = mapName(maps.network, o.name);
+    if (o.devices) {
+      out.devices = Object.fromEntries(
+        Object.entries(o.devices).map(([name, d]) => {
+          const dev = { ...d };
+          if (dev.type === 'disk' && dev.pool) dev.pool = mapName(maps.pool, dev.pool);
+          if (dev.type === 'nic' && dev.network) dev.network = mapName(maps.network, dev.network);
+          return [name, dev];
+        }),
+      );
+    }
+    return out;
+  });
+  return { ...snapshot, objects };
+}
+
 export interface KeyChange {
   key: string;
   old?: string;
@@ -175,6 +205,13 @@ function diffObject(want: ConfigObject, have: ConfigObject): KeyChange[] {
 export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scope: ConfigScope, withDeletes: boolean): ConfigChange[] {
   const want = backup.objects.filter((o) => inScope(o, scope));
   const have = new Map(current.objects.filter((o) => inScope(o, scope)).map((o) => [id(o), o]));
+  // A project created with its own profiles comes with an empty `default` profile: the
+  // backup's default profile (root disk, NICs) is then an update of that one, not a create.
+  for (const p of want) {
+    if (p.kind !== 'project' || have.has(id(p)) || p.config['features.profiles'] !== 'true') continue;
+    const empty: ConfigObject = { kind: 'profile', project: p.name, name: 'default', description: '', config: {}, devices: {} };
+    if (!have.has(id(empty))) have.set(id(empty), empty);
+  }
   const wantIds = new Set(want.map(id));
   const order = (k: ConfigKind) => CONFIG_KINDS.indexOf(k);
   const disruptive = (o: ConfigObject) => o.kind === 'network' || o.kind === 'storage-pool';

@@ -8,6 +8,8 @@ const P = `t-map-${tag}`;
 const POOL2 = `p2${tag}`;
 const NET1 = `ibn1${tag}`;
 const NET2 = `ibn2${tag}`;
+/** Where a restore drill rebuilds P. */
+const P2 = `t-map2-${tag}`;
 let target: ReturnType<typeof tempTarget>;
 let sha = '';
 
@@ -44,15 +46,21 @@ beforeAll(async () => {
   expect(rb.exitCode, rb.stderr).toBe(0);
 });
 
-afterAll(async () => {
-  for (const i of await instanceNames(P).catch(() => [] as string[])) await incus('delete', '-f', i, '--project', P).catch(() => undefined);
+/** Deletes project `p` with its instances, custom volumes and profiles. */
+async function dropProject(p: string): Promise<void> {
+  for (const i of await instanceNames(p).catch(() => [] as string[])) await incus('delete', '-f', i, '--project', p).catch(() => undefined);
   for (const pool of ['default', POOL2]) {
-    for (const v of await incusJson<{ name: string }[]>(`/1.0/storage-pools/${pool}/volumes/custom?recursion=1`, P).catch(() => [])) {
-      await incus('storage', 'volume', 'delete', pool, v.name, '--project', P).catch(() => undefined);
+    for (const v of await incusJson<{ name: string }[]>(`/1.0/storage-pools/${pool}/volumes/custom?recursion=1`, p).catch(() => [])) {
+      await incus('storage', 'volume', 'delete', pool, v.name, '--project', p).catch(() => undefined);
     }
   }
-  for (const p of ['web', 'web2']) await incus('profile', 'delete', p, '--project', P).catch(() => undefined);
-  await incus('project', 'delete', P).catch(() => undefined);
+  for (const prof of ['web', 'web2']) await incus('profile', 'delete', prof, '--project', p).catch(() => undefined);
+  await incus('project', 'delete', p).catch(() => undefined);
+}
+
+afterAll(async () => {
+  await dropProject(P2);
+  await dropProject(P);
   await incus('storage', 'delete', POOL2).catch(() => undefined);
   for (const n of [NET1, NET2]) await incus('network', 'delete', n).catch(() => undefined);
   if (target) rmSync(`${target.dir}-restic`, { recursive: true, force: true });
@@ -81,12 +89,31 @@ describe('restoring into a different environment', () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`missing: project nowhere-${tag}`);
     expect(r.stderr).toMatch(/^Hint: create them, restore the config first \(restore all --apply-config\)/m);
-    // With the config step in the run, the hint does not send the admin to it: the config is
-    // restored under its own names, not the mapped ones.
-    const withConfig = await run('restore', 'all', '--apply-config', '--project-map', `${P}=nowhere-${tag}`, '--dry-run');
-    expect(withConfig.exitCode).toBe(1);
-    expect(withConfig.stderr).toContain(`missing: project nowhere-${tag}`);
-    expect(withConfig.stderr).toMatch(/^Hint: create them first: --apply-config restores the config under its backed-up names only/m);
+  });
+
+  it('restore all --apply-config --project-map builds the project anew under its new name (a restore drill)', async () => {
+    // The mapped project does not exist: the config step creates it with the backed-up project's
+    // config and profiles. A project with its own profiles comes with an empty `default` profile,
+    // which must then get the backup's root disk (it used to fail as "already exists").
+    try {
+      const dry = await run('restore', 'all', '--apply-config', '--project-map', `${P}=${P2}`, '--dry-run');
+      expect(dry.exitCode, dry.stderr).toBe(0);
+      expect(dry.stdout).toMatch(new RegExp(`create +│ project ${P2} `));
+      expect(dry.stdout).toMatch(new RegExp(`update +│ profile ${P2}/default +│ devices\\.root`));
+      expect(dry.stdout).toMatch(new RegExp(`create +│ profile ${P2}/web `));
+      expect(await incus('project', 'list', '-f', 'csv')).not.toContain(P2);
+      const r = await run('restore', 'all', '--apply-config', '--project-map', `${P}=${P2}`, '-y');
+      expect(r.exitCode, r.stderr).toBe(0);
+      const profile = await incusJson<{ config: Record<string, string>; devices: Record<string, Record<string, string>> }>('/1.0/profiles/default', P2);
+      expect(profile.devices.root).toMatchObject({ type: 'disk', path: '/', pool: 'default' });
+      expect(profile.config['raw.lxc']).toBe('lxc.signal.halt = SIGUSR2');
+      expect((await instanceNames(P2)).sort()).toEqual(['app', 'nic']);
+      expect(await state(P2, 'app')).toBe('Running');
+      expect(await sh(P2, 'app', 'sha256sum /srv/blob | cut -d" " -f1')).toBe(sha);
+      expect((await incusJson<InstanceJson>('/1.0/instances/app', P2)).profiles).toEqual(['default', 'web']);
+    } finally {
+      await dropProject(P2);
+    }
   });
 
   it('maps networks: pre-flight names a missing one, a mapped NIC lands on the new network', async () => {

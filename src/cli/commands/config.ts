@@ -6,11 +6,13 @@ import {
   diffConfig,
   extraObjects,
   loadConfig,
+  mapConfig,
   objectLabel,
   type ConfigChange,
   type ConfigObject,
   type ConfigScope,
 } from '../../core/config.js';
+import type { Mappings } from '../../core/preflight.js';
 import type { RunContext } from '../../core/run.js';
 import { ExitCode, IbError, type ExitCodeValue } from '../../errors.js';
 import type { Column } from '../../output/format.js';
@@ -79,8 +81,10 @@ export async function pickConfig(backend: Backend, version?: string, notAfter?: 
   return pickVersion(versions, 'the config', version);
 }
 
-export async function previewConfig(ctx: RunContext, entry: BackupEntry, scope: ConfigScope, force: boolean): Promise<ConfigPreview> {
-  const backup = await loadConfig(ctx, entry);
+/** `maps`: restore all's name mappings, which the config follows (see mapConfig). */
+export async function previewConfig(ctx: RunContext, entry: BackupEntry, scope: ConfigScope, force: boolean, maps?: Mappings): Promise<ConfigPreview> {
+  const stored = await loadConfig(ctx, entry);
+  const backup = maps ? mapConfig(stored, maps) : stored;
   const current = await captureConfig(configApi(ctx));
   return { entry, changes: diffConfig(backup, current, scope, force), kept: force ? [] : extraObjects(backup, current, scope) };
 }

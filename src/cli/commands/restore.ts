@@ -1,4 +1,5 @@
 import { Command, Option } from 'clipanion';
+import type { ConfigObject } from '../../core/config.js';
 import { compareTimestamps } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
 import { describeRequirement, mapName, missingRequirements, requirementKey, requirementsOf, type Mappings, type Requirement } from '../../core/preflight.js';
@@ -95,11 +96,15 @@ abstract class RestoreBase extends BaseCommand {
     return { ...(targetName ? { targetName } : {}), replace: this.replace, skipExisting: this.skipExisting, noStart: this.noStart, maps: this.maps(), offerRename };
   }
 
-  /** Requirements of the instances in `plan` that are neither there nor created by this run. */
-  protected async preflight(ctx: RunContext, plan: RestorePlanItem[], willExist: Set<string>, extra: Requirement[] = []): Promise<Requirement[]> {
+  /**
+   * Requirements of the instances in `plan` that are neither there nor created by this run.
+   * `resolve` may point a requirement elsewhere first (the profiles of a project this run
+   * creates without its own are the default project's).
+   */
+  protected async preflight(ctx: RunContext, plan: RestorePlanItem[], willExist: Set<string>, extra: Requirement[] = [], resolve = (r: Requirement) => r): Promise<Requirement[]> {
     const maps = this.maps();
     for (const i of plan) if (i.dest.kind === 'volume' && i.action !== 'skip') willExist.add(requirementKey('volume', i.dest.project, `${i.dest.pool}/${i.dest.name}`));
-    const reqs = [...extra, ...plan.filter((i) => i.action !== 'skip').flatMap((i) => requirementsOf(i, maps))];
+    const reqs = [...extra, ...plan.filter((i) => i.action !== 'skip').flatMap((i) => requirementsOf(i, maps))].map(resolve);
     return missingRequirements(ctx.api, reqs, willExist);
   }
 
@@ -111,7 +116,7 @@ abstract class RestoreBase extends BaseCommand {
       `cannot restore: ${missing.length} thing(s) the backups need do not exist in the destination`,
       ExitCode.failed,
       applyingConfig
-        ? 'create them first: --apply-config restores the config under its backed-up names only (the --*-map options apply to volumes, instances and images)'
+        ? 'the config backup does not have them either: create them first, or map names with --project-map/--pool-map/--profile-map/--network-map'
         : 'create them, restore the config first (restore all --apply-config), or map names with --project-map/--pool-map',
     );
   }
@@ -305,7 +310,9 @@ export class RestoreAllCommand extends RestoreBase {
       const eligible = this.version ? versions.filter((v) => compareTimestamps(v.manifest.timestamp, this.version!) <= 0) : versions;
       if (eligible.length) chosen.push(eligible[eligible.length - 1]!);
     }
-    const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), project ? { project } : {}, this.force) : undefined;
+    // The config follows the mappings, like the volumes and instances restored with it.
+    const configScope = project ? { project: mapName(opts.maps.project, project) } : {};
+    const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), configScope, this.force, opts.maps) : undefined;
     if (!chosen.length && !config) {
       const elsewhere = project ? await elsewhereHint(backend, { project }) : undefined;
       throw new UsageError(`no backups found in ${backend.uri}${project ? ` for project ${project}` : ''}`, elsewhere ?? 'check --project and --target');
@@ -317,16 +324,25 @@ export class RestoreAllCommand extends RestoreBase {
     const plan = await planRestore(ctx, [...byType('volume'), ...byType('instance')], opts);
     // What the config step will create counts as present for the pre-flight.
     const willExist = new Set<string>();
+    // Projects the config step creates without profiles or networks of their own use the
+    // default project's, as Incus resolves them for an existing project.
+    const sharing = new Map<string, ConfigObject>();
     for (const c of config?.changes ?? []) {
       const o = c.object;
       if (c.action === 'delete') continue;
+      if (o.kind === 'project' && c.action === 'create') sharing.set(o.name, o);
       if (o.kind === 'project') willExist.add(requirementKey('project', o.name, o.name));
       if (o.kind === 'profile' || o.kind === 'network') willExist.add(requirementKey(o.kind, o.project ?? 'default', o.name));
       if (o.kind === 'storage-pool') for (const i of plan) willExist.add(requirementKey('storage-pool', i.dest.project, o.name));
     }
     const imageWork = images.filter((i) => i.action !== 'skip');
     const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
-    const missing = await this.preflight(ctx, plan, willExist, imageNeeds);
+    const inherited = (r: Requirement): Requirement => {
+      const p = sharing.get(r.project);
+      const feature = r.what === 'profile' ? 'features.profiles' : r.what === 'network' ? 'features.networks' : undefined;
+      return p && feature && p.config[feature] !== 'true' ? { ...r, project: 'default' } : r;
+    };
+    const missing = await this.preflight(ctx, plan, willExist, imageNeeds, inherited);
     const work = plan.filter((i) => i.action !== 'skip');
     const configWork = config?.changes.length ?? 0;
     const nothingToDo = !work.length && !configWork && !imageWork.length;

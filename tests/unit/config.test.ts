@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { diffConfig, mapConfig, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
+import type { Mappings } from '../../src/core/preflight.js';
+
+const snap = (objects: ConfigObject[]): ConfigSnapshot => ({ format: 1, capturedAt: '2026-11-22T00:00:00Z', objects, redacted: [] });
+const maps = (m: Partial<Record<keyof Mappings, Record<string, string>>>): Mappings => ({
+  project: new Map(Object.entries(m.project ?? {})),
+  pool: new Map(Object.entries(m.pool ?? {})),
+  profile: new Map(Object.entries(m.profile ?? {})),
+  network: new Map(Object.entries(m.network ?? {})),
+});
+
+const prod: ConfigObject = { kind: 'project', name: 'prod', description: '', config: { 'features.profiles': 'true' } };
+const prodDefault: ConfigObject = {
+  kind: 'profile',
+  project: 'prod',
+  name: 'default',
+  description: 'Default Incus profile for project prod',
+  config: { 'limits.cpu': '2' },
+  devices: { root: { type: 'disk', path: '/', pool: 'ssd' }, eth0: { type: 'nic', network: 'br0', name: 'eth0' } },
+};
+const web: ConfigObject = { kind: 'profile', project: 'prod', name: 'web', description: '', config: {}, devices: {} };
+const pool: ConfigObject = { kind: 'storage-pool', name: 'ssd', description: '', config: {}, type: 'zfs' };
+
+describe('config backups under restore mappings', () => {
+  it('moves projects and what they own, renames profiles and networks, re-points profile devices; pools keep their names', () => {
+    const mapped = mapConfig(snap([prod, prodDefault, web, pool]), maps({ project: { prod: 'drill' }, pool: { ssd: 'hdd' }, network: { br0: 'br1' }, profile: { web: 'web2' } }));
+    expect(mapped.objects.map((o) => `${o.kind} ${o.project ?? ''}/${o.name}`)).toEqual(['project /drill', 'profile drill/default', 'profile drill/web2', 'storage-pool /ssd']);
+    expect(mapped.objects[1]!.devices).toEqual({ root: { type: 'disk', path: '/', pool: 'hdd' }, eth0: { type: 'nic', network: 'br1', name: 'eth0' } });
+    // The stored snapshot is left as it was.
+    expect(prodDefault.devices!.root!.pool).toBe('ssd');
+    expect(prodDefault.project).toBe('prod');
+  });
+
+  it("updates the empty default profile a new project with its own profiles comes with, instead of creating it", () => {
+    const changes = diffConfig(snap([prod, prodDefault, web]), snap([]), { project: 'prod' }, false);
+    expect(changes.map((c) => `${c.action} ${c.object.kind} ${c.object.name}`)).toEqual(['create project prod', 'update profile default', 'create profile web']);
+    expect(changes[1]!.changes.map((k) => k.key)).toEqual(['limits.cpu', 'description', 'devices.eth0', 'devices.root']);
+    // Without profiles of its own the project uses the default project's: nothing to update.
+    const shared = { ...prod, config: { 'features.profiles': 'false' } };
+    const none = diffConfig(snap([shared]), snap([]), { project: 'prod' }, false);
+    expect(none.map((c) => `${c.action} ${c.object.kind}`)).toEqual(['create project']);
+    // An existing project's default profile is compared as it is.
+    const have = { ...prodDefault, config: {}, devices: {} };
+    expect(diffConfig(snap([prod, prodDefault]), snap([prod, have]), { project: 'prod' }, false).map((c) => c.action)).toEqual(['update']);
+  });
+});
