@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -221,6 +221,45 @@ describe('restic target, local repository', () => {
       expect(entries.map((e) => e.dataAdded)).toEqual(data.map((s) => s.summary!.data_added));
     } finally {
       await be.close();
+    }
+  });
+
+  it('lists two backups saved under one version (two runs in one second) under distinct versions, each verified and restorable', async () => {
+    // In a copy of the repository, the newest backup saved a second time under the same version,
+    // as a second run in the same second would: its archive as a new data snapshot, and its
+    // manifest file with the same tags, linked to that one.
+    const dup = join(work, 'dup-repo');
+    cpSync(repo, dup, { recursive: true });
+    const R = { RESTIC_REPOSITORY: dup, RESTIC_PASSWORD: PASSWORD };
+    const saved = (await snapshots(dup)).filter((s) => s.tags?.includes('ib-manifest')).at(-1)!;
+    const tag = (p: string) => saved.tags!.find((t) => t.startsWith(p))!.slice(p.length);
+    const [version, dataId] = [tag('ib-version='), tag('ib-data=')];
+    const [archiveName, manifestName] = [`incus_${P}_instance_c1.tar`, `incus_${P}_instance_c1_manifest.json`];
+    const restic = (args: string[], input?: Uint8Array | string) => execa('restic', args, { env: R, encoding: 'buffer', ...(input !== undefined ? { input } : {}) });
+    const archive = (await restic(['dump', dataId, `/${archiveName}`])).stdout;
+    const archiveTags = ['ib-archive', 'ib-type=instance', `ib-project=${P}`, 'ib-name=c1'];
+    const again = await restic(['backup', '--stdin', '--stdin-filename', archiveName, '--host', 'incus-backup', ...archiveTags.flatMap((t) => ['--tag', t]), '--json', '--quiet'], archive);
+    const data2 = (JSON.parse(Buffer.from(again.stdout).toString().trim().split('\n').at(-1)!) as { snapshot_id: string }).snapshot_id;
+    const manifestFile = (await restic(['dump', saved.id, `/${manifestName}`])).stdout;
+    const tags = saved.tags!.map((t) => (t.startsWith('ib-data=') ? `ib-data=${data2}` : t));
+    await restic(['backup', '--stdin', '--stdin-filename', manifestName, '--host', 'incus-backup', ...tags.flatMap((t) => ['--tag', t]), '--quiet'], manifestFile);
+
+    const rows = await listJson(`restic:${dup}`, 'instances', 'c1');
+    expect(rows.filter((r) => r.timestamp.startsWith(version)).map((r) => [r.timestamp, r.location])).toEqual([
+      [version, dataId],
+      [`${version}-1`, data2],
+    ]);
+    // verify --deep compares each manifest file with its listing: the renamed one's file says
+    // the version it was saved under.
+    const v = await cli(['verify', 'instances', 'c1', '--deep', '--project', P, '--target', `restic:${dup}`], env);
+    expect(v.exitCode, v.stderr).toBe(0);
+    const r = await cli(['restore', 'instance', 'c1', '--version', `${version}-1`, '--target-name', 'c1-dup', '-y', '--no-start', '--project', P, '--target', `restic:${dup}`], env);
+    try {
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`done (${version}-1 → c1-dup)`);
+    } finally {
+      await incus('delete', '-f', 'c1-dup', '--project', P).catch(() => undefined);
+      rmSync(dup, { recursive: true, force: true });
     }
   });
 

@@ -14,11 +14,13 @@ import {
   manifestTags,
   matchesFilter,
   nextFreeVersion,
+  assignVersions,
   pairSnapshots,
   resourceId,
   SNAPSHOT_HOST,
   tagArgs,
   versionsByResource,
+  type ResticEntry,
   type SnapshotInfo,
 } from '../../src/backends/restic/layout.js';
 import {
@@ -225,6 +227,32 @@ describe('pairing snapshots into backups', () => {
     expect([...v.get(resourceId(web1))!].sort()).toEqual(['20260102T030405Z', '20260102T030405Z-1']);
     expect(nextFreeVersion('20260102T030405Z', v.get(resourceId(web1))!)).toBe('20260102T030405Z-2');
     expect(nextFreeVersion('20260102T030406Z', new Set())).toBe('20260102T030406Z');
+  });
+});
+
+describe('two backups of one resource saved under the same version (two runs in one second)', () => {
+  // A data snapshot and its manifest snapshot, as a run saves them.
+  const backup = (data: string, manifestId: string, saved: string, version: string): SnapshotInfo[] => [
+    { id: data.repeat(64), time: saved, hostname: SNAPSHOT_HOST, paths: [`/${archiveFileName(web1)}`], tags: archiveTags(web1), summary: { total_bytes_processed: 7 } },
+    { id: manifestId.repeat(64), time: saved, hostname: SNAPSHOT_HOST, paths: [`/${manifestFileName(web1)}`], tags: manifestTags(manifest(web1, version), data.repeat(64)) },
+  ];
+  const V = '20260102T030405Z';
+
+  it('lists the one saved first under the version, the later one under the next free one', () => {
+    const snaps = [...backup('b', '2', '2026-01-02T03:04:07.5Z', V), ...backup('a', '1', '2026-01-02T03:04:07.1Z', V), ...backup('c', '3', '2026-01-02T03:04:09Z', `${V}-1`)];
+    const { entries, broken } = pairSnapshots(snaps);
+    expect(broken).toEqual([]);
+    // -1 is taken by a third backup: the duplicate becomes -2; each version names one backup.
+    expect(entries.map((e) => [e.manifest.timestamp, e.location[0], (e as ResticEntry).storedVersion])).toEqual([
+      [V, 'a', undefined],
+      [`${V}-1`, 'c', undefined],
+      [`${V}-2`, 'b', V],
+    ]);
+    // A writer in the same second avoids the listed names as well as the stored ones.
+    expect(nextFreeVersion(V, versionsByResource(snaps).get(resourceId(web1))!)).toBe(`${V}-3`);
+    expect(assignVersions(snaps).get('2'.repeat(64))).toBe(`${V}-2`);
+    // Once the first is gone, the other is listed under the plain version again.
+    expect(pairSnapshots(snaps.slice(0, 2)).entries.map((e) => e.manifest.timestamp)).toEqual([V]);
   });
 });
 

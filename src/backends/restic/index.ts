@@ -413,7 +413,9 @@ export class ResticBackend implements Backend {
     } catch (e) {
       throw new IbError(`manifest of ${label(m)} ${m.timestamp} is unreadable: ${(e as ManifestError).message}`, 1);
     }
-    if (!sameKey(full, m) || full.timestamp !== m.timestamp || full.archive.sha256 !== m.archive.sha256 || full.archive.size !== m.archive.size) {
+    // A backup the listing renamed (assignVersions) carries its first version in the file.
+    const stored = (entry as Partial<ResticEntry>).storedVersion ?? m.timestamp;
+    if (!sameKey(full, m) || full.timestamp !== stored || full.archive.sha256 !== m.archive.sha256 || full.archive.size !== m.archive.size) {
       throw new IbError(`manifest of ${label(m)} ${m.timestamp} does not match its snapshot tags`, 1, 'run `incus-backup verify` on this target');
     }
     if (full.index !== undefined) m.index = full.index;

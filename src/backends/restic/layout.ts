@@ -197,6 +197,45 @@ export function latestArchiveSnapshot(snaps: readonly SnapshotInfo[], k: Resourc
 /** A listed restic backup: the data snapshot is its location; the manifest snapshot is kept for removal. */
 export interface ResticEntry extends BackupEntry {
   manifestSnapshot: string;
+  /** The version its tags and manifest file carry, when the listing had to rename it (see assignVersions). */
+  storedVersion?: string;
+}
+
+/** Oldest first, as restic saved them; the id breaks a tie. */
+function bySaveTime(a: SnapshotInfo, b: SnapshotInfo): number {
+  return a.time.localeCompare(b.time) || a.id.localeCompare(b.id);
+}
+
+/**
+ * The version each manifest snapshot is listed under. Two runs that back up one resource into
+ * one repository within the same second each pick a free version from their own listing, so
+ * both can save the same one. Then the one saved first keeps it and each later one is listed
+ * under the next version that no manifest of the resource carries (`-1`, `-2`, ...), so that
+ * `--version` names exactly one backup. A writer reserves these names too (versionsByResource).
+ * Should the first one go (prune), the next is listed under the plain version again.
+ */
+export function assignVersions(snaps: readonly SnapshotInfo[]): Map<string, string> {
+  const byResource = new Map<string, SnapshotInfo[]>();
+  for (const s of snaps) {
+    const tags = s.tags ?? [];
+    if (!tags.includes(TAG_MANIFEST)) continue;
+    const key = keyFromTags(tags);
+    if (!key || !tagValue(tags, P_VERSION)) continue;
+    const rid = resourceId(key);
+    (byResource.get(rid) ?? byResource.set(rid, []).get(rid)!).push(s);
+  }
+  const out = new Map<string, string>();
+  for (const group of byResource.values()) {
+    const stored = new Set(group.map((s) => tagValue(s.tags ?? [], P_VERSION)!));
+    const given = new Set<string>();
+    for (const s of [...group].sort(bySaveTime)) {
+      const v = tagValue(s.tags ?? [], P_VERSION)!;
+      const listed = given.has(v) ? nextFreeVersion(v, new Set([...stored, ...given])) : v;
+      given.add(listed);
+      out.set(s.id, listed);
+    }
+  }
+  return out;
 }
 
 /**
@@ -216,7 +255,8 @@ export function pairSnapshots(snaps: SnapshotInfo[], filter: ListFilter = {}): {
   const broken: BrokenBackup[] = [];
   const used = new Set<string>();
   const short = (id: string) => id.slice(0, 8);
-  for (const ms of [...manifests].sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id))) {
+  const versions = assignVersions(manifests);
+  for (const ms of [...manifests].sort(bySaveTime)) {
     const tags = ms.tags ?? [];
     const tagKey = keyFromTags(tags);
     const version = tagValue(tags, P_VERSION);
@@ -259,7 +299,10 @@ export function pairSnapshots(snaps: SnapshotInfo[], filter: ListFilter = {}): {
     const dataAdded = ds.summary?.data_added;
     // Protection is a tag on the manifest snapshot, so it can change without rewriting the summary.
     if (tags.includes(TAG_PROTECTED)) manifest.protected = true;
-    entries.push({ manifest, location: ds.id, manifestSnapshot: ms.id, ...(dataAdded !== undefined ? { dataAdded } : {}) });
+    const listed = versions.get(ms.id) ?? manifest.timestamp;
+    const renamed = listed !== manifest.timestamp ? { storedVersion: manifest.timestamp } : {};
+    manifest.timestamp = listed;
+    entries.push({ manifest, location: ds.id, manifestSnapshot: ms.id, ...renamed, ...(dataAdded !== undefined ? { dataAdded } : {}) });
   }
   for (const ds of data.values()) {
     if (used.has(ds.id)) continue;
@@ -281,9 +324,10 @@ export function nextFreeVersion(base: string, taken: ReadonlySet<string>): strin
   for (let n = 1; ; n++) if (!taken.has(`${base}-${n}`)) return `${base}-${n}`;
 }
 
-/** Versions already used per resource, from manifest snapshot tags (valid or not). */
+/** Versions already used per resource: those of manifest snapshot tags (valid or not), and those they are listed under (assignVersions). */
 export function versionsByResource(snaps: SnapshotInfo[]): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();
+  const listed = assignVersions(snaps);
   for (const s of snaps) {
     const tags = s.tags ?? [];
     if (!tags.includes(TAG_MANIFEST)) continue;
@@ -291,7 +335,8 @@ export function versionsByResource(snaps: SnapshotInfo[]): Map<string, Set<strin
     const v = tagValue(tags, P_VERSION);
     if (!key || !v) continue;
     const id = resourceId(key);
-    (out.get(id) ?? out.set(id, new Set()).get(id)!).add(v);
+    const set = out.get(id) ?? out.set(id, new Set()).get(id)!;
+    set.add(v).add(listed.get(s.id) ?? v);
   }
   return out;
 }
