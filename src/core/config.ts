@@ -106,19 +106,19 @@ function toObject(kind: ConfigKind, r: Record<string, unknown>, project: string 
 }
 
 /**
- * The config backup as it would be under the restore's name mappings (restore all
- * --apply-config with --project-map, --profile-map, --network-map, --pool-map): projects and the
- * objects they own move to the mapped project, profiles and networks take their mapped names,
- * and profile devices point at the mapped pools and networks, like the instances restored with
- * them. Storage pools themselves keep their names: a mapped pool is one that exists already.
+ * The config backup as restore all --apply-config applies it under the restore's maps. A mapped
+ * project is moved: it and the objects it owns are created (or updated) under the new name. A
+ * mapped profile, network or storage pool is substituted: the existing one the map names is used
+ * instead, so the backup's object is left out and nothing is changed on the substitute, and
+ * profile devices point at the substitutes, like the instances restored with them.
  */
 export function mapConfig(snapshot: ConfigSnapshot, maps: Mappings): ConfigSnapshot {
-  const objects = snapshot.objects.map((o): ConfigObject => {
+  const substituted = (o: ConfigObject) =>
+    (o.kind === 'profile' && maps.profile.has(o.name)) || (o.kind === 'network' && maps.network.has(o.name)) || (o.kind === 'storage-pool' && maps.pool.has(o.name));
+  const objects = snapshot.objects.filter((o) => !substituted(o)).map((o): ConfigObject => {
     const out: ConfigObject = { ...o, config: { ...o.config } };
     if (o.project !== undefined) out.project = mapName(maps.project, o.project);
     if (o.kind === 'project') out.name = mapName(maps.project, o.name);
-    if (o.kind === 'profile') out.name = mapName(maps.profile, o.name);
-    if (o.kind === 'network') out.name = mapName(maps.network, o.name);
     if (o.devices) {
       out.devices = Object.fromEntries(
         Object.entries(o.devices).map(([name, d]) => {

@@ -23,9 +23,11 @@ const web: ConfigObject = { kind: 'profile', project: 'prod', name: 'web', descr
 const pool: ConfigObject = { kind: 'storage-pool', name: 'ssd', description: '', config: {}, type: 'zfs' };
 
 describe('config backups under restore mappings', () => {
-  it('moves projects and what they own, renames profiles and networks, re-points profile devices; pools keep their names', () => {
-    const mapped = mapConfig(snap([prod, prodDefault, web, pool]), maps({ project: { prod: 'drill' }, pool: { ssd: 'hdd' }, network: { br0: 'br1' }, profile: { web: 'web2' } }));
-    expect(mapped.objects.map((o) => `${o.kind} ${o.project ?? ''}/${o.name}`)).toEqual(['project /drill', 'profile drill/default', 'profile drill/web2', 'storage-pool /ssd']);
+  it('moves a mapped project with what it owns; leaves out mapped profiles, networks and pools (substitutes) and re-points profile devices at them', () => {
+    const br0: ConfigObject = { kind: 'network', project: 'prod', name: 'br0', description: '', config: {}, type: 'bridge' };
+    const lan: ConfigObject = { kind: 'network', project: 'prod', name: 'lan', description: '', config: {}, type: 'bridge' };
+    const mapped = mapConfig(snap([prod, prodDefault, web, pool, br0, lan]), maps({ project: { prod: 'drill' }, pool: { ssd: 'hdd' }, network: { br0: 'br1' }, profile: { web: 'web2' } }));
+    expect(mapped.objects.map((o) => `${o.kind} ${o.project ?? ''}/${o.name}`)).toEqual(['project /drill', 'profile drill/default', 'network drill/lan']);
     expect(mapped.objects[1]!.devices).toEqual({ root: { type: 'disk', path: '/', pool: 'hdd' }, eth0: { type: 'nic', network: 'br1', name: 'eth0' } });
     // The stored snapshot is left as it was.
     expect(prodDefault.devices!.root!.pool).toBe('ssd');
