@@ -96,13 +96,16 @@ describe('restoring into a different environment', () => {
     // config and profiles. A project with its own profiles comes with an empty `default` profile,
     // which must then get the backup's root disk (it used to fail as "already exists").
     try {
-      const dry = await run('restore', 'all', '--apply-config', '--project-map', `${P}=${P2}`, '--dry-run');
+      // web is substituted by web2 (from the same backup): web itself is not restored.
+      const drill = ['restore', 'all', '--apply-config', '--project-map', `${P}=${P2}`, '--profile-map', 'web=web2'];
+      const dry = await run(...drill, '--dry-run');
       expect(dry.exitCode, dry.stderr).toBe(0);
       expect(dry.stdout).toMatch(new RegExp(`create +│ project ${P2} `));
       expect(dry.stdout).toMatch(new RegExp(`update +│ profile ${P2}/default +│ devices\\.root`));
-      expect(dry.stdout).toMatch(new RegExp(`create +│ profile ${P2}/web `));
+      expect(dry.stdout).toMatch(new RegExp(`create +│ profile ${P2}/web2 `));
+      expect(dry.stdout).not.toMatch(new RegExp(`profile ${P2}/web `));
       expect(await incus('project', 'list', '-f', 'csv')).not.toContain(P2);
-      const r = await run('restore', 'all', '--apply-config', '--project-map', `${P}=${P2}`, '-y');
+      const r = await run(...drill, '-y');
       expect(r.exitCode, r.stderr).toBe(0);
       const profile = await incusJson<{ config: Record<string, string>; devices: Record<string, Record<string, string>> }>('/1.0/profiles/default', P2);
       expect(profile.devices.root).toMatchObject({ type: 'disk', path: '/', pool: 'default' });
@@ -110,7 +113,8 @@ describe('restoring into a different environment', () => {
       expect((await instanceNames(P2)).sort()).toEqual(['app', 'nic']);
       expect(await state(P2, 'app')).toBe('Running');
       expect(await sh(P2, 'app', 'sha256sum /srv/blob | cut -d" " -f1')).toBe(sha);
-      expect((await incusJson<InstanceJson>('/1.0/instances/app', P2)).profiles).toEqual(['default', 'web']);
+      expect((await incusJson<InstanceJson>('/1.0/instances/app', P2)).profiles).toEqual(['default', 'web2']);
+      expect((await incusJson<{ name: string }[]>('/1.0/profiles?recursion=1', P2)).map((p) => p.name).sort()).toEqual(['default', 'web2']);
     } finally {
       await dropProject(P2);
     }
