@@ -320,17 +320,24 @@ describe('instances on a directory target', () => {
     await incus('delete', '-f', 'big', '--project', P);
   });
 
-  it('points out, and keeps, an original that a killed replace had set aside', async () => {
+  it('points out, and keeps, an original that a killed replace had set aside; a restore also removes a killed run\'s staged import', async () => {
     // What a restore --replace killed outright (kill -9, power loss) between its two renames leaves.
     const aside = 'ibold-4194303-0a1b2c';
-    await incus('init', 'ib-busybox', aside, '--project', P);
+    const staged = 'ibtmp-4194303-0a1b2c3d';
+    for (const n of [aside, staged]) await incus('init', 'ib-busybox', n, '--project', P);
+    const pointedOut = new RegExp(`warning: instance ${P}/${aside} is an original that a restore --replace set aside and was killed before putting back: check it, then rename it back \\(incus rename\\) or delete it`);
     try {
-      const r = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri]);
+      const r = await cli(['restore', 'instance', 'web', '--target-name', 'web-r', '--no-start', '-y', '--project', P, '--target', target.uri]);
       expect(r.exitCode, r.stderr).toBe(0);
-      expect(r.stderr).toMatch(new RegExp(`warning: instance ${P}/${aside} is an original that a restore --replace set aside and was killed before putting back: check it, then rename it back \\(incus rename\\) or delete it`));
+      expect(r.stderr).toMatch(pointedOut);
+      expect(r.stderr).toContain(`removing temporary copy ${P}/${staged} left by an interrupted run`);
+      expect((await instanceNames(P)).sort()).toEqual([aside, 'web', 'web-r']);
+      const b = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(b.stderr).toMatch(pointedOut);
       expect(await instanceNames(P)).toContain(aside);
     } finally {
-      await incus('delete', '-f', aside, '--project', P);
+      for (const n of [aside, staged, 'web-r']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
     }
   });
 

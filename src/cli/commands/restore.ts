@@ -3,6 +3,7 @@ import type { ConfigObject } from '../../core/config.js';
 import { compareTimestamps } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
 import { describeRequirement, mapName, missingRequirements, requirementKey, requirementsOf, type Mappings, type Requirement } from '../../core/preflight.js';
+import { sweepProjectLeftovers } from '../../core/backup.js';
 import { planRestore, restoreItem, type RestorePlanItem } from '../../core/restore.js';
 import type { RunContext } from '../../core/run.js';
 import { SERVER_WIDE } from '../../core/types.js';
@@ -134,7 +135,12 @@ abstract class RestoreBase extends BaseCommand {
     await this.confirm(`Restore ${[items, ...others].filter(Boolean).join(' and ')}?`, { forceOnly: stopsVolumeUsers });
   }
 
-  protected restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
+  protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
+    // What killed runs left in the destination projects goes first, as a backup run does it: a
+    // host that is only ever restored to must not collect staged imports of killed restores.
+    for (const p of new Set(work.map((i) => i.dest.project))) {
+      await sweepProjectLeftovers(ctx, p).catch((e: unknown) => ctx.ui.warn(`could not look for leftovers of killed runs in project ${p}: ${(e as Error).message}`));
+    }
     return applyAll(
       work,
       this.parallel,
