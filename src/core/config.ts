@@ -219,7 +219,9 @@ export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scop
   for (const w of [...want].sort((a, b) => order(a.kind) - order(b.kind))) {
     const h = have.get(id(w));
     if (!h) {
-      out.push({ object: w, action: 'create', changes: Object.entries(w.config).filter(([k, v]) => !ignoredKey(w.kind, k) && v !== REDACTED).map(([key, v]) => ({ key, new: v })), disruptive: false });
+      // A create is shown as a diff against nothing, devices and rules included.
+      const nothing: ConfigObject = { kind: w.kind, name: w.name, description: w.description, config: {}, devices: {}, ingress: [], egress: [] };
+      out.push({ object: w, action: 'create', changes: diffObject(w, nothing), disruptive: false });
       continue;
     }
     const changes = diffObject(w, h);

@@ -42,6 +42,12 @@ describe('config backups under restore mappings', () => {
     const shared = { ...prod, config: { 'features.profiles': 'false' } };
     const none = diffConfig(snap([shared]), snap([]), { project: 'prod' }, false);
     expect(none.map((c) => `${c.action} ${c.object.kind}`)).toEqual(['create project']);
+    // A create lists what it sets, devices included.
+    const gpu = { ...web, devices: { gpu: { type: 'gpu', id: '0' } }, config: { 'user.a': '1' } };
+    expect(diffConfig(snap([gpu]), snap([]), {}, false)[0]!.changes).toEqual([
+      { key: 'user.a', new: '1' },
+      { key: 'devices.gpu', new: '{"id":"0","type":"gpu"}' },
+    ]);
     // An existing project's default profile is compared as it is.
     const have = { ...prodDefault, config: {}, devices: {} };
     expect(diffConfig(snap([prod, prodDefault]), snap([prod, have]), { project: 'prod' }, false).map((c) => c.action)).toEqual(['update']);
