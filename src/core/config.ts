@@ -209,7 +209,7 @@ export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scop
   // backup's default profile (root disk, NICs) is then an update of that one, not a create.
   for (const p of want) {
     if (p.kind !== 'project' || have.has(id(p)) || p.config['features.profiles'] !== 'true') continue;
-    const empty: ConfigObject = { kind: 'profile', project: p.name, name: 'default', description: '', config: {}, devices: {} };
+    const empty: ConfigObject = { kind: 'profile', project: p.name, name: 'default', description: `Default Incus profile for project ${p.name}`, config: {}, devices: {} };
     if (!have.has(id(empty))) have.set(id(empty), empty);
   }
   const wantIds = new Set(want.map(id));
