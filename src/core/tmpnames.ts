@@ -12,9 +12,9 @@ export function tmpName(): string {
   return `ibtmp-${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 
-/** The pid of the run that made temporary name `name` (not this one); undefined for other names. */
-function otherRunPid(name: string): number | undefined {
-  const m = TMP.exec(name);
+/** The pid of the run that made `name` after `pattern` (not this one); undefined for other names. */
+function otherRunPid(name: string, pattern = TMP): number | undefined {
+  const m = pattern.exec(name);
   const pid = m ? Number(m[1]) : undefined;
   return pid === process.pid ? undefined : pid;
 }
@@ -46,6 +46,6 @@ export function asideName(): string {
 
 /** Whether `name` is what a replace set aside, in a run that is gone. */
 export function isStaleAsideName(name: string): boolean {
-  const m = ASIDE.exec(name);
-  return !!m && Number(m[1]) !== process.pid && !pidAlive(Number(m[1]));
+  const pid = otherRunPid(name, ASIDE);
+  return pid !== undefined && !pidAlive(pid);
 }
