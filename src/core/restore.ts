@@ -2,7 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable, type Transform } from 'node:stream';
 import type { BackupSubject } from '../incus/api.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
-import { InterruptedError, UsageError } from '../errors.js';
+import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
 import { Cleanup, unbreakableStep, type RunContext } from './run.js';
@@ -183,13 +183,21 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       maps ? [new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps))] : [],
     );
     task.phase('swapping in');
-    if (item.action === 'replace') await unbreakableStep(`replacing ${label}`, () => swapIn(ctx, item, staged));
-    else await rename(ctx, staged, item.dest.name);
-    swapped = true; // the staged resource is now the destination
-    await keepCloudInitIdentity(ctx, item);
-    if (item.start) {
+    const settle = async () => {
+      await keepCloudInitIdentity(ctx, item);
+      if (!item.start) return;
       task.phase('starting');
       await api.setInstanceState(item.dest.project, item.dest.name, 'start');
+    };
+    if (item.action === 'replace') {
+      // The restored instance must start before the original goes: one that does not (a device
+      // or network the host lacks now) gives way to the original again.
+      await unbreakableStep(`replacing ${label}`, () => swapIn(ctx, item, staged, settle));
+      swapped = true;
+    } else {
+      await rename(ctx, staged, item.dest.name);
+      swapped = true; // the staged resource is now the destination
+      await settle();
     }
     task.end(true, `${m.timestamp} → ${item.dest.name}`);
   } catch (e) {
@@ -221,14 +229,16 @@ async function deleteSubject(ctx: RunContext, s: BackupSubject): Promise<void> {
 
 /**
  * Replaces the destination with the staged import: stop what must stop, rename the current
- * resource aside, rename the staged one in, then delete the old one. Any failure before the
- * delete puts the old one back under its name and restarts what was stopped.
+ * resource aside, rename the staged one in, `settle` it (start it, for an instance that ran),
+ * then delete the old one. Any failure before the delete puts the old one back under its name
+ * and restarts what was stopped.
  */
-async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
+async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject, settle: () => Promise<void>): Promise<void> {
   const { api, ui } = ctx;
   const dest = item.dest;
   const aside: BackupSubject = { ...dest, name: asideName() };
   const undo = new Cleanup();
+  let startFailure: Error | undefined;
   try {
     for (const name of item.stops) {
       await api.setInstanceState(dest.project, name, 'stop', { timeout: 30 }).catch(() =>
@@ -245,11 +255,26 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     await rename(ctx, dest, aside.name);
     undo.push(`put ${dest.name} back`, () => rename(ctx, aside, dest.name));
     await rename(ctx, staged, dest.name);
-    undo.push(`move the restored copy out of the way`, () => rename(ctx, { ...dest }, staged.name));
+    undo.push(`move the restored copy out of the way`, async () => {
+      // A start that failed half-way can leave it running or frozen: it must be stopped to rename.
+      if (dest.kind === 'instance') await api.setInstanceState(dest.project, dest.name, 'stop', { force: true }).catch(() => undefined);
+      await rename(ctx, { ...dest }, staged.name);
+    });
     await reattachUsers(ctx, dest.project, detached);
+    await settle().catch((e: unknown) => {
+      startFailure = e as Error;
+      throw e;
+    });
   } catch (e) {
     ui.warn(`replacing ${dest.name} failed (${(e as Error).message}); putting the original back`);
-    await undo.run(ui.warn.bind(ui));
+    const putBack = await undo.run(ui.warn.bind(ui));
+    if (startFailure && putBack) {
+      throw new IbError(
+        `the restored ${dest.name} did not start (${startFailure.message}); the original is back in place`,
+        ExitCode.failed,
+        'restore it with --no-start (or --target-name NEW) to look at it, or give it what it needs (a device, a network) and run again',
+      );
+    }
     throw e;
   }
   // The swap is done; failing to delete the old copy loses nothing, so it is only a warning.

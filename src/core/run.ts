@@ -45,15 +45,19 @@ export class Cleanup {
     await fn();
   }
 
-  async run(warn: (msg: string) => void): Promise<void> {
+  /** Runs every step; resolves to whether all of them succeeded. */
+  async run(warn: (msg: string) => void): Promise<boolean> {
+    let ok = true;
     while (this.steps.length) {
       const s = this.steps.pop()!;
       try {
         await s.fn();
       } catch (e) {
+        ok = false;
         warn(`cleanup failed: ${s.what}: ${(e as Error).message}`);
       }
     }
+    return ok;
   }
 }
 

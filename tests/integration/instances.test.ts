@@ -1,9 +1,11 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   cli,
   cliSpawn,
+  freePort,
   incus,
   flipByte,
   instanceNames,
@@ -357,6 +359,31 @@ describe('instances on a directory target', () => {
     } finally {
       await incus('delete', '-f', 'shared', '--project', P);
     }
+  });
+
+  it('a restored instance that does not start gives way to the original, running as before', async () => {
+    // web is backed up with a proxy device listening on a host port, then loses the device, and
+    // the port is taken: its restore imports fine but cannot start.
+    const port = await freePort();
+    await incus('config', 'device', 'add', 'web', 'px', 'proxy', `listen=tcp:127.0.0.1:${port}`, 'connect=tcp:127.0.0.1:1', '--project', P);
+    const b = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri]);
+    expect(b.exitCode, b.stderr).toBe(0);
+    await incus('config', 'device', 'remove', 'web', 'px', '--project', P);
+    await sh(P, 'web', 'echo kept > /data/after-backup');
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(port, '127.0.0.1', resolve));
+    try {
+      const r = await cli(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(/^Error: the restored web did not start \(.*address already in use.*\); the original is back in place$/m);
+      expect(r.stderr).toMatch(/^Hint: restore it with --no-start/m);
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+    expect(await state(P, 'web')).toBe('Running');
+    expect(await sh(P, 'web', 'cat /data/after-backup')).toBe('kept');
+    expect(await instanceNames(P)).toEqual(['web']);
+    await expectNoLeftovers(['web']);
   });
 });
 
