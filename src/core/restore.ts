@@ -183,11 +183,13 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       maps ? [new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps))] : [],
     );
     task.phase('swapping in');
-    const settle = async () => {
-      await keepCloudInitIdentity(ctx, item);
-      if (!item.start) return;
-      task.phase('starting');
-      await api.setInstanceState(item.dest.project, item.dest.name, 'start');
+    const settle: Settle = {
+      identity: () => keepCloudInitIdentity(ctx, item),
+      start: async () => {
+        if (!item.start) return;
+        task.phase('starting');
+        await api.setInstanceState(item.dest.project, item.dest.name, 'start');
+      },
     };
     if (item.action === 'replace') {
       // The restored instance must start before the original goes: one that does not (a device
@@ -197,7 +199,8 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
     } else {
       await rename(ctx, staged, item.dest.name);
       swapped = true; // the staged resource is now the destination
-      await settle();
+      await settle.identity();
+      await settle.start();
     }
     task.end(true, `${m.timestamp} → ${item.dest.name}`);
   } catch (e) {
@@ -227,13 +230,19 @@ async function deleteSubject(ctx: RunContext, s: BackupSubject): Promise<void> {
   }
 }
 
+/** What makes a restored instance the one that ran: its cloud-init identity, then its start. */
+interface Settle {
+  identity: () => Promise<void>;
+  start: () => Promise<void>;
+}
+
 /**
  * Replaces the destination with the staged import: stop what must stop, rename the current
  * resource aside, rename the staged one in, `settle` it (start it, for an instance that ran),
  * then delete the old one. Any failure before the delete puts the old one back under its name
  * and restarts what was stopped.
  */
-async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject, settle: () => Promise<void>): Promise<void> {
+async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject, settle: Settle): Promise<void> {
   const { api, ui } = ctx;
   const dest = item.dest;
   const aside: BackupSubject = { ...dest, name: asideName() };
@@ -261,7 +270,8 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       await rename(ctx, { ...dest }, staged.name);
     });
     await reattachUsers(ctx, dest.project, detached);
-    await settle().catch((e: unknown) => {
+    await settle.identity();
+    await settle.start().catch((e: unknown) => {
       startFailure = e as Error;
       throw e;
     });
