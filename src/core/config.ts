@@ -49,6 +49,16 @@ function ignoredKey(kind: ConfigKind, key: string): boolean {
 
 const id = (o: Pick<ConfigObject, 'kind' | 'project' | 'name'>) => `${o.kind}/${o.project ?? ''}/${o.name}`;
 
+/**
+ * Whether a project has profiles (or networks) of its own rather than the default project's. A
+ * new project gets `features.profiles` (images, storage volumes, buckets) unless its config says
+ * false, and `features.networks` only when it says true.
+ */
+export function ownsFeature(project: Pick<ConfigObject, 'config'>, feature: 'profiles' | 'networks'): boolean {
+  const v = project.config[`features.${feature}`];
+  return feature === 'profiles' ? v !== 'false' : v === 'true';
+}
+
 function projectsWithFeature(projects: Project[], feature: string | undefined): string[] {
   // The default project always has every feature; other projects only where enabled.
   return projects.filter((p) => p.name === 'default' || !feature || p.config[feature] === 'true').map((p) => p.name);
@@ -208,7 +218,7 @@ export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scop
   // A project created with its own profiles comes with an empty `default` profile: the
   // backup's default profile (root disk, NICs) is then an update of that one, not a create.
   for (const p of want) {
-    if (p.kind !== 'project' || have.has(id(p)) || p.config['features.profiles'] !== 'true') continue;
+    if (p.kind !== 'project' || have.has(id(p)) || !ownsFeature(p, 'profiles')) continue;
     const empty: ConfigObject = { kind: 'profile', project: p.name, name: 'default', description: `Default Incus profile for project ${p.name}`, config: {}, devices: {} };
     if (!have.has(id(empty))) have.set(id(empty), empty);
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { diffConfig, mapConfig, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
+import { diffConfig, mapConfig, ownsFeature, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
 import type { Mappings } from '../../src/core/preflight.js';
 
 const snap = (objects: ConfigObject[]): ConfigSnapshot => ({ format: 1, capturedAt: '2026-11-22T00:00:00Z', objects, redacted: [] });
@@ -49,6 +49,10 @@ describe('config backups under restore mappings', () => {
       { key: 'user.a', new: '1' },
       { key: 'devices.gpu', new: '{"id":"0","type":"gpu"}' },
     ]);
+    // A project whose config does not say gets its own profiles, as Incus defaults it.
+    const unsaid = { ...prod, config: {} };
+    expect(diffConfig(snap([unsaid, prodDefault]), snap([]), { project: 'prod' }, false).map((c) => `${c.action} ${c.object.kind}`)).toEqual(['create project', 'update profile']);
+    expect([ownsFeature(unsaid, 'profiles'), ownsFeature(unsaid, 'networks'), ownsFeature({ config: { 'features.networks': 'true' } }, 'networks')]).toEqual([true, false, true]);
     // An existing project's default profile is compared as it is.
     const have = { ...prodDefault, config: {}, devices: {} };
     expect(diffConfig(snap([prod, prodDefault]), snap([prod, have]), { project: 'prod' }, false).map((c) => c.action)).toEqual(['update']);

@@ -1,5 +1,5 @@
 import { Command, Option } from 'clipanion';
-import type { ConfigObject } from '../../core/config.js';
+import { ownsFeature, type ConfigObject } from '../../core/config.js';
 import { compareTimestamps } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
 import { describeRequirement, mapName, missingRequirements, requirementKey, requirementsOf, type Mappings, type Requirement } from '../../core/preflight.js';
@@ -345,8 +345,8 @@ export class RestoreAllCommand extends RestoreBase {
     const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
     const inherited = (r: Requirement): Requirement => {
       const p = sharing.get(r.project);
-      const feature = r.what === 'profile' ? 'features.profiles' : r.what === 'network' ? 'features.networks' : undefined;
-      return p && feature && p.config[feature] !== 'true' ? { ...r, project: 'default' } : r;
+      const feature = r.what === 'profile' ? 'profiles' : r.what === 'network' ? 'networks' : undefined;
+      return p && feature && !ownsFeature(p, feature) ? { ...r, project: 'default' } : r;
     };
     const missing = await this.preflight(ctx, plan, willExist, imageNeeds, inherited);
     const work = plan.filter((i) => i.action !== 'skip');
