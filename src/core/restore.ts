@@ -5,7 +5,7 @@ import { IncusError, streamFailure } from '../incus/errors.js';
 import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
-import { Cleanup, unbreakableStep, type RunContext } from './run.js';
+import { Cleanup, unbreakableStep, type RunContext, type Task } from './run.js';
 import { mapName, rewritesInstance, type Mappings } from './preflight.js';
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
 import { asideName, tmpName } from './tmpnames.js';
@@ -183,24 +183,16 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       maps ? [new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps))] : [],
     );
     task.phase('swapping in');
-    const settle: Settle = {
-      identity: () => keepCloudInitIdentity(ctx, item),
-      start: async () => {
-        if (!item.start) return;
-        task.phase('starting');
-        await api.setInstanceState(item.dest.project, item.dest.name, 'start');
-      },
-    };
     if (item.action === 'replace') {
       // The restored instance must start before the original goes: one that does not (a device
       // or network the host lacks now) gives way to the original again.
-      await unbreakableStep(`replacing ${label}`, () => swapIn(ctx, item, staged, settle));
+      await unbreakableStep(`replacing ${label}`, () => swapIn(ctx, item, staged, task));
       swapped = true;
     } else {
       await rename(ctx, staged, item.dest.name);
       swapped = true; // the staged resource is now the destination
-      await settle.identity();
-      await settle.start();
+      await keepCloudInitIdentity(ctx, item);
+      await startIfItRan(ctx, item, task);
     }
     task.end(true, `${m.timestamp} → ${item.dest.name}`);
   } catch (e) {
@@ -230,19 +222,20 @@ async function deleteSubject(ctx: RunContext, s: BackupSubject): Promise<void> {
   }
 }
 
-/** What makes a restored instance the one that ran: its cloud-init identity, then its start. */
-interface Settle {
-  identity: () => Promise<void>;
-  start: () => Promise<void>;
+/** Starts the restored instance if it was running at backup time (and no --no-start). */
+async function startIfItRan(ctx: RunContext, item: RestorePlanItem, task: Task): Promise<void> {
+  if (!item.start) return;
+  task.phase('starting');
+  await ctx.api.setInstanceState(item.dest.project, item.dest.name, 'start');
 }
 
 /**
  * Replaces the destination with the staged import: stop what must stop, rename the current
- * resource aside, rename the staged one in, `settle` it (start it, for an instance that ran),
- * then delete the old one. Any failure before the delete puts the old one back under its name
+ * resource aside, rename the staged one in and start it (an instance that ran), then delete the
+ * old one. Any failure before the delete puts the old one back under its name
  * and restarts what was stopped.
  */
-async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject, settle: Settle): Promise<void> {
+async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject, task: Task): Promise<void> {
   const { api, ui } = ctx;
   const dest = item.dest;
   const aside: BackupSubject = { ...dest, name: asideName() };
@@ -270,8 +263,8 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       await rename(ctx, { ...dest }, staged.name);
     });
     await reattachUsers(ctx, dest.project, detached);
-    await settle.identity();
-    await settle.start().catch((e: unknown) => {
+    await keepCloudInitIdentity(ctx, item);
+    await startIfItRan(ctx, item, task).catch((e: unknown) => {
       startFailure = e as Error;
       throw e;
     });
