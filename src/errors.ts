@@ -48,6 +48,9 @@ export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** How Incus, restic and rest-server word a full storage (disk, quota, HTTP 507). */
+export const STORAGE_FULL = /no space left|insufficient storage|quota exceeded/i;
+
 /** What a file system's refusal means, and what to do about it. */
 const FILE_SYSTEM_ERRORS: Record<string, [string, string]> = {
   ENOSPC: ['no space left on the device', 'free space there (old backups go with `incus-backup prune`) and run again'],

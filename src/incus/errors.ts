@@ -1,6 +1,4 @@
-import { ExitCode, fileSystemError, IbError } from '../errors.js';
-
-const NO_SPACE = /no space left on device|disk quota exceeded/i;
+import { ExitCode, fileSystemError, IbError, STORAGE_FULL } from '../errors.js';
 
 /**
  * Incus's message on one line. A command Incus ran that failed comes with all its output
@@ -15,7 +13,7 @@ export function oneLineMessage(msg: string): string {
     const command = run[1]!.split('/').pop()!;
     const lines = run[2]!.split('\n').map((l) => l.trim()).filter(Boolean);
     // A full disk is the usual cause, but tar may first complain of a short write.
-    const first = lines.find((l) => NO_SPACE.test(l)) ?? lines[0] ?? '';
+    const first = lines.find((l) => STORAGE_FULL.test(l)) ?? lines[0] ?? '';
     msg = `${msg.slice(0, run.index)}${command} failed: ${first.startsWith(`${command}: `) ? first.slice(command.length + 2) : first}`;
   }
   const line = msg.split('\n').map((l) => l.trim()).filter(Boolean).join('; ');
@@ -33,7 +31,7 @@ export class IncusError extends IbError {
     super(
       `Incus: ${oneLineMessage(serverMessage)}`,
       ExitCode.failed,
-      NO_SPACE.test(serverMessage) ? 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`); a backup needs room there for its temporary copy, a restore can go to another pool (--pool-map)' : undefined,
+      STORAGE_FULL.test(serverMessage) ? 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`); a backup needs room there for its temporary copy, a restore can go to another pool (--pool-map)' : undefined,
     );
     this.name = 'IncusError';
   }

@@ -4,7 +4,7 @@
  * messages into one-line IbErrors. The mapping functions are pure and unit-tested.
  */
 import { accessSync, constants } from 'node:fs';
-import { ExitCode, IbError, InterruptedError, UsageError, type ExitCodeValue } from '../../errors.js';
+import { ExitCode, IbError, InterruptedError, STORAGE_FULL, UsageError, type ExitCodeValue } from '../../errors.js';
 import { loadProcessSupport, ProgramNotFoundError, startProcess, type ChildProcess, type ProcessOptions, type ProcessResult } from '../../core/process.js';
 
 /** restic's documented exit codes (restic 0.17+). */
@@ -158,7 +158,6 @@ export function isFailedSave(line: string): boolean {
   return /^Save\(<[^>]*>\) failed: /.test(line);
 }
 
-const STORAGE_FULL = /no space left|insufficient storage|quota/i;
 /** A rest-server (or other HTTP backend) that refused who we are: `unexpected HTTP response (401): 401 Unauthorized`. */
 const UNAUTHORIZED = /\(401\)|\b401 Unauthorized\b/;
 
