@@ -158,18 +158,41 @@ export async function stopRestServers(): Promise<void> {
 }
 
 /**
- * A UNIX-socket relay in front of the real incusd that holds back, for `ms`, Incus's answer to
- * each request whose first line matches `request` (the request itself goes through at once, so
- * Incus acts on it). It stretches a moment of a run, e.g. to interrupt it right there.
+ * A UNIX-socket relay in front of the real incusd: each client connection gets its own upstream
+ * one, handed to `relay` to wire up; close() ends them all. The proxies below are built on it.
  */
-export async function slowAnswerProxy(request: RegExp, ms: number): Promise<{ socket: string; held: () => number; close: () => Promise<void> }> {
+async function incusRelay(relay: (client: Socket, upstream: Socket) => void): Promise<{ socket: string; close: () => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'ib-proxy-'));
   const path = join(dir, 'incus.socket');
-  let held = 0;
   const open = new Set<Socket>();
   const server = createServer((client) => {
     const upstream = createConnection(process.env.INCUS_SOCKET!);
     open.add(client).add(upstream);
+    for (const s of [client, upstream]) {
+      s.on('error', () => undefined);
+      s.on('close', () => open.delete(s));
+    }
+    relay(client, upstream);
+  });
+  await new Promise<void>((r) => server.listen(path, r));
+  return {
+    socket: path,
+    close: async () => {
+      for (const s of open) s.destroy();
+      await new Promise((r) => server.close(r));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A relay that holds back, for `ms`, Incus's answer to each request whose first line matches
+ * `request` (the request itself goes through at once, so Incus acts on it). It stretches a
+ * moment of a run, e.g. to interrupt it right there.
+ */
+export async function slowAnswerProxy(request: RegExp, ms: number): Promise<{ socket: string; held: () => number; close: () => Promise<void> }> {
+  let held = 0;
+  const relay = await incusRelay((client, upstream) => {
     let holdNext = false;
     let answers = Promise.resolve();
     client.on('data', (chunk: Buffer) => {
@@ -185,43 +208,28 @@ export async function slowAnswerProxy(request: RegExp, ms: number): Promise<{ so
         if (!client.destroyed) client.write(chunk);
       });
     });
+    // A side that closes ends the other once the answers held back have gone out.
     for (const s of [client, upstream]) {
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        open.delete(s);
+      s.on('close', () =>
         void answers.then(() => {
           client.destroy();
           upstream.destroy();
-        });
-      });
+        }),
+      );
     }
   });
-  await new Promise<void>((r) => server.listen(path, r));
-  return {
-    socket: path,
-    held: () => held,
-    close: async () => {
-      for (const s of open) s.destroy();
-      await new Promise((r) => server.close(r));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { ...relay, held: () => held };
 }
 
 /**
- * A UNIX-socket relay in front of the real incusd that breaks the one connection carrying a
- * large transfer: once more than `afterBytes` flowed in the given direction on a connection,
- * both sides of it are destroyed. Everything else (small API calls, the cleanup afterwards)
- * passes. It injects a real mid-stream failure without touching incus-backup's code.
+ * A relay that breaks the one connection carrying a large transfer: once more than `afterBytes`
+ * flowed in the given direction on a connection, both sides of it are destroyed. Everything else
+ * (small API calls, the cleanup afterwards) passes. It injects a real mid-stream failure without
+ * touching incus-backup's code.
  */
 export async function cuttingProxy(direction: 'download' | 'upload', afterBytes: number): Promise<{ socket: string; cuts: () => number; close: () => Promise<void> }> {
-  const dir = mkdtempSync(join(tmpdir(), 'ib-proxy-'));
-  const path = join(dir, 'incus.socket');
   let cuts = 0;
-  const open = new Set<Socket>();
-  const server = createServer((client) => {
-    const upstream = createConnection(process.env.INCUS_SOCKET!);
-    open.add(client).add(upstream);
+  const relay = await incusRelay((client, upstream) => {
     let moved = 0;
     const cut = () => {
       cuts++;
@@ -237,23 +245,12 @@ export async function cuttingProxy(direction: 'download' | 'upload', afterBytes:
     const [back, backTo] = direction === 'download' ? [client, upstream] : [upstream, client];
     back.pipe(backTo);
     for (const s of [client, upstream]) {
-      s.on('error', () => undefined);
       s.on('close', () => {
-        open.delete(s);
         client.destroy();
         upstream.destroy();
       });
     }
     from.on('end', () => to.end());
   });
-  await new Promise<void>((r) => server.listen(path, r));
-  return {
-    socket: path,
-    cuts: () => cuts,
-    close: async () => {
-      for (const s of open) s.destroy();
-      await new Promise((r) => server.close(r));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { ...relay, cuts: () => cuts };
 }
