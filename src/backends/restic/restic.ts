@@ -397,7 +397,8 @@ export class Restic {
     } finally {
       this.running.delete(child);
     }
-    if (!stopped.unreachable && !stopped.failedSave && !stopped.lockRefused && r.exitCode === 0) return r;
+    // Stopped for any reason (see Stopped), restic's own exit code does not count.
+    if (Object.values(stopped).every((why) => why === undefined) && r.exitCode === 0) return r;
     throw resticFailure(r, { command, repo: this.repoLabel, secrets: this.secrets, ...stopped });
   }
 
