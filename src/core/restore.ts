@@ -231,16 +231,16 @@ async function startIfItRan(ctx: RunContext, item: RestorePlanItem, task: Task):
 
 /**
  * Replaces the destination with the staged import: stop what must stop, rename the current
- * resource aside, rename the staged one in and start it (an instance that ran), then delete the
- * old one. Any failure before the delete puts the old one back under its name
- * and restarts what was stopped.
+ * resource aside, rename the staged one in, start what ran (the restored instance, or the users
+ * of a restored volume), then delete the old one. Any failure before the delete, a start that
+ * fails included, puts the old one back under its name and restarts what was stopped.
  */
 async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject, task: Task): Promise<void> {
   const { api, ui } = ctx;
   const dest = item.dest;
   const aside: BackupSubject = { ...dest, name: asideName() };
   const undo = new Cleanup();
-  let startFailure: Error | undefined;
+  let notStarted: { error: Error; user?: string } | undefined;
   try {
     for (const name of item.stops) {
       await api.setInstanceState(dest.project, name, 'stop', { timeout: 30 }).catch(() =>
@@ -262,33 +262,54 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       if (dest.kind === 'instance') await api.setInstanceState(dest.project, dest.name, 'stop', { force: true }).catch(() => undefined);
       await rename(ctx, { ...dest }, staged.name);
     });
+    const users = dest.kind === 'volume' ? item.stops : [];
+    if (dest.kind === 'volume') {
+      // Users that started with the restored volume stop again (the undo above restarts them
+      // with the original) and let go of it, so that it can be moved away.
+      undo.push(`detach the restored ${dest.name}`, async () => {
+        for (const name of users) await api.setInstanceState(dest.project, name, 'stop', { force: true }).catch(() => undefined);
+        await detachUsers(ctx, dest);
+      });
+    }
     await reattachUsers(ctx, dest.project, detached);
     await keepCloudInitIdentity(ctx, item);
     await startIfItRan(ctx, item, task).catch((e: unknown) => {
-      startFailure = e as Error;
+      notStarted = { error: e as Error };
       throw e;
     });
+    // The users of a volume run again before the original goes, like a restored instance.
+    for (const name of users) {
+      await api.setInstanceState(dest.project, name, 'start').catch((e: unknown) => {
+        notStarted = { error: e as Error, user: name };
+        throw e;
+      });
+    }
   } catch (e) {
     ui.warn(`replacing ${dest.name} failed (${(e as Error).message}); putting the original back`);
     const putBack = await undo.run(ui.warn.bind(ui));
-    if (startFailure && putBack) {
-      throw new IbError(
-        `the restored ${dest.name} did not start (${startFailure.message}); the original is back in place`,
-        ExitCode.failed,
-        'restore it with --no-start (or --target-name NEW) to look at it, or give it what it needs (a device, a network) and run again',
-      );
-    }
+    if (notStarted && putBack) throw notStartedError(dest.name, notStarted.error, notStarted.user);
     throw e;
   }
   // The swap is done; failing to delete the old copy loses nothing, so it is only a warning.
   await deleteSubject(ctx, aside).catch((e: unknown) =>
     ui.warn(`the replaced ${dest.name} is kept as ${aside.name}: deleting it failed (${(e as Error).message})`),
   );
-  // Users of a replaced volume run again; a replaced instance follows item.start.
-  for (const name of item.stops) {
-    if (dest.kind === 'instance' && name === dest.name) continue;
-    await api.setInstanceState(dest.project, name, 'start');
+}
+
+/** What a replace says when the restored instance, or a user of the restored volume, did not start. */
+function notStartedError(dest: string, error: Error, user?: string): IbError {
+  if (!user) {
+    return new IbError(
+      `the restored ${dest} did not start (${error.message}); the original is back in place`,
+      ExitCode.failed,
+      'restore it with --no-start (or --target-name NEW) to look at it, or give it what it needs (a device, a network) and run again',
+    );
   }
+  return new IbError(
+    `${user} did not start with the restored ${dest} (${error.message}); the original ${dest} is back in place and ${user} runs with it`,
+    ExitCode.failed,
+    `restore it with --target-name NEW to look at it, or give ${user} what it needs (a device, a network) and run again`,
+  );
 }
 
 interface DetachedDisk {

@@ -1,5 +1,6 @@
+import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, incusJson, launch, parseJson, sh, state, tempTarget, testProject } from './helpers.js';
+import { cli, cliSpawn, freePort, incus, incusJson, launch, parseJson, sh, slowAnswerProxy, state, tempTarget, testProject } from './helpers.js';
 
 let project: { name: string; dispose: () => Promise<void> };
 let target: ReturnType<typeof tempTarget>;
@@ -73,5 +74,43 @@ describe('custom volumes on a directory target', () => {
     const dev = await incusJson<{ devices: Record<string, Record<string, string>> }>('/1.0/instances/app', P);
     expect(Object.values(dev.devices).find((d) => d.path === '/mnt/data')?.source).toBe('data');
     expect(await volumeNames()).toEqual(['data']);
+  });
+
+  it('a user that does not start with the restored volume gets the original back, running as before', async () => {
+    // app gets a proxy device on a host port. Incus's answers to renaming `data` are held back
+    // 1.5 s each: during the first (the original going aside, app already stopped) the port is
+    // taken, so app cannot start with the restored volume; during the second (the restored
+    // volume moving out of the way again) it is given back, so app starts with the original.
+    const port = await freePort();
+    await incus('config', 'device', 'add', 'app', 'px', 'proxy', `listen=tcp:127.0.0.1:${port}`, 'connect=tcp:127.0.0.1:1', '--project', P);
+    await sh(P, 'app', 'echo drift > /mnt/data/blob');
+    const proxy = await slowAnswerProxy(/^POST \/1\.0\/storage-pools\/default\/volumes\/custom\/data\?/, 1500);
+    const blocker = createServer();
+    try {
+      const child = cliSpawn(['restore', 'volume', 'default/data', '--replace', '--force', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      let exited = false;
+      void child.finally(() => (exited = true)).catch(() => undefined);
+      const held = async (n: number) => {
+        const deadline = Date.now() + 60_000;
+        while (proxy.held() < n && !exited && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        expect(proxy.held(), `Incus's answer to rename #${n} of data was never held`).toBe(n);
+      };
+      await held(1);
+      await new Promise<void>((resolve) => blocker.listen(port, '127.0.0.1', resolve));
+      await held(2);
+      await new Promise((resolve) => blocker.close(resolve));
+      const r = await child;
+      expect(r.exitCode, String(r.stderr)).toBe(1);
+      expect(String(r.stderr)).toMatch(
+        /^Error: app did not start with the restored data \(Incus: Error occurred when starting proxy device: .*\); the original data is back in place and app runs with it$/m,
+      );
+    } finally {
+      if (blocker.listening) await new Promise((resolve) => blocker.close(resolve));
+      await proxy.close();
+    }
+    expect(await state(P, 'app')).toBe('Running');
+    expect(await sh(P, 'app', 'cat /mnt/data/blob')).toBe('drift');
+    expect(await volumeNames()).toEqual(['data']);
+    await incus('config', 'device', 'remove', 'app', 'px', '--project', P);
   });
 });
