@@ -54,6 +54,10 @@ export interface BrokenBackup {
   problem: string;
   /** What kind of damage, for verify's report; 'manifest' when not given. */
   kind?: ProblemKind;
+  /** Left by a run that never completed, and surely over: prune removes it (nothing lists it). */
+  leftover?: boolean;
+  /** Bytes it holds, when known. */
+  size?: number;
 }
 
 /** Kinds of damage verify reports; the message says the details. */
@@ -139,8 +143,11 @@ export interface Backend {
    * next (`verify --deep`): its manifest file is read now as well, for checkEntry to take.
    */
   prefetch?(entry: BackupEntry, signal?: AbortSignal, opts?: { manifest?: boolean }): void;
-  /** Removes these backups (a batch, so restic can forget them all and prune once). */
-  remove(entries: BackupEntry[]): Promise<void>;
+  /**
+   * Removes these backups, and the `leftovers` scan() marked so (a batch, so restic can forget
+   * them all and prune once).
+   */
+  remove(entries: BackupEntry[], leftovers?: BrokenBackup[]): Promise<void>;
   close(): Promise<void>;
 
   /**

@@ -1,4 +1,4 @@
-import type { BackupEntry } from '../backends/types.js';
+import type { BackupEntry, BrokenBackup } from '../backends/types.js';
 import { timestampToDate } from './manifest.js';
 import { applyRetention, policyIsEmpty, type KeepReason, type RetentionItem, type RetentionPolicy } from './retention.js';
 import type { ResourceKey } from './types.js';
@@ -23,8 +23,11 @@ export function effectivePolicy(key: ResourceKey, flags: RetentionPolicy, defaul
   return d && !policyIsEmpty(d) ? d : undefined;
 }
 
-/** 'no-policy': nothing applies to this resource, so all of it stays. */
-export type PruneReason = KeepReason | 'no-policy';
+/**
+ * 'no-policy': nothing applies to this resource, so all of it stays. 'leftover': what a run
+ * that never completed left (BrokenBackup.leftover), removed whatever the policy.
+ */
+export type PruneReason = KeepReason | 'no-policy' | 'leftover';
 
 export interface PruneDecision {
   entry: BackupEntry;
@@ -105,9 +108,11 @@ export interface PruneRow {
   timestamp: string;
   size: number;
   action: 'keep' | 'remove';
-  /** Why it stays; empty when it goes. */
+  /** Why it stays; when it goes, empty (no rule keeps it) or ['leftover']. */
   reasons: PruneReason[];
   protected: boolean;
+  /** A leftover's location (restic: its data snapshot). */
+  location?: string;
 }
 
 export function pruneRows(plan: PrunePlan): PruneRow[] {
@@ -124,6 +129,22 @@ export function pruneRows(plan: PrunePlan): PruneRow[] {
   }));
 }
 
+/** Preview lines for the leftovers prune removes along with what the policy drops. */
+export function leftoverRows(leftovers: BrokenBackup[]): PruneRow[] {
+  return leftovers.map(({ key, size, location }) => ({
+    type: key.type ?? '?',
+    project: key.project ?? '?',
+    ...(key.pool ? { pool: key.pool } : {}),
+    name: key.name ?? '?',
+    timestamp: key.timestamp ?? '-',
+    size: size ?? 0,
+    action: 'remove',
+    reasons: ['leftover'],
+    protected: false,
+    location,
+  }));
+}
+
 const REASON_TEXT: Partial<Record<PruneReason, string>> = {
   newest: 'newest (always kept)',
   'no-policy': 'no policy for it',
@@ -131,6 +152,7 @@ const REASON_TEXT: Partial<Record<PruneReason, string>> = {
 
 /** Human text for the REASON column: the rules that keep it, or why it goes. */
 export function reasonText(r: PruneRow): string {
+  if (r.reasons.includes('leftover')) return `left by a run that never completed (${(r.location ?? '').slice(0, 8)})`;
   if (r.action === 'remove') return 'no rule keeps it';
   return r.reasons.map((x) => REASON_TEXT[x] ?? x).join(', ');
 }

@@ -1,4 +1,4 @@
-import { cpSync, readdirSync, readFileSync, statSync, writeFileSync, rmSync } from 'node:fs';
+import { chmodSync, cpSync, readdirSync, readFileSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -192,6 +192,55 @@ describe('verify, protect and prune on a restic target', () => {
     expect(left).toEqual([versions[0], versions[2]]);
     const v = await run(['verify']);
     expect(v.exitCode, v.stderr).toBe(0);
+  });
+
+  it('removes what a run killed between its data and its manifest left, once a later backup of it has completed', async () => {
+    // Power loss right after restic saved the archive: asked for the manifest snapshot, this
+    // restic SIGKILLs the incus-backup process that started it.
+    const killer = join(tmp.dir, 'restic-killer');
+    writeFileSync(killer, '#!/bin/sh\ncase "$*" in *ib-manifest*) kill -9 $PPID; exit 1;; esac\nexec restic "$@"\n');
+    chmodSync(killer, 0o755);
+    const dataSnapshots = async () => {
+      const r = await execa('restic', ['snapshots', '--json', '--no-lock', '--tag', 'ib-archive,ib-name=m1'], { env: { ...env, RESTIC_REPOSITORY: repo() } });
+      return (JSON.parse(r.stdout) as { id: string }[]).map((s) => s.id);
+    };
+    const listed = async () => parseJson<{ location: string }[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).map((e) => e.location);
+    const before = await listed();
+    const killed = await cli(['backup', 'instances', 'm1', '--project', P, '--target', `restic:${repo()}`], { ...env, RESTIC_BINARY: killer });
+    expect(killed.exitCode, killed.stderr).toBe(-1); // killed by a signal
+    const orphans = (await dataSnapshots()).filter((id) => !before.includes(id));
+    expect(orphans).toHaveLength(1);
+    const short = orphans[0]!.slice(0, 8);
+    expect(await listed()).toEqual(before);
+
+    // It may still be a backup completing right now: named by verify, left alone by prune.
+    const v1 = await run(['verify']);
+    expect(v1.exitCode).toBe(3);
+    expect(v1.stdout + v1.stderr).toMatch(new RegExp(`data snapshot ${short} .* has no manifest: its backup never completed, or is completing right now`));
+    const p1 = await run(['prune', '--keep-last', '5', '-y']);
+    expect(p1.exitCode, p1.stderr).toBe(0);
+    expect(p1.stdout + p1.stderr).not.toMatch(/leftover/);
+    expect(await dataSnapshots()).toContain(orphans[0]);
+
+    // The next backup of m1 completes (and clears the killed run's leftovers on the host): the
+    // orphan is now surely a leftover, which a dry run shows and prune removes.
+    const next = await run(['backup', 'instances', 'm1']);
+    expect(next.exitCode, next.stderr).toBe(0);
+    const v2 = await run(['verify']);
+    expect(v2.exitCode).toBe(3);
+    expect(v2.stdout + v2.stderr).toMatch(/a run that never completed left it \(a later backup of it has completed since\); `incus-backup prune` removes it/);
+    const dry = await run(['prune', '--keep-last', '5', '--dry-run']);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(new RegExp(`m1 .*remove.*left by a run that never completed \\(${short}\\)`));
+    expect(dry.stderr).toMatch(/0 to remove \(0 B\) and 1 leftover\(s\) of runs that never completed \(\d/);
+    expect(await dataSnapshots()).toContain(orphans[0]);
+    const p2 = await run(['prune', '--keep-last', '5', '-y']);
+    expect(p2.exitCode, p2.stderr).toBe(0);
+    expect(p2.stderr).toMatch(/removed 0 backup\(s\) and 1 leftover\(s\)/);
+    expect(await dataSnapshots()).not.toContain(orphans[0]);
+    expect(await listed()).toHaveLength(before.length + 1);
+    const v3 = await run(['verify']);
+    expect(v3.exitCode, v3.stdout + v3.stderr).toBe(0);
   });
 
   it('finds a missing pack without --read-data: exit 3, naming it', async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { BackupEntry } from '../../src/backends/types.js';
 import type { Manifest } from '../../src/core/manifest.js';
-import { effectivePolicy, planPrune, pruneRows, reasonText, versionTime } from '../../src/core/prune.js';
+import { effectivePolicy, leftoverRows, planPrune, pruneRows, reasonText, versionTime } from '../../src/core/prune.js';
 import { RetentionError, type RetentionPolicy } from '../../src/core/retention.js';
 import type { ResourceKey } from '../../src/core/types.js';
 
@@ -144,5 +144,19 @@ describe('prune planner', () => {
   it('plans nothing for nothing', () => {
     const plan = planPrune([], flags({ keepLast: 1 }));
     expect(plan).toEqual({ decisions: [], resources: 0, remove: [], bytesFreed: 0 });
+  });
+});
+
+describe('leftovers of runs that never completed', () => {
+  it('are preview rows to remove, saying whose and why', () => {
+    const rows = leftoverRows([
+      { location: 'ea096dd0'.padEnd(64, '0'), key: { type: 'instance', project: 'default', name: 'web1' }, problem: 'p', leftover: true, size: 4096 },
+      { location: 'ffffffff'.padEnd(64, '0'), key: {}, problem: 'p', leftover: true },
+    ]);
+    expect(rows).toEqual([
+      { type: 'instance', project: 'default', name: 'web1', timestamp: '-', size: 4096, action: 'remove', reasons: ['leftover'], protected: false, location: 'ea096dd0'.padEnd(64, '0') },
+      { type: '?', project: '?', name: '?', timestamp: '-', size: 0, action: 'remove', reasons: ['leftover'], protected: false, location: 'ffffffff'.padEnd(64, '0') },
+    ]);
+    expect(reasonText(rows[0]!)).toBe('left by a run that never completed (ea096dd0)');
   });
 });

@@ -168,7 +168,8 @@ describe('tags', () => {
 });
 
 describe('pairing snapshots into backups', () => {
-  const { entries, broken } = pairSnapshots(SAMPLE);
+  // The sample was made on 2026-11-21 at 21:33 UTC; an hour later nothing in it is a day old.
+  const { entries, broken } = pairSnapshots(SAMPLE, {}, Date.parse('2026-11-21T22:33:00Z'));
 
   it('lists complete pairs only, per resource oldest first, with data_added', () => {
     expect(entries.map((e) => [e.manifest.type, e.manifest.name, e.manifest.timestamp, e.location.slice(0, 8), e.manifestSnapshot.slice(0, 8)])).toEqual([
@@ -188,6 +189,45 @@ describe('pairing snapshots into backups', () => {
     ]);
     expect(broken[0]!.problem).toMatch(/data snapshot ffffffff .* is gone/);
     expect(broken[1]!.problem).toMatch(/has no manifest/);
+  });
+
+  it('names a data snapshot without a manifest as a backup that may be completing right now', () => {
+    expect(broken[1]!.problem).toMatch(/^data snapshot ea096dd0 \(2026-11-21T21:33:23.300096693Z\) has no manifest: its backup never completed, or is completing right now$/);
+    expect(broken.some((b) => b.leftover)).toBe(false);
+  });
+
+  const orphan = (snaps: SnapshotInfo[], now: string) => pairSnapshots(snaps, {}, Date.parse(now)).broken.find((b) => b.location.startsWith('ea096dd0'))!;
+
+  it('calls it a leftover (prune removes it) once it was saved over a day ago', () => {
+    expect(orphan(SAMPLE, '2026-11-22T21:33:00Z').leftover).toBeUndefined();
+    const b = orphan(SAMPLE, '2026-11-22T21:34:00Z');
+    expect(b.leftover).toBe(true);
+    expect(b.problem).toMatch(/a run that never completed left it \(it was saved over a day ago\); `incus-backup prune` removes it$/);
+  });
+
+  /** A complete backup of `key` whose data snapshot restic started at `time`. */
+  const completed = (key: ResourceKey, id: string, time: string): SnapshotInfo[] => [
+    { id: id.repeat(64 / id.length), time, tags: archiveTags(key) },
+    { id: `m${id}`.repeat(64 / (id.length + 1)), time, tags: manifestTags(manifest(key, '20260105T000000Z'), id.repeat(64 / id.length)) },
+  ];
+
+  it('calls it a leftover as soon as a later backup of the same resource has begun after it was saved, and completed', () => {
+    // ea096dd0 was saved at 21:33:23.3 (no summary: its time counts).
+    expect(orphan([...SAMPLE, ...completed(web1, 'b', '2026-11-21T21:33:23.200Z')], '2026-11-21T21:40:00Z').leftover).toBeUndefined();
+    const b = orphan([...SAMPLE, ...completed(web1, 'b', '2026-11-21T21:33:24.000Z')], '2026-11-21T21:40:00Z');
+    expect(b.leftover).toBe(true);
+    expect(b.problem).toMatch(/\(a later backup of it has completed since\)/);
+    // Another resource's backup says nothing about this one's run.
+    expect(orphan([...SAMPLE, ...completed(data, 'c', '2026-11-21T21:35:00Z')], '2026-11-21T21:40:00Z').leftover).toBeUndefined();
+  });
+
+  it('counts from the end of its save (restic\'s backup_end), not its start: a long backup still committing is no leftover', () => {
+    const long = SAMPLE.map((s) => (s.id.startsWith('ea096dd0') ? { ...s, summary: { backup_end: '2026-11-21T23:00:00Z', total_bytes_processed: 1234 } } : s));
+    expect(orphan([...long, ...completed(web1, 'b', '2026-11-21T22:00:00Z')], '2026-11-21T23:00:05Z').leftover).toBeUndefined();
+    const b = orphan([...long, ...completed(web1, 'b', '2026-11-21T23:00:01Z')], '2026-11-21T23:05:00Z');
+    expect(b).toMatchObject({ leftover: true, size: 1234 });
+    expect(orphan(long, '2026-11-22T22:59:00Z').leftover).toBeUndefined();
+    expect(orphan(long, '2026-11-22T23:01:00Z').leftover).toBe(true);
   });
 
   it('filters by type, project, pool and name', () => {

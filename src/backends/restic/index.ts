@@ -445,11 +445,12 @@ export class ResticBackend implements Backend {
   /**
    * Forgets exactly these backups' snapshots, manifests named first (an interruption then
    * tends to leave an unlisted orphan rather than a dangling manifest; neither ever lists),
-   * and prunes once for the whole batch, in the same restic process (one key derivation).
+   * and the leftovers' data snapshots, and prunes once for the whole batch, in the same restic
+   * process (one key derivation).
    */
-  async remove(entries: BackupEntry[]): Promise<void> {
-    if (entries.length === 0) return;
-    const ids = [...(await this.manifestIds(entries)), ...entries.map((e) => e.location)];
+  async remove(entries: BackupEntry[], leftovers: BrokenBackup[] = []): Promise<void> {
+    if (entries.length === 0 && leftovers.length === 0) return;
+    const ids = [...(await this.manifestIds(entries)), ...entries.map((e) => e.location), ...leftovers.filter((b) => b.leftover).map((b) => b.location)];
     await this.forget(ids, { prune: true });
   }
 

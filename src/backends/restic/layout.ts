@@ -123,7 +123,7 @@ export interface SnapshotInfo {
   paths?: string[];
   hostname?: string;
   tags?: string[] | null;
-  summary?: { data_added?: number; total_bytes_processed?: number };
+  summary?: { data_added?: number; total_bytes_processed?: number; backup_end?: string };
 }
 
 function tagValue(tags: readonly string[], prefix: string): string | undefined {
@@ -238,12 +238,25 @@ export function assignVersions(snaps: readonly SnapshotInfo[]): Map<string, stri
   return out;
 }
 
+/** How long a data snapshot without a manifest may still be a backup completing right now. */
+export const LEFTOVER_AFTER_MS = 24 * 3600 * 1000;
+
 /**
  * Pairs data snapshots with the manifest snapshots that name them. Complete pairs become
  * entries (sorted like the dir backend: by resource, then oldest first); everything else
  * of ours is broken. Snapshots without our role tags (other users of the repository) are ignored.
+ *
+ * A data snapshot without a manifest is a `leftover` (prune removes it) once its run is surely
+ * over: a run writes its manifest within seconds of its data (at most restic's lock wait, 2
+ * minutes, later), so one whose data was saved over a day ago, or before a later backup of the
+ * same resource had even begun, was killed between the two (SIGKILL, power loss). Runs of one
+ * resource do not overlap (a backup refuses a resource that a live run is snapshotting).
  */
-export function pairSnapshots(snaps: SnapshotInfo[], filter: ListFilter = {}): { entries: ResticEntry[]; broken: BrokenBackup[] } {
+export function pairSnapshots(
+  snaps: SnapshotInfo[],
+  filter: ListFilter = {},
+  now = Date.now(),
+): { entries: ResticEntry[]; broken: BrokenBackup[] } {
   const data = new Map<string, SnapshotInfo>();
   const manifests: SnapshotInfo[] = [];
   for (const s of snaps) {
@@ -304,14 +317,33 @@ export function pairSnapshots(snaps: SnapshotInfo[], filter: ListFilter = {}): {
     manifest.timestamp = listed;
     entries.push({ manifest, location: ds.id, manifestSnapshot: ms.id, ...renamed, ...(dataAdded !== undefined ? { dataAdded } : {}) });
   }
+  // The newest start of a complete backup, per resource.
+  const lastStart = new Map<string, number>();
+  for (const e of entries) {
+    const rid = resourceId(e.manifest);
+    lastStart.set(rid, Math.max(lastStart.get(rid) ?? -Infinity, Date.parse(data.get(e.location)!.time)));
+  }
   for (const ds of data.values()) {
     if (used.has(ds.id)) continue;
     const key = keyFromTags(ds.tags ?? []);
     if (key && !matchesFilter(key, filter)) continue;
+    const saved = ds.summary?.backup_end ?? ds.time;
+    const end = Date.parse(saved);
+    const since =
+      key && (lastStart.get(resourceId(key)) ?? -Infinity) > end
+        ? 'a later backup of it has completed since'
+        : now - end > LEFTOVER_AFTER_MS
+          ? 'it was saved over a day ago'
+          : undefined;
+    const size = ds.summary?.total_bytes_processed;
     broken.push({
       location: ds.id,
       key: key ?? {},
-      problem: `data snapshot ${short(ds.id)} (${ds.time}) has no manifest: its backup never completed, or is completing right now`,
+      problem: since
+        ? `data snapshot ${short(ds.id)} (${saved}) has no manifest: a run that never completed left it (${since}); \`incus-backup prune\` removes it`
+        : `data snapshot ${short(ds.id)} (${saved}) has no manifest: its backup never completed, or is completing right now`,
+      ...(since ? { leftover: true } : {}),
+      ...(size !== undefined ? { size } : {}),
     });
   }
   entries.sort((a, b) => compareManifests(a.manifest, b.manifest));

@@ -2,7 +2,7 @@ import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { parseLockWait } from '../../backends/dir/lock.js';
 import type { Backend, ListFilter } from '../../backends/types.js';
-import { planPrune, pruneRows, reasonText, effectivePolicy, type PruneRow } from '../../core/prune.js';
+import { leftoverRows, planPrune, pruneRows, reasonText, effectivePolicy, type PruneRow } from '../../core/prune.js';
 import { policyIsEmpty, RetentionError, type RetentionPolicy } from '../../core/retention.js';
 import type { Ui } from '../../core/run.js';
 import { SERVER_WIDE, type ResourceKey, type ResourceType } from '../../core/types.js';
@@ -226,25 +226,30 @@ export class PruneCommand extends ScopedCommand {
       // Planned under the lock, so no backup or protect can change what the plan was made on.
       if (!this.dryRun) release = await lockTarget(backend, 'prune', this.lockWait, ui, this.context.signal);
       const { entries, broken } = await backend.scan(filter);
-      if (broken.length) ui.warn(`${broken.length} damaged backup(s) are left alone; \`incus-backup verify\` names them`);
+      // What runs that never completed left goes too; damage stays for a person to look at.
+      const leftovers = broken.filter((b) => b.leftover);
+      const damaged = broken.length - leftovers.length;
+      if (damaged) ui.warn(`${damaged} damaged backup(s) are left alone; \`incus-backup verify\` names them`);
       if (this.name && entries.length === 0) throw await this.nothingFound(backend, filter);
       const plan = planPrune(entries, (k: ResourceKey) => effectivePolicy(k, flags, () => fromFile));
-      this.print(pruneRows(plan), pruneColumns);
+      this.print([...pruneRows(plan), ...leftoverRows(leftovers)], pruneColumns);
       const err = this.context.stderr;
+      const leftoverBytes = leftovers.reduce((n, b) => n + (b.size ?? 0), 0);
+      const andLeftovers = leftovers.length ? ` and ${leftovers.length} leftover(s) of runs that never completed (${humanBytes(leftoverBytes)})` : '';
       err.write(
         `${entries.length} backup(s) of ${plan.resources} resource(s): ${entries.length - plan.remove.length} to keep, ` +
-          `${plan.remove.length} to remove (${humanBytes(plan.bytesFreed)})\n`,
+          `${plan.remove.length} to remove (${humanBytes(plan.bytesFreed)})${andLeftovers}\n`,
       );
       await this.noteElsewhere(backend, filter, entries.map((e) => e.manifest));
       if (this.dryRun) {
         err.write('dry run: nothing was changed\n');
         return ExitCode.ok;
       }
-      if (plan.remove.length === 0) return ExitCode.ok;
-      await this.confirm(`Remove ${plan.remove.length} backup(s) (${humanBytes(plan.bytesFreed)}) from ${backend.uri}?`);
-      const task = ui.task(`removing ${plan.remove.length} backup(s)`);
+      if (plan.remove.length === 0 && leftovers.length === 0) return ExitCode.ok;
+      await this.confirm(`Remove ${plan.remove.length} backup(s) (${humanBytes(plan.bytesFreed)})${andLeftovers} from ${backend.uri}?`);
+      const task = ui.task(`removing ${plan.remove.length} backup(s)${leftovers.length ? ` and ${leftovers.length} leftover(s)` : ''}`);
       try {
-        await backend.remove(plan.remove);
+        await backend.remove(plan.remove, leftovers);
       } catch (e) {
         task.end(false);
         // The cause's own hint (a read-only or append-only repository) says more than a retry would.
@@ -253,7 +258,7 @@ export class PruneCommand extends ScopedCommand {
       }
       task.end(true);
       ui.stop();
-      err.write(`removed ${plan.remove.length} backup(s), freed ${humanBytes(plan.bytesFreed)}\n`);
+      err.write(`removed ${plan.remove.length} backup(s)${leftovers.length ? ` and ${leftovers.length} leftover(s)` : ''}, freed ${humanBytes(plan.bytesFreed + leftoverBytes)}\n`);
       return ExitCode.ok;
     } finally {
       ui.stop();
