@@ -84,6 +84,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       source = { status: inst.status, instanceType: inst.type };
     } else {
       const vol = await api.getVolume(subject.project, subject.pool, subject.name);
+      if (vol.content_type === 'iso') throw new IbError(`${label} is an ISO volume: ${ISO_VOLUMES.why}`, 1, ISO_VOLUMES.hint);
       source = { contentType: vol.content_type };
     }
     let mode: ConsistencyMode;
@@ -183,6 +184,15 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     await cleanup.run(ui.warn.bind(ui));
   }
 }
+
+/**
+ * Incus 6.0 refuses to snapshot or back up custom volumes of content type `iso` (install media
+ * imported with `incus storage volume import --type=iso`). A bulk backup skips them, saying so.
+ */
+export const ISO_VOLUMES = {
+  why: 'Incus cannot back up ISO volumes',
+  hint: 'keep the .iso file it was imported from; `incus storage volume import POOL FILE NAME --type=iso` brings it back',
+};
 
 /**
  * Freezes the running instances that write to `subject` (the instance itself, or the users of

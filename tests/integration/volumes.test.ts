@@ -1,3 +1,6 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, cliSpawn, freePort, incus, incusJson, launch, parseJson, sh, slowAnswerProxy, state, tempTarget, testProject } from './helpers.js';
@@ -112,5 +115,27 @@ describe('custom volumes on a directory target', () => {
     expect(await sh(P, 'app', 'cat /mnt/data/blob')).toBe('drift');
     expect(await volumeNames()).toEqual(['data']);
     await incus('config', 'device', 'remove', 'app', 'px', '--project', P);
+  });
+
+  it('passes over ISO volumes, which Incus cannot back up, and says so', async () => {
+    const iso = join(tmpdir(), `ib-${P}.iso`);
+    writeFileSync(iso, Buffer.alloc(1 << 20, 7));
+    await incus('storage', 'volume', 'import', 'default', iso, 'media', '--type=iso', '--project', P);
+    rmSync(iso);
+    try {
+      const r = await cli(['backup', 'volumes', '--project', P, '--target', target.uri, '--output', 'json']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const rows = parseJson<{ name: string; status: string; detail?: string }[]>(r.stdout);
+      expect(rows.map((x) => [x.name, x.status])).toEqual([['data', 'ok'], ['media', 'skipped']]);
+      expect(rows[1]!.detail).toBe('Incus cannot back up ISO volumes');
+      const named = await cli(['backup', 'volume', 'default/media', '--project', P, '--target', target.uri]);
+      expect(named.exitCode).toBe(1);
+      expect(named.stderr).toMatch(/^Error: volume \S+\/default\/media is an ISO volume: Incus cannot back up ISO volumes$/m);
+      expect(named.stderr).toMatch(/^Hint: keep the \.iso file it was imported from/m);
+      const list = parseJson<{ name: string }[]>((await cli(['list', 'volumes', '--project', P, '--target', target.uri, '--output', 'json'])).stdout);
+      expect(list.map((x) => x.name)).not.toContain('media');
+    } finally {
+      await incus('storage', 'volume', 'delete', 'default', 'media', '--project', P);
+    }
   });
 });

@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { backupResource, subjectKey, sweepProjectLeftovers } from '../../core/backup.js';
+import { backupResource, ISO_VOLUMES, subjectKey, sweepProjectLeftovers } from '../../core/backup.js';
 import { isTmpName } from '../../core/tmpnames.js';
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
@@ -17,8 +17,15 @@ import { lockTarget, lockWaitOption } from './maintenance.js';
 
 type Patterns = { include?: string[]; exclude?: string[] };
 
-/** What one backup run covers: instances, volumes, and (for `config` / `all`) the config. */
-type BackupItem = BackupSubject | { kind: 'config' } | { kind: 'image'; project: string; image: Image };
+/**
+ * What one backup run covers: instances, volumes, and (for `config` / `all`) the config, and
+ * what it passes over, saying why (`skipped`).
+ */
+type BackupItem =
+  | BackupSubject
+  | { kind: 'config' }
+  | { kind: 'image'; project: string; image: Image }
+  | { kind: 'skipped'; subject: BackupSubject; why: string };
 
 /** Images of the projects (each once, under the project that owns it), optionally by fingerprint prefix. */
 async function imageItems(api: IncusApi, projects: string[], prefixes: string[], all: boolean): Promise<BackupItem[]> {
@@ -57,8 +64,8 @@ async function instanceSubjects(api: IncusApi, projects: string[], names: string
   return out;
 }
 
-async function volumeSubjects(api: IncusApi, projects: string[], refs: string[], patterns?: Patterns): Promise<BackupSubject[]> {
-  const out: BackupSubject[] = [];
+async function volumeSubjects(api: IncusApi, projects: string[], refs: string[], patterns?: Patterns): Promise<BackupItem[]> {
+  const out: BackupItem[] = [];
   for (const project of projects) {
     if (refs.length) {
       for (const ref of refs) out.push({ kind: 'volume', project, ...parseVolumeRef(ref) });
@@ -66,7 +73,8 @@ async function volumeSubjects(api: IncusApi, projects: string[], refs: string[],
       for (const v of await api.listVolumes(project)) {
         // Patterns match POOL/NAME, so `default/*` and `*/scratch` both work.
         if (!isTmpName(v.name) && !v.name.includes('/') && selectByPatterns([`${v.pool}/${v.name}`], patterns).length) {
-          out.push({ kind: 'volume', project, pool: v.pool!, name: v.name });
+          const subject: BackupSubject = { kind: 'volume', project, pool: v.pool!, name: v.name };
+          out.push(v.content_type === 'iso' ? { kind: 'skipped', subject, why: ISO_VOLUMES.why } : subject);
         }
       }
     }
@@ -107,20 +115,23 @@ abstract class BackupCommand extends BaseCommand {
       throw new UsageError(`project "${projects[0]}" does not exist on this Incus server`, 'check --project (or project: in the configuration file); `incus project list` shows them');
     }
     const subjects = await this.subjects(api, projects);
+    const subjectRow = (s: BackupSubject): ResultRow => ({ type: s.kind, project: s.project, name: s.name, ...(s.kind === 'volume' ? { pool: s.pool } : {}), status: 'planned' });
     const row = (s: BackupItem): ResultRow =>
       s.kind === 'config'
         ? { type: 'config', project: SERVER_WIDE, name: 'config', status: 'planned' }
         : s.kind === 'image'
           ? { type: 'image', project: s.project, name: s.image.fingerprint.slice(0, 12), status: 'planned' }
-          : { type: s.kind, project: s.project, name: s.name, ...(s.kind === 'volume' ? { pool: s.pool } : {}), status: 'planned' };
+          : s.kind === 'skipped'
+            ? { ...subjectRow(s.subject), status: 'skipped', detail: s.why }
+            : subjectRow(s);
     // Nothing to back up (an empty project, or filters that leave nothing) is said out loud, and
     // the target is not touched: no repository or directory is created for nothing.
-    if (subjects.length === 0) {
+    if (subjects.every((s) => s.kind === 'skipped')) {
       const ui = this.ui();
       ui.warn(`nothing to back up${this.allProjects ? '' : ` in project ${projects[0]}`}`);
       ui.stop();
       if (!this.dryRun) {
-        this.printSummary('backup', []);
+        this.printSummary('backup', subjects.map(row));
         return ExitCode.ok;
       }
     }
@@ -161,6 +172,7 @@ abstract class BackupCommand extends BaseCommand {
       subjects,
       this.parallel + 1,
       async (s, i) => {
+        if (s.kind === 'skipped') return undefined;
         const release = await streaming.acquire(ctx.signal);
         try {
           const started = Date.now();
@@ -181,6 +193,7 @@ abstract class BackupCommand extends BaseCommand {
     await prepared;
     const rows = settled.map((r, i): ResultRow => {
       if (r.status === 'fulfilled') {
+        if (!r.value) return row(subjects[i]!); // skipped
         const m = r.value.entry.manifest;
         const added = r.value.entry.dataAdded;
         return {
