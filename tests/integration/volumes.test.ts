@@ -138,4 +138,31 @@ describe('custom volumes on a directory target', () => {
       await incus('storage', 'volume', 'delete', 'default', 'media', '--project', P);
     }
   });
+
+  it('leaves the default project\'s volumes to it when a project has none of its own', async () => {
+    // features.storage.volumes=false: Incus lists the default project's volumes in this project.
+    const shared = `${P}-nv`;
+    const vol = `${P}-shared`;
+    await incus('project', 'create', shared, '-c', 'features.storage.volumes=false', '-c', 'features.images=false', '-c', 'features.profiles=false');
+    await incus('storage', 'volume', 'create', 'default', vol);
+    try {
+      const r = await cli(['backup', 'volumes', '--project', shared, '--target', target.uri, '--output', 'json']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const rows = parseJson<{ project: string; name: string; status: string; detail?: string }[]>(r.stdout);
+      expect(rows.find((x) => x.name === vol)).toEqual({
+        type: 'volume',
+        project: 'default',
+        pool: 'default',
+        name: vol,
+        status: 'skipped',
+        detail: `project ${shared} has no volumes of its own; back up project default's with --project default`,
+      });
+      expect(rows.every((x) => x.status === 'skipped' && x.project === 'default')).toBe(true);
+      const list = await cli(['list', 'volumes', '--all-projects', '--target', target.uri, '--output', 'json']);
+      expect(parseJson<{ name: string }[]>(list.stdout).map((x) => x.name)).not.toContain(vol);
+    } finally {
+      await incus('storage', 'volume', 'delete', 'default', vol);
+      await incus('project', 'delete', shared);
+    }
+  });
 });

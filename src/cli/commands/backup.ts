@@ -69,14 +69,18 @@ async function volumeSubjects(api: IncusApi, projects: string[], refs: string[],
   for (const project of projects) {
     if (refs.length) {
       for (const ref of refs) out.push({ kind: 'volume', project, ...parseVolumeRef(ref) });
-    } else {
-      for (const v of await api.listVolumes(project)) {
-        // Patterns match POOL/NAME, so `default/*` and `*/scratch` both work.
-        if (!isTmpName(v.name) && !v.name.includes('/') && selectByPatterns([`${v.pool}/${v.name}`], patterns).length) {
-          const subject: BackupSubject = { kind: 'volume', project, pool: v.pool!, name: v.name };
-          out.push(v.content_type === 'iso' ? { kind: 'skipped', subject, why: ISO_VOLUMES.why } : subject);
-        }
-      }
+      continue;
+    }
+    for (const v of await api.listVolumes(project)) {
+      // Patterns match POOL/NAME, so `default/*` and `*/scratch` both work.
+      if (isTmpName(v.name) || v.name.includes('/') || !selectByPatterns([`${v.pool}/${v.name}`], patterns).length) continue;
+      // A project without volumes of its own (features.storage.volumes=false) lists the default
+      // project's: they are that project's to back up (with --all-projects, under it).
+      const owner = v.project || project;
+      const subject: BackupSubject = { kind: 'volume', project: owner, pool: v.pool!, name: v.name };
+      if (owner !== project) {
+        if (!projects.includes(owner)) out.push({ kind: 'skipped', subject, why: `project ${project} has no volumes of its own; back up project ${owner}'s with --project ${owner}` });
+      } else out.push(v.content_type === 'iso' ? { kind: 'skipped', subject, why: ISO_VOLUMES.why } : subject);
     }
   }
   return out;
