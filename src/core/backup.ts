@@ -116,7 +116,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       task.phase('copying snapshot');
       if (subject.kind === 'instance') {
         const srcInst = await api.getInstance(subject.project, subject.name);
-        cleanup.push(`delete temporary copy ${copy}`, () => deleteIfExists(ctx, { ...subject, name: copy }));
+        cleanup.push(`delete temporary copy ${copy}`, () => api.deleteOwn({ ...subject, name: copy }));
         await api.copyInstanceFromSnapshot(subject.project, subject.name, snap, copy, {});
         // The copy got a new identity; give it the source's so the restore is the same machine.
         await api.updateInstance(subject.project, copy, (i) => {
@@ -125,7 +125,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
           return { ...i, config };
         });
       } else {
-        cleanup.push(`delete temporary copy ${copy}`, () => deleteIfExists(ctx, { ...subject, name: copy }));
+        cleanup.push(`delete temporary copy ${copy}`, () => api.deleteOwn({ ...subject, name: copy }));
         await api.copyVolumeFromSnapshot(subject.project, subject.pool, subject.name, snap, copy, {});
       }
       // The source carries the snapshot only as long as the copy takes.
@@ -228,15 +228,6 @@ function ignoreNotFound(e: unknown): void {
   throw e;
 }
 
-async function deleteIfExists(ctx: RunContext, s: BackupSubject): Promise<void> {
-  try {
-    if (s.kind === 'instance') await ctx.api.deleteInstance(s.project, s.name);
-    else await ctx.api.deleteVolume(s.project, s.pool, s.name);
-  } catch (e) {
-    ignoreNotFound(e);
-  }
-}
-
 /**
  * Removes the temporary snapshots and server-side backups of killed runs on this resource, and
  * refuses to start while another run is snapshotting or staging it: Incus cannot snapshot and
@@ -271,14 +262,14 @@ export async function sweepProjectLeftovers(ctx: RunContext, project: string): P
   for (const i of await ctx.api.listInstances(project)) {
     if (isStaleTmpName(i.name)) {
       ctx.ui.warn(`removing temporary copy ${project}/${i.name} left by an interrupted run`);
-      await deleteIfExists(ctx, { kind: 'instance', project, name: i.name });
+      await ctx.api.deleteOwn({ kind: 'instance', project, name: i.name });
     } else if (isStaleAsideName(i.name)) setAside(`instance ${project}/${i.name}`);
   }
   for (const v of await ctx.api.listVolumes(project)) {
     if (v.name.includes('/')) continue;
     if (isStaleTmpName(v.name)) {
       ctx.ui.warn(`removing temporary copy ${project}/${v.pool}/${v.name} left by an interrupted run`);
-      await deleteIfExists(ctx, { kind: 'volume', project, pool: v.pool!, name: v.name });
+      await ctx.api.deleteOwn({ kind: 'volume', project, pool: v.pool!, name: v.name });
     } else if (isStaleAsideName(v.name)) setAside(`volume ${project}/${v.pool}/${v.name}`);
   }
 }

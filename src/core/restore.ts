@@ -69,6 +69,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   await ctx.backend.loadIndexes?.(entries);
   const plan: RestorePlanItem[] = [];
   const conflicts: string[] = [];
+  const protectedOnes: string[] = [];
   for (const entry of entries) {
     const dest = destOf(entry, opts.targetName, opts.maps);
     let exists = false;
@@ -78,6 +79,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         const cur = await ctx.api.getInstance(dest.project, dest.name);
         exists = true;
         if (cur.status !== 'Stopped') stops.push(dest.name);
+        if (opts.replace && cur.config?.['security.protection.delete'] === 'true') protectedOnes.push(destLabel(dest));
       } catch (e) {
         if (!(e instanceof IncusError && e.notFound)) throw e;
       }
@@ -109,6 +111,14 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     const rootPool = dest.kind === 'instance' ? rootPoolOverride(entry, opts.maps) : undefined;
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
     plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps });
+  }
+  // A replace deletes the current instance once the restored one runs: not one that the admin
+  // protected against deletion, as `incus delete` would not.
+  if (protectedOnes.length) {
+    throw new UsageError(
+      `${protectedOnes.join(', ')} ${protectedOnes.length === 1 ? 'is' : 'are'} protected against deletion (security.protection.delete=true), and a replace deletes the current instance once the restored one runs`,
+      'unset it first (`incus config unset NAME security.protection.delete`), or restore beside it with --target-name NEW',
+    );
   }
   if (conflicts.length) {
     throw new UsageError(
@@ -171,7 +181,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
     task.phase('importing');
     let swapped = false;
     cleanup.push(`delete partly restored ${staged.name}`, async () => {
-      if (!swapped) await deleteSubject(ctx, staged);
+      if (!swapped) await api.deleteOwn(staged);
     });
     const maps = item.maps;
     await uploadVerified(
@@ -211,15 +221,6 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
 async function rename(ctx: RunContext, s: BackupSubject, to: string): Promise<void> {
   if (s.kind === 'instance') await ctx.api.renameInstance(s.project, s.name, to);
   else await ctx.api.renameVolume(s.project, s.pool, s.name, to);
-}
-
-async function deleteSubject(ctx: RunContext, s: BackupSubject): Promise<void> {
-  try {
-    if (s.kind === 'instance') await ctx.api.deleteInstance(s.project, s.name);
-    else await ctx.api.deleteVolume(s.project, s.pool, s.name);
-  } catch (e) {
-    if (!(e instanceof IncusError && e.notFound)) throw e;
-  }
 }
 
 /** Starts the restored instance if it was running at backup time (and no --no-start). */
@@ -291,7 +292,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     throw e;
   }
   // The swap is done; failing to delete the old copy loses nothing, so it is only a warning.
-  await deleteSubject(ctx, aside).catch((e: unknown) =>
+  await api.deleteOwn(aside).catch((e: unknown) =>
     ui.warn(`the replaced ${dest.name} is kept as ${aside.name}: deleting it failed (${(e as Error).message})`),
   );
 }

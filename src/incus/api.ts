@@ -124,6 +124,22 @@ export class IncusApi {
   async deleteVolume(project: string, pool: string, name: string): Promise<void> {
     await this.client.run('DELETE', `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`, { project });
   }
+  /**
+   * Deletes what a run made or set aside (a temporary copy, a staged import, a replaced
+   * original); one already gone is fine. A copy or an import of an instance that is protected
+   * against deletion (`security.protection.delete`) is protected too: that is lifted first.
+   */
+  async deleteOwn(s: BackupSubject): Promise<void> {
+    try {
+      if (s.kind === 'instance') await this.deleteInstance(s.project, s.name);
+      else await this.deleteVolume(s.project, s.pool, s.name);
+    } catch (e) {
+      if (e instanceof IncusError && e.notFound) return;
+      if (s.kind !== 'instance' || !(e instanceof IncusError) || !/\bis protected\b/i.test(e.message)) throw e;
+      await this.patchInstanceConfig(s.project, s.name, { 'security.protection.delete': 'false' });
+      await this.deleteInstance(s.project, s.name);
+    }
+  }
   async renameVolume(project: string, pool: string, name: string, newName: string): Promise<void> {
     await this.client.run('POST', `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`, {
       project,

@@ -386,6 +386,36 @@ describe('instances on a directory target', () => {
     expect(await instanceNames(P)).toEqual(['web']);
     await expectNoLeftovers(['web']);
   });
+
+  it('backs up an instance protected against deletion without leaving its temporary copy behind, and will not replace it', async () => {
+    // The temporary copy (and a killed run's, here made by hand) inherits the protection.
+    await launch(P, 'prot');
+    await incus('config', 'set', 'prot', 'security.protection.delete=true', '--project', P);
+    await incus('copy', 'prot', 'ibtmp-999999-0badc0de', '--project', P);
+    try {
+      const b = await cli(['backup', 'instances', 'prot', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(b.stderr).toMatch(/removing temporary copy \S+\/ibtmp-999999-0badc0de left by an interrupted run/);
+      expect(b.stderr).not.toMatch(/cleanup failed/);
+      expect(await instanceNames(P)).toEqual(['prot', 'web']);
+      await expectNoLeftovers(['prot']);
+      const r = await cli(['restore', 'instance', 'prot', '--replace', '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(/^Error: instance \S+\/prot is protected against deletion \(security\.protection\.delete=true\), and a replace deletes the current instance once the restored one runs$/m);
+      expect(r.stderr).toMatch(/^Hint: unset it first/m);
+      expect(await state(P, 'prot')).toBe('Running');
+      // Restored beside it, the copy is protected like the original was.
+      const c = await cli(['restore', 'instance', 'prot', '--target-name', 'prot2', '-y', '--project', P, '--target', target.uri]);
+      expect(c.exitCode, c.stderr).toBe(0);
+      expect(await incus('config', 'get', 'prot2', 'security.protection.delete', '--project', P)).toBe('true');
+      expect(await instanceNames(P)).toEqual(['prot', 'prot2', 'web']);
+    } finally {
+      for (const name of ['prot', 'prot2', 'ibtmp-999999-0badc0de']) {
+        await incus('config', 'unset', name, 'security.protection.delete', '--project', P).catch(() => undefined);
+        await incus('delete', '-f', name, '--project', P).catch(() => undefined);
+      }
+    }
+  });
 });
 
 describe('point-in-time consistency', () => {
