@@ -29,6 +29,8 @@ if command -v restic >/dev/null 2>&1; then
 fi
 [ $restic_ok = 1 ] || need+=(restic)
 for tool in curl xz zstd; do command -v $tool >/dev/null 2>&1 || need+=("$(pkg_of $tool)"); done
+# Incus runs dnsmasq for a managed bridge (the tests make one).
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-deps: everything present"

@@ -257,11 +257,16 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     undo.push(`re-attach ${dest.name}`, () => reattachUsers(ctx, dest.project, detached));
     await rename(ctx, dest, aside.name);
     undo.push(`put ${dest.name} back`, () => rename(ctx, aside, dest.name));
+    if (aside.kind === 'instance') {
+      const unmask = await maskNics(ctx, aside);
+      undo.push(`give ${dest.name} its network devices back`, unmask);
+    }
     await rename(ctx, staged, dest.name);
-    undo.push(`move the restored copy out of the way`, async () => {
-      // A start that failed half-way can leave it running or frozen: it must be stopped to rename.
+    undo.push(`remove the restored copy`, async () => {
+      // A start that failed half-way can leave it running or frozen: it must be stopped first.
+      // Removed rather than moved aside: on a bridge it would keep the original from starting.
       if (dest.kind === 'instance') await api.setInstanceState(dest.project, dest.name, 'stop', { force: true }).catch(() => undefined);
-      await rename(ctx, { ...dest }, staged.name);
+      await api.deleteOwn(dest);
     });
     const users = dest.kind === 'volume' ? item.stops : [];
     if (dest.kind === 'volume') {
@@ -311,6 +316,28 @@ function notStartedError(dest: string, error: Error, user?: string): IbError {
     ExitCode.failed,
     `restore it with --target-name NEW to look at it, or give ${user} what it needs (a device, a network) and run again`,
   );
+}
+
+/**
+ * Masks the network devices of a stopped instance (its own and its profiles'), so that it does
+ * not stand in the way of another instance with the same NICs: Incus refuses to start an
+ * instance whose NIC has the MAC address or static IP of any other instance's NIC on the same
+ * bridge, stopped ones included. A restored instance has the original's MACs and addresses, so
+ * the original, set aside until the restored one runs, is masked meanwhile. Returns what gives
+ * the devices back as they were, with the volatile keys (MAC addresses) Incus drops with a
+ * masked NIC.
+ */
+async function maskNics(ctx: RunContext, s: BackupSubject & { kind: 'instance' }): Promise<() => Promise<void>> {
+  const inst = await ctx.api.getInstance(s.project, s.name);
+  const nics = Object.entries(inst.expanded_devices ?? inst.devices).filter(([, d]) => d.type === 'nic').map(([name]) => name);
+  if (nics.length === 0) return async () => undefined;
+  const devices = inst.devices;
+  const volatile = Object.fromEntries(Object.entries(inst.config).filter(([k]) => nics.some((n) => k.startsWith(`volatile.${n}.`))));
+  await ctx.api.updateInstance(s.project, s.name, (i) => ({ ...i, devices: { ...i.devices, ...Object.fromEntries(nics.map((n) => [n, { type: 'none' }])) } }));
+  return async () => {
+    await ctx.api.updateInstance(s.project, s.name, (i) => ({ ...i, devices }));
+    if (Object.keys(volatile).length) await ctx.api.patchInstanceConfig(s.project, s.name, volatile);
+  };
 }
 
 interface DetachedDisk {

@@ -7,6 +7,8 @@ export interface Instance {
   status_code: number;
   config: Record<string, string>;
   devices: Record<string, Record<string, string>>;
+  /** Its own devices and its profiles' (what it runs with). */
+  expanded_devices?: Record<string, Record<string, string>>;
   profiles: string[];
   ephemeral: boolean;
   stateful: boolean;

@@ -1,3 +1,4 @@
+import { randomBytes, randomInt } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -7,6 +8,7 @@ import {
   cliSpawn,
   freePort,
   incus,
+  incusJson,
   flipByte,
   instanceNames,
   launch,
@@ -415,6 +417,69 @@ describe('instances on a directory target', () => {
         await incus('delete', '-f', name, '--project', P).catch(() => undefined);
       }
     }
+  });
+});
+
+describe('an instance on a managed bridge', () => {
+  // Incus refuses to start an instance whose NIC has the MAC address of another instance's NIC on
+  // the same bridge, stopped ones included: the restored instance has the original's MAC, so the
+  // original set aside until the restored one runs must not keep it from starting (and the
+  // restored one, once it gave up, must not keep the original from starting again).
+  const net = `ibbr${randomBytes(3).toString('hex')}`;
+  let prof: string;
+
+  beforeAll(async () => {
+    prof = `${P}-net`;
+    await incus('network', 'create', net, `ipv4.address=10.${randomInt(100, 250)}.${randomInt(0, 250)}.1/24`, 'ipv4.nat=false', 'ipv4.firewall=false', 'ipv6.address=none');
+    // The NIC comes from a profile, as with Incus's default profile and incusbr0.
+    await incus('profile', 'create', prof);
+    await incus('profile', 'device', 'add', prof, 'eth0', 'nic', `network=${net}`, 'name=eth0');
+    await incus('launch', 'ib-busybox', 'bridged', '--project', P, '-p', 'default', '-p', prof);
+  });
+
+  afterAll(async () => {
+    await incus('delete', '-f', 'bridged', '--project', P).catch(() => undefined);
+    await incus('profile', 'delete', prof).catch(() => undefined);
+    await incus('network', 'delete', net).catch(() => undefined);
+  });
+
+  const mac = () => incus('config', 'get', 'bridged', 'volatile.eth0.hwaddr', '--project', P);
+
+  it('is replaced by its backup, which keeps its MAC address', async () => {
+    const before = await mac();
+    expect(before).toMatch(/^[0-9a-f:]{17}$/);
+    const b = await cli(['backup', 'instances', 'bridged', '--project', P, '--target', target.uri]);
+    expect(b.exitCode, b.stderr).toBe(0);
+    const r = await cli(['restore', 'instance', 'bridged', '--replace', '-y', '--project', P, '--target', target.uri]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await state(P, 'bridged')).toBe('Running');
+    expect(await mac()).toBe(before);
+    await expectNoLeftovers(['bridged']);
+  });
+
+  it('gets its network devices and MAC address back, and runs, when the restored one does not start', async () => {
+    const before = await mac();
+    const port = await freePort();
+    await incus('config', 'device', 'add', 'bridged', 'px', 'proxy', `listen=tcp:127.0.0.1:${port}`, 'connect=tcp:127.0.0.1:1', '--project', P);
+    const b = await cli(['backup', 'instances', 'bridged', '--project', P, '--target', target.uri]);
+    expect(b.exitCode, b.stderr).toBe(0);
+    await incus('config', 'device', 'remove', 'bridged', 'px', '--project', P);
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(port, '127.0.0.1', resolve));
+    try {
+      const r = await cli(['restore', 'instance', 'bridged', '--replace', '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(/^Error: the restored bridged did not start \(Incus: Error occurred when starting proxy device: .*\); the original is back in place$/m);
+      expect(r.stderr).not.toMatch(/cleanup failed/);
+    } finally {
+      await new Promise((resolve) => blocker.close(resolve));
+    }
+    expect(await state(P, 'bridged')).toBe('Running');
+    expect(await mac()).toBe(before);
+    const inst = await incusJson<{ devices: Record<string, unknown>; expanded_devices: Record<string, { type: string; network?: string }> }>('/1.0/instances/bridged', P);
+    expect(inst.devices).toEqual({});
+    expect(inst.expanded_devices.eth0).toMatchObject({ type: 'nic', network: net });
+    await expectNoLeftovers(['bridged']);
   });
 });
 
