@@ -86,6 +86,19 @@ else
   npm run build --silent
 fi
 
+# The host's /sys is bind-mounted (nested containers need it), so /sys/class/net lists the host's
+# network devices, not this container's: Incus would not find a bridge it makes here ("Parent
+# device ... doesn't exist"). This container's own sysfs view of them goes over the host's.
+if ! mountpoint -q /sys/class/net; then
+  mkdir -p /run/ib-sysfs
+  if mount -t sysfs sysfs /run/ib-sysfs; then
+    mount --bind /run/ib-sysfs/class/net /sys/class/net
+    mount --bind /run/ib-sysfs/devices/virtual/net /sys/devices/virtual/net
+  else
+    say "warning: cannot mount this container's sysfs: a managed bridge will not work here"
+  fi
+fi
+
 phase "starting the private incusd"
 sandbox_started=1
 scripts/sandbox.sh up

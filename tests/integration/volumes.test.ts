@@ -80,23 +80,25 @@ describe('custom volumes on a directory target', () => {
   });
 
   it('a user that does not start with the restored volume gets the original back, running as before', async () => {
-    // app gets a proxy device on a host port. Incus's answers to renaming `data` are held back
-    // 1.5 s each: during the first (the original going aside, app already stopped) the port is
-    // taken, so app cannot start with the restored volume; during the second (the restored
-    // volume moving out of the way again) it is given back, so app starts with the original.
+    // app gets a proxy device on a host port. Incus's answers to renaming `data` and to deleting
+    // it are held back 1.5 s each: during the rename (the original going aside, app already
+    // stopped) the port is taken, so app cannot start with the restored volume; during the delete
+    // (the restored volume removed again) it is given back, so app starts with the original.
     const port = await freePort();
     await incus('config', 'device', 'add', 'app', 'px', 'proxy', `listen=tcp:127.0.0.1:${port}`, 'connect=tcp:127.0.0.1:1', '--project', P);
     await sh(P, 'app', 'echo drift > /mnt/data/blob');
-    const proxy = await slowAnswerProxy(/^POST \/1\.0\/storage-pools\/default\/volumes\/custom\/data\?/, 1500);
+    const proxy = await slowAnswerProxy(/^(POST|DELETE) \/1\.0\/storage-pools\/default\/volumes\/custom\/data\?/, 1500);
     const blocker = createServer();
     try {
       const child = cliSpawn(['restore', 'volume', 'default/data', '--replace', '--force', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
       let exited = false;
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
       void child.finally(() => (exited = true)).catch(() => undefined);
       const held = async (n: number) => {
         const deadline = Date.now() + 60_000;
         while (proxy.held() < n && !exited && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-        expect(proxy.held(), `Incus's answer to rename #${n} of data was never held`).toBe(n);
+        expect(proxy.held(), `Incus's answer #${n} about data was never held; the run said:\n${stderr}`).toBe(n);
       };
       await held(1);
       await new Promise<void>((resolve) => blocker.listen(port, '127.0.0.1', resolve));
