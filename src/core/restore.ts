@@ -199,6 +199,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       await unbreakableStep(`replacing ${label}`, () => swapIn(ctx, item, staged, task));
       swapped = true;
     } else {
+      await freshMacsForACopy(ctx, item, staged);
       await rename(ctx, staged, item.dest.name);
       swapped = true; // the staged resource is now the destination
       await keepCloudInitIdentity(ctx, item);
@@ -261,6 +262,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       const unmask = await maskNics(ctx, aside);
       undo.push(`give ${dest.name} its network devices back`, unmask);
     }
+    await freshMacsForACopy(ctx, item, staged);
     await rename(ctx, staged, dest.name);
     undo.push(`remove the restored copy`, async () => {
       // A start that failed half-way can leave it running or frozen: it must be stopped first.
@@ -366,6 +368,21 @@ async function reattachUsers(ctx: RunContext, project: string, disks: DetachedDi
   for (const d of disks) {
     await ctx.api.updateInstance(project, d.instance, (i) => ({ ...i, devices: { ...i.devices, [d.device]: d.config } }));
   }
+}
+
+/**
+ * An instance restored under another name or into another project is a second machine beside
+ * the first, not the same one: like `incus copy`, it gets new MAC addresses (Incus makes them at
+ * its first start). With the original's it would not even start next to it on the same bridge
+ * (Incus refuses a MAC that another NIC there has), and in another project it would share the
+ * original's MAC on the wire.
+ */
+async function freshMacsForACopy(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
+  const m = item.entry.manifest;
+  if (staged.kind !== 'instance' || (item.dest.name === m.name && item.dest.project === m.project)) return;
+  const inst = await ctx.api.getInstance(staged.project, staged.name);
+  const macs = Object.keys(inst.config).filter((k) => /^volatile\.[^.]+\.hwaddr$/.test(k));
+  if (macs.length) await ctx.api.patchInstanceConfig(staged.project, staged.name, Object.fromEntries(macs.map((k) => [k, ''])));
 }
 
 /**

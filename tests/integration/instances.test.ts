@@ -457,6 +457,23 @@ describe('an instance on a managed bridge', () => {
     await expectNoLeftovers(['bridged']);
   });
 
+  it('restored beside the original (another name, or with --replace over another instance), gets MAC addresses of its own', async () => {
+    const original = await mac();
+    const beside = await cli(['restore', 'instance', 'bridged', '--target-name', 'bridged2', '-y', '--project', P, '--target', target.uri]);
+    expect(beside.exitCode, beside.stderr).toBe(0);
+    expect(await state(P, 'bridged2')).toBe('Running');
+    const theirs = await incus('config', 'get', 'bridged2', 'volatile.eth0.hwaddr', '--project', P);
+    expect(theirs).toMatch(/^[0-9a-f:]{17}$/);
+    expect(theirs).not.toBe(original);
+    const over = await cli(['restore', 'instance', 'bridged', '--target-name', 'bridged2', '--replace', '-y', '--project', P, '--target', target.uri]);
+    expect(over.exitCode, over.stderr).toBe(0);
+    expect(await state(P, 'bridged2')).toBe('Running');
+    expect(await incus('config', 'get', 'bridged2', 'volatile.eth0.hwaddr', '--project', P)).not.toBe(original);
+    expect(await mac()).toBe(original);
+    await incus('delete', '-f', 'bridged2', '--project', P);
+    await expectNoLeftovers(['bridged']);
+  });
+
   it('gets its network devices and MAC address back, and runs, when the restored one does not start', async () => {
     const before = await mac();
     const port = await freePort();
