@@ -20,6 +20,19 @@ export function oneLineMessage(msg: string): string {
   return line.length > 400 ? `${line.slice(0, 399)}…` : line;
 }
 
+/** A project's limits.instances or limits.* aggregate refused a new instance or volume. */
+const PROJECT_LIMIT = /Reached maximum (number of instances|aggregate value)/;
+
+function hintFor(serverMessage: string): string | undefined {
+  if (STORAGE_FULL.test(serverMessage)) {
+    return 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`); a backup needs room there for its temporary copy, a restore can go to another pool (--pool-map)';
+  }
+  if (PROJECT_LIMIT.test(serverMessage)) {
+    return "the project's limits leave no room for one more: a point-in-time backup of a running instance makes a temporary copy in its project (--no-snapshot does not), and a restore imports beside the current instance before replacing it; raise the limit (`incus project set PROJECT limits.…`) or restore into another project (--project-map)";
+  }
+  return undefined;
+}
+
 /** An error answered by the Incus server; keeps the server's own message and HTTP status. */
 export class IncusError extends IbError {
   constructor(
@@ -28,11 +41,7 @@ export class IncusError extends IbError {
     readonly method: string,
     readonly path: string,
   ) {
-    super(
-      `Incus: ${oneLineMessage(serverMessage)}`,
-      ExitCode.failed,
-      STORAGE_FULL.test(serverMessage) ? 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`); a backup needs room there for its temporary copy, a restore can go to another pool (--pool-map)' : undefined,
-    );
+    super(`Incus: ${oneLineMessage(serverMessage)}`, ExitCode.failed, hintFor(serverMessage));
     this.name = 'IncusError';
   }
 

@@ -420,6 +420,25 @@ describe('instances on a directory target', () => {
   });
 });
 
+describe('a project at its limits', () => {
+  it("says that a point-in-time backup needs room for a temporary copy; --no-snapshot needs none", async () => {
+    const full = await testProject('lim');
+    try {
+      await incus('project', 'set', full.name, 'limits.instances=1');
+      await launch(full.name, 'only');
+      const r = await cli(['backup', 'instances', 'only', '--project', full.name, '--target', target.uri]);
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toMatch(/^Error: Incus: Reached maximum number of instances in project "t-lim-\w+"$/m);
+      expect(r.stderr).toMatch(/^Hint: the project's limits leave no room for one more: a point-in-time backup/m);
+      expect(await instanceNames(full.name)).toEqual(['only']);
+      const live = await cli(['backup', 'instances', 'only', '--no-snapshot', '--project', full.name, '--target', target.uri]);
+      expect(live.exitCode, live.stderr).toBe(0);
+    } finally {
+      await full.dispose();
+    }
+  });
+});
+
 describe('an instance on a managed bridge', () => {
   // Incus refuses to start an instance whose NIC has the MAC address of another instance's NIC on
   // the same bridge, stopped ones included: the restored instance has the original's MAC, so the

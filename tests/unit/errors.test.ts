@@ -49,4 +49,10 @@ describe('Incus errors', () => {
     expect(e.serverMessage).toBe(unpack);
     expect(new IncusError(404, 'Instance not found', 'GET', '/1.0/instances/x').hint).toBeUndefined();
   });
+
+  it("says why a project's limits matter to a backup or a restore", () => {
+    for (const msg of ['Reached maximum number of instances in project "p1"', 'Reached maximum aggregate value "2GiB" for "limits.memory" in project "p1"']) {
+      expect(new IncusError(400, msg, 'POST', '/1.0/instances').hint).toMatch(/^the project's limits leave no room for one more: a point-in-time backup .*--no-snapshot.*\(--project-map\)$/);
+    }
+  });
 });
