@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,9 +7,11 @@ import { cli, incus, incusJson, instanceNames, parseJson, sh, state } from './he
 
 // The README's two commands on a restic repository: `backup all` every night, and on the worst
 // day `restore all --dry-run`, then again with -y. A project with its own profiles and images
-// loses an instance, its volume, a profile and an image; everything comes back.
+// loses an instance, its volume, a profile and an image; everything comes back, the instance as
+// the same machine on its managed bridge (its MAC address).
 const tag = randomBytes(3).toString('hex');
 const P = `t-worst-${tag}`;
+const NET = `ibw${tag}`;
 const env = { RESTIC_PASSWORD: 'worst-day-pw' };
 let work: string;
 let uri: string;
@@ -32,6 +34,8 @@ beforeAll(async () => {
   await incus('profile', 'device', 'add', 'default', 'root', 'disk', 'path=/', 'pool=default', '--project', P);
   await incus('profile', 'create', 'app', '--project', P);
   await incus('profile', 'set', 'app', 'user.role', 'web', '--project', P);
+  await incus('network', 'create', NET, `ipv4.address=10.${randomInt(100, 250)}.${randomInt(0, 250)}.1/24`, 'ipv4.nat=false', 'ipv4.firewall=false', 'ipv6.address=none');
+  await incus('profile', 'device', 'add', 'app', 'eth0', 'nic', `network=${NET}`, 'name=eth0', '--project', P);
   await incus('image', 'export', 'ib-busybox', join(work, 'bb'));
   await incus('image', 'import', join(work, 'bb.tar'), '--project', P, '--alias', 'bb');
   fp = (await incusJson<{ fingerprint: string }[]>('/1.0/images?recursion=1', P))[0]!.fingerprint;
@@ -49,11 +53,14 @@ afterAll(async () => {
   }
   await incus('profile', 'delete', 'app', '--project', P).catch(() => undefined);
   await incus('project', 'delete', P).catch(() => undefined);
+  await incus('network', 'delete', NET).catch(() => undefined);
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
 describe('the worst day, on a restic repository', () => {
   it('backup all --with-images, lose everything, restore all --dry-run changes nothing, -y brings it all back', async () => {
+    const mac = await incus('config', 'get', 'web', 'volatile.eth0.hwaddr', '--project', P);
+    expect(mac).toMatch(/^[0-9a-f:]{17}$/);
     const b = await run('backup', 'all', '--with-images', '--output', 'json');
     expect(b.exitCode, b.stderr).toBe(0);
     expect(parseJson<{ type: string; status: string }[]>(b.stdout).map((r) => `${r.type}:${r.status}`)).toEqual([
@@ -101,6 +108,7 @@ describe('the worst day, on a restic repository', () => {
     expect(await instanceNames(P)).toEqual(['web']);
     expect(await state(P, 'web')).toBe('Running');
     expect(await sh(P, 'web', 'sha256sum /srv/blob | cut -d" " -f1')).toBe(dataSha);
+    expect(await incus('config', 'get', 'web', 'volatile.eth0.hwaddr', '--project', P)).toBe(mac);
 
     // Run again: nothing left to do.
     const again = await run('restore', 'all', '--apply-config', '--skip-existing', '--dry-run', '--output', 'json');
