@@ -200,19 +200,13 @@ export const ISO_VOLUMES = {
  * error or interrupt never leaves an instance frozen.
  */
 async function freezeWriters(ctx: RunContext, subject: BackupSubject, cleanup: Cleanup): Promise<() => Promise<number>> {
-  const names: string[] = [];
-  if (subject.kind === 'instance') names.push(subject.name);
-  else {
-    const vol = await ctx.api.getVolume(subject.project, subject.pool, subject.name);
-    for (const u of vol.used_by ?? []) {
-      const m = /^\/1\.0\/instances\/([^/?]+)/.exec(u);
-      if (m) names.push(decodeURIComponent(m[1]!));
-    }
-  }
+  const users =
+    subject.kind === 'instance'
+      ? [await ctx.api.getInstance(subject.project, subject.name)]
+      : (await ctx.api.volumeUsers(subject.project, subject.pool, subject.name)).map((u) => u.instance);
   const thaws: { name: string; remove: () => void }[] = [];
-  for (const name of names) {
-    const inst = await ctx.api.getInstance(subject.project, name);
-    if (inst.status !== 'Running') continue;
+  for (const { name, status } of users) {
+    if (status !== 'Running') continue;
     await ctx.api.setInstanceState(subject.project, name, 'freeze');
     thaws.push({ name, remove: cleanup.push(`unfreeze ${name}`, () => ctx.api.setInstanceState(subject.project, name, 'unfreeze')) });
   }

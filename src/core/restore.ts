@@ -70,6 +70,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   const plan: RestorePlanItem[] = [];
   const conflicts: string[] = [];
   const protectedOnes: string[] = [];
+  const viaProfiles: string[] = [];
   for (const entry of entries) {
     const dest = destOf(entry, opts.targetName, opts.maps);
     let exists = false;
@@ -85,13 +86,11 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
       }
     } else {
       try {
-        const vol = await ctx.api.getVolume(dest.project, dest.pool, dest.name);
+        await ctx.api.getVolume(dest.project, dest.pool, dest.name);
         exists = true;
-        for (const user of vol.used_by ?? []) {
-          const m = /^\/1\.0\/instances\/([^/?]+)/.exec(user);
-          if (!m) continue;
-          const inst = await ctx.api.getInstance(dest.project, decodeURIComponent(m[1]!));
-          if (inst.status !== 'Stopped') stops.push(inst.name);
+        for (const { instance, viaProfile } of await ctx.api.volumeUsers(dest.project, dest.pool, dest.name)) {
+          if (instance.status !== 'Stopped') stops.push(instance.name);
+          if (viaProfile && opts.replace) viaProfiles.push(`${destLabel(dest)} (${instance.name})`);
         }
       } catch (e) {
         if (!(e instanceof IncusError && e.notFound)) throw e;
@@ -118,6 +117,14 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     throw new UsageError(
       `${protectedOnes.join(', ')} ${protectedOnes.length === 1 ? 'is' : 'are'} protected against deletion (security.protection.delete=true), and a replace deletes the current instance once the restored one runs`,
       'unset it first (`incus config unset NAME security.protection.delete`), or restore beside it with --target-name NEW',
+    );
+  }
+  // Incus re-points the devices of profiles to a renamed volume, so a swap would leave the
+  // profile (and every instance of it) on the original, set aside; it is not done.
+  if (viaProfiles.length) {
+    throw new UsageError(
+      `attached through a profile, which a replace cannot swap: ${viaProfiles.join(', ')}`,
+      'restore it beside with --target-name NEW and point the profile at it, or move the disk device from the profile to the instances first',
     );
   }
   if (conflicts.length) {

@@ -49,6 +49,20 @@ export class IncusApi {
   listInstances(project: string): Promise<Instance[]> {
     return this.client.get<Instance[]>('/1.0/instances', { project, query: { recursion: '1' } });
   }
+  /**
+   * The instances of the project that have custom volume `pool/name` as a disk, through a device
+   * of their own or one of their profiles' (`viaProfile`). The volume's `used_by` is not enough:
+   * it lists no instance that has the volume through a profile.
+   */
+  async volumeUsers(project: string, pool: string, name: string): Promise<{ instance: Instance; viaProfile: boolean }[]> {
+    const uses = (d: Record<string, string> | undefined) => d?.type === 'disk' && d.pool === pool && d.source === name;
+    const out: { instance: Instance; viaProfile: boolean }[] = [];
+    for (const inst of await this.listInstances(project)) {
+      const devices = Object.entries(inst.expanded_devices ?? inst.devices).filter(([, d]) => uses(d));
+      if (devices.length) out.push({ instance: inst, viaProfile: devices.some(([dev]) => !uses(inst.devices[dev])) });
+    }
+    return out;
+  }
   getInstance(project: string, name: string): Promise<Instance> {
     return this.client.get<Instance>(`/1.0/instances/${enc(name)}`, { project });
   }

@@ -167,4 +167,29 @@ describe('custom volumes on a directory target', () => {
       await incus('project', 'delete', shared);
     }
   });
+
+  it('freezes the instances that have a volume through a profile, and will not swap such a volume', async () => {
+    // The volume's used_by lists no instance that has it through a profile.
+    const prof = `${P}-vp`;
+    await incus('storage', 'volume', 'create', 'default', 'pdata', '--project', P);
+    await incus('profile', 'create', prof);
+    await incus('profile', 'device', 'add', prof, 'pdata', 'disk', 'pool=default', 'source=pdata', 'path=/mnt/p');
+    await incus('launch', 'ib-busybox', 'puser', '--project', P, '-p', 'default', '-p', prof);
+    try {
+      const b = await cli(['backup', 'volume', 'default/pdata', '--project', P, '--target', target.uri, '--log-level', 'debug']);
+      expect(b.exitCode, b.stderr).toBe(0);
+      // Frozen for the snapshot, then thawed.
+      expect(b.stderr.match(/incus PUT \/1\.0\/instances\/puser\/state\?/g)).toHaveLength(2);
+      const r = await cli(['restore', 'volume', 'default/pdata', '--replace', '--force', '--project', P, '--target', target.uri]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(/^Error: attached through a profile, which a replace cannot swap: volume \S+\/default\/pdata \(puser\)$/m);
+      expect(r.stderr).toMatch(/^Hint: restore it beside with --target-name NEW/m);
+      expect(await state(P, 'puser')).toBe('Running');
+      expect((await volumeNames()).filter((n) => n.startsWith('ib'))).toEqual([]);
+    } finally {
+      await incus('delete', '-f', 'puser', '--project', P);
+      await incus('profile', 'delete', prof);
+      await incus('storage', 'volume', 'delete', 'default', 'pdata', '--project', P);
+    }
+  });
 });
