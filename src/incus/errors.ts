@@ -22,6 +22,8 @@ export function oneLineMessage(msg: string): string {
 
 /** A project's limits.instances or limits.* aggregate refused a new instance or volume. */
 const PROJECT_LIMIT = /Reached maximum (number of instances|aggregate value)/;
+/** A restricted project refused a snapshot or a backup (restricted.snapshots / restricted.backups). */
+const RESTRICTED = /doesn't allow for (snapshot|backup) creation/;
 
 function hintFor(serverMessage: string): string | undefined {
   if (STORAGE_FULL.test(serverMessage)) {
@@ -29,6 +31,12 @@ function hintFor(serverMessage: string): string | undefined {
   }
   if (PROJECT_LIMIT.test(serverMessage)) {
     return "the project's limits leave no room for one more: a point-in-time backup of a running instance makes a temporary copy in its project (--no-snapshot does not), and a restore imports beside the current instance before replacing it; raise the limit (`incus project set PROJECT limits.…`) or restore into another project (--project-map)";
+  }
+  const blocked = RESTRICTED.exec(serverMessage);
+  if (blocked) {
+    return blocked[1] === 'snapshot'
+      ? 'the project forbids snapshots (restricted.snapshots=block), and a point-in-time backup of a running instance or of a volume takes one for a moment: allow them (`incus project set PROJECT restricted.snapshots=allow`) or back up with --no-snapshot (not point-in-time)'
+      : 'the project forbids backups (restricted.backups=block, the default of a restricted project), which every backup asks Incus for: allow them (`incus project set PROJECT restricted.backups=allow`)';
   }
   return undefined;
 }

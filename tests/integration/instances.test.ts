@@ -420,7 +420,7 @@ describe('instances on a directory target', () => {
   });
 });
 
-describe('a project at its limits', () => {
+describe('a project at its limits, or restricted', () => {
   it("says that a point-in-time backup needs room for a temporary copy; --no-snapshot needs none", async () => {
     const full = await testProject('lim');
     try {
@@ -435,6 +435,30 @@ describe('a project at its limits', () => {
       expect(live.exitCode, live.stderr).toBe(0);
     } finally {
       await full.dispose();
+    }
+  });
+
+  it('says what a restricted project must allow: backups (off by default), and snapshots for a point-in-time one', async () => {
+    const rs = `${P}-rs`;
+    await incus('project', 'create', rs, '-c', 'features.images=false', '-c', 'features.profiles=true', '-c', 'restricted=true', '-c', 'restricted.snapshots=block');
+    try {
+      await incus('profile', 'device', 'add', 'default', 'root', 'disk', 'path=/', 'pool=default', '--project', rs);
+      await launch(rs, 'tenant');
+      const noBackups = await cli(['backup', 'instances', 'tenant', '--no-snapshot', '--project', rs, '--target', target.uri]);
+      expect(noBackups.exitCode).toBe(1);
+      expect(noBackups.stderr).toMatch(/^Error: Incus: Project "\S+" doesn't allow for backup creation$/m);
+      expect(noBackups.stderr).toMatch(/^Hint: the project forbids backups \(restricted\.backups=block, the default of a restricted project\)/m);
+      await incus('project', 'set', rs, 'restricted.backups=allow');
+      const r = await cli(['backup', 'instances', 'tenant', '--project', rs, '--target', target.uri]);
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toMatch(/^Error: Incus: Project "\S+" doesn't allow for snapshot creation$/m);
+      expect(r.stderr).toMatch(/^Hint: the project forbids snapshots \(restricted\.snapshots=block\)/m);
+      expect(await instanceNames(rs)).toEqual(['tenant']);
+      const live = await cli(['backup', 'instances', 'tenant', '--no-snapshot', '--project', rs, '--target', target.uri]);
+      expect(live.exitCode, live.stderr).toBe(0);
+    } finally {
+      await incus('delete', '-f', 'tenant', '--project', rs).catch(() => undefined);
+      await incus('project', 'delete', rs).catch(() => undefined);
     }
   });
 });

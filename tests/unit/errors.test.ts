@@ -54,5 +54,11 @@ describe('Incus errors', () => {
     for (const msg of ['Reached maximum number of instances in project "p1"', 'Reached maximum aggregate value "2GiB" for "limits.memory" in project "p1"']) {
       expect(new IncusError(400, msg, 'POST', '/1.0/instances').hint).toMatch(/^the project's limits leave no room for one more: a point-in-time backup .*--no-snapshot.*\(--project-map\)$/);
     }
+    expect(new IncusError(403, 'Project "rs" doesn\'t allow for snapshot creation', 'POST', '/1.0/instances/a/snapshots').hint).toMatch(
+      /^the project forbids snapshots \(restricted\.snapshots=block\).* or back up with --no-snapshot \(not point-in-time\)$/,
+    );
+    expect(new IncusError(403, 'Project "rs" doesn\'t allow for backup creation', 'POST', '/1.0/instances/a/backups').hint).toMatch(
+      /^the project forbids backups \(restricted\.backups=block, the default of a restricted project\).*restricted\.backups=allow`\)$/,
+    );
   });
 });
