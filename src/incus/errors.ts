@@ -27,6 +27,10 @@ const RESTRICTED = /doesn't allow for (snapshot|backup) creation/;
 
 function hintFor(serverMessage: string): string | undefined {
   if (STORAGE_FULL.test(serverMessage)) {
+    // Incus stages every export and every uploaded import as a file in its backups directory.
+    if (/\/backups\//.test(serverMessage)) {
+      return "the Incus host's backups directory is full: Incus stages each backup and each restore there as a whole file (/var/lib/incus/backups, or the volume storage.backups_volume names); free space there or give it a bigger volume (`incus config set storage.backups_volume POOL/VOLUME`)";
+    }
     return 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`); a backup needs room there for its temporary copy, a restore can go to another pool (--pool-map)';
   }
   if (PROJECT_LIMIT.test(serverMessage)) {

@@ -48,6 +48,9 @@ describe('Incus errors', () => {
     expect(e.hint).toMatch(/^a storage pool on the Incus host is full/);
     expect(e.serverMessage).toBe(unpack);
     expect(new IncusError(404, 'Instance not found', 'GET', '/1.0/instances/x').hint).toBeUndefined();
+    // Incus's staging area is not a pool: the hint says where it is.
+    const staging = 'Create instance from backup: write /var/lib/incus/backups/incus_backup_1234: no space left on device';
+    expect(new IncusError(400, staging, 'POST', '/1.0/instances').hint).toMatch(/^the Incus host's backups directory is full: .*storage\.backups_volume/);
   });
 
   it("says why a project's limits matter to a backup or a restore", () => {
