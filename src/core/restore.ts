@@ -162,7 +162,11 @@ export async function uploadVerified<T>(
   // waiting for another client's lock, or loading a large index, easily outlasts.
   const flows = await Promise.race([flowing.then(() => true), feeding.then(() => true, () => false)]);
   const [fed, uploaded] = await Promise.allSettled([feeding, flows ? upload(body) : Promise.resolve(undefined as T)]);
-  for (const r of [fed, uploaded]) if (r.status === 'rejected') {
+  // When Incus refuses the upload half-way (its staging area full, say), its answer says why; the
+  // feed then only broke off because nothing took its bytes any more.
+  const feedBrokeOff = fed.status === 'rejected' && (fed.reason as NodeJS.ErrnoException)?.code === 'ERR_STREAM_PREMATURE_CLOSE';
+  const order = uploaded.status === 'rejected' && (fed.status === 'fulfilled' || feedBrokeOff) ? [uploaded, fed] : [fed, uploaded];
+  for (const r of order) if (r.status === 'rejected') {
     body.destroy();
     archive.destroy();
     throw r.reason;

@@ -20,8 +20,11 @@ export function oneLineMessage(msg: string): string {
   return line.length > 400 ? `${line.slice(0, 399)}…` : line;
 }
 
-/** A project's limits.instances or limits.* aggregate refused a new instance or volume. */
-const PROJECT_LIMIT = /Reached maximum (number of instances|aggregate value)/;
+/**
+ * A project's limits.instances or limits.* aggregate refused a new instance or volume, or its
+ * limits.disk budget an upload (an import stops taking bytes half-way).
+ */
+const PROJECT_LIMIT = /Reached maximum (number of instances|aggregate value)|exceeding quota of/;
 /** A restricted project refused a snapshot or a backup (restricted.snapshots / restricted.backups). */
 const RESTRICTED = /doesn't allow for (snapshot|backup) creation/;
 

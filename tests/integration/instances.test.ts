@@ -438,6 +438,21 @@ describe('a project at its limits, or restricted', () => {
     }
   });
 
+  it("says why Incus stopped taking a restore half-way (the project's disk budget), without a stack trace", async () => {
+    const small = await testProject('quota');
+    try {
+      await incus('project', 'set', small.name, 'limits.disk=1MiB');
+      const r = await cli(['restore', 'instance', 'web', '--project-map', `${P}=${small.name}`, '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toMatch(/^Error: Incus: reached \d+ bytes, exceeding quota of 1048576$/m);
+      expect(r.stderr).toMatch(/^Hint: the project's limits leave no room for one more/m);
+      expect(r.stderr).not.toMatch(/Bug:|Premature close/);
+      expect(await instanceNames(small.name)).toEqual([]);
+    } finally {
+      await small.dispose();
+    }
+  });
+
   it('says what a restricted project must allow: backups (off by default), and snapshots for a point-in-time one', async () => {
     const rs = `${P}-rs`;
     await incus('project', 'create', rs, '-c', 'features.images=false', '-c', 'features.profiles=true', '-c', 'restricted=true', '-c', 'restricted.snapshots=block');

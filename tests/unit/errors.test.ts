@@ -54,7 +54,11 @@ describe('Incus errors', () => {
   });
 
   it("says why a project's limits matter to a backup or a restore", () => {
-    for (const msg of ['Reached maximum number of instances in project "p1"', 'Reached maximum aggregate value "2GiB" for "limits.memory" in project "p1"']) {
+    for (const msg of [
+      'Reached maximum number of instances in project "p1"',
+      'Reached maximum aggregate value "2GiB" for "limits.memory" in project "p1"',
+      'reached 10518528 bytes, exceeding quota of 10485760',
+    ]) {
       expect(new IncusError(400, msg, 'POST', '/1.0/instances').hint).toMatch(/^the project's limits leave no room for one more: a point-in-time backup .*--no-snapshot.*\(--project-map\)$/);
     }
     expect(new IncusError(403, 'Project "rs" doesn\'t allow for snapshot creation', 'POST', '/1.0/instances/a/snapshots').hint).toMatch(
