@@ -228,10 +228,18 @@ export class IncusClient {
     const id = operation.split('/').pop()!;
     for (;;) {
       signal?.throwIfAborted();
-      const op = await this.get<Operation>(`/1.0/operations/${encodeURIComponent(id)}/wait`, {
-        query: { timeout: '30' },
-        signal,
-      });
+      let op: Operation;
+      try {
+        op = await this.get<Operation>(`/1.0/operations/${encodeURIComponent(id)}/wait`, {
+          query: { timeout: '30' },
+          signal,
+        });
+      } catch (e) {
+        // Incus 6.0 answers a wait that times out, the operation still running, with the error
+        // "context deadline exceeded" (and a failed operation with its own error): look.
+        if (!(e instanceof IncusError) || e.serverMessage !== 'context deadline exceeded') throw e;
+        op = await this.get<Operation>(`/1.0/operations/${encodeURIComponent(id)}`, { signal });
+      }
       if (op.status_code === 200) return op;
       if (op.status_code >= 400) {
         throw new IncusError(op.status_code, op.err || op.status, 'WAIT', operation);

@@ -222,6 +222,33 @@ export async function slowAnswerProxy(request: RegExp, ms: number): Promise<{ so
 }
 
 /**
+ * A relay that asks Incus to answer every operation wait at once (`/wait?timeout=0`), as a wait
+ * on an operation that outlasts its 30 s slice would be answered: with the error "context
+ * deadline exceeded", the operation still running. timedOut() counts those answers.
+ */
+export async function impatientWaitProxy(): Promise<{ socket: string; timedOut: () => number; close: () => Promise<void> }> {
+  let timedOut = 0;
+  const relay = await incusRelay((client, upstream) => {
+    client.on('data', (chunk: Buffer) => {
+      const text = chunk.toString('latin1');
+      // Only request heads are rewritten, never an upload's body.
+      upstream.write(text.startsWith('GET ') ? Buffer.from(text.replace(/\/wait\?timeout=\d+/, '/wait?timeout=0'), 'latin1') : chunk);
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      timedOut += chunk.toString('latin1').split('"error":"context deadline exceeded"').length - 1;
+      client.write(chunk);
+    });
+    for (const s of [client, upstream]) {
+      s.on('close', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+  });
+  return { ...relay, timedOut: () => timedOut };
+}
+
+/**
  * A relay that breaks the one connection carrying a large transfer: once more than `afterBytes`
  * flowed in the given direction on a connection, both sides of it are destroyed. Everything else
  * (small API calls, the cleanup afterwards) passes. It injects a real mid-stream failure without

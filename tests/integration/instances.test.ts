@@ -7,6 +7,7 @@ import {
   cli,
   cliSpawn,
   freePort,
+  impatientWaitProxy,
   incus,
   incusJson,
   flipByte,
@@ -417,6 +418,27 @@ describe('instances on a directory target', () => {
         await incus('delete', '-f', name, '--project', P).catch(() => undefined);
       }
     }
+  });
+});
+
+describe('long operations', () => {
+  // Incus 6.0 answers a wait that outlasts its timeout with the error "context deadline
+  // exceeded" while the operation goes on; a backup whose staging outlasted the client's 30 s
+  // slice failed with it. Here every wait is answered at once, so every operation outlasts it.
+  it('are waited for however long they take', async () => {
+    const proxy = await impatientWaitProxy();
+    try {
+      const b = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      expect(b.exitCode, b.stderr).toBe(0);
+      const r = await cli(['restore', 'instance', 'web', '--target-name', 'web-long', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(proxy.timedOut()).toBeGreaterThan(0);
+    } finally {
+      await proxy.close();
+    }
+    expect(await state(P, 'web-long')).toBe('Running');
+    await incus('delete', '-f', 'web-long', '--project', P);
+    await expectNoLeftovers(['web']);
   });
 });
 
