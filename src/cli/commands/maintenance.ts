@@ -175,6 +175,8 @@ export class PruneCommand extends ScopedCommand {
       The policy applies to each resource (instance, volume, project config) separately, with restic's \`forget\` rules: a backup stays if any rule keeps it. Counts of -1 mean unlimited (write it as --keep-daily=-1); \`--keep-within\` takes durations such as 30d, 2w, 1y6m (measured from the newest backup). The newest backup of every resource and protected backups (see \`protect\`) always stay. Without any --keep option prune refuses to run.
 
       A preview lists every backup with keep or remove and the rules that keep it; \`--dry-run\` stops there, otherwise prune asks for confirmation (\`-y\` to skip). On a dir: target, prune holds the target's writer lock from planning to removal.
+
+      On a restic: target, prune also removes what a run killed between its data and its manifest snapshot left (a data snapshot that nothing lists), once that run is surely over: a later backup of the resource has completed, or a day has passed. They show in the preview as "left by a run that never completed".
     `,
     examples: [
       ['Keep 7 daily and 4 weekly backups of everything', '$0 prune all --keep-daily 7 --keep-weekly 4 --target dir:/srv/backups -y'],
