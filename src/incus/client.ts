@@ -69,8 +69,25 @@ export interface Operation {
   status: string;
   status_code: number;
   err: string;
+  description?: string;
   metadata: Record<string, unknown> | null;
   resources: Record<string, string[]> | null;
+}
+
+/** Seconds per operation wait; a wait that runs out is asked again. */
+const WAIT_SLICE_S = 30;
+/** After this many waits ran out (5 minutes), and as often again, the run says it still waits. */
+const NOTE_EVERY_SLICES = 10;
+
+/**
+ * What to say while an operation is still running after `slices` waits ran out, if anything:
+ * Incus reports no progress for staging a backup, and on a full backups directory Incus 6.0's
+ * backup operation never ends, so a nightly run would otherwise wait without a word.
+ */
+export function stillWaitingNote(slices: number, elapsedMs: number, description: string | undefined): string | undefined {
+  if (slices === 0 || slices % NOTE_EVERY_SLICES !== 0) return undefined;
+  const took = elapsedMs >= 60_000 ? `${Math.round(elapsedMs / 60_000)} min` : `${Math.round(elapsedMs / 1000)} s`;
+  return `Incus is still at "${description || 'an operation'}" after ${took}; if it never ends, look at the free space in Incus's backups directory (/var/lib/incus/backups) and at \`incus operation list\``;
 }
 
 export interface ServerInfo {
@@ -108,7 +125,7 @@ export class IncusClient {
   constructor(
     readonly socketPath: string = resolveSocketPath(),
     private readonly log?: RequestLogger,
-    private readonly onRetry?: (msg: string) => void,
+    private readonly warn?: (msg: string) => void,
   ) {
     // Staging a large backup or spooling an import can take many minutes between bytes:
     // undici's 300 s header/body timeouts would turn that into a bogus failure.
@@ -158,7 +175,7 @@ export class IncusClient {
       } catch (e) {
         if (method !== 'GET' || attempt >= RETRIES || opts.signal?.aborted || !transient(e)) throw e;
         const delay = 250 * 2 ** attempt;
-        this.onRetry?.(`${method} ${path} failed (${(e as Error).message}); retry ${attempt + 1} of ${RETRIES} in ${delay} ms`);
+        this.warn?.(`${method} ${path} failed (${(e as Error).message}); retry ${attempt + 1} of ${RETRIES} in ${delay} ms`);
         await new Promise((r) => setTimeout(r, delay));
       }
     }
@@ -226,12 +243,14 @@ export class IncusClient {
    */
   async wait(operation: string, signal?: AbortSignal): Promise<Operation> {
     const id = operation.split('/').pop()!;
+    const started = Date.now();
+    let slices = 0;
     for (;;) {
       signal?.throwIfAborted();
       let op: Operation;
       try {
         op = await this.get<Operation>(`/1.0/operations/${encodeURIComponent(id)}/wait`, {
-          query: { timeout: '30' },
+          query: { timeout: String(WAIT_SLICE_S) },
           signal,
         });
       } catch (e) {
@@ -239,6 +258,8 @@ export class IncusClient {
         // "context deadline exceeded" (and a failed operation with its own error): look.
         if (!(e instanceof IncusError) || e.serverMessage !== 'context deadline exceeded') throw e;
         op = await this.get<Operation>(`/1.0/operations/${encodeURIComponent(id)}`, { signal });
+        const note = op.status_code < 200 ? stillWaitingNote(++slices, Date.now() - started, op.description) : undefined;
+        if (note) this.warn?.(note);
       }
       if (op.status_code === 200) return op;
       if (op.status_code >= 400) {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { IncusClient } from '../../src/incus/client.js';
+import { IncusClient, stillWaitingNote } from '../../src/incus/client.js';
 import { IncusError } from '../../src/incus/errors.js';
 
 let server: Server | undefined;
@@ -54,5 +54,17 @@ describe('Incus client retries', () => {
     await expect(c.request('POST', '/1.0/x', { body: {} })).rejects.toMatchObject({ status: 503 });
     await c.close();
     expect(d.hits()).toBe(2);
+  });
+});
+
+describe('a long operation', () => {
+  it('is reported every 10 waits that ran out (5 minutes), with where to look', () => {
+    expect(stillWaitingNote(0, 0, 'Backing up instance')).toBeUndefined();
+    expect(stillWaitingNote(9, 270_000, 'Backing up instance')).toBeUndefined();
+    expect(stillWaitingNote(10, 300_400, 'Backing up instance')).toBe(
+      'Incus is still at "Backing up instance" after 5 min; if it never ends, look at the free space in Incus\'s backups directory (/var/lib/incus/backups) and at `incus operation list`',
+    );
+    expect(stillWaitingNote(11, 330_000, 'Backing up instance')).toBeUndefined();
+    expect(stillWaitingNote(20, 45_000, undefined)).toMatch(/^Incus is still at "an operation" after 45 s;/);
   });
 });
