@@ -17,6 +17,7 @@ let work: string;
 let uri: string;
 let fp = '';
 let dataSha = '';
+let subnet = '';
 
 const run = (...args: string[]) => cli([...args, '--project', P, '--target', uri], env);
 
@@ -34,7 +35,8 @@ beforeAll(async () => {
   await incus('profile', 'device', 'add', 'default', 'root', 'disk', 'path=/', 'pool=default', '--project', P);
   await incus('profile', 'create', 'app', '--project', P);
   await incus('profile', 'set', 'app', 'user.role', 'web', '--project', P);
-  await incus('network', 'create', NET, `ipv4.address=10.${randomInt(100, 250)}.${randomInt(0, 250)}.1/24`, 'ipv4.nat=false', 'ipv4.firewall=false', 'ipv6.address=none');
+  subnet = `10.${randomInt(100, 250)}.${randomInt(0, 250)}.1/24`;
+  await incus('network', 'create', NET, `ipv4.address=${subnet}`, 'ipv4.nat=false', 'ipv4.firewall=false', 'ipv6.address=none');
   await incus('profile', 'device', 'add', 'app', 'eth0', 'nic', `network=${NET}`, 'name=eth0', '--project', P);
   await incus('image', 'export', 'ib-busybox', join(work, 'bb'));
   await incus('image', 'import', join(work, 'bb.tar'), '--project', P, '--alias', 'bb');
@@ -116,5 +118,25 @@ describe('the worst day, on a restic repository', () => {
     const nothing = parseJson<Plan>(again.stdout);
     expect(nothing.images.map((i) => i.action)).toEqual(['skip']);
     expect(nothing.items.map((i) => i.action)).toEqual(['skip', 'skip']);
+  });
+
+  it('refuses, changing nothing, when the network a restored profile names is gone too (it belongs to the default project)', async () => {
+    // The project has no networks of its own: its profile's NIC uses the default project's
+    // network, which `restore all --project P` does not bring back. Incus would refuse the
+    // profile, and the instance would come back without its NIC.
+    await incus('delete', '-f', 'web', '--project', P);
+    await incus('profile', 'device', 'remove', 'app', 'eth0', '--project', P);
+    await incus('network', 'delete', NET);
+    const r = await run('restore', 'all', '--apply-config', '--skip-existing', '-y');
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`missing: network ${NET} (project ${P}), needed by profile ${P}/app`);
+    expect(r.stderr).toMatch(/^Hint: the config this restore applies does not create them: .*restore config --apply --project default/m);
+    expect(await instanceNames(P)).toEqual([]);
+    expect(Object.keys((await incusJson<{ devices: Record<string, unknown> }>('/1.0/profiles/app', P)).devices)).toEqual([]);
+    await incus('network', 'create', NET, `ipv4.address=${subnet}`, 'ipv4.nat=false', 'ipv4.firewall=false', 'ipv6.address=none');
+    const again = await run('restore', 'all', '--apply-config', '--skip-existing', '-y');
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(await state(P, 'web')).toBe('Running');
+    expect(await incus('config', 'get', 'web', 'volatile.eth0.hwaddr', '--project', P)).toMatch(/^[0-9a-f:]{17}$/);
   });
 });

@@ -117,7 +117,7 @@ abstract class RestoreBase extends BaseCommand {
       `cannot restore: ${missing.length} thing(s) the backups need do not exist in the destination`,
       ExitCode.failed,
       applyingConfig
-        ? 'the config backup does not have them either: create them first, or map names with --project-map/--pool-map/--profile-map/--network-map'
+        ? "the config this restore applies does not create them: create them first, restore them from the config backup where they live (the default project's networks and profiles serve projects without their own: `restore config --apply --project default`), or map names with --project-map/--pool-map/--profile-map/--network-map"
         : 'create them, restore the config first (restore all --apply-config), or map names with --project-map/--pool-map',
     );
   }
@@ -343,12 +343,25 @@ export class RestoreAllCommand extends RestoreBase {
     }
     const imageWork = images.filter((i) => i.action !== 'skip');
     const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
+    // The profiles the config step writes need what their devices name: with a network that is
+    // neither there nor created, Incus refuses the profile and its instances come back without
+    // their NICs.
+    const configNeeds: Requirement[] = [];
+    for (const c of config?.changes ?? []) {
+      const o = c.object;
+      if (c.action === 'delete' || o.kind !== 'profile') continue;
+      const p = o.project ?? 'default';
+      for (const d of Object.values(o.devices ?? {})) {
+        if (d.type === 'nic' && d.network) configNeeds.push({ what: 'network', project: p, name: d.network, neededBy: `profile ${p}/${o.name}` });
+        if (d.type === 'disk' && d.pool) configNeeds.push({ what: 'storage-pool', project: p, name: d.pool, neededBy: `profile ${p}/${o.name}` });
+      }
+    }
     const inherited = (r: Requirement): Requirement => {
       const p = sharing.get(r.project);
       const feature = r.what === 'profile' ? 'profiles' : r.what === 'network' ? 'networks' : undefined;
       return p && feature && !ownsFeature(p, feature) ? { ...r, project: 'default' } : r;
     };
-    const missing = await this.preflight(ctx, plan, willExist, imageNeeds, inherited);
+    const missing = await this.preflight(ctx, plan, willExist, [...imageNeeds, ...configNeeds], inherited);
     const work = plan.filter((i) => i.action !== 'skip');
     const configWork = config?.changes.length ?? 0;
     const nothingToDo = !work.length && !configWork && !imageWork.length;
