@@ -119,11 +119,15 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
         cleanup.push(`delete temporary copy ${copy}`, () => api.deleteOwn({ ...subject, name: copy }));
         await api.copyInstanceFromSnapshot(subject.project, subject.name, snap, copy, {});
         // The copy got a new identity; give it the source's so the restore is the same machine.
+        // Nor may Incus start it on its own, beside the original, should the daemon restart
+        // meanwhile (boot.autostart, or a running source's last state): the manifest keeps the
+        // source's setting for the restore.
         await api.updateInstance(subject.project, copy, (i) => {
-          const config = { ...i.config, ...identityKeys(srcInst.config) };
+          const config: Record<string, string> = { ...i.config, ...identityKeys(srcInst.config), 'boot.autostart': 'false' };
           delete config['volatile.apply_template'];
           return { ...i, config };
         });
+        source = { ...source, bootAutostart: srcInst.config['boot.autostart'] ?? '' };
       } else {
         cleanup.push(`delete temporary copy ${copy}`, () => api.deleteOwn({ ...subject, name: copy }));
         await api.copyVolumeFromSnapshot(subject.project, subject.pool, subject.name, snap, copy, {});

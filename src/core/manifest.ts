@@ -24,7 +24,18 @@ export interface Manifest extends ResourceKey {
     storedSize: number;
     storedSha256: string;
   };
-  source: { status?: string; instanceType?: string; contentType?: string; host?: string };
+  source: {
+    status?: string;
+    instanceType?: string;
+    contentType?: string;
+    host?: string;
+    /**
+     * An instance backed up through a temporary copy: the source's `boot.autostart` ('' when
+     * unset). The copy, whose config the archive holds, has it false (Incus would start it on its
+     * own beside the original when the daemon restarts); a restore puts this value back.
+     */
+    bootAutostart?: string;
+  };
   /** Images: what Incus needs to import it again and to give it back its names. */
   image?: {
     contentType: string;

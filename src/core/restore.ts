@@ -211,6 +211,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       swapped = true;
     } else {
       await freshMacsForACopy(ctx, item, staged);
+      await sourceAutostart(ctx, item, staged);
       await rename(ctx, staged, item.dest.name);
       swapped = true; // the staged resource is now the destination
       await keepCloudInitIdentity(ctx, item);
@@ -274,6 +275,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       undo.push(`give ${dest.name} its network devices back`, unmask);
     }
     await freshMacsForACopy(ctx, item, staged);
+    await sourceAutostart(ctx, item, staged);
     await rename(ctx, staged, dest.name);
     undo.push(`remove the restored copy`, async () => {
       // A start that failed half-way can leave it running or frozen: it must be stopped first.
@@ -394,6 +396,12 @@ async function freshMacsForACopy(ctx: RunContext, item: RestorePlanItem, staged:
   const inst = await ctx.api.getInstance(staged.project, staged.name);
   const macs = Object.keys(inst.config).filter((k) => /^volatile\.[^.]+\.hwaddr$/.test(k));
   if (macs.length) await ctx.api.patchInstanceConfig(staged.project, staged.name, Object.fromEntries(macs.map((k) => [k, ''])));
+}
+
+/** The source's boot.autostart, which the archive of a temporary copy does not hold (Manifest.source). */
+async function sourceAutostart(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
+  const value = item.entry.manifest.source.bootAutostart;
+  if (staged.kind === 'instance' && value !== undefined) await ctx.api.patchInstanceConfig(staged.project, staged.name, { 'boot.autostart': value });
 }
 
 /**

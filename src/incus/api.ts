@@ -141,7 +141,8 @@ export class IncusApi {
   /**
    * Deletes what a run made or set aside (a temporary copy, a staged import, a replaced
    * original); one already gone is fine. A copy or an import of an instance that is protected
-   * against deletion (`security.protection.delete`) is protected too: that is lifted first.
+   * against deletion (`security.protection.delete`) is protected too: that is lifted first; a
+   * copy that runs is stopped first.
    */
   async deleteOwn(s: BackupSubject): Promise<void> {
     try {
@@ -149,8 +150,11 @@ export class IncusApi {
       else await this.deleteVolume(s.project, s.pool, s.name);
     } catch (e) {
       if (e instanceof IncusError && e.notFound) return;
-      if (s.kind !== 'instance' || !(e instanceof IncusError) || !/\bis protected\b/i.test(e.message)) throw e;
-      await this.patchInstanceConfig(s.project, s.name, { 'security.protection.delete': 'false' });
+      if (s.kind !== 'instance' || !(e instanceof IncusError)) throw e;
+      if (/\bis protected\b/i.test(e.message)) await this.patchInstanceConfig(s.project, s.name, { 'security.protection.delete': 'false' });
+      // A killed run's copy that a restarted daemon started (older backups did not stop that).
+      else if (/\bis running\b/i.test(e.message)) await this.setInstanceState(s.project, s.name, 'stop', { force: true });
+      else throw e;
       await this.deleteInstance(s.project, s.name);
     }
   }

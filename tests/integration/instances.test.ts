@@ -421,6 +421,34 @@ describe('instances on a directory target', () => {
   });
 });
 
+describe('the temporary copy', () => {
+  it("never starts on its own (a restarted incusd would start it beside the original); the restored instance gets the source's boot.autostart", async () => {
+    await incus('config', 'set', 'web', 'boot.autostart=true', '--project', P);
+    // A killed run's copy from before this rule, which a restarted incusd started: the next run
+    // stops and removes it.
+    await incus('copy', 'web', 'ibtmp-999998-0badcafe', '--project', P);
+    await incus('start', 'ibtmp-999998-0badcafe', '--project', P);
+    try {
+      const b = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(b.stderr).toMatch(/removing temporary copy \S+\/ibtmp-999998-0badcafe left by an interrupted run/);
+      expect(b.stderr).not.toMatch(/cleanup failed/);
+      expect(await instanceNames(P)).toEqual(['web']);
+      const row = (await listJson('web')).at(-1)!;
+      const manifest = JSON.parse(readFileSync(join(row.location, 'manifest.json'), 'utf8'));
+      expect(manifest.source.bootAutostart).toBe('true');
+      expect(manifest.index.config.container.config['boot.autostart']).toBe('false');
+      const r = await cli(['restore', 'instance', 'web', '--target-name', 'web-auto', '--no-start', '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await incus('config', 'get', 'web-auto', 'boot.autostart', '--project', P)).toBe('true');
+    } finally {
+      await incus('config', 'unset', 'web', 'boot.autostart', '--project', P);
+      for (const name of ['web-auto', 'ibtmp-999998-0badcafe']) await incus('delete', '-f', name, '--project', P).catch(() => undefined);
+    }
+    await expectNoLeftovers(['web']);
+  });
+});
+
 describe('long operations', () => {
   // Incus 6.0 answers a wait that outlasts its timeout with the error "context deadline
   // exceeded" while the operation goes on; a backup whose staging outlasted the client's 30 s
