@@ -125,7 +125,8 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
         await api.updateInstance(subject.project, copy, (i) => {
           const config: Record<string, string> = { ...i.config, ...identityKeys(srcInst.config), 'boot.autostart': 'false' };
           delete config['volatile.apply_template'];
-          return { ...i, config };
+          // A copy is never ephemeral; the archive must say what the source is.
+          return { ...i, config, ephemeral: srcInst.ephemeral };
         });
         source = { ...source, bootAutostart: srcInst.config['boot.autostart'] ?? '' };
       } else {

@@ -255,8 +255,15 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
   const aside: BackupSubject = { ...dest, name: asideName() };
   const undo = new Cleanup();
   let notStarted: { error: Error; user?: string } | undefined;
+  const ephemeral: string[] = [];
   try {
     for (const name of item.stops) {
+      // Incus deletes an ephemeral instance that stops: it is an ordinary one until it runs again.
+      if ((await api.getInstance(dest.project, name)).ephemeral) {
+        await api.updateInstance(dest.project, name, (i) => ({ ...i, ephemeral: false }));
+        ephemeral.push(name);
+        undo.push(`make ${name} ephemeral again`, () => api.updateInstance(dest.project, name, (i) => ({ ...i, ephemeral: true })));
+      }
       await api.setInstanceState(dest.project, name, 'stop', { timeout: 30 }).catch(() =>
         api.setInstanceState(dest.project, name, 'stop', { force: true }),
       );
@@ -315,6 +322,13 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
   await api.deleteOwn(aside).catch((e: unknown) =>
     ui.warn(`the replaced ${dest.name} is kept as ${aside.name}: deleting it failed (${(e as Error).message})`),
   );
+  // The users of a volume that were ephemeral, running again, are so again.
+  for (const name of ephemeral) {
+    if (dest.kind === 'instance' && name === dest.name) continue;
+    await api.updateInstance(dest.project, name, (i) => ({ ...i, ephemeral: true })).catch((e: unknown) =>
+      ui.warn(`${name} could not be made ephemeral again (${(e as Error).message}); \`incus config edit ${name}\` sets it`),
+    );
+  }
 }
 
 /** What a replace says when the restored instance, or a user of the restored volume, did not start. */

@@ -155,7 +155,10 @@ export class IncusApi {
       // A killed run's copy that a restarted daemon started (older backups did not stop that).
       else if (/\bis running\b/i.test(e.message)) await this.setInstanceState(s.project, s.name, 'stop', { force: true });
       else throw e;
-      await this.deleteInstance(s.project, s.name);
+      // An ephemeral one is gone once stopped.
+      await this.deleteInstance(s.project, s.name).catch((again: unknown) => {
+        if (!(again instanceof IncusError && again.notFound)) throw again;
+      });
     }
   }
   async renameVolume(project: string, pool: string, name: string, newName: string): Promise<void> {

@@ -421,6 +421,26 @@ describe('instances on a directory target', () => {
   });
 });
 
+describe('an ephemeral instance', () => {
+  it('is replaced by its backup: Incus deletes one that stops, so it is not ephemeral while the swap stops it', async () => {
+    await incus('launch', 'ib-busybox', 'eph', '--ephemeral', '--project', P);
+    try {
+      await sh(P, 'eph', 'echo before > /root/mark');
+      const b = await cli(['backup', 'instances', 'eph', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      await sh(P, 'eph', 'echo after > /root/mark');
+      const r = await cli(['restore', 'instance', 'eph', '--replace', '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await state(P, 'eph')).toBe('Running');
+      expect(await sh(P, 'eph', 'cat /root/mark')).toBe('before');
+      expect((await incusJson<{ ephemeral: boolean }>('/1.0/instances/eph', P)).ephemeral).toBe(true);
+      await expectNoLeftovers(['eph']);
+    } finally {
+      await incus('delete', '-f', 'eph', '--project', P).catch(() => undefined);
+    }
+  });
+});
+
 describe('the temporary copy', () => {
   it("never starts on its own (a restarted incusd would start it beside the original); the restored instance gets the source's boot.autostart", async () => {
     await incus('config', 'set', 'web', 'boot.autostart=true', '--project', P);

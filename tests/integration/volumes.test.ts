@@ -192,4 +192,24 @@ describe('custom volumes on a directory target', () => {
       await incus('storage', 'volume', 'delete', 'default', 'pdata', '--project', P);
     }
   });
+
+  it('replaces a volume whose user is ephemeral (Incus deletes one that stops): the user runs again, ephemeral, on the restored data', async () => {
+    await incus('storage', 'volume', 'create', 'default', 'edata', '--project', P);
+    await incus('launch', 'ib-busybox', 'euser', '--ephemeral', '--project', P);
+    try {
+      await incus('storage', 'volume', 'attach', 'default', 'edata', 'euser', '/mnt/e', '--project', P);
+      await sh(P, 'euser', 'echo before > /mnt/e/mark');
+      const b = await cli(['backup', 'volume', 'default/edata', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      await sh(P, 'euser', 'echo after > /mnt/e/mark');
+      const r = await cli(['restore', 'volume', 'default/edata', '--replace', '--force', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await state(P, 'euser')).toBe('Running');
+      expect(await sh(P, 'euser', 'cat /mnt/e/mark')).toBe('before');
+      expect((await incusJson<{ ephemeral: boolean }>('/1.0/instances/euser', P)).ephemeral).toBe(true);
+    } finally {
+      await incus('delete', '-f', 'euser', '--project', P).catch(() => undefined);
+      await incus('storage', 'volume', 'delete', 'default', 'edata', '--project', P).catch(() => undefined);
+    }
+  });
 });
