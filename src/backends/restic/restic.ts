@@ -352,6 +352,12 @@ export class Restic {
     // the lock" on stdout, which for a dump is the archive itself.
     const quiet = command === 'dump' ? ['--quiet'] : [];
     const lock = read && this.lockless ? ['--no-lock'] : ['--retry-lock', this.retryLock];
+    // restic is stopped, for the first reason it gives, with the line that gave it.
+    const stop = (why: keyof Stopped, line: string) => {
+      if (stopped[why]) return;
+      stopped[why] = line;
+      child.kill();
+    };
     const child = startProcess(this.binary, [...lock, ...quiet, ...args], {
       ...processOpts,
       env: this.env,
@@ -359,20 +365,10 @@ export class Restic {
         // restic retries an unreachable server for many minutes; while it cannot even read
         // the repository's config there is nothing to wait for.
         if (isUnreachableRetry(line)) {
-          if (++retries >= 3) {
-            stopped.unreachable = line;
-            child.kill();
-          }
-        } else if (isLockRefused(line)) {
-          if (!stopped.lockRefused) {
-            stopped.lockRefused = line;
-            child.kill();
-          }
-        } else if (isRetry(line)) this.onRetry?.(scrub(line, this.secrets));
-        if (isFailedSave(line) && !stopped.failedSave) {
-          stopped.failedSave = line;
-          child.kill();
-        }
+          if (++retries >= 3) stop('unreachable', line);
+        } else if (isLockRefused(line)) stop('lockRefused', line);
+        else if (isRetry(line)) this.onRetry?.(scrub(line, this.secrets));
+        if (isFailedSave(line)) stop('failedSave', line);
         opts.onStderrLine?.(line);
       },
     });
