@@ -333,6 +333,10 @@ export class RestoreAllCommand extends RestoreBase {
     // Projects the config step creates without profiles or networks of their own use the
     // default project's, as Incus resolves them for an existing project.
     const sharing = new Map<string, ConfigObject>();
+    // The profiles the config step writes need what their devices name: with a network that is
+    // neither there nor created, Incus refuses the profile and its instances come back without
+    // their NICs.
+    const configNeeds: Requirement[] = [];
     for (const c of config?.changes ?? []) {
       const o = c.object;
       if (c.action === 'delete') continue;
@@ -340,22 +344,15 @@ export class RestoreAllCommand extends RestoreBase {
       if (o.kind === 'project') willExist.add(requirementKey('project', o.name, o.name));
       if (o.kind === 'profile' || o.kind === 'network') willExist.add(requirementKey(o.kind, o.project ?? 'default', o.name));
       if (o.kind === 'storage-pool') for (const i of plan) willExist.add(requirementKey('storage-pool', i.dest.project, o.name));
-    }
-    const imageWork = images.filter((i) => i.action !== 'skip');
-    const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
-    // The profiles the config step writes need what their devices name: with a network that is
-    // neither there nor created, Incus refuses the profile and its instances come back without
-    // their NICs.
-    const configNeeds: Requirement[] = [];
-    for (const c of config?.changes ?? []) {
-      const o = c.object;
-      if (c.action === 'delete' || o.kind !== 'profile') continue;
+      if (o.kind !== 'profile') continue;
       const p = o.project ?? 'default';
       for (const d of Object.values(o.devices ?? {})) {
         if (d.type === 'nic' && d.network) configNeeds.push({ what: 'network', project: p, name: d.network, neededBy: `profile ${p}/${o.name}` });
         if (d.type === 'disk' && d.pool) configNeeds.push({ what: 'storage-pool', project: p, name: d.pool, neededBy: `profile ${p}/${o.name}` });
       }
     }
+    const imageWork = images.filter((i) => i.action !== 'skip');
+    const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
     const inherited = (r: Requirement): Requirement => {
       const p = sharing.get(r.project);
       const feature = r.what === 'profile' ? 'profiles' : r.what === 'network' ? 'networks' : undefined;
