@@ -210,8 +210,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       await unbreakableStep(`replacing ${label}`, () => swapIn(ctx, item, staged, task));
       swapped = true;
     } else {
-      await freshMacsForACopy(ctx, item, staged);
-      await sourceAutostart(ctx, item, staged);
+      await settleStagedConfig(ctx, item, staged);
       await rename(ctx, staged, item.dest.name);
       swapped = true; // the staged resource is now the destination
       await keepCloudInitIdentity(ctx, item);
@@ -281,8 +280,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       const unmask = await maskNics(ctx, aside);
       undo.push(`give ${dest.name} its network devices back`, unmask);
     }
-    await freshMacsForACopy(ctx, item, staged);
-    await sourceAutostart(ctx, item, staged);
+    await settleStagedConfig(ctx, item, staged);
     await rename(ctx, staged, dest.name);
     undo.push(`remove the restored copy`, async () => {
       // A start that failed half-way can leave it running or frozen: it must be stopped first.
@@ -398,24 +396,25 @@ async function reattachUsers(ctx: RunContext, project: string, disks: DetachedDi
 }
 
 /**
- * An instance restored under another name or into another project is a second machine beside
- * the first, not the same one: like `incus copy`, it gets new MAC addresses (Incus makes them at
- * its first start). With the original's it would not even start next to it on the same bridge
- * (Incus refuses a MAC that another NIC there has), and in another project it would share the
- * original's MAC on the wire.
+ * The config a staged instance takes its name with, set in one update:
+ *  - The source's boot.autostart, which the archive of a temporary copy does not hold
+ *    (Manifest.source.bootAutostart).
+ *  - Restored under another name or into another project, it is a second machine beside the
+ *    first, not the same one: like `incus copy`, it gets new MAC addresses (Incus makes them at
+ *    its first start). With the original's it would not even start next to it on the same
+ *    bridge (Incus refuses a MAC that another NIC there has), and in another project it would
+ *    share the original's MAC on the wire.
  */
-async function freshMacsForACopy(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
+async function settleStagedConfig(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
+  if (staged.kind !== 'instance') return;
   const m = item.entry.manifest;
-  if (staged.kind !== 'instance' || (item.dest.name === m.name && item.dest.project === m.project)) return;
-  const inst = await ctx.api.getInstance(staged.project, staged.name);
-  const macs = Object.keys(inst.config).filter((k) => /^volatile\.[^.]+\.hwaddr$/.test(k));
-  if (macs.length) await ctx.api.patchInstanceConfig(staged.project, staged.name, Object.fromEntries(macs.map((k) => [k, ''])));
-}
-
-/** The source's boot.autostart, which the archive of a temporary copy does not hold (Manifest.source). */
-async function sourceAutostart(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
-  const value = item.entry.manifest.source.bootAutostart;
-  if (staged.kind === 'instance' && value !== undefined) await ctx.api.patchInstanceConfig(staged.project, staged.name, { 'boot.autostart': value });
+  const config: Record<string, string> = {};
+  if (m.source.bootAutostart !== undefined) config['boot.autostart'] = m.source.bootAutostart;
+  if (item.dest.name !== m.name || item.dest.project !== m.project) {
+    const inst = await ctx.api.getInstance(staged.project, staged.name);
+    for (const k of Object.keys(inst.config)) if (/^volatile\.[^.]+\.hwaddr$/.test(k)) config[k] = '';
+  }
+  if (Object.keys(config).length) await ctx.api.patchInstanceConfig(staged.project, staged.name, config);
 }
 
 /**
