@@ -1,6 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable, type Transform } from 'node:stream';
-import type { BackupSubject } from '../incus/api.js';
+import { volumeUsersIn, type BackupSubject } from '../incus/api.js';
+import type { Instance } from '../incus/types.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
 import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
@@ -71,6 +72,9 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   const conflicts: string[] = [];
   const protectedOnes: string[] = [];
   const viaProfiles: string[] = [];
+  // Each project's instances are listed once, for the users of all its volumes.
+  const listed = new Map<string, Promise<Instance[]>>();
+  const instancesOf = (project: string) => listed.get(project) ?? listed.set(project, ctx.api.listInstances(project)).get(project)!;
   for (const entry of entries) {
     const dest = destOf(entry, opts.targetName, opts.maps);
     let exists = false;
@@ -88,7 +92,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
       try {
         await ctx.api.getVolume(dest.project, dest.pool, dest.name);
         exists = true;
-        for (const { instance, viaProfile } of await ctx.api.volumeUsers(dest.project, dest.pool, dest.name)) {
+        for (const { instance, viaProfile } of volumeUsersIn(await instancesOf(dest.project), dest.pool, dest.name)) {
           if (instance.status !== 'Stopped') stops.push(instance.name);
           if (viaProfile && opts.replace) viaProfiles.push(`${destLabel(dest)} (${instance.name})`);
         }

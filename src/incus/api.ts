@@ -20,6 +20,27 @@ function names(urls: string[]): string[] {
   return urls.map((u) => decodeURIComponent(u.split('?')[0]!.split('/').pop()!));
 }
 
+export interface VolumeUser {
+  instance: Instance;
+  /** It has the volume through one of its profiles' devices. */
+  viaProfile: boolean;
+}
+
+/**
+ * Which of `instances` (a project's, listed with recursion) have custom volume `pool/name` as a
+ * disk, through a device of their own or one of their profiles'. The volume's `used_by` is not
+ * enough: it lists no instance that has the volume through a profile.
+ */
+export function volumeUsersIn(instances: Instance[], pool: string, name: string): VolumeUser[] {
+  const uses = (d: Record<string, string> | undefined) => d?.type === 'disk' && d.pool === pool && d.source === name;
+  const out: VolumeUser[] = [];
+  for (const inst of instances) {
+    const devices = Object.entries(inst.expanded_devices ?? inst.devices).filter(([, d]) => uses(d));
+    if (devices.length) out.push({ instance: inst, viaProfile: devices.some(([dev]) => !uses(inst.devices[dev])) });
+  }
+  return out;
+}
+
 /**
  * Typed operations on top of the client. Everything that talks to Incus goes through
  * `IncusClient`; this file only knows paths and payloads.
@@ -49,19 +70,9 @@ export class IncusApi {
   listInstances(project: string): Promise<Instance[]> {
     return this.client.get<Instance[]>('/1.0/instances', { project, query: { recursion: '1' } });
   }
-  /**
-   * The instances of the project that have custom volume `pool/name` as a disk, through a device
-   * of their own or one of their profiles' (`viaProfile`). The volume's `used_by` is not enough:
-   * it lists no instance that has the volume through a profile.
-   */
-  async volumeUsers(project: string, pool: string, name: string): Promise<{ instance: Instance; viaProfile: boolean }[]> {
-    const uses = (d: Record<string, string> | undefined) => d?.type === 'disk' && d.pool === pool && d.source === name;
-    const out: { instance: Instance; viaProfile: boolean }[] = [];
-    for (const inst of await this.listInstances(project)) {
-      const devices = Object.entries(inst.expanded_devices ?? inst.devices).filter(([, d]) => uses(d));
-      if (devices.length) out.push({ instance: inst, viaProfile: devices.some(([dev]) => !uses(inst.devices[dev])) });
-    }
-    return out;
+  /** The instances of the project that have custom volume `pool/name` as a disk (see volumeUsersIn). */
+  async volumeUsers(project: string, pool: string, name: string): Promise<VolumeUser[]> {
+    return volumeUsersIn(await this.listInstances(project), pool, name);
   }
   getInstance(project: string, name: string): Promise<Instance> {
     return this.client.get<Instance>(`/1.0/instances/${enc(name)}`, { project });
