@@ -92,9 +92,9 @@ export async function elsewhereHint(backend: Backend, filter: ListFilter): Promi
   return `the target holds backups of other projects: ${which}; pass --project ${found.length === 1 ? found[0]![0] : 'NAME'} or --all-projects`;
 }
 
-/** Whether a listing scoped to a project holds anything of the project itself (not just the server-wide config). */
-export function holdsProject(entries: BackupEntry[]): boolean {
-  return entries.some((e) => e.manifest.project !== SERVER_WIDE);
+/** Whether what a run scoped to a project found (manifests, verify items) holds anything of the project itself (not just the server-wide config). */
+export function holdsProject(found: { project?: string | undefined }[]): boolean {
+  return found.some((f) => f.project !== undefined && f.project !== SERVER_WIDE);
 }
 
 /** The resource words of `list`, `verify`, `prune`, `protect`, and the type each stands for. */

@@ -46,7 +46,7 @@ export class ListCommand extends BaseCommand {
       toListData,
     );
     if (entries.length === 0 && this.format === 'table') this.context.stderr.write('no backups found\n');
-    const elsewhere = holdsProject(entries) ? undefined : await elsewhereHint(backend, filter);
+    const elsewhere = holdsProject(entries.map((e) => e.manifest)) ? undefined : await elsewhereHint(backend, filter);
     if (elsewhere) this.context.stderr.write(`${elsewhere}\n`);
   }
 }

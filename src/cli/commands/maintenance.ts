@@ -5,12 +5,12 @@ import type { Backend, ListFilter } from '../../backends/types.js';
 import { leftoverRows, planPrune, pruneRows, reasonText, effectivePolicy, type PruneRow } from '../../core/prune.js';
 import { policyIsEmpty, RetentionError, type RetentionPolicy } from '../../core/retention.js';
 import type { Ui } from '../../core/run.js';
-import { SERVER_WIDE, type ResourceKey, type ResourceType } from '../../core/types.js';
+import type { ResourceKey, ResourceType } from '../../core/types.js';
 import { readDataSubsetProblem, verifyBackups, verifyFailed, type VerifyItem } from '../../core/verify.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, humanDuration, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { elsewhereHint, pickVersion, KINDS, kindOption, type Kind } from '../select.js';
+import { elsewhereHint, holdsProject, pickVersion, KINDS, kindOption, type Kind } from '../select.js';
 import { parseVolumeRef } from './backup.js';
 
 
@@ -88,7 +88,7 @@ abstract class ScopedCommand extends BaseCommand {
 
   /** A run that found nothing of its project: where the target's backups are instead, if anywhere. */
   async noteElsewhere(backend: Backend, filter: ListFilter, found: { project?: string | undefined }[]): Promise<void> {
-    if (found.some((f) => f.project !== undefined && f.project !== SERVER_WIDE)) return;
+    if (holdsProject(found)) return;
     const elsewhere = await elsewhereHint(backend, filter);
     if (elsewhere) this.context.stderr.write(`${elsewhere}\n`);
   }
