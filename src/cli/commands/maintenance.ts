@@ -237,7 +237,8 @@ export class PruneCommand extends ScopedCommand {
       this.print([...pruneRows(plan), ...leftoverRows(leftovers)], pruneColumns);
       const err = this.context.stderr;
       const leftoverBytes = leftovers.reduce((n, b) => n + (b.size ?? 0), 0);
-      const andLeftovers = leftovers.length ? ` and ${leftovers.length} leftover(s) of runs that never completed (${humanBytes(leftoverBytes)})` : '';
+      const andN = leftovers.length ? ` and ${leftovers.length} leftover(s)` : '';
+      const andLeftovers = andN && `${andN} of runs that never completed (${humanBytes(leftoverBytes)})`;
       err.write(
         `${entries.length} backup(s) of ${plan.resources} resource(s): ${entries.length - plan.remove.length} to keep, ` +
           `${plan.remove.length} to remove (${humanBytes(plan.bytesFreed)})${andLeftovers}\n`,
@@ -249,7 +250,7 @@ export class PruneCommand extends ScopedCommand {
       }
       if (plan.remove.length === 0 && leftovers.length === 0) return ExitCode.ok;
       await this.confirm(`Remove ${plan.remove.length} backup(s) (${humanBytes(plan.bytesFreed)})${andLeftovers} from ${backend.uri}?`);
-      const task = ui.task(`removing ${plan.remove.length} backup(s)${leftovers.length ? ` and ${leftovers.length} leftover(s)` : ''}`);
+      const task = ui.task(`removing ${plan.remove.length} backup(s)${andN}`);
       try {
         await backend.remove(plan.remove, leftovers);
       } catch (e) {
@@ -260,7 +261,7 @@ export class PruneCommand extends ScopedCommand {
       }
       task.end(true);
       ui.stop();
-      err.write(`removed ${plan.remove.length} backup(s)${leftovers.length ? ` and ${leftovers.length} leftover(s)` : ''}, freed ${humanBytes(plan.bytesFreed + leftoverBytes)}\n`);
+      err.write(`removed ${plan.remove.length} backup(s)${andN}, freed ${humanBytes(plan.bytesFreed + leftoverBytes)}\n`);
       return ExitCode.ok;
     } finally {
       ui.stop();
