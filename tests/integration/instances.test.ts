@@ -53,6 +53,26 @@ async function expectNoLeftovers(instances: string[]): Promise<void> {
   }
 }
 
+/**
+ * Backs `name` up with a proxy device listening on a free host port, then takes the device away
+ * and the port: a restore of that backup imports fine but cannot start. `during` runs while the
+ * port is taken.
+ */
+async function whileItsBackupCannotStart(name: string, during: () => Promise<void>): Promise<void> {
+  const port = await freePort();
+  await incus('config', 'device', 'add', name, 'px', 'proxy', `listen=tcp:127.0.0.1:${port}`, 'connect=tcp:127.0.0.1:1', '--project', P);
+  const b = await cli(['backup', 'instances', name, '--project', P, '--target', target.uri]);
+  expect(b.exitCode, b.stderr).toBe(0);
+  await incus('config', 'device', 'remove', name, 'px', '--project', P);
+  const blocker = createServer();
+  await new Promise<void>((resolve) => blocker.listen(port, '127.0.0.1', resolve));
+  try {
+    await during();
+  } finally {
+    await new Promise((resolve) => blocker.close(resolve));
+  }
+}
+
 beforeAll(async () => {
   project = await testProject('inst');
   P = project.name;
@@ -365,25 +385,14 @@ describe('instances on a directory target', () => {
   });
 
   it('a restored instance that does not start gives way to the original, running as before', async () => {
-    // web is backed up with a proxy device listening on a host port, then loses the device, and
-    // the port is taken: its restore imports fine but cannot start.
-    const port = await freePort();
-    await incus('config', 'device', 'add', 'web', 'px', 'proxy', `listen=tcp:127.0.0.1:${port}`, 'connect=tcp:127.0.0.1:1', '--project', P);
-    const b = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri]);
-    expect(b.exitCode, b.stderr).toBe(0);
-    await incus('config', 'device', 'remove', 'web', 'px', '--project', P);
-    await sh(P, 'web', 'echo kept > /data/after-backup');
-    const blocker = createServer();
-    await new Promise<void>((resolve) => blocker.listen(port, '127.0.0.1', resolve));
-    try {
+    await whileItsBackupCannotStart('web', async () => {
+      await sh(P, 'web', 'echo kept > /data/after-backup');
       const r = await cli(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri]);
       expect(r.exitCode, r.stderr).toBe(1);
       // Incus says why (here: the port is taken; in the test container forkproxy may fail first).
       expect(r.stderr).toMatch(/^Error: the restored web did not start \(Incus: Error occurred when starting proxy device: .*\); the original is back in place$/m);
       expect(r.stderr).toMatch(/^Hint: restore it with --no-start/m);
-    } finally {
-      await new Promise((resolve) => blocker.close(resolve));
-    }
+    });
     expect(await state(P, 'web')).toBe('Running');
     expect(await sh(P, 'web', 'cat /data/after-backup')).toBe('kept');
     expect(await instanceNames(P)).toEqual(['web']);
@@ -604,21 +613,12 @@ describe('an instance on a managed bridge', () => {
 
   it('gets its network devices and MAC address back, and runs, when the restored one does not start', async () => {
     const before = await mac();
-    const port = await freePort();
-    await incus('config', 'device', 'add', 'bridged', 'px', 'proxy', `listen=tcp:127.0.0.1:${port}`, 'connect=tcp:127.0.0.1:1', '--project', P);
-    const b = await cli(['backup', 'instances', 'bridged', '--project', P, '--target', target.uri]);
-    expect(b.exitCode, b.stderr).toBe(0);
-    await incus('config', 'device', 'remove', 'bridged', 'px', '--project', P);
-    const blocker = createServer();
-    await new Promise<void>((resolve) => blocker.listen(port, '127.0.0.1', resolve));
-    try {
+    await whileItsBackupCannotStart('bridged', async () => {
       const r = await cli(['restore', 'instance', 'bridged', '--replace', '-y', '--project', P, '--target', target.uri]);
       expect(r.exitCode, r.stderr).toBe(1);
       expect(r.stderr).toMatch(/^Error: the restored bridged did not start \(Incus: Error occurred when starting proxy device: .*\); the original is back in place$/m);
       expect(r.stderr).not.toMatch(/cleanup failed/);
-    } finally {
-      await new Promise((resolve) => blocker.close(resolve));
-    }
+    });
     expect(await state(P, 'bridged')).toBe('Running');
     expect(await mac()).toBe(before);
     const inst = await incusJson<{ devices: Record<string, unknown>; expanded_devices: Record<string, { type: string; network?: string }> }>('/1.0/instances/bridged', P);
