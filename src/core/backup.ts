@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { pipeline } from 'node:stream/promises';
-import { subjectPath, type BackupSubject } from '../incus/api.js';
+import { subjectLabel, subjectPath, type BackupSubject } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
 import { IbError, InterruptedError } from '../errors.js';
@@ -60,7 +60,7 @@ const DAY = 24 * 3600 * 1000;
  */
 export async function backupResource(ctx: RunContext, subject: BackupSubject, opts: BackupOptions): Promise<BackupEntry> {
   const { api, backend, ui, signal } = ctx;
-  const label = subject.kind === 'instance' ? `instance ${subject.project}/${subject.name}` : `volume ${subject.project}/${subject.pool}/${subject.name}`;
+  const label = subjectLabel(subject);
   const task = ui.task(label);
   const cleanup = new Cleanup();
   const server = await api.client.server();
@@ -147,7 +147,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       thaw = cleanup.push(`unfreeze ${label}`, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
     } else if (mode !== 'snapshot') instant = new Date();
     cleanup.push(`delete server-side backup ${bname}`, () => api.deleteServerBackup(exportFrom, bname).catch(ignoreNotFound));
-    await api.createServerBackup(exportFrom, bname, { withSnapshots: opts.withSnapshots, optimized: opts.optimized, expiresAt: expires }, signal);
+    await api.createServerBackup(exportFrom, bname, { withSnapshots: opts.withSnapshots, optimized: opts.optimized, expiresAt: expires, label }, signal);
     if (thaw) {
       await cleanup.runNow(thaw, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
       frozenMs = Date.now() - instant.getTime();

@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable, type Transform } from 'node:stream';
-import { volumeUsersIn, type BackupSubject } from '../incus/api.js';
+import { subjectLabel, volumeUsersIn, type BackupSubject } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
 import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
@@ -60,10 +60,6 @@ function rootPoolOverride(entry: BackupEntry, maps: Mappings | undefined): strin
   return mapped !== pool ? mapped : undefined;
 }
 
-function destLabel(d: BackupSubject): string {
-  return d.kind === 'instance' ? `instance ${d.project}/${d.name}` : `volume ${d.project}/${d.pool}/${d.name}`;
-}
-
 /** Decides, per backup, what the restore will do, without changing anything. */
 export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts: PlanOptions): Promise<RestorePlanItem[]> {
   // An instance's plan and pre-flight read its archive's index (root pool, profiles, NICs, disks).
@@ -84,7 +80,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         const cur = await ctx.api.getInstance(dest.project, dest.name);
         exists = true;
         if (cur.status !== 'Stopped') stops.push(dest.name);
-        if (opts.replace && cur.config?.['security.protection.delete'] === 'true') protectedOnes.push(destLabel(dest));
+        if (opts.replace && cur.config?.['security.protection.delete'] === 'true') protectedOnes.push(subjectLabel(dest));
       } catch (e) {
         if (!(e instanceof IncusError && e.notFound)) throw e;
       }
@@ -94,7 +90,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         exists = true;
         for (const { instance, viaProfile } of volumeUsersIn(await instancesOf(dest.project), dest.pool, dest.name)) {
           if (instance.status !== 'Stopped') stops.push(instance.name);
-          if (viaProfile && opts.replace) viaProfiles.push(`${destLabel(dest)} (${instance.name})`);
+          if (viaProfile && opts.replace) viaProfiles.push(`${subjectLabel(dest)} (${instance.name})`);
         }
       } catch (e) {
         if (!(e instanceof IncusError && e.notFound)) throw e;
@@ -107,7 +103,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         action = 'replace';
         dropsSnapshots = await ctx.api.listSnapshots(dest);
       } else if (opts.skipExisting) action = 'skip';
-      else conflicts.push(destLabel(dest));
+      else conflicts.push(subjectLabel(dest));
     }
     // A skipped instance is left as it is: not started either.
     const start = action !== 'skip' && entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
@@ -187,7 +183,7 @@ export async function uploadVerified<T>(
 export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again = false): Promise<void> {
   if (item.action === 'skip') return;
   const { api, ui, signal } = ctx;
-  const label = destLabel(item.dest);
+  const label = subjectLabel(item.dest);
   const task = ui.task(label);
   const cleanup = new Cleanup();
   const m = item.entry.manifest;

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { IncusClient, RequestOptions } from './client.js';
 import { IncusError } from './errors.js';
+import { freeBytes, STAGING_FULL_BELOW, stagingDir, stagingFullBefore, stagingFullDuring, watchStaging } from './staging.js';
 import type { Instance, Project, StorageVolume } from './types.js';
 
 const enc = encodeURIComponent;
@@ -14,6 +15,11 @@ export function subjectPath(s: BackupSubject): string {
   return s.kind === 'instance'
     ? `/1.0/instances/${enc(s.name)}`
     : `/1.0/storage-pools/${enc(s.pool)}/volumes/custom/${enc(s.name)}`;
+}
+
+/** "instance PROJECT/NAME" or "volume PROJECT/POOL/NAME", for messages. */
+export function subjectLabel(s: BackupSubject): string {
+  return s.kind === 'instance' ? `instance ${s.project}/${s.name}` : `volume ${s.project}/${s.pool}/${s.name}`;
 }
 
 function names(urls: string[]): string[] {
@@ -218,21 +224,41 @@ export class IncusApi {
   async createServerBackup(
     s: BackupSubject,
     name: string,
-    opts: { withSnapshots: boolean; optimized: boolean; expiresAt: Date },
+    opts: { withSnapshots: boolean; optimized: boolean; expiresAt: Date; /** What is backed up (`s` may be its temporary copy). */ label?: string },
     signal?: AbortSignal,
   ): Promise<void> {
     const only = s.kind === 'instance' ? { instance_only: !opts.withSnapshots } : { volume_only: !opts.withSnapshots };
-    await this.client.run('POST', `${subjectPath(s)}/backups`, {
-      project: s.project,
-      signal,
-      body: {
-        name,
-        ...only,
-        optimized_storage: opts.optimized,
-        compression_algorithm: 'none',
-        expires_at: opts.expiresAt.toISOString(),
-      },
+    // A full backups directory makes Incus 6.0 hang the backup (see staging.ts): refuse to start
+    // one there, and stop waiting on one that filled it.
+    const dir = stagingDir(this.client.socketPath);
+    const free = await freeBytes(dir);
+    if (free !== undefined && free < STAGING_FULL_BELOW) throw stagingFullBefore(dir, free);
+    const stuck = new AbortController();
+    let freeWhenStuck = 0;
+    const stop = watchStaging(dir, (bytes) => {
+      freeWhenStuck = bytes;
+      stuck.abort();
     });
+    try {
+      await this.client.run('POST', `${subjectPath(s)}/backups`, {
+        project: s.project,
+        signal: signal ? AbortSignal.any([signal, stuck.signal]) : stuck.signal,
+        body: {
+          name,
+          ...only,
+          optimized_storage: opts.optimized,
+          compression_algorithm: 'none',
+          expires_at: opts.expiresAt.toISOString(),
+        },
+      });
+    } catch (e) {
+      if (stuck.signal.aborted && !signal?.aborted) {
+        throw stagingFullDuring(dir, freeWhenStuck, opts.label ?? subjectLabel(s));
+      }
+      throw e;
+    } finally {
+      stop();
+    }
   }
   async listServerBackups(s: BackupSubject): Promise<string[]> {
     return names(await this.client.get<string[]>(`${subjectPath(s)}/backups`, { project: s.project }));

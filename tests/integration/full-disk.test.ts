@@ -108,3 +108,51 @@ describe('a target that runs out of space', () => {
     }
   });
 });
+
+describe("Incus's backups directory runs out of space", () => {
+  // Incus 6.0 never ends a backup whose staging file it cannot write (see src/incus/staging.ts):
+  // the run must stop waiting, clean up and say why, and the next run must not start another.
+  it('the backup fails with one line and a hint instead of waiting forever; the next run refuses at once', async () => {
+    const staging = mkdtempSync(join(tmpdir(), 'ib-staging-'));
+    const pool = `t-stage-${randomBytes(3).toString('hex')}`;
+    const target = tempTarget();
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=40m,mode=0711', 'tmpfs', staging]);
+    try {
+      mkdirSync(join(staging, 'pool'));
+      await incus('storage', 'create', pool, 'dir', `source=${join(staging, 'pool')}`);
+      await incus('storage', 'volume', 'create', pool, 'bk');
+      await incus('config', 'set', 'storage.backups_volume', `${pool}/bk`);
+      const started = Date.now();
+      const run = cliSpawn(['backup', 'instances', 'c1', '--project', P, '--target', target.uri]);
+      const timer = setTimeout(() => run.kill('SIGKILL'), 120_000);
+      const r = await run;
+      clearTimeout(timer);
+      expect(r.signal, 'still running after 120 s').toBeUndefined();
+      expect(r.exitCode, String(r.stderr)).toBe(1);
+      expect(r.stderr).toMatch(
+        new RegExp(`^Error: Incus's backups directory \\S+/backups filled up \\(.+ free\\) while staging instance ${P}/c1, and Incus 6.0 never finishes a backup it cannot write$`, 'm'),
+      );
+      expect(r.stderr).toMatch(/^Hint: free space there, .*storage\.backups_volume.*, then restart incusd .*; nothing half-done was kept$/m);
+      expect(r.stderr).not.toMatch(/Bug:|at .*\.js:\d+/);
+      const list = await cli(['list', '--project', P, '--target', target.uri, '--output', 'json']);
+      expect(parseJson<unknown[]>(list.stdout)).toEqual([]);
+      await expectNothingOnHost();
+      // Incus still holds the stuck backup's file open: the space stays taken, and another
+      // backup there would hang too. The next run says so before asking Incus for anything.
+      expect(Date.now() - started).toBeLessThan(60_000);
+      const again = await cli(['backup', 'instances', 'c1', '--project', P, '--target', target.uri]);
+      expect(again.exitCode, again.stderr).toBe(1);
+      expect(again.stderr).toMatch(/^Error: Incus's backups directory \S+ has only .+ free: Incus 6.0 never finishes a backup it cannot write there$/m);
+      expect(again.stderr).toMatch(/^Hint: .*if an earlier backup filled it, restart incusd/m);
+      await expectNothingOnHost();
+    } finally {
+      await incus('config', 'unset', 'storage.backups_volume').catch(() => undefined);
+      await incus('storage', 'volume', 'delete', pool, 'bk').catch(() => undefined);
+      await incus('storage', 'delete', pool).catch(() => undefined);
+      // The stuck operation keeps a file open there until incusd stops: detach the mount now.
+      await execa('umount', ['-l', staging]).catch(() => undefined);
+      rmSync(staging, { recursive: true, force: true });
+      target.dispose();
+    }
+  });
+});

@@ -1,0 +1,111 @@
+import { statfs } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { ExitCode, IbError } from '../errors.js';
+import { humanBytes } from '../output/format.js';
+
+/**
+ * Incus's backups directory, where the server stages every backup as a whole file.
+ *
+ * Incus 6.0 (and later, as of 7.3) never ends a backup without compression whose file it cannot
+ * write: the copy into the file stops with ENOSPC, and the goroutine writing the archive into it
+ * blocks on a pipe nobody reads. The operation stays "Backing up instance" until incusd restarts,
+ * and keeps the partial file open, so deleting the backup does not give its space back. The run
+ * would wait forever. So while Incus stages a backup the run watches the free space there, and
+ * refuses to start one when it is already (nearly) full.
+ */
+
+/**
+ * Below this many free bytes the directory counts as full: ext4 refuses writes, root's included,
+ * with up to 16 MiB still counted free (its reserved clusters).
+ */
+export const STAGING_FULL_BELOW = 32 * 1024 * 1024;
+/** Staging counts as stuck once the free space stayed below the mark, unchanged, this long. */
+export const STUCK_AFTER_MS = 10_000;
+const POLL_MS = 1000;
+
+/** `backups` beside the socket: INCUS_DIR's layout (/var/lib/incus/unix.socket, …/backups). */
+export function stagingDir(socketPath: string): string {
+  return join(dirname(socketPath), 'backups');
+}
+
+/** Free bytes (root's view: incusd runs as root) of the file system holding `dir`, if it can be read. */
+export async function freeBytes(dir: string): Promise<number | undefined> {
+  try {
+    const s = await statfs(dir);
+    return s.bfree * s.bsize;
+  } catch {
+    // Another layout, another host's socket, no permission: nothing to watch.
+    return undefined;
+  }
+}
+
+/**
+ * Decides from successive samples of the free space whether staging is stuck: below the mark
+ * and not moving for `after` ms (a backup still being written makes it move).
+ */
+export class StuckStaging {
+  private since: number | undefined;
+  private last: number | undefined;
+
+  constructor(
+    private readonly below = STAGING_FULL_BELOW,
+    private readonly after = STUCK_AFTER_MS,
+  ) {}
+
+  sample(free: number | undefined, now: number): boolean {
+    if (free === undefined || free >= this.below || free !== this.last) {
+      this.since = free !== undefined && free < this.below ? now : undefined;
+      this.last = free;
+      return false;
+    }
+    return this.since !== undefined && now - this.since >= this.after;
+  }
+}
+
+const FIX =
+  'free space there, or give Incus a bigger place (`incus config set storage.backups_volume POOL/VOLUME`)';
+const RESTART =
+  'restart incusd (`systemctl restart incus`; running instances keep running) to end the stuck backup and release its file';
+
+/** The directory was (nearly) full before the backup started: nothing was asked of Incus. */
+export function stagingFullBefore(dir: string, free: number): IbError {
+  return new IbError(
+    `Incus's backups directory ${dir} has only ${humanBytes(free)} free: Incus 6.0 never finishes a backup it cannot write there`,
+    ExitCode.failed,
+    `${FIX}; if an earlier backup filled it, ${RESTART}`,
+  );
+}
+
+/** Staging filled the directory and stopped: Incus will not end the operation by itself. */
+export function stagingFullDuring(dir: string, free: number, what: string): IbError {
+  return new IbError(
+    `Incus's backups directory ${dir} filled up (${humanBytes(free)} free) while staging ${what}, and Incus 6.0 never finishes a backup it cannot write`,
+    ExitCode.failed,
+    `${FIX}, then ${RESTART}; nothing half-done was kept`,
+  );
+}
+
+/**
+ * Polls the free space of `dir` once a second until stopped; calls `onStuck` once with the free
+ * bytes when staging looks stuck. The timer does not keep the process alive.
+ */
+export function watchStaging(dir: string, onStuck: (free: number) => void, detector = new StuckStaging()): () => void {
+  let stopped = false;
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    void freeBytes(dir).then((free) => {
+      busy = false;
+      if (stopped || !detector.sample(free, Date.now())) return;
+      stop();
+      onStuck(free!);
+    });
+  }, POLL_MS);
+  timer.unref();
+  const stop = (): void => {
+    stopped = true;
+    clearInterval(timer);
+  };
+  return stop;
+}
