@@ -1,4 +1,5 @@
 import type { IncusApi } from '../incus/api.js';
+import type { Instance } from '../incus/types.js';
 import type { RestorePlanItem } from './restore.js';
 
 /** Something an instance needs in its destination before Incus can import it. */
@@ -55,9 +56,66 @@ export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requireme
   return out;
 }
 
+/** A NIC's addresses that an admin fixed: Incus refuses to start a second NIC with one of them on the same network. */
+const FIXED_ADDRESS_KEYS = ['ipv4.address', 'ipv6.address', 'hwaddr'] as const;
+
+/** One fixed address of a NIC on a managed network. */
+export interface FixedAddress {
+  device: string;
+  network: string;
+  value: string;
+}
+
+/** The fixed addresses (static IPs, a set MAC) of the archive's own NICs, on their networks after --network-map. */
+export function fixedAddressesOf(item: RestorePlanItem, maps: Mappings | undefined): FixedAddress[] {
+  const m = item.entry.manifest;
+  if (m.type !== 'instance' || !m.index) return [];
+  const c = (m.index as { config?: { container?: IndexContainer } }).config?.container ?? {};
+  const out: FixedAddress[] = [];
+  for (const [device, d] of Object.entries(c.devices ?? {})) {
+    if (d.type !== 'nic' || !d.network) continue;
+    const network = maps ? mapName(maps.network, d.network) : d.network;
+    for (const k of FIXED_ADDRESS_KEYS) if (d[k]) out.push({ device, network, value: d[k]! });
+  }
+  return out;
+}
+
+/**
+ * Which of `addresses` (for an instance of `project`) a NIC of another instance already has on
+ * the same network, as "eth0 10.0.0.5 is taken by prod/web on br0": Incus will not start the
+ * second.
+ * `networkProject` says whose networks a project uses (its own with features.networks, else
+ * the default project's).
+ */
+export function addressClashes(
+  addresses: FixedAddress[],
+  project: string,
+  instances: Instance[],
+  networkProject: (project: string) => string,
+): string[] {
+  const out: string[] = [];
+  for (const a of addresses) {
+    const holder = instances.find(
+      (i) => networkProject(i.project ?? 'default') === networkProject(project) && nicAddresses(i, a.network).includes(a.value.toLowerCase()),
+    );
+    if (holder) out.push(`${a.device} ${a.value} is taken by ${holder.project ?? 'default'}/${holder.name} on ${a.network}`);
+  }
+  return out;
+}
+
+/** The addresses an instance's NICs on `network` have: fixed ones, and the MACs Incus gave them. */
+function nicAddresses(i: Instance, network: string): string[] {
+  const out: string[] = [];
+  for (const [name, d] of Object.entries(i.expanded_devices ?? i.devices)) {
+    if (d.type !== 'nic' || d.network !== network) continue;
+    for (const v of [d['ipv4.address'], d['ipv6.address'], d.hwaddr ?? i.config[`volatile.${name}.hwaddr`]]) if (v) out.push(v.toLowerCase());
+  }
+  return out;
+}
+
 /**
  * The parts of an archive's backup/index.yaml that planning a restore reads: the root pool, the
- * profiles, the NICs' networks, the disks' pools and sources (requirementsOf) and the cloud-init
+ * profiles, the NICs' networks and fixed addresses, the disks' pools and sources (requirementsOf) and the cloud-init
  * instance-id (kept across a restore). Small enough to travel in a restic snapshot tag, so a
  * restore can be planned from the listing alone.
  */
@@ -68,7 +126,7 @@ export function planIndex(index: Record<string, unknown>): Record<string, unknow
   for (const [name, d] of Object.entries(c.devices ?? {})) {
     if (d.type !== 'nic' && d.type !== 'disk') continue;
     const kept: Record<string, string> = { type: d.type };
-    for (const k of ['network', 'pool', 'source', 'path']) if (d[k] !== undefined) kept[k] = d[k]!;
+    for (const k of ['network', 'pool', 'source', 'path', ...FIXED_ADDRESS_KEYS]) if (d[k] !== undefined) kept[k] = d[k]!;
     devices[name] = kept;
   }
   const cloudInitId = c.config?.['volatile.cloud-init.instance-id'];

@@ -7,7 +7,7 @@ import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
 import { Cleanup, unbreakableStep, type RunContext, type Task } from './run.js';
-import { mapName, rewritesInstance, type Mappings } from './preflight.js';
+import { addressClashes, fixedAddressesOf, mapName, rewritesInstance, type Mappings } from './preflight.js';
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
 import { asideName, tmpName } from './tmpnames.js';
 
@@ -30,6 +30,12 @@ export interface RestorePlanItem {
   rootPool?: string;
   /** Instances: rename profiles, networks and pools in the archive's YAML on the way in. */
   maps?: Mappings;
+  /**
+   * Why an instance that ran is left stopped: a fixed address of its NICs (static IP, set MAC)
+   * is another instance's on the same network (a copy beside the original), and Incus would
+   * refuse to start it.
+   */
+  notStarted?: string;
 }
 
 export interface PlanOptions {
@@ -111,6 +117,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
     plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps });
   }
+  await leaveClashingCopiesStopped(ctx, plan, opts.maps);
   // A replace deletes the current instance once the restored one runs: not one that the admin
   // protected against deletion, as `incus delete` would not.
   if (protectedOnes.length) {
@@ -136,6 +143,29 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     );
   }
   return plan;
+}
+
+/**
+ * Instances created beside others (another name, another project) keep the backup's static IPs
+ * and set MACs, like `incus copy`; where another instance on the same network has one of them,
+ * Incus refuses the start. Those are restored and left stopped, which the preview says, instead
+ * of failing after the import. (A replace masks the original's NICs first: no clash.)
+ */
+async function leaveClashingCopiesStopped(ctx: RunContext, plan: RestorePlanItem[], maps: Mappings | undefined): Promise<void> {
+  const candidates = plan
+    .filter((i) => i.action === 'create' && i.start)
+    .map((item) => ({ item, addresses: fixedAddressesOf(item, maps) }))
+    .filter((c) => c.addresses.length);
+  if (!candidates.length) return;
+  const [instances, projects] = await Promise.all([ctx.api.listAllInstances(), ctx.api.listProjects()]);
+  const ownNetworks = new Set(projects.filter((p) => p.config?.['features.networks'] === 'true').map((p) => p.name));
+  const networkProject = (p: string) => (ownNetworks.has(p) ? p : 'default');
+  for (const { item, addresses } of candidates) {
+    const clashes = addressClashes(addresses, item.dest.project, instances, networkProject);
+    if (!clashes.length) continue;
+    item.start = false;
+    item.notStarted = `not started: ${clashes.join(', ')}`;
+  }
 }
 
 /**
@@ -216,7 +246,8 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       await keepCloudInitIdentity(ctx, item);
       await startIfItRan(ctx, item, task);
     }
-    task.end(true, `${m.timestamp} → ${item.dest.name}`);
+    if (item.notStarted) ui.warn(`${label}: ${item.notStarted}; give it other addresses before starting it`);
+    task.end(true, `${m.timestamp} → ${item.dest.name}${item.notStarted ? `; ${item.notStarted}` : ''}`);
   } catch (e) {
     task.end(false);
     await cleanup.run(ui.warn.bind(ui));

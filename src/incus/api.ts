@@ -76,6 +76,10 @@ export class IncusApi {
   listInstances(project: string): Promise<Instance[]> {
     return this.client.get<Instance[]>('/1.0/instances', { project, query: { recursion: '1' } });
   }
+  /** Every project's instances (each with its `project`). */
+  listAllInstances(): Promise<Instance[]> {
+    return this.client.get<Instance[]>('/1.0/instances', { query: { recursion: '1', 'all-projects': 'true' } });
+  }
   /** The instances of the project that have custom volume `pool/name` as a disk (see volumeUsersIn). */
   async volumeUsers(project: string, pool: string, name: string): Promise<VolumeUser[]> {
     return volumeUsersIn(await this.listInstances(project), pool, name);

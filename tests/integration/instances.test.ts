@@ -563,11 +563,12 @@ describe('an instance on a managed bridge', () => {
   // original set aside until the restored one runs must not keep it from starting (and the
   // restored one, once it gave up, must not keep the original from starting again).
   const net = `ibbr${randomBytes(3).toString('hex')}`;
+  const subnet = `10.${randomInt(100, 250)}.${randomInt(0, 250)}`;
   let prof: string;
 
   beforeAll(async () => {
     prof = `${P}-net`;
-    await incus('network', 'create', net, `ipv4.address=10.${randomInt(100, 250)}.${randomInt(0, 250)}.1/24`, 'ipv4.nat=false', 'ipv4.firewall=false', 'ipv6.address=none');
+    await incus('network', 'create', net, `ipv4.address=${subnet}.1/24`, 'ipv4.nat=false', 'ipv4.firewall=false', 'ipv6.address=none');
     // The NIC comes from a profile, as with Incus's default profile and incusbr0.
     await incus('profile', 'create', prof);
     await incus('profile', 'device', 'add', prof, 'eth0', 'nic', `network=${net}`, 'name=eth0');
@@ -608,6 +609,36 @@ describe('an instance on a managed bridge', () => {
     expect(await incus('config', 'get', 'bridged2', 'volatile.eth0.hwaddr', '--project', P)).not.toBe(original);
     expect(await mac()).toBe(original);
     await incus('delete', '-f', 'bridged2', '--project', P);
+    await expectNoLeftovers(['bridged']);
+  });
+
+  it('restored beside the original with its static IP: restored and left stopped, as the preview says', async () => {
+    // Incus refuses to start a second NIC with the same static IP on the bridge; the copy keeps
+    // the backup's devices, like `incus copy`.
+    await incus('create', 'ib-busybox', 'fixed', '--project', P, '-p', 'default', '-p', prof);
+    await incus('config', 'device', 'override', 'fixed', 'eth0', `ipv4.address=${subnet}.50`, '--project', P);
+    await incus('start', 'fixed', '--project', P);
+    try {
+      const b = await cli(['backup', 'instances', 'fixed', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      const why = `not started: eth0 ${subnet}.50 is taken by ${P}/fixed on ${net}`;
+      const args = ['restore', 'instance', 'fixed', '--target-name', 'fixed2', '--project', P, '--target', target.uri];
+      const preview = await cli([...args, '--dry-run', '--output', 'json']);
+      expect(preview.exitCode, preview.stderr).toBe(0);
+      expect(parseJson<unknown[]>(preview.stdout)).toEqual([expect.objectContaining({ destination: 'fixed2', action: 'create', start: false, notStarted: why })]);
+      const r = await cli([...args, '-y']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`warning: instance ${P}/fixed2: ${why}; give it other addresses before starting it`);
+      expect(r.stdout).toContain(why);
+      expect(await state(P, 'fixed2')).toBe('Stopped');
+      expect(await state(P, 'fixed')).toBe('Running');
+      // Once it has an address of its own, it starts.
+      await incus('config', 'device', 'set', 'fixed2', 'eth0', `ipv4.address=${subnet}.51`, '--project', P);
+      await incus('start', 'fixed2', '--project', P);
+      expect(await state(P, 'fixed2')).toBe('Running');
+    } finally {
+      await incus('delete', '-f', 'fixed', 'fixed2', '--project', P).catch(() => undefined);
+    }
     await expectNoLeftovers(['bridged']);
   });
 

@@ -40,7 +40,7 @@ import {
 import { InterruptedError, UsageError } from '../../src/errors.js';
 import type { Manifest } from '../../src/core/manifest.js';
 import type { ResourceKey } from '../../src/core/types.js';
-import { planIndex, requirementsOf } from '../../src/core/preflight.js';
+import { fixedAddressesOf, planIndex, requirementsOf } from '../../src/core/preflight.js';
 import type { RestorePlanItem } from '../../src/core/restore.js';
 
 const web1: ResourceKey = { type: 'instance', project: 'default', name: 'web1' };
@@ -141,7 +141,7 @@ describe('tags', () => {
       config: {
         container: {
           profiles: ['default', 'web'],
-          devices: { eth1: { type: 'nic', network: 'lan' }, data: { type: 'disk', pool: 'fast', source: 'data', path: '/srv' } },
+          devices: { eth1: { type: 'nic', network: 'lan', hwaddr: 'x' }, data: { type: 'disk', pool: 'fast', source: 'data', path: '/srv' } },
           config: { 'volatile.cloud-init.instance-id': 'abc' },
         },
       },
@@ -151,6 +151,7 @@ describe('tags', () => {
       ({ entry: { manifest: { ...m, index: idx } }, dest: { kind: 'instance', project: 'default', name: 'web1' } }) as unknown as RestorePlanItem;
     const maps = { project: new Map(), pool: new Map(), profile: new Map(), network: new Map() };
     expect(requirementsOf(item(back.index!), maps)).toEqual(requirementsOf(item(index), maps));
+    expect(fixedAddressesOf(item(back.index!), maps)).toEqual([{ device: 'eth1', network: 'lan', value: 'x' }]);
     // A volume's summary carries no index at all.
     const vol = manifest({ type: 'volume', project: 'default', pool: 'fast', name: 'data' }, '20260102T030405Z', { index });
     const volSummary = manifestTags(vol, 'd'.repeat(64)).find((t) => t.startsWith('ib-summary='))!;

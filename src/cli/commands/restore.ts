@@ -27,7 +27,7 @@ const previewColumns: Column<RestorePlanItem>[] = [
   {
     header: 'SIDE EFFECTS',
     value: (i) =>
-      [i.stops.length ? `stops ${i.stops.join(', ')}` : '', i.start ? 'starts it afterwards' : '', dropsText(i.dropsSnapshots)].filter(Boolean).join('; '),
+      [i.stops.length ? `stops ${i.stops.join(', ')}` : '', i.start ? 'starts it afterwards' : (i.notStarted ?? ''), dropsText(i.dropsSnapshots)].filter(Boolean).join('; '),
   },
 ];
 
@@ -52,6 +52,7 @@ function previewData(i: RestorePlanItem): Record<string, unknown> {
     action: i.action,
     stops: i.stops,
     start: i.start,
+    ...(i.notStarted ? { notStarted: i.notStarted } : {}),
     dropsSnapshots: i.dropsSnapshots,
   };
 }
@@ -162,7 +163,7 @@ abstract class RestoreBase extends BaseCommand {
         action: item.action,
         timestamp: item.entry.manifest.timestamp,
         size: item.entry.manifest.archive.size,
-        detail: item.action,
+        detail: item.notStarted ? `${item.action}; ${item.notStarted}` : item.action,
       }),
       errors,
     );

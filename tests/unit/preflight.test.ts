@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { addressClashes, fixedAddressesOf, type Mappings } from '../../src/core/preflight.js';
+import type { RestorePlanItem } from '../../src/core/restore.js';
+import type { Instance } from '../../src/incus/types.js';
+
+function item(devices: Record<string, Record<string, string>>): RestorePlanItem {
+  return {
+    entry: { manifest: { type: 'instance', index: { config: { container: { profiles: [], devices } } } } },
+    dest: { kind: 'instance', project: 'drill', name: 'web' },
+  } as unknown as RestorePlanItem;
+}
+
+function instance(project: string, name: string, devices: Record<string, Record<string, string>>, config: Record<string, string> = {}): Instance {
+  return { project, name, config, devices: {}, expanded_devices: devices } as unknown as Instance;
+}
+
+const noMaps: Mappings = { project: new Map(), pool: new Map(), profile: new Map(), network: new Map() };
+const defaultNetworks = () => 'default';
+
+describe('fixed NIC addresses of a restored copy', () => {
+  it('are the static IPs and set MACs of its own NICs, on their networks after --network-map', () => {
+    const i = item({
+      eth0: { type: 'nic', network: 'br0', 'ipv4.address': '10.0.0.5', 'ipv6.address': 'fd00::5' },
+      eth1: { type: 'nic', network: 'lan', hwaddr: '00:16:3e:aa:bb:cc' },
+      eth2: { type: 'nic', network: 'br0' },
+      eth3: { type: 'nic', nictype: 'macvlan', parent: 'eno1', hwaddr: '00:16:3e:00:00:01' },
+      data: { type: 'disk', pool: 'default', source: 'data', path: '/srv' },
+    });
+    expect(fixedAddressesOf(i, { ...noMaps, network: new Map([['br0', 'drillbr']]) })).toEqual([
+      { device: 'eth0', network: 'drillbr', value: '10.0.0.5' },
+      { device: 'eth0', network: 'drillbr', value: 'fd00::5' },
+      { device: 'eth1', network: 'lan', value: '00:16:3e:aa:bb:cc' },
+    ]);
+    expect(fixedAddressesOf(item({}), noMaps)).toEqual([]);
+  });
+
+  it('clash with another instance on the same network: its static IP, or its MAC (set or given by Incus)', () => {
+    const addresses = fixedAddressesOf(
+      item({ eth0: { type: 'nic', network: 'br0', 'ipv4.address': '10.0.0.5' }, eth1: { type: 'nic', network: 'lan', hwaddr: '00:16:3E:AA:BB:CC' } }),
+      noMaps,
+    );
+    const web = instance('prod', 'web', { eth0: { type: 'nic', network: 'br0', 'ipv4.address': '10.0.0.5' } });
+    const db = instance('prod', 'db', { eth0: { type: 'nic', network: 'lan' } }, { 'volatile.eth0.hwaddr': '00:16:3e:aa:bb:cc' });
+    expect(addressClashes(addresses, 'drill', [web, db], defaultNetworks)).toEqual([
+      'eth0 10.0.0.5 is taken by prod/web on br0',
+      'eth1 00:16:3E:AA:BB:CC is taken by prod/db on lan',
+    ]);
+  });
+
+  it('do not clash on another network, or with a network of the same name in a project that has its own', () => {
+    const addresses = fixedAddressesOf(item({ eth0: { type: 'nic', network: 'br0', 'ipv4.address': '10.0.0.5' } }), noMaps);
+    const elsewhere = instance('prod', 'web', { eth0: { type: 'nic', network: 'br1', 'ipv4.address': '10.0.0.5' } });
+    expect(addressClashes(addresses, 'drill', [elsewhere], defaultNetworks)).toEqual([]);
+    const ownNetworks = instance('lab', 'web', { eth0: { type: 'nic', network: 'br0', 'ipv4.address': '10.0.0.5' } });
+    expect(addressClashes(addresses, 'drill', [ownNetworks], (p) => (p === 'lab' ? 'lab' : 'default'))).toEqual([]);
+    const other = instance('prod', 'web', { eth0: { type: 'nic', network: 'br0', 'ipv4.address': '10.0.0.6' } });
+    expect(addressClashes(addresses, 'drill', [other], defaultNetworks)).toEqual([]);
+  });
+});
