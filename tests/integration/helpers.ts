@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
+import { randomBytes, randomInt } from 'node:crypto';
+import { chmodSync, closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createConnection, createServer, type Socket } from 'node:net';
@@ -280,4 +280,73 @@ export async function cuttingProxy(direction: 'download' | 'upload', afterBytes:
     from.on('end', () => to.end());
   });
   return { ...relay, cuts: () => cuts };
+}
+
+/**
+ * A second, freshly installed Incus host: a private incusd of its own (its own directory and
+ * socket) with a dir pool `default` and a bridge of its own in the default profile, as `incus
+ * admin init` leaves a new machine. `env` points the CLI and `incus` at it. Both daemons share
+ * the machine's network namespace, so a bridge the other daemon still has cannot be made here.
+ */
+export async function freshHost(): Promise<{ env: Record<string, string>; incus: (...args: string[]) => Promise<string>; dispose: () => Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'ib-host-'));
+  chmodSync(dir, 0o711);
+  const env = { INCUS_DIR: dir, INCUS_SOCKET: join(dir, 'unix.socket') };
+  const bridge = `ibh${randomBytes(3).toString('hex')}`;
+  const daemon = execa('/usr/libexec/incus/incusd', ['--group', 'root', '--logfile', join(dir, 'incusd.log')], {
+    env,
+    detached: true,
+    stdio: 'ignore',
+    reject: false,
+  });
+  const run = async (...args: string[]) => String((await execa('incus', args, { env, stdin: 'ignore' })).stdout);
+  const dispose = async () => {
+    // Stops its containers (busybox halts on SIGUSR2, set below), then the daemon.
+    await execa('incus', ['admin', 'shutdown', '--timeout', '30'], { env, stdin: 'ignore', reject: false, timeout: 60_000 });
+    daemon.kill('SIGKILL');
+    await daemon;
+    await execa('pkill', ['-9', '-f', dir], { reject: false });
+    // Its bridges outlive it; so do its mounts.
+    const links = await execa('ip', ['-o', 'link', 'show', 'type', 'bridge'], { reject: false });
+    for (const name of String(links.stdout).matchAll(/^\d+: ([^:@]+)/gm)) {
+      if (bridges.has(name[1]!)) await execa('ip', ['link', 'delete', name[1]!], { reject: false });
+    }
+    const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(`${dir}/`));
+    for (const m of mounts.sort().reverse()) await execa('umount', ['-l', m], { reject: false });
+    rmSync(dir, { recursive: true, force: true });
+  };
+  // Every bridge this host makes (its own, and those a restore brings): taken from its networks at dispose.
+  const bridges = new Set<string>([bridge]);
+  const host = {
+    env,
+    incus: run,
+    dispose: async () => {
+      const nets = await run('query', '/1.0/networks?recursion=1').catch(() => '[]');
+      for (const n of JSON.parse(nets) as { name: string; managed: boolean }[]) if (n.managed) bridges.add(n.name);
+      await dispose();
+    },
+  };
+  try {
+    await run('admin', 'waitready', '--timeout', '60');
+    const subnet = `10.${randomInt(100, 250)}.${randomInt(0, 250)}`;
+    await execa('incus', ['admin', 'init', '--preseed'], {
+      env,
+      input: [
+        'networks:',
+        `- {name: ${bridge}, type: bridge, config: {ipv4.address: ${subnet}.1/24, ipv4.nat: "false", ipv4.firewall: "false", ipv6.address: none}}`,
+        'storage_pools:',
+        '- {name: default, driver: dir}',
+        'profiles:',
+        '- name: default',
+        '  config: {raw.lxc: "lxc.signal.halt = SIGUSR2"}',
+        '  devices:',
+        '    root: {path: /, pool: default, type: disk}',
+        `    eth0: {name: eth0, network: ${bridge}, type: nic}`,
+      ].join('\n'),
+    });
+  } catch (e) {
+    await host.dispose();
+    throw e;
+  }
+  return host;
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, incusJson, instanceNames, parseJson, sh, state } from './helpers.js';
+import { cli, freshHost, incus, incusJson, instanceNames, parseJson, sh, state } from './helpers.js';
 
 // The README's two commands on a restic repository: `backup all` every night, and on the worst
 // day `restore all --dry-run`, then again with -y. A project with its own profiles and images
@@ -138,5 +138,46 @@ describe('the worst day, on a restic repository', () => {
     expect(again.exitCode, again.stderr).toBe(0);
     expect(await state(P, 'web')).toBe('Running');
     expect(await incus('config', 'get', 'web', 'volatile.eth0.hwaddr', '--project', P)).toMatch(/^[0-9a-f:]{17}$/);
+  });
+
+  it('on a freshly installed host: the default project\'s config first, then restore all brings the project back, the same machine', async () => {
+    // The old host is gone, its disks with it; the repository survived. The new host is what
+    // `incus admin init` leaves: a pool, a bridge of its own, a default profile using it.
+    const mac = await incus('config', 'get', 'web', 'volatile.eth0.hwaddr', '--project', P);
+    await incus('delete', '-f', 'web', '--project', P);
+    await incus('storage', 'volume', 'delete', 'default', 'vol', '--project', P);
+    await incus('image', 'delete', fp, '--project', P);
+    await incus('profile', 'delete', 'app', '--project', P);
+    await incus('project', 'delete', P);
+    await incus('network', 'delete', NET);
+    const host = await freshHost();
+    try {
+      const there = (...args: string[]) => cli([...args, '--project', P, '--target', uri], { ...env, ...host.env });
+      const projects = async () => (JSON.parse(await host.incus('query', '/1.0/projects')) as string[]).map((u) => u.split('/').pop());
+
+      // The project's profile uses the default project's bridge: restore all names it, and
+      // says where it lives, changing nothing.
+      const dry = await there('restore', 'all', '--apply-config', '--dry-run');
+      // (The project is not there yet: its config says it uses the default project's networks.)
+      expect(dry.stderr).toContain(`missing: network ${NET} (project default), needed by profile ${P}/app`);
+      expect(dry.stderr).toMatch(/^Hint: .*restore config --apply --project default/m);
+      expect(await projects()).toEqual(['default']);
+
+      const config = await cli(['restore', 'config', '--apply', '--project', 'default', '-y', '--target', uri], { ...env, ...host.env });
+      expect(config.exitCode, config.stderr).toBe(0);
+      expect(await host.incus('network', 'get', NET, 'ipv4.address')).toBe(subnet);
+
+      const r = await there('restore', 'all', '--apply-config', '-y', '--output', 'json');
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(parseJson<{ type: string; status: string }[]>(r.stdout).map((i) => `${i.type}:${i.status}`)).toEqual(['config:ok', 'image:ok', 'volume:ok', 'instance:ok']);
+      expect(await projects()).toEqual(['default', P]);
+      expect(await host.incus('list', '--project', P, '-c', 'ns', '-f', 'csv')).toBe('web,RUNNING');
+      expect(await host.incus('exec', 'web', '--project', P, '--', 'sh', '-c', 'sha256sum /srv/blob | cut -d" " -f1')).toBe(dataSha);
+      expect(await host.incus('config', 'get', 'web', 'volatile.eth0.hwaddr', '--project', P)).toBe(mac);
+      expect(await host.incus('profile', 'get', 'app', 'user.role', '--project', P)).toBe('web');
+      expect(JSON.parse(await host.incus('query', `/1.0/images/${fp}?project=${P}`))).toMatchObject({ aliases: [{ name: 'bb' }] });
+    } finally {
+      await host.dispose();
+    }
   });
 });
