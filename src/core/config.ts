@@ -8,7 +8,7 @@ import { SERVER_WIDE } from './types.js';
 import { IbError } from '../errors.js';
 import { CONFIG_KINDS, ConfigApi, configKindInfo, type ConfigKind } from '../incus/api.js';
 import type { Project } from '../incus/types.js';
-import { mapName, type Mappings } from './preflight.js';
+import { mapName, requirementKey, type Mappings, type Requirement } from './preflight.js';
 
 /** One declarative object as stored in a config backup. */
 export interface ConfigObject {
@@ -337,3 +337,48 @@ export async function loadConfig(ctx: Pick<RunContext, 'backend' | 'signal'>, en
   if (parsed.format !== 1 || !Array.isArray(parsed.objects)) throw new IbError(`config backup ${m.timestamp} is not in a format this version understands`);
   return parsed;
 }
+
+/**
+ * What applying config `changes` brings into being (keys for missingRequirements) and what the
+ * profiles it writes need: Incus refuses a profile whose NIC names a network that is neither
+ * there nor created, and its instances would come back without it. `projects`: further projects
+ * whose storage pools count (a pool is server-wide, but requirements carry a project).
+ * `resolve` moves a requirement of a project that this config creates without profiles or
+ * networks of its own to the default project, as Incus resolves them for an existing project.
+ */
+export function configRequirements(
+  changes: ConfigChange[],
+  projects: string[] = [],
+): { willExist: Set<string>; needs: Requirement[]; resolve: (r: Requirement) => Requirement } {
+  const willExist = new Set<string>();
+  const created = new Map<string, ConfigObject>();
+  const needs: Requirement[] = [];
+  const pools: string[] = [];
+  const seenProjects = new Set(projects);
+  for (const c of changes) {
+    const o = c.object;
+    if (c.action === 'delete') continue;
+    if (o.kind === 'project' && c.action === 'create') created.set(o.name, o);
+    if (o.kind === 'project') willExist.add(requirementKey('project', o.name, o.name));
+    if (o.kind === 'profile' || o.kind === 'network') willExist.add(requirementKey(o.kind, o.project ?? 'default', o.name));
+    if (o.kind === 'storage-pool') pools.push(o.name);
+    if (o.kind !== 'profile') continue;
+    const p = o.project ?? 'default';
+    seenProjects.add(p);
+    for (const d of Object.values(o.devices ?? {})) {
+      if (d.type === 'nic' && d.network) needs.push({ what: 'network', project: p, name: d.network, neededBy: `profile ${p}/${o.name}` });
+      if (d.type === 'disk' && d.pool) needs.push({ what: 'storage-pool', project: p, name: d.pool, neededBy: `profile ${p}/${o.name}` });
+    }
+  }
+  for (const pool of pools) for (const p of seenProjects) willExist.add(requirementKey('storage-pool', p, pool));
+  const resolve = (r: Requirement): Requirement => {
+    const p = created.get(r.project);
+    const feature = r.what === 'profile' ? 'profiles' : r.what === 'network' ? 'networks' : undefined;
+    return p && feature && !ownsFeature(p, feature) ? { ...r, project: 'default' } : r;
+  };
+  return { willExist, needs, resolve };
+}
+
+/** Where a missing requirement of a config restore lives, and how to bring it. */
+export const CONFIG_NEEDS_HINT =
+  "the config this restore applies does not create them: create them first, restore them from the config backup where they live (the default project's networks and profiles serve projects without their own: `restore config --apply --project default`), or map names with --project-map/--pool-map/--profile-map/--network-map";

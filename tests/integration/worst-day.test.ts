@@ -162,6 +162,13 @@ describe('the worst day, on a restic repository', () => {
       expect(dry.stderr).toContain(`missing: network ${NET} (project default), needed by profile ${P}/app`);
       expect(dry.stderr).toMatch(/^Hint: .*restore config --apply --project default/m);
       expect(await projects()).toEqual(['default']);
+      // So does the project's own config restore, before it creates anything.
+      const own = await there('restore', 'config', '--apply', '-y');
+      expect(own.exitCode, own.stderr).toBe(1);
+      expect(own.stderr).toContain(`missing: network ${NET} (project default), needed by profile ${P}/app`);
+      expect(own.stderr).toMatch(/^Error: cannot apply the config: 1 thing\(s\) its profiles need do not exist in the destination$/m);
+      expect(own.stderr).toMatch(/^Hint: .*restore config --apply --project default/m);
+      expect(await projects()).toEqual(['default']);
 
       const config = await cli(['restore', 'config', '--apply', '--project', 'default', '-y', '--target', uri], { ...env, ...host.env });
       expect(config.exitCode, config.stderr).toBe(0);

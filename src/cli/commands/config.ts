@@ -3,6 +3,8 @@ import {
   applyChange,
   captureConfig,
   configApi,
+  CONFIG_NEEDS_HINT,
+  configRequirements,
   diffConfig,
   extraObjects,
   loadConfig,
@@ -12,7 +14,7 @@ import {
   type ConfigObject,
   type ConfigScope,
 } from '../../core/config.js';
-import type { Mappings } from '../../core/preflight.js';
+import { describeRequirement, missingRequirements, type Mappings } from '../../core/preflight.js';
 import type { RunContext } from '../../core/run.js';
 import { ExitCode, IbError, type ExitCodeValue } from '../../errors.js';
 import type { Column } from '../../output/format.js';
@@ -133,6 +135,14 @@ export class RestoreConfigCommand extends BaseCommand {
       this.print(configPreviewRows(preview), configPreviewColumns);
       if (!preview.changes.length) this.context.stderr.write(`config matches the backup of ${entry.manifest.timestamp}\n`);
     } else this.printData(configPreviewData(preview));
+    // A profile it writes that names a network or pool that is neither there nor created here
+    // would be refused by Incus (and its instances would lose the device): said before anything changes.
+    const reqs = configRequirements(preview.changes);
+    const missing = await missingRequirements(api, reqs.needs.map(reqs.resolve), reqs.willExist);
+    for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
+    if (missing.length && this.apply) {
+      throw new IbError(`cannot apply the config: ${missing.length} thing(s) its profiles need do not exist in the destination`, ExitCode.failed, CONFIG_NEEDS_HINT);
+    }
     if (!this.apply || this.dryRun) {
       if (preview.changes.length && this.format === 'table') this.context.stderr.write('preview only: nothing was changed (use --apply to apply)\n');
       return ExitCode.ok;

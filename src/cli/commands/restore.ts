@@ -1,5 +1,5 @@
 import { Command, Option } from 'clipanion';
-import { ownsFeature, type ConfigObject } from '../../core/config.js';
+import { CONFIG_NEEDS_HINT, configRequirements } from '../../core/config.js';
 import { compareTimestamps } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
 import { describeRequirement, mapName, missingRequirements, requirementKey, requirementsOf, type Mappings, type Requirement } from '../../core/preflight.js';
@@ -118,7 +118,7 @@ abstract class RestoreBase extends BaseCommand {
       `cannot restore: ${missing.length} thing(s) the backups need do not exist in the destination`,
       ExitCode.failed,
       applyingConfig
-        ? "the config this restore applies does not create them: create them first, restore them from the config backup where they live (the default project's networks and profiles serve projects without their own: `restore config --apply --project default`), or map names with --project-map/--pool-map/--profile-map/--network-map"
+        ? CONFIG_NEEDS_HINT
         : 'create them, restore the config first (restore all --apply-config), or map names with --project-map/--pool-map',
     );
   }
@@ -329,37 +329,12 @@ export class RestoreAllCommand extends RestoreBase {
     // Volumes first (instances may use them); one call, so that a conflict names all of them.
     const byType = (type: string) => chosen.filter((e) => e.manifest.type === type);
     const plan = await planRestore(ctx, [...byType('volume'), ...byType('instance')], opts);
-    // What the config step will create counts as present for the pre-flight.
-    const willExist = new Set<string>();
-    // Projects the config step creates without profiles or networks of their own use the
-    // default project's, as Incus resolves them for an existing project.
-    const sharing = new Map<string, ConfigObject>();
-    // The profiles the config step writes need what their devices name: with a network that is
-    // neither there nor created, Incus refuses the profile and its instances come back without
-    // their NICs.
-    const configNeeds: Requirement[] = [];
-    for (const c of config?.changes ?? []) {
-      const o = c.object;
-      if (c.action === 'delete') continue;
-      if (o.kind === 'project' && c.action === 'create') sharing.set(o.name, o);
-      if (o.kind === 'project') willExist.add(requirementKey('project', o.name, o.name));
-      if (o.kind === 'profile' || o.kind === 'network') willExist.add(requirementKey(o.kind, o.project ?? 'default', o.name));
-      if (o.kind === 'storage-pool') for (const i of plan) willExist.add(requirementKey('storage-pool', i.dest.project, o.name));
-      if (o.kind !== 'profile') continue;
-      const p = o.project ?? 'default';
-      for (const d of Object.values(o.devices ?? {})) {
-        if (d.type === 'nic' && d.network) configNeeds.push({ what: 'network', project: p, name: d.network, neededBy: `profile ${p}/${o.name}` });
-        if (d.type === 'disk' && d.pool) configNeeds.push({ what: 'storage-pool', project: p, name: d.pool, neededBy: `profile ${p}/${o.name}` });
-      }
-    }
+    // What the config step will create counts as present for the pre-flight, and what the
+    // profiles it writes need is checked with the rest.
+    const configReqs = configRequirements(config?.changes ?? [], plan.map((i) => i.dest.project));
     const imageWork = images.filter((i) => i.action !== 'skip');
     const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
-    const inherited = (r: Requirement): Requirement => {
-      const p = sharing.get(r.project);
-      const feature = r.what === 'profile' ? 'profiles' : r.what === 'network' ? 'networks' : undefined;
-      return p && feature && !ownsFeature(p, feature) ? { ...r, project: 'default' } : r;
-    };
-    const missing = await this.preflight(ctx, plan, willExist, [...imageNeeds, ...configNeeds], inherited);
+    const missing = await this.preflight(ctx, plan, configReqs.willExist, [...imageNeeds, ...configReqs.needs], configReqs.resolve);
     const work = plan.filter((i) => i.action !== 'skip');
     const configWork = config?.changes.length ?? 0;
     const nothingToDo = !work.length && !configWork && !imageWork.length;
