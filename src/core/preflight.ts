@@ -56,7 +56,10 @@ export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requireme
   return out;
 }
 
-/** A NIC's addresses that an admin fixed: Incus refuses to start a second NIC with one of them on the same network. */
+/**
+ * A NIC's addresses that an admin fixed: Incus refuses to start a second NIC with one of them
+ * on the same network.
+ */
 const FIXED_ADDRESS_KEYS = ['ipv4.address', 'ipv6.address', 'hwaddr'] as const;
 
 /** One fixed address of a NIC on a managed network. */
@@ -66,7 +69,10 @@ export interface FixedAddress {
   value: string;
 }
 
-/** The fixed addresses (static IPs, a set MAC) of the archive's own NICs, on their networks after --network-map. */
+/**
+ * The fixed addresses (static IPs, a set MAC) of the archive's own NICs, on their networks
+ * after --network-map.
+ */
 export function fixedAddressesOf(item: RestorePlanItem, maps: Mappings | undefined): FixedAddress[] {
   const m = item.entry.manifest;
   if (m.type !== 'instance' || !m.index) return [];
@@ -83,9 +89,8 @@ export function fixedAddressesOf(item: RestorePlanItem, maps: Mappings | undefin
 /**
  * Which of `addresses` (for an instance of `project`) a NIC of another instance already has on
  * the same network, as "eth0 10.0.0.5 is taken by prod/web on br0": Incus will not start the
- * second.
- * `networkProject` says whose networks a project uses (its own with features.networks, else
- * the default project's).
+ * second. `networkProject` says whose networks a project uses (its own with features.networks,
+ * else the default project's).
  */
 export function addressClashes(
   addresses: FixedAddress[],
@@ -115,9 +120,9 @@ function nicAddresses(i: Instance, network: string): string[] {
 
 /**
  * The parts of an archive's backup/index.yaml that planning a restore reads: the root pool, the
- * profiles, the NICs' networks and fixed addresses, the disks' pools and sources (requirementsOf) and the cloud-init
- * instance-id (kept across a restore). Small enough to travel in a restic snapshot tag, so a
- * restore can be planned from the listing alone.
+ * profiles, the NICs' networks and fixed addresses, the disks' pools and sources
+ * (requirementsOf) and the cloud-init instance-id (kept across a restore). Small enough to
+ * travel in a restic snapshot tag, so a restore can be planned from the listing alone.
  */
 export function planIndex(index: Record<string, unknown>): Record<string, unknown> {
   const i = index as { pool?: string; config?: { container?: IndexContainer & { config?: Record<string, string> } } };

@@ -117,7 +117,6 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
     plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps });
   }
-  await leaveClashingCopiesStopped(ctx, plan, opts.maps);
   // A replace deletes the current instance once the restored one runs: not one that the admin
   // protected against deletion, as `incus delete` would not.
   if (protectedOnes.length) {
@@ -142,6 +141,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         : 'pass --replace to replace them (each current one is kept until its restore succeeded) or --skip-existing to leave them',
     );
   }
+  await leaveClashingCopiesStopped(ctx, plan, opts.maps);
   return plan;
 }
 
