@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DirBackend } from '../../src/backends/dir/index.js';
@@ -44,5 +44,38 @@ describe('directory backend', () => {
     await w.abort();
     expect(await b.list()).toEqual([]);
     expect(readdirSync(join(root, '.staging'))).toEqual([]);
+  });
+
+  it('under the writer lock, removes what dead runs of any host left staged or half-deleted', async () => {
+    root = mkdtempSync(join(tmpdir(), 'ib-dir-'));
+    const b = new DirBackend(root, `dir:${root}`);
+    await b.prepareWrite(() => undefined);
+    // A host that died (or was renamed) during a backup and during a prune; and this host's
+    // entry whose pid is alive again (reused): none of them can be judged by its pid.
+    const left = [
+      join(root, '.staging', 'oldhost_4242_aaaaaaaa'),
+      join(root, '.staging', `${hostname()}_${process.ppid}_bbbbbbbb`),
+      join(root, '.trash', 'oldhost_4243_cccccccc'),
+    ];
+    for (const d of left) {
+      mkdirSync(d, { recursive: true });
+      writeFileSync(join(d, 'export.tar.partial'), Buffer.alloc(4096));
+    }
+    // Without the lock only this host's dead runs are judged: these stay.
+    await b.prepareWrite(() => undefined);
+    expect(readdirSync(join(root, '.staging')).sort()).toEqual(['oldhost_4242_aaaaaaaa', `${hostname()}_${process.ppid}_bbbbbbbb`].sort());
+    const notices: string[] = [];
+    const release = await b.lock('backup', { waitMs: 0, onNotice: (m) => notices.push(m) });
+    try {
+      expect(readdirSync(join(root, '.staging'))).toEqual([]);
+      expect(readdirSync(join(root, '.trash'))).toEqual([]);
+      expect(notices).toEqual([`removed 3 unfinished backup(s) or deletion(s) that runs no longer alive left in ${root}`]);
+      // What this run stages under its lock is its own, and stays until it commits.
+      const w = await b.createWriter({ key, when: new Date('2026-01-02T03:04:05Z'), archiveBase: 'export.tar', compression: 'none' });
+      expect(readdirSync(join(root, '.staging'))).toHaveLength(1);
+      await w.abort();
+    } finally {
+      await release();
+    }
   });
 });

@@ -69,8 +69,16 @@ export class DirBackend implements Backend {
     await this.sweepStaging();
   }
 
-  /** Removes what killed runs left in .staging/ and .trash/ (their pid is gone). */
-  private async sweepStaging(): Promise<void> {
+  /**
+   * Removes what killed runs left in .staging/ and .trash/: before the writer lock, those of
+   * this host whose pid is gone. Under the lock (`all`), every other run's: only a lock holder
+   * writes there, so they are all dead, including those of a host that died or was renamed,
+   * whose pids cannot be checked (a backup of a few GiB each, otherwise there for good).
+   * Returns how many went.
+   */
+  private async sweepStaging(all = false): Promise<number> {
+    const mine = `${hostname()}_${process.pid}_`;
+    let removed = 0;
     for (const area of [STAGING, TRASH]) {
       const dir = join(this.root, area);
       let entries: string[] = [];
@@ -81,9 +89,13 @@ export class DirBackend implements Backend {
       }
       for (const e of entries) {
         const [host, pid] = e.split('_');
-        if (host === hostname() && !pidAlive(Number(pid))) await fs.rm(join(dir, e), { recursive: true, force: true });
+        const dead = all ? !e.startsWith(mine) : host === hostname() && !pidAlive(Number(pid));
+        if (!dead) continue;
+        await fs.rm(join(dir, e), { recursive: true, force: true });
+        removed++;
       }
     }
+    return removed;
   }
 
   private async ensureExists(): Promise<void> {
@@ -379,7 +391,15 @@ export class DirBackend implements Backend {
   /** The writer lock: see lock.ts. The target must exist (prepareWrite creates it). */
   async lock(purpose: string, req: LockRequest): Promise<() => Promise<void>> {
     await this.ensureExists();
-    return acquireLock(this.root, { purpose, waitMs: req.waitMs, ...(req.signal ? { signal: req.signal } : {}), ...(req.onNotice ? { onNotice: req.onNotice } : {}) });
+    const release = await acquireLock(this.root, { purpose, waitMs: req.waitMs, ...(req.signal ? { signal: req.signal } : {}), ...(req.onNotice ? { onNotice: req.onNotice } : {}) });
+    try {
+      const n = await this.sweepStaging(true);
+      if (n) req.onNotice?.(`removed ${n} unfinished backup(s) or deletion(s) that runs no longer alive left in ${this.root}`);
+    } catch (e) {
+      await release();
+      throw e;
+    }
+    return release;
   }
 }
 
