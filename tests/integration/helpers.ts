@@ -301,31 +301,19 @@ export async function freshHost(): Promise<{ env: Record<string, string>; incus:
   });
   const run = async (...args: string[]) => String((await execa('incus', args, { env, stdin: 'ignore' })).stdout);
   const dispose = async () => {
+    // Its bridges (its own and those a restore made), should the daemon leave them behind.
+    const nets = JSON.parse(await run('query', '/1.0/networks?recursion=1').catch(() => '[]')) as { name: string; managed: boolean }[];
     // Stops its containers (busybox halts on SIGUSR2, set below), then the daemon.
     await execa('incus', ['admin', 'shutdown', '--timeout', '30'], { env, stdin: 'ignore', reject: false, timeout: 60_000 });
     daemon.kill('SIGKILL');
     await daemon;
     await execa('pkill', ['-9', '-f', dir], { reject: false });
-    // Its bridges outlive it; so do its mounts.
-    const links = await execa('ip', ['-o', 'link', 'show', 'type', 'bridge'], { reject: false });
-    for (const name of String(links.stdout).matchAll(/^\d+: ([^:@]+)/gm)) {
-      if (bridges.has(name[1]!)) await execa('ip', ['link', 'delete', name[1]!], { reject: false });
-    }
+    for (const n of nets) if (n.managed) await execa('ip', ['link', 'delete', n.name], { reject: false });
     const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(`${dir}/`));
     for (const m of mounts.sort().reverse()) await execa('umount', ['-l', m], { reject: false });
     rmSync(dir, { recursive: true, force: true });
   };
-  // Every bridge this host makes (its own, and those a restore brings): taken from its networks at dispose.
-  const bridges = new Set<string>([bridge]);
-  const host = {
-    env,
-    incus: run,
-    dispose: async () => {
-      const nets = await run('query', '/1.0/networks?recursion=1').catch(() => '[]');
-      for (const n of JSON.parse(nets) as { name: string; managed: boolean }[]) if (n.managed) bridges.add(n.name);
-      await dispose();
-    },
-  };
+  const host = { env, incus: run, dispose };
   try {
     await run('admin', 'waitready', '--timeout', '60');
     const subnet = `10.${randomInt(100, 250)}.${randomInt(0, 250)}`;
