@@ -112,16 +112,31 @@ describe('a target that runs out of space', () => {
 describe("Incus's backups directory runs out of space", () => {
   // Incus 6.0 never ends a backup whose staging file it cannot write (see src/incus/staging.ts):
   // the run must stop waiting, clean up and say why, and the next run must not start another.
-  it('the backup fails with one line and a hint instead of waiting forever; the next run refuses at once', async () => {
+  it('a restore fails at once; a backup fails with one line and a hint instead of waiting forever, and the next one refuses at once', async () => {
     const staging = mkdtempSync(join(tmpdir(), 'ib-staging-'));
     const pool = `t-stage-${randomBytes(3).toString('hex')}`;
     const target = tempTarget();
     await execa('mount', ['-t', 'tmpfs', '-o', 'size=40m,mode=0711', 'tmpfs', staging]);
     try {
+      // A backup to restore from, taken while there is room.
+      const b = await cli(['backup', 'instances', 'c1', '--project', P, '--target', target.uri, '--output', 'json']);
+      expect(b.exitCode, b.stderr).toBe(0);
+      const versions = parseJson<{ timestamp: string }[]>(b.stdout).map((r) => r.timestamp);
       mkdirSync(join(staging, 'pool'));
       await incus('storage', 'create', pool, 'dir', `source=${join(staging, 'pool')}`);
       await incus('storage', 'volume', 'create', pool, 'bk');
       await incus('config', 'set', 'storage.backups_volume', `${pool}/bk`);
+      const free = () => statfsSync(staging).bfree * statfsSync(staging).bsize;
+      const room = free();
+
+      // A restore: Incus spools the upload there and says at once that it cannot.
+      const restore = await cli(['restore', 'instance', 'c1', '--target-name', 'c1-back', '-y', '--project', P, '--target', target.uri]);
+      expect(restore.exitCode, restore.stderr).toBe(1);
+      expect(restore.stderr).toMatch(/^Error: Incus: write \S+\/backups\/\S+: no space left on device$/m);
+      expect(restore.stderr).toMatch(/^Hint: the Incus host's backups directory is full: .*storage\.backups_volume POOL\/VOLUME/m);
+      expect(await instanceNames(P)).toEqual(['c1']);
+      expect(free()).toBe(room);
+
       const started = Date.now();
       const run = cliSpawn(['backup', 'instances', 'c1', '--project', P, '--target', target.uri]);
       const timer = setTimeout(() => run.kill('SIGKILL'), 120_000);
@@ -134,8 +149,9 @@ describe("Incus's backups directory runs out of space", () => {
       );
       expect(r.stderr).toMatch(/^Hint: free space there, .*storage\.backups_volume.*, then restart incusd .*; nothing half-done was kept$/m);
       expect(r.stderr).not.toMatch(/Bug:|at .*\.js:\d+/);
+      // Nothing was added to the target but the backup taken before.
       const list = await cli(['list', '--project', P, '--target', target.uri, '--output', 'json']);
-      expect(parseJson<unknown[]>(list.stdout)).toEqual([]);
+      expect(parseJson<{ timestamp: string }[]>(list.stdout).map((r) => r.timestamp)).toEqual(versions);
       await expectNothingOnHost();
       // Incus still holds the stuck backup's file open: the space stays taken, and another
       // backup there would hang too. The next run says so before asking Incus for anything.
