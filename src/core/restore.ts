@@ -288,17 +288,27 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
   const ephemeral: string[] = [];
   try {
     for (const name of item.stops) {
+      const current = await api.getInstance(dest.project, name);
       // Incus deletes an ephemeral instance that stops: it is an ordinary one until it runs again.
-      if ((await api.getInstance(dest.project, name)).ephemeral) {
+      if (current.ephemeral) {
         await api.updateInstance(dest.project, name, (i) => ({ ...i, ephemeral: false }));
         ephemeral.push(name);
         undo.push(`make ${name} ephemeral again`, () => api.updateInstance(dest.project, name, (i) => ({ ...i, ephemeral: true })));
       }
-      await api.setInstanceState(dest.project, name, 'stop', { timeout: 30 }).catch(() =>
-        api.setInstanceState(dest.project, name, 'stop', { force: true }),
-      );
+      // A frozen instance cannot shut down cleanly (its processes do not run): waiting for it
+      // would only take the 30 s timeout. It is stopped at once and, on failure, frozen again.
+      const frozen = current.status === 'Frozen';
+      if (frozen) await api.setInstanceState(dest.project, name, 'stop', { force: true });
+      else {
+        await api.setInstanceState(dest.project, name, 'stop', { timeout: 30 }).catch(() =>
+          api.setInstanceState(dest.project, name, 'stop', { force: true }),
+        );
+      }
       // Restarted on failure; on success the restored instance's own start rule applies.
-      undo.push(`start ${name}`, () => api.setInstanceState(dest.project, name, 'start'));
+      undo.push(`start ${name}${frozen ? ' and freeze it again' : ''}`, async () => {
+        await api.setInstanceState(dest.project, name, 'start');
+        if (frozen) await api.setInstanceState(dest.project, name, 'freeze');
+      });
     }
     // Detach a volume's disk devices first: Incus takes ~30 s to rename an attached volume, and
     // re-pointing devices by hand afterwards is what a rename would do anyway. Re-attaching

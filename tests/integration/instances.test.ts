@@ -450,6 +450,35 @@ describe('an ephemeral instance', () => {
   });
 });
 
+describe('a frozen instance', () => {
+  it('stays frozen through its backup; a replace stops it at once, and a failed one freezes it again', async () => {
+    await incus('launch', 'ib-busybox', 'fz', '--project', P);
+    try {
+      await whileItsBackupCannotStart('fz', async () => {
+        await incus('pause', 'fz', '--project', P);
+        const r = await cli(['restore', 'instance', 'fz', '--replace', '-y', '--project', P, '--target', target.uri]);
+        expect(r.exitCode).toBe(1);
+        expect(r.stderr).toMatch(/^Error: the restored fz did not start .*; the original is back in place$/m);
+        expect(await state(P, 'fz')).toBe('Frozen');
+      });
+      // Its processes cannot run, so it cannot shut down cleanly: waiting for that took Incus's
+      // 30 s timeout before the forced stop.
+      const b = await cli(['backup', 'instances', 'fz', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(await state(P, 'fz')).toBe('Frozen');
+      const started = Date.now();
+      const r = await cli(['restore', 'instance', 'fz', '--replace', '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(Date.now() - started).toBeLessThan(20_000);
+      // Backed up frozen, it is not started (like a stopped one).
+      expect(await state(P, 'fz')).toBe('Stopped');
+      await expectNoLeftovers(['fz']);
+    } finally {
+      await incus('delete', '-f', 'fz', '--project', P).catch(() => undefined);
+    }
+  });
+});
+
 describe('the temporary copy', () => {
   it("never starts on its own (a restarted incusd would start it beside the original); the restored instance gets the source's boot.autostart", async () => {
     await incus('config', 'set', 'web', 'boot.autostart=true', '--project', P);
