@@ -19,7 +19,7 @@ import { humanBytes } from '../output/format.js';
  * with up to 16 MiB still counted free (its reserved clusters).
  */
 export const STAGING_FULL_BELOW = 32 * 1024 * 1024;
-/** Staging counts as stuck once the free space stayed below the mark, unchanged, this long. */
+/** Staging counts as stuck once the free space stayed below the mark, without progress, this long. */
 export const STUCK_AFTER_MS = 10_000;
 const POLL_MS = 1000;
 
@@ -39,13 +39,17 @@ export async function freeBytes(dir: string): Promise<number | undefined> {
   }
 }
 
+/** Less than this drop of the free space is other programs' noise (logs), not staging. */
+export const PROGRESS_BYTES = 1024 * 1024;
+
 /**
- * Decides from successive samples of the free space whether staging is stuck: below the mark
- * and not moving for `after` ms (a backup still being written makes it move).
+ * Decides from successive samples of the free space whether staging is stuck: below the mark,
+ * and for `after` ms no new low by at least PROGRESS_BYTES. A backup being written takes
+ * megabytes a second; the rest of a busy host only moves the free space back and forth.
  */
 export class StuckStaging {
   private since: number | undefined;
-  private last: number | undefined;
+  private low: number | undefined;
 
   constructor(
     private readonly below = STAGING_FULL_BELOW,
@@ -53,12 +57,16 @@ export class StuckStaging {
   ) {}
 
   sample(free: number | undefined, now: number): boolean {
-    if (free === undefined || free >= this.below || free !== this.last) {
-      this.since = free !== undefined && free < this.below ? now : undefined;
-      this.last = free;
+    if (free === undefined || free >= this.below) {
+      this.since = this.low = undefined;
       return false;
     }
-    return this.since !== undefined && now - this.since >= this.after;
+    if (this.low === undefined || free <= this.low - PROGRESS_BYTES) {
+      this.low = free;
+      this.since = now;
+      return false;
+    }
+    return now - this.since! >= this.after;
   }
 }
 
