@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { IncusClient, RequestOptions } from './client.js';
 import { IncusError } from './errors.js';
-import { freeBytes, STAGING_FULL_BELOW, stagingDir, stagingFullBefore, stagingFullDuring, watchStaging } from './staging.js';
+import { stagingDir, watchingStaging } from './staging.js';
 import type { Instance, Project, StorageVolume } from './types.js';
 
 const enc = encodeURIComponent;
@@ -232,21 +232,11 @@ export class IncusApi {
     signal?: AbortSignal,
   ): Promise<void> {
     const only = s.kind === 'instance' ? { instance_only: !opts.withSnapshots } : { volume_only: !opts.withSnapshots };
-    // A full backups directory makes Incus 6.0 hang the backup (see staging.ts): refuse to start
-    // one there, and stop waiting on one that filled it.
-    const dir = stagingDir(this.client.socketPath);
-    const free = await freeBytes(dir);
-    if (free !== undefined && free < STAGING_FULL_BELOW) throw stagingFullBefore(dir, free);
-    const stuck = new AbortController();
-    let freeWhenStuck = 0;
-    const stop = watchStaging(dir, (bytes) => {
-      freeWhenStuck = bytes;
-      stuck.abort();
-    });
-    try {
-      await this.client.run('POST', `${subjectPath(s)}/backups`, {
+    // A full backups directory makes Incus 6.0 hang the backup (see staging.ts).
+    await watchingStaging(stagingDir(this.client.socketPath), opts.label ?? subjectLabel(s), signal, (watched) =>
+      this.client.run('POST', `${subjectPath(s)}/backups`, {
         project: s.project,
-        signal: signal ? AbortSignal.any([signal, stuck.signal]) : stuck.signal,
+        signal: watched,
         body: {
           name,
           ...only,
@@ -254,15 +244,8 @@ export class IncusApi {
           compression_algorithm: 'none',
           expires_at: opts.expiresAt.toISOString(),
         },
-      });
-    } catch (e) {
-      if (stuck.signal.aborted && !signal?.aborted) {
-        throw stagingFullDuring(dir, freeWhenStuck, opts.label ?? subjectLabel(s));
-      }
-      throw e;
-    } finally {
-      stop();
-    }
+      }),
+    );
   }
   async listServerBackups(s: BackupSubject): Promise<string[]> {
     return names(await this.client.get<string[]>(`${subjectPath(s)}/backups`, { project: s.project }));

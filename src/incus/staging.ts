@@ -97,7 +97,7 @@ export function stagingFullDuring(dir: string, free: number, what: string): IbEr
  * Polls the free space of `dir` once a second until stopped; calls `onStuck` once with the free
  * bytes when staging looks stuck. The timer does not keep the process alive.
  */
-export function watchStaging(dir: string, onStuck: (free: number) => void, detector = new StuckStaging()): () => void {
+function watchStaging(dir: string, onStuck: (free: number) => void, detector = new StuckStaging()): () => void {
   let stopped = false;
   let busy = false;
   const timer = setInterval(() => {
@@ -116,4 +116,28 @@ export function watchStaging(dir: string, onStuck: (free: number) => void, detec
     clearInterval(timer);
   };
   return stop;
+}
+
+/**
+ * Runs `stage` (asking Incus for a backup and waiting for it) with a signal that also fires when
+ * staging in `dir` gets stuck, which then fails as stagingFullDuring; refuses at once (nothing
+ * asked of Incus) when `dir` is already nearly full.
+ */
+export async function watchingStaging<T>(dir: string, what: string, signal: AbortSignal | undefined, stage: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const free = await freeBytes(dir);
+  if (free !== undefined && free < STAGING_FULL_BELOW) throw stagingFullBefore(dir, free);
+  const stuck = new AbortController();
+  let freeWhenStuck = 0;
+  const stop = watchStaging(dir, (bytes) => {
+    freeWhenStuck = bytes;
+    stuck.abort();
+  });
+  try {
+    return await stage(signal ? AbortSignal.any([signal, stuck.signal]) : stuck.signal);
+  } catch (e) {
+    if (stuck.signal.aborted && !signal?.aborted) throw stagingFullDuring(dir, freeWhenStuck, what);
+    throw e;
+  } finally {
+    stop();
+  }
 }
