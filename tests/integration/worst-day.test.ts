@@ -8,7 +8,8 @@ import { cli, freshHost, incus, incusJson, instanceNames, parseJson, sh, state }
 // The README's two commands on a restic repository: `backup all` every night, and on the worst
 // day `restore all --dry-run`, then again with -y. A project with its own profiles and images
 // loses an instance, its volume, a profile and an image; everything comes back, the instance as
-// the same machine on its managed bridge (its MAC address).
+// the same machine on its managed bridge (its MAC address). Last, the same project comes back
+// on a second, freshly installed incusd, the old one gone.
 const tag = randomBytes(3).toString('hex');
 const P = `t-worst-${tag}`;
 const NET = `ibw${tag}`;
@@ -158,6 +159,7 @@ describe('the worst day, on a restic repository', () => {
       // The project's profile uses the default project's bridge: restore all names it, and
       // says where it lives, changing nothing.
       const dry = await there('restore', 'all', '--apply-config', '--dry-run');
+      expect(dry.exitCode, dry.stderr).toBe(1);
       // (The project is not there yet: its config says it uses the default project's networks.)
       expect(dry.stderr).toContain(`missing: network ${NET} (project default), needed by profile ${P}/app`);
       expect(dry.stderr).toMatch(/^Hint: .*restore config --apply --project default/m);
