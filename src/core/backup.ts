@@ -76,6 +76,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       compression: opts.compression,
     });
     await sweepResourceLeftovers(ctx, subject, label);
+    await api.checkStagingRoom();
     let source: Manifest['source'];
     let running = false;
     if (subject.kind === 'instance') {

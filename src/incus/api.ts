@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { IncusClient, RequestOptions } from './client.js';
 import { IncusError } from './errors.js';
-import { stagingDir, watchingStaging } from './staging.js';
+import { refuseFullStaging, stagingDir, watchingStaging } from './staging.js';
 import type { Instance, Project, StorageVolume } from './types.js';
 
 const enc = encodeURIComponent;
@@ -246,6 +246,13 @@ export class IncusApi {
         },
       }),
     );
+  }
+  /**
+   * Refuses when Incus's backups directory is already (nearly) full: before a backup makes its
+   * snapshot and temporary copy, which on a dir pool can take as long as the export.
+   */
+  checkStagingRoom(): Promise<void> {
+    return refuseFullStaging(stagingDir(this.client.socketPath));
   }
   async listServerBackups(s: BackupSubject): Promise<string[]> {
     return names(await this.client.get<string[]>(`${subjectPath(s)}/backups`, { project: s.project }));

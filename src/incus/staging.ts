@@ -118,14 +118,19 @@ function watchStaging(dir: string, onStuck: (free: number) => void, detector = n
   return stop;
 }
 
+/** Throws stagingFullBefore when `dir` is (nearly) full: a backup staged there would hang. */
+export async function refuseFullStaging(dir: string): Promise<void> {
+  const free = await freeBytes(dir);
+  if (free !== undefined && free < STAGING_FULL_BELOW) throw stagingFullBefore(dir, free);
+}
+
 /**
  * Runs `stage` (asking Incus for a backup and waiting for it) with a signal that also fires when
  * staging in `dir` gets stuck, which then fails as stagingFullDuring; refuses at once (nothing
  * asked of Incus) when `dir` is already nearly full.
  */
 export async function watchingStaging<T>(dir: string, what: string, signal: AbortSignal | undefined, stage: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const free = await freeBytes(dir);
-  if (free !== undefined && free < STAGING_FULL_BELOW) throw stagingFullBefore(dir, free);
+  await refuseFullStaging(dir);
   const stuck = new AbortController();
   let freeWhenStuck = 0;
   const stop = watchStaging(dir, (bytes) => {
