@@ -31,6 +31,8 @@ fi
 for tool in curl xz zstd; do command -v $tool >/dev/null 2>&1 || need+=("$(pkg_of $tool)"); done
 # Incus runs dnsmasq for a managed bridge (the tests make one).
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+# Incus needs btrfs-progs for a btrfs pool (the tests make one for --optimized backups).
+command -v btrfs >/dev/null 2>&1 || [ -x /usr/bin/btrfs ] || need+=(btrfs-progs)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-deps: everything present"

@@ -105,8 +105,9 @@ apt_in_root update
 apt_in_root install --no-install-recommends -t bookworm-backports incus-base incus-client systemd-standalone-sysusers
 apt_in_root install --no-install-recommends restic/trixie
 # dnsmasq-base: Incus runs it for a managed bridge (the tests make one, as most hosts have incusbr0).
+# btrfs-progs: Incus needs it for a btrfs pool (the tests make one for --optimized backups).
 apt_in_root install --no-install-recommends restic-rest-server busybox-static xz-utils zstd curl \
-  ca-certificates procps iproute2 dnsmasq-base
+  ca-certificates procps iproute2 dnsmasq-base btrfs-progs
 
 say "copying the host's node $(node --version) and npm $(npm --version 2>/dev/null) into the image"
 install -D -m 0755 "$node_bin" "$rootfs/usr/local/bin/node"
@@ -118,7 +119,7 @@ ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$rootfs/usr/local/bin/npx"
 # The image must be able to run everything the harness needs.
 for check in "node --version" "npm --version" "incus --version" "test -x /usr/libexec/incus/incusd" \
              "restic version" "restic-rest-server --version" "busybox true" "xz --version" "zstd --version" \
-             "dnsmasq --version"; do
+             "dnsmasq --version" "btrfs --version"; do
   # shellcheck disable=SC2086
   in_root $check >/dev/null 2>&1 || die "image check failed: $check"
 done

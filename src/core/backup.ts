@@ -166,10 +166,14 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       throw new IncusError(0, `export of ${label} was cut short (${hash.bytes} of ${dl.size} bytes)`, 'GET', subjectPath(exportFrom));
     }
     opts.onStreamed?.();
+    // Drivers without an optimized format (dir, lvm...) export a plain tarball even when asked
+    // for an optimized one: the manifest says what Incus made (its index.yaml).
+    const optimized = opts.optimized && index.index?.optimized !== false;
+    if (opts.optimized && !optimized) ui.warn(`${label}: its pool's driver (${String(index.index?.backend ?? '?')}) has no optimized format; Incus exported a plain tarball`);
     const committing = writer.commit(
       draftManifest(key, writer.timestamp, server.environment.server_version, { size: hash.bytes, sha256: hash.sha256 }, {
         consistency: { mode, instant: instant.toISOString(), ...(frozenMs !== undefined ? { frozenMs } : {}) },
-        options: { optimized: opts.optimized, withSnapshots: opts.withSnapshots, compression: opts.compression },
+        options: { optimized, withSnapshots: opts.withSnapshots, compression: opts.compression },
         source: { ...source, host: hostname() },
         ...(index.index ? { index: index.index } : {}),
       }),

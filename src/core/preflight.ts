@@ -135,8 +135,11 @@ export function planIndex(index: Record<string, unknown>): Record<string, unknow
     devices[name] = kept;
   }
   const cloudInitId = c.config?.['volatile.cloud-init.instance-id'];
+  const o = index as { optimized?: boolean; backend?: string };
   return {
     ...(i.pool ? { pool: i.pool } : {}),
+    // An optimized archive is the driver's own format: it restores only onto that driver.
+    ...(o.optimized ? { optimized: true, backend: o.backend } : {}),
     config: { container: { profiles: c.profiles ?? [], devices, ...(cloudInitId ? { config: { 'volatile.cloud-init.instance-id': cloudInitId } } : {}) } },
   };
 }
@@ -180,4 +183,13 @@ function exists(api: IncusApi, r: Requirement): Promise<boolean> {
 
 export function describeRequirement(r: Requirement): string {
   return `${r.what} ${r.name} (project ${r.project}), needed by ${r.neededBy}`;
+}
+
+/**
+ * The driver an optimized archive needs (the pool driver that wrote it, from its index.yaml),
+ * or undefined for a plain tarball, which restores onto any pool.
+ */
+export function optimizedFor(item: RestorePlanItem): string | undefined {
+  const index = item.entry.manifest.index as { optimized?: boolean; backend?: string } | undefined;
+  return index?.optimized && index.backend ? index.backend : undefined;
 }

@@ -7,7 +7,7 @@ import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
 import { Cleanup, unbreakableStep, type RunContext, type Task } from './run.js';
-import { addressClashes, fixedAddressesOf, mapName, rewritesInstance, type Mappings } from './preflight.js';
+import { addressClashes, fixedAddressesOf, mapName, optimizedFor, rewritesInstance, type Mappings } from './preflight.js';
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
 import { asideName, tmpName } from './tmpnames.js';
 
@@ -141,8 +141,38 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         : 'pass --replace to replace them (each current one is kept until its restore succeeded) or --skip-existing to leave them',
     );
   }
+  await refuseOtherDrivers(ctx, plan);
   await leaveClashingCopiesStopped(ctx, plan, opts.maps);
   return plan;
+}
+
+/**
+ * An optimized backup is the pool driver's own format (a btrfs send stream, a zfs send...):
+ * Incus refuses it on a pool of another driver, after the upload has begun. Said before.
+ */
+async function refuseOtherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Promise<void> {
+  const drivers = new Map<string, Promise<string | undefined>>();
+  const wrong: string[] = [];
+  let example: { needs: string } | undefined;
+  for (const item of plan) {
+    const needs = optimizedFor(item);
+    if (!needs || item.action === 'skip') continue;
+    const index = item.entry.manifest.index as { pool?: string };
+    const pool = item.dest.kind === 'volume' ? item.dest.pool : (item.rootPool ?? index.pool);
+    if (!pool) continue;
+    if (!drivers.has(pool)) drivers.set(pool, ctx.api.poolDriver(pool));
+    const driver = await drivers.get(pool)!;
+    // A pool that is not there is the pre-flight's to name.
+    if (driver === undefined || driver === needs) continue;
+    wrong.push(`${subjectLabel(item.dest)} (an optimized ${needs} backup; pool ${pool} is ${driver})`);
+    example = { needs };
+  }
+  if (example) {
+    throw new UsageError(
+      `an optimized backup restores only onto a pool of the driver that made it: ${wrong.join(', ')}`,
+      `restore onto a ${example.needs} pool (--pool-map OLD=POOL), or use a backup taken without --optimized`,
+    );
+  }
 }
 
 /**

@@ -129,6 +129,16 @@ export class IncusApi {
     });
   }
 
+  /** A storage pool's driver (dir, btrfs, zfs, lvm, ceph...); undefined when there is no such pool. */
+  async poolDriver(pool: string): Promise<string | undefined> {
+    try {
+      return (await this.client.get<{ driver: string }>(`/1.0/storage-pools/${enc(pool)}`)).driver;
+    } catch (e) {
+      if (e instanceof IncusError && e.notFound) return undefined;
+      throw e;
+    }
+  }
+
   // Custom volumes
   async listVolumes(project: string): Promise<StorageVolume[]> {
     const pools = await this.client.get<string[]>('/1.0/storage-pools');

@@ -450,6 +450,48 @@ describe('an ephemeral instance', () => {
   });
 });
 
+describe('an optimized backup', () => {
+  // The pool driver's own format (a btrfs send stream here): it restores onto that driver only,
+  // and a driver without such a format (dir) makes a plain tarball of it.
+  const pool = `t-bt-${randomBytes(3).toString('hex')}`;
+  const manifestOf = async (name: string) => JSON.parse(readFileSync(join((await listJson(name)).at(-1)!.location, 'manifest.json'), 'utf8'));
+
+  afterAll(async () => {
+    for (const name of ['ob', 'ob2', 'ob3']) await incus('delete', '-f', name, '--project', P).catch(() => undefined);
+    await incus('storage', 'delete', pool).catch(() => undefined);
+  });
+
+  it('restores onto a pool of its driver, and is refused before anything moves onto another', async () => {
+    await incus('storage', 'create', pool, 'btrfs', 'size=1GiB');
+    await incus('launch', 'ib-busybox', 'ob', '--project', P, '-s', pool);
+    await sh(P, 'ob', 'echo kept > /data/mark');
+    const b = await cli(['backup', 'instances', 'ob', '--optimized', '--project', P, '--target', target.uri]);
+    expect(b.exitCode, b.stderr).toBe(0);
+    expect((await manifestOf('ob')).options.optimized).toBe(true);
+    const ok = await cli(['restore', 'instance', 'ob', '--target-name', 'ob2', '-y', '--project', P, '--target', target.uri]);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    expect(await sh(P, 'ob2', 'cat /data/mark')).toBe('kept');
+    for (const extra of ['--dry-run', '-y']) {
+      const r = await cli(['restore', 'instance', 'ob', '--target-name', 'ob3', '--pool-map', `${pool}=default`, extra, '--project', P, '--target', target.uri]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(
+        new RegExp(`^Error: an optimized backup restores only onto a pool of the driver that made it: instance ${P}/ob3 \\(an optimized btrfs backup; pool default is dir\\)$`, 'm'),
+      );
+      expect(r.stderr).toMatch(/^Hint: restore onto a btrfs pool \(--pool-map OLD=POOL\), or use a backup taken without --optimized$/m);
+      expect(r.stderr).not.toMatch(/importing/);
+    }
+    expect((await instanceNames(P)).filter((n) => n.startsWith('ob'))).toEqual(['ob', 'ob2']);
+    await expectNoLeftovers(['ob']);
+  });
+
+  it('of an instance on a dir pool is a plain tarball, and says so', async () => {
+    const b = await cli(['backup', 'instances', 'web', '--optimized', '--project', P, '--target', target.uri]);
+    expect(b.exitCode, b.stderr).toBe(0);
+    expect(b.stderr).toContain(`warning: instance ${P}/web: its pool's driver (dir) has no optimized format; Incus exported a plain tarball`);
+    expect((await manifestOf('web')).options.optimized).toBe(false);
+  });
+});
+
 describe('a frozen instance', () => {
   it('stays frozen through its backup; a replace stops it at once, and a failed one freezes it again', async () => {
     await incus('launch', 'ib-busybox', 'fz', '--project', P);

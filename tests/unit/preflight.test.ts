@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addressClashes, fixedAddressesOf, type Mappings } from '../../src/core/preflight.js';
+import { addressClashes, fixedAddressesOf, optimizedFor, planIndex, type Mappings } from '../../src/core/preflight.js';
 import type { RestorePlanItem } from '../../src/core/restore.js';
 import type { Instance } from '../../src/incus/types.js';
 
@@ -55,5 +55,23 @@ describe('fixed NIC addresses of a restored copy', () => {
     expect(addressClashes(addresses, 'drill', [ownNetworks], (p) => (p === 'lab' ? 'lab' : 'default'))).toEqual([]);
     const other = instance('prod', 'web', { eth0: { type: 'nic', network: 'br0', 'ipv4.address': '10.0.0.6' } });
     expect(addressClashes(addresses, 'drill', [other], defaultNetworks)).toEqual([]);
+  });
+});
+
+describe('an optimized archive', () => {
+  const index = { name: 'web', backend: 'btrfs', pool: 'fast', optimized: true, optimized_header: true, config: { container: { profiles: [], devices: {} } } };
+  const asItem = (idx: Record<string, unknown>) => ({ entry: { manifest: { type: 'instance', index: idx } } }) as unknown as RestorePlanItem;
+
+  it('needs the driver that made it, from the full index or from the restic summary', () => {
+    expect(optimizedFor(asItem(index))).toBe('btrfs');
+    expect(planIndex(index)).toMatchObject({ pool: 'fast', optimized: true, backend: 'btrfs' });
+    expect(optimizedFor(asItem(planIndex(index)))).toBe('btrfs');
+  });
+
+  it('a plain tarball needs no driver, and its summary says nothing of one', () => {
+    const plain = { ...index, optimized: false, optimized_header: false };
+    expect(optimizedFor(asItem(plain))).toBeUndefined();
+    expect(planIndex(plain)).not.toHaveProperty('backend');
+    expect(optimizedFor(asItem(planIndex(plain)))).toBeUndefined();
   });
 });
