@@ -450,6 +450,46 @@ describe('an ephemeral instance', () => {
   });
 });
 
+describe('--with-snapshots', () => {
+  it("ships the instance's snapshots, frozen while Incus stages them; a restore brings them back, a replace swaps them for the backup's", async () => {
+    await incus('launch', 'ib-busybox', 'ws', '--project', P);
+    try {
+      for (const [value, snap] of [['one', 's1'], ['two', 's2']] as const) {
+        await sh(P, 'ws', `echo ${value} > /data/v`);
+        await incus('snapshot', 'create', 'ws', snap, '--project', P);
+      }
+      await sh(P, 'ws', 'echo three > /data/v');
+      const b = await cli(['backup', 'instances', 'ws', '--with-snapshots', '--project', P, '--target', target.uri, '--output', 'json']);
+      expect(b.exitCode, b.stderr).toBe(0);
+      // A copy cannot carry the source's snapshots: the instance itself is frozen while staged.
+      expect(parseJson<{ mode: string }[]>(b.stdout).map((r) => r.mode)).toEqual(['freeze']);
+      expect(await state(P, 'ws')).toBe('Running');
+      expect((await snapshotNames(P, 'ws')).sort()).toEqual(['s1', 's2']);
+
+      const beside = await cli(['restore', 'instance', 'ws', '--target-name', 'ws2', '-y', '--project', P, '--target', target.uri]);
+      expect(beside.exitCode, beside.stderr).toBe(0);
+      expect((await snapshotNames(P, 'ws2')).sort()).toEqual(['s1', 's2']);
+      expect(await sh(P, 'ws2', 'cat /data/v')).toBe('three');
+      await incus('snapshot', 'restore', 'ws2', 's1', '--project', P);
+      expect(await sh(P, 'ws2', 'cat /data/v')).toBe('one');
+
+      // A replace deletes the current snapshots (the preview says which); the backup's come back.
+      await incus('snapshot', 'create', 'ws', 's3', '--project', P);
+      await sh(P, 'ws', 'echo four > /data/v');
+      const args = ['restore', 'instance', 'ws', '--replace', '--project', P, '--target', target.uri];
+      const dry = await cli([...args, '--dry-run', '--output', 'json']);
+      expect(parseJson<{ dropsSnapshots: string[] }[]>(dry.stdout)[0]!.dropsSnapshots.sort()).toEqual(['s1', 's2', 's3']);
+      const r = await cli([...args, '-y']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect((await snapshotNames(P, 'ws')).sort()).toEqual(['s1', 's2']);
+      expect(await sh(P, 'ws', 'cat /data/v')).toBe('three');
+      await expectNoLeftovers([]);
+    } finally {
+      for (const name of ['ws', 'ws2']) await incus('delete', '-f', name, '--project', P).catch(() => undefined);
+    }
+  });
+});
+
 describe('an optimized backup', () => {
   // The pool driver's own format (a btrfs send stream here): it restores onto that driver only,
   // and a driver without such a format (dir) makes a plain tarball of it.
