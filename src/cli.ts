@@ -22,8 +22,12 @@ import { toolVersion } from './version.js';
 registerBackend(dirBackendFactory);
 registerBackend(resticBackendFactory);
 
-export function buildCli(): Cli<IbContext> {
-  const cli = new Cli<IbContext>({ binaryLabel: 'incus-backup', binaryName: 'incus-backup', binaryVersion: toolVersion });
+/**
+ * `colors`: whether help and usage errors may use escape codes. Given here, because clipanion's
+ * help command otherwise decides from the terminal type alone, and wrote them into pipes.
+ */
+export function buildCli(colors = false): Cli<IbContext> {
+  const cli = new Cli<IbContext>({ binaryLabel: 'incus-backup', binaryName: 'incus-backup', binaryVersion: toolVersion, enableColors: colors });
   for (const c of [
     BackupInstancesCommand,
     BackupVolumesCommand,
@@ -82,10 +86,11 @@ export async function main(argv: string[]): Promise<void> {
       if (e.code !== 'EPIPE' && e.code !== 'ERR_STREAM_DESTROYED') throw e;
     });
   }
-  const cli = buildCli();
+  const colors = !!process.stdout.isTTY && !process.env.NO_COLOR;
+  const cli = buildCli(colors);
   const context = {
     ...Cli.defaultContext,
-    colorDepth: process.stdout.isTTY && !process.env.NO_COLOR ? process.stdout.getColorDepth() : 1,
+    colorDepth: colors ? process.stdout.getColorDepth() : 1,
     env: process.env,
     signal: controller.signal,
     interactive: !!process.stdin.isTTY && !!process.stderr.isTTY,

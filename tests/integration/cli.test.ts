@@ -36,6 +36,15 @@ describe('the CLI surface', () => {
     expect(r.stdout).not.toMatch(/\x1b\[/);
   });
 
+  it('writes help into a pipe without escape codes, NO_COLOR or not (clipanion went by the terminal type)', async () => {
+    for (const args of [['--help'], ['restore', 'volumes', '--help'], ['list', '--bogus']]) {
+      // No NO_COLOR at all (Node counts an empty one as set).
+      const r = await cli(args, { NO_COLOR: undefined, TERM: 'xterm-256color' });
+      expect(r.stdout + r.stderr, args.join(' ')).toMatch(/incus-backup/);
+      expect(r.stdout + r.stderr, args.join(' ')).not.toMatch(/\x1b\[/);
+    }
+  });
+
   it.each(['backup instances', 'restore instance', 'list', 'verify', 'prune', 'backup all'])(
     '%s --help has a description and an example',
     async (path) => {

@@ -19,7 +19,7 @@ export interface CliResult {
 }
 
 /** Runs the built CLI as a user would, without a terminal. */
-export async function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+export async function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
   const r = await execa('node', [cliPath, ...args], { reject: false, env: { NO_COLOR: '1', ...env }, stdin: 'ignore' });
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }

@@ -7,7 +7,7 @@ import { cliPath, incus, launch, state, tempTarget, testProject } from './helper
  * the confirmation prompt are the ones people see. Output is capped: a redraw loop shows up
  * as a failure, not as a hung test.
  */
-async function onTerminal(args: string[], opts: { columns?: number; answer?: string } = {}): Promise<{ exitCode: number; text: string; bytes: number }> {
+async function onTerminal(args: string[], opts: { columns?: number; answer?: string } = {}): Promise<{ exitCode: number; text: string; bytes: number; raw: string }> {
   const quoted = ['node', cliPath, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const size = opts.columns ? `stty cols ${opts.columns} rows 40; ` : '';
   const child = execa('script', ['-qec', `${size}${quoted}`, '/dev/null'], { reject: false, timeout: 60_000, maxBuffer: 1 << 20, env: { TERM: 'xterm' } });
@@ -26,7 +26,7 @@ async function onTerminal(args: string[], opts: { columns?: number; answer?: str
   const raw = String(r.stdout);
   // What a person reads: escape sequences dropped, carriage-return redraws as lines.
   const text = raw.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '\n');
-  return { exitCode: r.exitCode ?? -1, text, bytes: raw.length };
+  return { exitCode: r.exitCode ?? -1, text, bytes: raw.length, raw };
 }
 
 let project: { name: string; dispose: () => Promise<void> };
@@ -58,6 +58,13 @@ describe('on a terminal', () => {
     expect(r.text).toContain('Restore 1 item(s)? (y/N)');
     expect(await state(P, 't2')).toBe('Running');
     await incus('delete', '-f', 't2', '--project', P);
+  });
+
+  it('shows help with emphasis on a terminal (in a pipe it has none: cli.test.ts)', async () => {
+    const r = await onTerminal(['restore', 'volumes', '--help']);
+    expect(r.exitCode).toBe(0);
+    expect(r.raw).toMatch(/\x1b\[1m━━━ Usage/);
+    expect(r.text).toMatch(/Restore several custom volumes/);
   });
 
   it('answering no changes nothing', async () => {
