@@ -60,6 +60,34 @@ describe('custom volumes on a directory target', () => {
     await incus('storage', 'volume', 'delete', 'default', 'data2', '--project', P);
   });
 
+  it('restore volumes brings back every backed-up volume of the project, or the ones named, after one preview', async () => {
+    await incus('storage', 'volume', 'create', 'default', 'spare', '--project', P);
+    try {
+      const b = await cli(['backup', 'volumes', 'default/spare', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      await incus('storage', 'volume', 'delete', 'default', 'spare', '--project', P);
+      const args = ['restore', 'volumes', '--project', P, '--target', target.uri];
+      // Both backed-up volumes: data exists (a conflict) and is left alone, spare comes back.
+      const dry = await cli([...args, '--skip-existing', '--dry-run', '--output', 'json']);
+      expect(dry.exitCode, dry.stderr).toBe(0);
+      expect(parseJson<{ name: string; action: string }[]>(dry.stdout).map((i) => `${i.action} ${i.name}`)).toEqual(['skip data', 'create spare']);
+      const conflict = await cli([...args, '-y']);
+      expect(conflict.exitCode).toBe(2);
+      expect(conflict.stderr).toMatch(/already exists: volume \S+\/default\/data/);
+      const r = await cli([...args, '--skip-existing', '-y']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await volumeNames()).toEqual(['data', 'spare']);
+      // Named: only that one.
+      await incus('storage', 'volume', 'delete', 'default', 'spare', '--project', P);
+      const named = await cli(['restore', 'volumes', 'default/spare', '-y', '--project', P, '--target', target.uri, '--output', 'json']);
+      expect(named.exitCode, named.stderr).toBe(0);
+      expect(parseJson<{ pool: string; name: string }[]>(named.stdout).map((i) => `${i.pool}/${i.name}`)).toEqual(['default/spare']);
+      expect(await volumeNames()).toEqual(['data', 'spare']);
+    } finally {
+      await incus('storage', 'volume', 'delete', 'default', 'spare', '--project', P).catch(() => undefined);
+    }
+  });
+
   it('replacing a volume used by a running instance needs --force without a terminal', async () => {
     await sh(P, 'app', 'echo drift > /mnt/data/blob');
     const r = await cli(['restore', 'volume', 'default/data', '--replace', '-y', '--project', P, '--target', target.uri]);
