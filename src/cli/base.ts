@@ -251,7 +251,15 @@ export abstract class BaseCommand extends Command<IbContext> {
    * dry run, nothing to do, refused), the results otherwise.
    */
   showsPlan(stopsHere: boolean): boolean {
-    return this.format === 'table' || stopsHere;
+    return this.format === 'table' ? stopsHere || !this.unattendedQuiet() : stopsHere;
+  }
+
+  /**
+   * --quiet with nobody asked (-y or --force), as in a cron job: the plan's table is left out,
+   * and only warnings, errors and the summary are printed. A person asked to confirm sees it.
+   */
+  unattendedQuiet(): boolean {
+    return this.quiet && (this.yes || this.force);
   }
 
   /** One result object as json/yaml (for results that are not a list of rows). */

@@ -86,6 +86,20 @@ describe('operator experience', () => {
     expect(bad.stdout).toMatch(/^backup: 1 ok, 1 failed; /);
   });
 
+  it('--quiet with -y (a cron job) leaves the plan out of a restore and a prune; a dry run still shows it', async () => {
+    const restore = await cli(['restore', 'instance', 'a3', '--target-name', 'a3q', '--no-start', '-q', '-y', '--project', P, '--target', target.uri]);
+    expect(restore.exitCode, restore.stderr).toBe(0);
+    expect(restore.stdout).toMatch(/^restore: 1 ok; [^\n]+$/);
+    expect(restore.stderr).toBe('');
+    await incus('delete', '-f', 'a3q', '--project', P);
+    const prune = await cli(['prune', '--keep-last', '5', '-q', '-y', '--project', P, '--target', target.uri]);
+    expect(prune.exitCode, prune.stderr).toBe(0);
+    expect(prune.stdout).toBe('');
+    expect(prune.stderr).toMatch(/^\d+ backup\(s\) of \d+ resource\(s\): \d+ to keep, 0 to remove/m);
+    const dry = await cli(['restore', 'instance', 'a3', '--target-name', 'a3q', '-q', '--dry-run', '--project', P, '--target', target.uri]);
+    expect(dry.stdout).toMatch(/│ instance a3 +│/);
+  });
+
   it('takes target, project and retention from the config file, flags winning over environment over file', async () => {
     const file = join(target.dir, 'ib.yaml');
     writeFileSync(file, `target: ${target.uri}\nproject: does-not-exist\nretention:\n  keep_last: 1\n`);

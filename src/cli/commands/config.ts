@@ -132,7 +132,7 @@ export class RestoreConfigCommand extends BaseCommand {
     const scope: ConfigScope = this.allProjects ? {} : { project: this.checkedProject() };
     const preview = await previewConfig(ctx, entry, scope, this.force);
     if (this.format === 'table') {
-      this.print(configPreviewRows(preview), configPreviewColumns);
+      if (this.showsPlan(!this.apply || this.dryRun || !preview.changes.length)) this.print(configPreviewRows(preview), configPreviewColumns);
       if (!preview.changes.length) this.context.stderr.write(`config matches the backup of ${entry.manifest.timestamp}\n`);
     } else this.printData(configPreviewData(preview));
     // A profile it writes that names a network or pool that is neither there nor created here

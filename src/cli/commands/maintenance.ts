@@ -234,7 +234,8 @@ export class PruneCommand extends ScopedCommand {
       if (damaged) ui.warn(`${damaged} damaged backup(s) are left alone; \`incus-backup verify\` names them`);
       if (this.name && entries.length === 0) throw await this.nothingFound(backend, filter);
       const plan = planPrune(entries, (k: ResourceKey) => effectivePolicy(k, flags, () => fromFile));
-      this.print([...pruneRows(plan), ...leftoverRows(leftovers)], pruneColumns);
+      // The plan is prune's report (and its --output data); a quiet cron job gets the totals.
+      if (this.format !== 'table' || this.showsPlan(this.dryRun)) this.print([...pruneRows(plan), ...leftoverRows(leftovers)], pruneColumns);
       const err = this.context.stderr;
       const leftoverBytes = leftovers.reduce((n, b) => n + (b.size ?? 0), 0);
       const andN = leftovers.length ? ` and ${leftovers.length} leftover(s)` : '';

@@ -8,7 +8,7 @@ import { planRestore, restoreItem, type RestorePlanItem } from '../../core/resto
 import type { RunContext } from '../../core/run.js';
 import { SERVER_WIDE } from '../../core/types.js';
 import type { BackupEntry } from '../../backends/types.js';
-import { applyConfig, configPreviewColumns, configPreviewData, configPreviewRows, pickConfig, previewConfig } from './config.js';
+import { applyConfig, configPreviewColumns, configPreviewData, configPreviewRows, pickConfig, previewConfig, type ConfigPreview } from './config.js';
 import type { ResourceType } from '../../core/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
@@ -304,6 +304,22 @@ export class RestoreAllCommand extends RestoreBase {
   version = Option.String('--version', { description: 'Use, per resource, the newest backup not newer than this version' });
   applyConfig = Option.Boolean('--apply-config', false, { description: 'Also apply the config backup (projects, pools, networks, profiles) first' });
 
+  /** The three parts of the plan, for people. */
+  private printAllPlan(config: ConfigPreview | undefined, images: ImageRestorePlan[], plan: RestorePlanItem[]): void {
+    if (config) {
+      this.context.stdout.write(`Config (version ${config.entry.manifest.timestamp}):\n`);
+      if (config.changes.length || config.kept.length) this.print(configPreviewRows(config), configPreviewColumns);
+      else this.context.stdout.write('  no changes\n');
+    }
+    if (images.length) {
+      this.context.stdout.write('Images:\n');
+      this.print(images, imagePreviewColumns);
+    }
+    this.context.stdout.write('Volumes and instances:\n');
+    if (plan.length) this.print(plan, previewColumns);
+    else this.context.stdout.write('  none\n');
+  }
+
   async run(): Promise<ExitCodeValue> {
     this.checkCommon(this.version);
     const opts = this.planOptions();
@@ -338,20 +354,10 @@ export class RestoreAllCommand extends RestoreBase {
     const work = plan.filter((i) => i.action !== 'skip');
     const configWork = config?.changes.length ?? 0;
     const nothingToDo = !work.length && !configWork && !imageWork.length;
+    const stopsHere = this.dryRun || missing.length > 0 || nothingToDo;
     if (this.format === 'table') {
-      if (config) {
-        this.context.stdout.write(`Config (version ${config.entry.manifest.timestamp}):\n`);
-        if (config.changes.length || config.kept.length) this.print(configPreviewRows(config), configPreviewColumns);
-        else this.context.stdout.write('  no changes\n');
-      }
-      if (images.length) {
-        this.context.stdout.write('Images:\n');
-        this.print(images, imagePreviewColumns);
-      }
-      this.context.stdout.write('Volumes and instances:\n');
-      if (plan.length) this.print(plan, previewColumns);
-      else this.context.stdout.write('  none\n');
-    } else if (this.showsPlan(this.dryRun || missing.length > 0 || nothingToDo)) {
+      if (this.showsPlan(stopsHere)) this.printAllPlan(config, images, plan);
+    } else if (this.showsPlan(stopsHere)) {
       this.printData({ config: config ? configPreviewData(config) : null, images: images.map(imagePreviewData), items: plan.map(previewData), missing });
     }
     this.refuseMissing(missing, this.applyConfig);
