@@ -69,7 +69,7 @@ describe('directory backend', () => {
     try {
       expect(readdirSync(join(root, '.staging'))).toEqual([]);
       expect(readdirSync(join(root, '.trash'))).toEqual([]);
-      expect(notices).toEqual([`removed 3 unfinished backup(s) or deletion(s) that runs no longer alive left in ${root}`]);
+      expect(notices).toEqual([`removed 3 leftover(s) of runs that never finished (partial backups, half-done deletions) from ${root}`]);
       // What this run stages under its lock is its own, and stays until it commits.
       const w = await b.createWriter({ key, when: new Date('2026-01-02T03:04:05Z'), archiveBase: 'export.tar', compression: 'none' });
       expect(readdirSync(join(root, '.staging'))).toHaveLength(1);

@@ -394,7 +394,7 @@ export class DirBackend implements Backend {
     const release = await acquireLock(this.root, { purpose, waitMs: req.waitMs, ...(req.signal ? { signal: req.signal } : {}), ...(req.onNotice ? { onNotice: req.onNotice } : {}) });
     try {
       const n = await this.sweepStaging(true);
-      if (n) req.onNotice?.(`removed ${n} unfinished backup(s) or deletion(s) that runs no longer alive left in ${this.root}`);
+      if (n) req.onNotice?.(`removed ${n} leftover(s) of runs that never finished (partial backups, half-done deletions) from ${this.root}`);
     } catch (e) {
       await release();
       throw e;
