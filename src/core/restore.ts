@@ -153,7 +153,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
 async function refuseOtherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Promise<void> {
   const drivers = new Map<string, Promise<string | undefined>>();
   const wrong: string[] = [];
-  let example: { needs: string } | undefined;
+  let firstNeeded: string | undefined;
   for (const item of plan) {
     const needs = optimizedFor(item);
     if (!needs || item.action === 'skip') continue;
@@ -165,12 +165,12 @@ async function refuseOtherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Pro
     // A pool that is not there is the pre-flight's to name.
     if (driver === undefined || driver === needs) continue;
     wrong.push(`${subjectLabel(item.dest)} (an optimized ${needs} backup; pool ${pool} is ${driver})`);
-    example = { needs };
+    firstNeeded ??= needs;
   }
-  if (example) {
+  if (firstNeeded) {
     throw new UsageError(
       `an optimized backup restores only onto a pool of the driver that made it: ${wrong.join(', ')}`,
-      `restore onto a ${example.needs} pool (--pool-map OLD=POOL), or use a backup taken without --optimized`,
+      `restore onto a ${firstNeeded} pool (--pool-map OLD=POOL), or use a backup taken without --optimized`,
     );
   }
 }
