@@ -1,12 +1,14 @@
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { IncusApi } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
 import type { RestorePlanItem } from './restore.js';
 
 /** Something an instance needs in its destination before Incus can import it. */
 export interface Requirement {
-  what: 'project' | 'profile' | 'network' | 'storage-pool' | 'volume';
+  what: 'project' | 'profile' | 'network' | 'storage-pool' | 'volume' | 'path';
   project: string;
-  /** For volumes: POOL/NAME. */
+  /** For volumes: POOL/NAME; for paths: the host path a disk device mounts. */
   name: string;
   neededBy: string;
 }
@@ -47,10 +49,15 @@ export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requireme
   const out: Requirement[] = [needProject];
   if (index.pool) out.push({ what: 'storage-pool', project, name: mapName(maps.pool, index.pool), neededBy });
   for (const p of c.profiles ?? []) out.push({ what: 'profile', project, name: mapName(maps.profile, p), neededBy });
-  for (const d of Object.values(c.devices ?? {})) {
+  for (const [device, d] of Object.entries(c.devices ?? {})) {
     if (d.type === 'nic' && d.network) out.push({ what: 'network', project, name: mapName(maps.network, d.network), neededBy });
     if (d.type === 'disk' && d.pool && d.source && !d.source.startsWith('/')) {
       out.push({ what: 'volume', project, name: `${mapName(maps.pool, d.pool)}/${d.source.split('/')[0]}`, neededBy });
+    }
+    // A host directory or file mounted into the instance: Incus refuses the whole import when it
+    // is missing (unless the device says required=false), after the upload.
+    if (d.type === 'disk' && !d.pool && d.source?.startsWith('/') && d.required !== 'false') {
+      out.push({ what: 'path', project, name: d.source, neededBy: `${neededBy} (disk ${device})` });
     }
   }
   return out;
@@ -131,7 +138,7 @@ export function planIndex(index: Record<string, unknown>): Record<string, unknow
   for (const [name, d] of Object.entries(c.devices ?? {})) {
     if (d.type !== 'nic' && d.type !== 'disk') continue;
     const kept: Record<string, string> = { type: d.type };
-    for (const k of ['network', 'pool', 'source', 'path', ...FIXED_ADDRESS_KEYS]) if (d[k] !== undefined) kept[k] = d[k]!;
+    for (const k of ['network', 'pool', 'source', 'path', 'required', ...FIXED_ADDRESS_KEYS]) if (d[k] !== undefined) kept[k] = d[k]!;
     devices[name] = kept;
   }
   const cloudInitId = c.config?.['volatile.cloud-init.instance-id'];
@@ -167,7 +174,16 @@ export function requirementKey(what: Requirement['what'], project: string, name:
   return key({ what, project, name });
 }
 
+/**
+ * Whether this process sees the Incus host's files: Incus's own directory beside the socket.
+ * A container given only the socket sees other files, and must not judge host paths.
+ */
+function onIncusHost(api: IncusApi): boolean {
+  return existsSync(join(dirname(api.client.socketPath), 'storage-pools'));
+}
+
 function exists(api: IncusApi, r: Requirement): Promise<boolean> {
+  if (r.what === 'path') return Promise.resolve(!onIncusHost(api) || existsSync(r.name));
   if (r.what === 'project') return api.projectExists(r.name);
   const enc = encodeURIComponent;
   let path: string;
@@ -182,6 +198,7 @@ function exists(api: IncusApi, r: Requirement): Promise<boolean> {
 }
 
 export function describeRequirement(r: Requirement): string {
+  if (r.what === 'path') return `host path ${r.name}, needed by ${r.neededBy}`;
   return `${r.what} ${r.name} (project ${r.project}), needed by ${r.neededBy}`;
 }
 

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, incus, incusJson, instanceNames, parentInterface, sh, state, tempTarget } from './helpers.js';
 
@@ -82,6 +84,41 @@ describe('restoring into a different environment', () => {
     expect(r.stderr).toContain(`missing: volume ${POOL2}/data`);
     expect(r.stderr).toContain(`missing: profile nope${tag}`);
     expect(await instanceNames(P)).toEqual(['app', 'nic']);
+  });
+
+  it('pre-flight names a host directory a disk mounts that this host lacks (Incus refuses the import), on dir and restic targets', async () => {
+    // Targets of its own: the drill below restores everything in the shared one.
+    const host = mkdtempSync(join(tmpdir(), 'ib-hostpath-'));
+    const targets = [[`dir:${join(host, 'dir')}`, {}], [`restic:${join(host, 'repo')}`, RESTIC_ENV]] as const;
+    const gone = join(host, 'media');
+    mkdirSync(gone);
+    await incus('create', 'ib-busybox', 'hp', '--project', P);
+    try {
+      await incus('config', 'device', 'add', 'hp', 'media', 'disk', `source=${gone}`, 'path=/media', '--project', P);
+      // An optional one (required=false) needs nothing.
+      await incus('config', 'device', 'add', 'hp', 'opt', 'disk', `source=${join(host, 'optional')}`, 'path=/opt', 'required=false', '--project', P);
+      for (const [uri, env] of targets) {
+        const b = await cli(['backup', 'instances', 'hp', '--project', P, '--target', uri], env);
+        expect(b.exitCode, b.stderr).toBe(0);
+      }
+      await incus('delete', 'hp', '--project', P);
+      rmSync(gone, { recursive: true });
+      for (const [uri, env] of targets) {
+        const r = await cli(['restore', 'instance', 'hp', '-y', '--project', P, '--target', uri], env);
+        expect(r.exitCode, r.stderr).toBe(1);
+        expect(r.stderr).toContain(`missing: host path ${gone}, needed by instance ${P}/hp (disk media)\n`);
+        expect(r.stderr).not.toMatch(/optional/);
+        expect(r.stderr).not.toMatch(/importing/);
+      }
+      expect(await instanceNames(P)).toEqual(['app', 'nic']);
+      mkdirSync(gone);
+      const r = await cli(['restore', 'instance', 'hp', '-y', '--project', P, '--target', targets[0][0]]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await instanceNames(P)).toEqual(['app', 'hp', 'nic']);
+    } finally {
+      await incus('delete', '-f', 'hp', '--project', P).catch(() => undefined);
+      rmSync(host, { recursive: true, force: true });
+    }
   });
 
   it('pre-flight refuses a restore into a project that does not exist', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addressClashes, fixedAddressesOf, optimizedFor, planIndex, type Mappings } from '../../src/core/preflight.js';
+import { addressClashes, fixedAddressesOf, optimizedFor, planIndex, requirementsOf, type Mappings } from '../../src/core/preflight.js';
 import type { RestorePlanItem } from '../../src/core/restore.js';
 import type { Instance } from '../../src/incus/types.js';
 
@@ -73,5 +73,24 @@ describe('an optimized archive', () => {
     expect(optimizedFor(asItem(plain))).toBeUndefined();
     expect(planIndex(plain)).not.toHaveProperty('backend');
     expect(optimizedFor(asItem(planIndex(plain)))).toBeUndefined();
+  });
+});
+
+describe('host paths a restored instance mounts', () => {
+  it('are needed unless the device is optional, from the full index and from the restic summary', () => {
+    const devices = {
+      media: { type: 'disk', source: '/srv/media', path: '/media' },
+      cache: { type: 'disk', source: '/srv/cache', path: '/cache', required: 'false' },
+      data: { type: 'disk', pool: 'default', source: 'data', path: '/data' },
+      root: { type: 'disk', pool: 'default', path: '/' },
+    };
+    const index = { config: { container: { profiles: [], devices } } };
+    const of = (idx: Record<string, unknown>) =>
+      requirementsOf(
+        { entry: { manifest: { type: 'instance', index: idx } }, dest: { kind: 'instance', project: 'prod', name: 'web' } } as unknown as RestorePlanItem,
+        noMaps,
+      ).filter((r) => r.what === 'path');
+    expect(of(index)).toEqual([{ what: 'path', project: 'prod', name: '/srv/media', neededBy: 'instance prod/web (disk media)' }]);
+    expect(of(planIndex(index))).toEqual(of(index));
   });
 });
