@@ -30,6 +30,8 @@ export interface RestorePlanItem {
   rootPool?: string;
   /** Instances: rename profiles, networks and pools in the archive's YAML on the way in. */
   maps?: Mappings;
+  /** Why the plan refuses this item (see planRestore's `refusal`). */
+  refused?: string;
   /**
    * Why an instance that ran is left stopped: a fixed address of its NICs (static IP, set MAC)
    * is another instance's on the same network (a copy beside the original), and Incus would
@@ -66,8 +68,12 @@ function rootPoolOverride(entry: BackupEntry, maps: Mappings | undefined): strin
   return mapped !== pool ? mapped : undefined;
 }
 
-/** Decides, per backup, what the restore will do, without changing anything. */
-export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts: PlanOptions): Promise<RestorePlanItem[]> {
+/**
+ * Decides, per backup, what the restore will do, without changing anything. A plan that cannot
+ * be carried out (a conflict, a protected instance...) comes back with its `refusal` and the
+ * items concerned marked `refused`, so that a preview can show the whole plan before it refuses.
+ */
+export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts: PlanOptions): Promise<{ plan: RestorePlanItem[]; refusal?: UsageError }> {
   // An instance's plan and pre-flight read its archive's index (root pool, profiles, NICs, disks).
   await ctx.backend.loadIndexes?.(entries);
   const plan: RestorePlanItem[] = [];
@@ -80,13 +86,17 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   for (const entry of entries) {
     const dest = destOf(entry, opts.targetName, opts.maps);
     let exists = false;
+    let refused: string | undefined;
     const stops: string[] = [];
     if (dest.kind === 'instance') {
       try {
         const cur = await ctx.api.getInstance(dest.project, dest.name);
         exists = true;
         if (cur.status !== 'Stopped') stops.push(dest.name);
-        if (opts.replace && cur.config?.['security.protection.delete'] === 'true') protectedOnes.push(subjectLabel(dest));
+        if (opts.replace && cur.config?.['security.protection.delete'] === 'true') {
+          protectedOnes.push(subjectLabel(dest));
+          refused = 'protected against deletion';
+        }
       } catch (e) {
         if (!(e instanceof IncusError && e.notFound)) throw e;
       }
@@ -96,7 +106,10 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         exists = true;
         for (const { instance, viaProfile } of volumeUsersIn(await instancesOf(dest.project), dest.pool, dest.name)) {
           if (instance.status !== 'Stopped') stops.push(instance.name);
-          if (viaProfile && opts.replace) viaProfiles.push(`${subjectLabel(dest)} (${instance.name})`);
+          if (viaProfile && opts.replace) {
+            viaProfiles.push(`${subjectLabel(dest)} (${instance.name})`);
+            refused = `attached through a profile (${instance.name})`;
+          }
         }
       } catch (e) {
         if (!(e instanceof IncusError && e.notFound)) throw e;
@@ -109,18 +122,28 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         action = 'replace';
         dropsSnapshots = await ctx.api.listSnapshots(dest);
       } else if (opts.skipExisting) action = 'skip';
-      else conflicts.push(subjectLabel(dest));
+      else {
+        conflicts.push(subjectLabel(dest));
+        refused = 'already exists';
+      }
     }
     // A skipped instance is left as it is: not started either.
     const start = action !== 'skip' && entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
     const rootPool = dest.kind === 'instance' ? rootPoolOverride(entry, opts.maps) : undefined;
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
-    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps });
+    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps, ...(refused ? { refused } : {}) });
   }
+  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? (await otherDrivers(ctx, plan));
+  if (!refusal) await leaveClashingCopiesStopped(ctx, plan, opts.maps);
+  return { plan, ...(refusal ? { refusal } : {}) };
+}
+
+/** Why the plan cannot be carried out, if it cannot: the first kind of refusal, naming every item of it. */
+function refusalOf(protectedOnes: string[], viaProfiles: string[], conflicts: string[], opts: PlanOptions): UsageError | undefined {
   // A replace deletes the current instance once the restored one runs: not one that the admin
   // protected against deletion, as `incus delete` would not.
   if (protectedOnes.length) {
-    throw new UsageError(
+    return new UsageError(
       `${protectedOnes.join(', ')} ${protectedOnes.length === 1 ? 'is' : 'are'} protected against deletion (security.protection.delete=true), and a replace deletes the current instance once the restored one runs`,
       'unset it first (`incus config unset NAME security.protection.delete`), or restore beside it with --target-name NEW',
     );
@@ -128,29 +151,27 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   // Incus re-points the devices of profiles to a renamed volume, so a swap would leave the
   // profile (and every instance of it) on the original, set aside; it is not done.
   if (viaProfiles.length) {
-    throw new UsageError(
+    return new UsageError(
       `attached through a profile, which a replace cannot swap: ${viaProfiles.join(', ')}`,
       'restore it beside with --target-name NEW and point the profile at it, or move the disk device from the profile to the instances first',
     );
   }
   if (conflicts.length) {
-    throw new UsageError(
+    return new UsageError(
       `already exists: ${conflicts.join(', ')}`,
       conflicts.length === 1
         ? `pass --replace to replace it (the current one is kept until the restore succeeded)${opts.offerRename ? ', --skip-existing to leave it, or --target-name NEW' : ' or --skip-existing to leave it'}`
         : 'pass --replace to replace them (each current one is kept until its restore succeeded) or --skip-existing to leave them',
     );
   }
-  await refuseOtherDrivers(ctx, plan);
-  await leaveClashingCopiesStopped(ctx, plan, opts.maps);
-  return plan;
+  return undefined;
 }
 
 /**
  * An optimized backup is the pool driver's own format (a btrfs send stream, a zfs send...):
  * Incus refuses it on a pool of another driver, after the upload has begun. Said before.
  */
-async function refuseOtherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Promise<void> {
+async function otherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Promise<UsageError | undefined> {
   const drivers = new Map<string, Promise<string | undefined>>();
   const wrong: string[] = [];
   let firstNeeded: string | undefined;
@@ -165,14 +186,16 @@ async function refuseOtherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Pro
     // A pool that is not there is the pre-flight's to name.
     if (driver === undefined || driver === needs) continue;
     wrong.push(`${subjectLabel(item.dest)} (an optimized ${needs} backup; pool ${pool} is ${driver})`);
+    item.refused = `an optimized ${needs} backup; pool ${pool} is ${driver}`;
     firstNeeded ??= needs;
   }
   if (firstNeeded) {
-    throw new UsageError(
+    return new UsageError(
       `an optimized backup restores only onto a pool of the driver that made it: ${wrong.join(', ')}`,
       `restore onto a ${firstNeeded} pool (--pool-map OLD=POOL), or use a backup taken without --optimized`,
     );
   }
+  return undefined;
 }
 
 /**

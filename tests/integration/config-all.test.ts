@@ -120,6 +120,8 @@ describe('backup all / restore all', () => {
     expect(error).toBe(`Error: already exists: volume ${P}/default/shared, instance ${P}/app, instance ${P}/idle`);
     // restore all has no --target-name: the hint offers only what it has.
     expect(hint).toBe('Hint: pass --replace to replace them (each current one is kept until its restore succeeded) or --skip-existing to leave them');
+    // The dry run still shows the whole plan, the refused rows marked.
+    expect(r.stdout.match(/refused: already exists/g)).toHaveLength(3);
   });
 
   it('brings deleted instances and volumes back, attached, with their data and power state', async () => {

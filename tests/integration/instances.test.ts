@@ -411,6 +411,9 @@ describe('instances on a directory target', () => {
       expect(b.stderr).not.toMatch(/cleanup failed/);
       expect(await instanceNames(P)).toEqual(['prot', 'web']);
       await expectNoLeftovers(['prot']);
+      const dry = await cli(['restore', 'instance', 'prot', '--replace', '--dry-run', '--output', 'json', '--project', P, '--target', target.uri]);
+      expect(dry.exitCode).toBe(2);
+      expect(parseJson(dry.stdout)).toEqual([expect.objectContaining({ destination: 'prot', action: 'replace', refused: 'protected against deletion' })]);
       const r = await cli(['restore', 'instance', 'prot', '--replace', '-y', '--project', P, '--target', target.uri]);
       expect(r.exitCode).toBe(2);
       expect(r.stderr).toMatch(/^Error: instance \S+\/prot is protected against deletion \(security\.protection\.delete=true\), and a replace deletes the current instance once the restored one runs$/m);

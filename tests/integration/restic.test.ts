@@ -307,7 +307,7 @@ describe('restic target, local repository', () => {
       const entries = await be.list({ type: 'instance', project: P, name: 'c1' });
       orphanId = await orphanArchive(repo, 2);
       be.readAhead({ type: 'instance', project: P, name: 'c1' });
-      const [item] = await planRestore(ctx, [entries.at(-1)!], { targetName: 'c1-race', replace: false, skipExisting: false, noStart: true });
+      const [item] = (await planRestore(ctx, [entries.at(-1)!], { targetName: 'c1-race', replace: false, skipExisting: false, noStart: true })).plan;
       await restoreItem(ctx, item!);
       expect(be.wasReadAhead(item!.entry)).toBe(true);
       expect(warnings.join('\n')).toMatch(/read-ahead .* met a newer backup/);

@@ -27,7 +27,9 @@ const previewColumns: Column<RestorePlanItem>[] = [
   {
     header: 'SIDE EFFECTS',
     value: (i) =>
-      [i.stops.length ? `stops ${i.stops.join(', ')}` : '', i.start ? 'starts it afterwards' : (i.notStarted ?? ''), dropsText(i.dropsSnapshots)].filter(Boolean).join('; '),
+      i.refused
+        ? `refused: ${i.refused}`
+        : [i.stops.length ? `stops ${i.stops.join(', ')}` : '', i.start ? 'starts it afterwards' : (i.notStarted ?? ''), dropsText(i.dropsSnapshots)].filter(Boolean).join('; '),
   },
 ];
 
@@ -53,6 +55,7 @@ function previewData(i: RestorePlanItem): Record<string, unknown> {
     stops: i.stops,
     start: i.start,
     ...(i.notStarted ? { notStarted: i.notStarted } : {}),
+    ...(i.refused ? { refused: i.refused } : {}),
     dropsSnapshots: i.dropsSnapshots,
   };
 }
@@ -202,17 +205,18 @@ abstract class RestoreCommand extends RestoreBase {
     if (!this.dryRun && (this.yes || this.force) && !this.version && refs.length === 1 && projects && ref) {
       backend.readAhead?.({ type: this.type, project: projects[0]!, name: ref.name, ...(ref.pool ? { pool: ref.pool } : {}) }, ctx.signal);
     }
-    const { plan, missing } = await ctx.ui.wait('reading the target and planning', async () => {
+    const { plan, refusal, missing } = await ctx.ui.wait('reading the target and planning', async () => {
       const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
       if (entries.length === 0) {
         const elsewhere = projects?.length === 1 ? await elsewhereHint(backend, { type: this.type, project: projects[0]! }) : undefined;
         throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, elsewhere ?? 'check --project and --target; `incus-backup list` shows what is there');
       }
-      const plan = await planRestore(ctx, entries, opts);
-      return { plan, missing: await this.preflight(ctx, plan, new Set()) };
+      const { plan, refusal } = await planRestore(ctx, entries, opts);
+      return { plan, refusal, missing: refusal ? [] : await this.preflight(ctx, plan, new Set()) };
     });
     const work = plan.filter((i) => i.action !== 'skip');
-    if (this.showsPlan(this.dryRun || missing.length > 0 || work.length === 0)) this.print(plan, previewColumns, previewData);
+    if (this.showsPlan(this.dryRun || missing.length > 0 || work.length === 0 || !!refusal)) this.print(plan, previewColumns, previewData);
+    if (refusal) throw refusal;
     this.refuseMissing(missing);
     if (this.dryRun) {
       if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
@@ -344,22 +348,23 @@ export class RestoreAllCommand extends RestoreBase {
     for (const e of chosen.filter((x) => x.manifest.type === 'image')) images.push(await planImageRestore(ctx, e, mapName(opts.maps.project, e.manifest.project)));
     // Volumes first (instances may use them); one call, so that a conflict names all of them.
     const byType = (type: string) => chosen.filter((e) => e.manifest.type === type);
-    const plan = await planRestore(ctx, [...byType('volume'), ...byType('instance')], opts);
+    const { plan, refusal } = await planRestore(ctx, [...byType('volume'), ...byType('instance')], opts);
     // What the config step will create counts as present for the pre-flight, and what the
     // profiles it writes need is checked with the rest.
     const configReqs = configRequirements(config?.changes ?? [], plan.map((i) => i.dest.project));
     const imageWork = images.filter((i) => i.action !== 'skip');
     const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
-    const missing = await this.preflight(ctx, plan, configReqs.willExist, [...imageNeeds, ...configReqs.needs], configReqs.resolve);
+    const missing = refusal ? [] : await this.preflight(ctx, plan, configReqs.willExist, [...imageNeeds, ...configReqs.needs], configReqs.resolve);
     const work = plan.filter((i) => i.action !== 'skip');
     const configWork = config?.changes.length ?? 0;
     const nothingToDo = !work.length && !configWork && !imageWork.length;
-    const stopsHere = this.dryRun || missing.length > 0 || nothingToDo;
+    const stopsHere = this.dryRun || missing.length > 0 || nothingToDo || !!refusal;
     if (this.format === 'table') {
       if (this.showsPlan(stopsHere)) this.printAllPlan(config, images, plan);
     } else if (this.showsPlan(stopsHere)) {
       this.printData({ config: config ? configPreviewData(config) : null, images: images.map(imagePreviewData), items: plan.map(previewData), missing });
     }
+    if (refusal) throw refusal;
     this.refuseMissing(missing, this.applyConfig);
     if (this.dryRun) {
       if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
