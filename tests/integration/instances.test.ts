@@ -584,9 +584,16 @@ describe('the temporary copy', () => {
       const r = await cli(['restore', 'instance', 'web', '--target-name', 'web-auto', '--no-start', '-y', '--project', P, '--target', target.uri]);
       expect(r.exitCode, r.stderr).toBe(0);
       expect(await incus('config', 'get', 'web-auto', 'boot.autostart', '--project', P)).toBe('true');
-    } finally {
+      // A source without the key: the copy's `false` must not stay on the restored instance.
       await incus('config', 'unset', 'web', 'boot.autostart', '--project', P);
-      for (const name of ['web-auto', 'ibtmp-999998-0badcafe']) await incus('delete', '-f', name, '--project', P).catch(() => undefined);
+      const again = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri]);
+      expect(again.exitCode, again.stderr).toBe(0);
+      const plain = await cli(['restore', 'instance', 'web', '--target-name', 'web-auto2', '--no-start', '-y', '--project', P, '--target', target.uri]);
+      expect(plain.exitCode, plain.stderr).toBe(0);
+      expect(await incus('config', 'get', 'web-auto2', 'boot.autostart', '--project', P)).toBe('');
+    } finally {
+      await incus('config', 'unset', 'web', 'boot.autostart', '--project', P).catch(() => undefined);
+      for (const name of ['web-auto', 'web-auto2', 'ibtmp-999998-0badcafe']) await incus('delete', '-f', name, '--project', P).catch(() => undefined);
     }
     await expectNoLeftovers(['web']);
   });
