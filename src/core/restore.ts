@@ -173,7 +173,6 @@ function refusalOf(protectedOnes: string[], viaProfiles: string[], conflicts: st
  */
 async function otherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Promise<UsageError | undefined> {
   const drivers = new Map<string, Promise<string | undefined>>();
-  const wrong: string[] = [];
   let firstNeeded: string | undefined;
   for (const item of plan) {
     const needs = optimizedFor(item);
@@ -185,11 +184,12 @@ async function otherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Promise<U
     const driver = await drivers.get(pool)!;
     // A pool that is not there is the pre-flight's to name.
     if (driver === undefined || driver === needs) continue;
-    wrong.push(`${subjectLabel(item.dest)} (an optimized ${needs} backup; pool ${pool} is ${driver})`);
     item.refused = `an optimized ${needs} backup; pool ${pool} is ${driver}`;
     firstNeeded ??= needs;
   }
   if (firstNeeded) {
+    // Called only when nothing else was refused: every refused item is one of these.
+    const wrong = plan.filter((i) => i.refused).map((i) => `${subjectLabel(i.dest)} (${i.refused})`);
     return new UsageError(
       `an optimized backup restores only onto a pool of the driver that made it: ${wrong.join(', ')}`,
       `restore onto a ${firstNeeded} pool (--pool-map OLD=POOL), or use a backup taken without --optimized`,
@@ -502,13 +502,17 @@ async function reattachUsers(ctx: RunContext, project: string, disks: DetachedDi
 async function settleStagedConfig(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
   if (staged.kind !== 'instance') return;
   const m = item.entry.manifest;
-  const config: Record<string, string> = {};
-  if (m.source.bootAutostart !== undefined) config['boot.autostart'] = m.source.bootAutostart;
-  if (item.dest.name !== m.name || item.dest.project !== m.project) {
-    const inst = await ctx.api.getInstance(staged.project, staged.name);
-    for (const k of Object.keys(inst.config)) if (/^volatile\.[^.]+\.hwaddr$/.test(k)) config[k] = '';
-  }
-  if (Object.keys(config).length) await ctx.api.patchInstanceConfig(staged.project, staged.name, config);
+  const autostart = m.source.bootAutostart;
+  const copy = item.dest.name !== m.name || item.dest.project !== m.project;
+  if (autostart === undefined && !copy) return;
+  // One read and one write with its ETag (a PATCH would read the instance a second time).
+  await ctx.api.updateInstance(staged.project, staged.name, (i) => {
+    const config = { ...i.config };
+    if (autostart === '') delete config['boot.autostart'];
+    else if (autostart !== undefined) config['boot.autostart'] = autostart;
+    if (copy) for (const k of Object.keys(config)) if (/^volatile\.[^.]+\.hwaddr$/.test(k)) delete config[k];
+    return { ...i, config };
+  });
 }
 
 /**
