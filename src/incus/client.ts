@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import { Readable } from 'node:stream';
 import type { Client } from 'undici';
 import { connectionLost, IncusConnectionError, IncusError } from './errors.js';
+import { stagingDir } from './staging.js';
 
 const require = createRequire(import.meta.url);
 type ClientClass = typeof import('undici').Client;
@@ -84,10 +85,10 @@ const NOTE_EVERY_SLICES = 10;
  * Incus reports no progress for staging a backup, and on a full backups directory Incus 6.0's
  * backup operation never ends, so a nightly run would otherwise wait without a word.
  */
-export function stillWaitingNote(slices: number, elapsedMs: number, description: string | undefined): string | undefined {
+export function stillWaitingNote(slices: number, elapsedMs: number, description: string | undefined, backupsDir: string): string | undefined {
   if (slices === 0 || slices % NOTE_EVERY_SLICES !== 0) return undefined;
   const took = elapsedMs >= 60_000 ? `${Math.round(elapsedMs / 60_000)} min` : `${Math.round(elapsedMs / 1000)} s`;
-  return `Incus is still at "${description || 'an operation'}" after ${took}; if it never ends, look at the free space in Incus's backups directory (/var/lib/incus/backups) and at \`incus operation list\``;
+  return `Incus is still at "${description || 'an operation'}" after ${took}; if it never ends, look at the free space in Incus's backups directory (${backupsDir}) and at \`incus operation list\``;
 }
 
 export interface ServerInfo {
@@ -258,7 +259,7 @@ export class IncusClient {
         // "context deadline exceeded" (and a failed operation with its own error): look.
         if (!(e instanceof IncusError) || e.serverMessage !== 'context deadline exceeded') throw e;
         op = await this.get<Operation>(`/1.0/operations/${encodeURIComponent(id)}`, { signal });
-        const note = op.status_code < 200 ? stillWaitingNote(++slices, Date.now() - started, op.description) : undefined;
+        const note = op.status_code < 200 ? stillWaitingNote(++slices, Date.now() - started, op.description, stagingDir(this.socketPath)) : undefined;
         if (note) this.warn?.(note);
       }
       if (op.status_code === 200) return op;

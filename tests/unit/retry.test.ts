@@ -59,12 +59,12 @@ describe('Incus client retries', () => {
 
 describe('a long operation', () => {
   it('is reported every 10 waits that ran out (5 minutes), with where to look', () => {
-    expect(stillWaitingNote(0, 0, 'Backing up instance')).toBeUndefined();
-    expect(stillWaitingNote(9, 270_000, 'Backing up instance')).toBeUndefined();
-    expect(stillWaitingNote(10, 300_400, 'Backing up instance')).toBe(
+    expect(stillWaitingNote(0, 0, 'Backing up instance', '/var/lib/incus/backups')).toBeUndefined();
+    expect(stillWaitingNote(9, 270_000, 'Backing up instance', '/var/lib/incus/backups')).toBeUndefined();
+    expect(stillWaitingNote(10, 300_400, 'Backing up instance', '/var/lib/incus/backups')).toBe(
       'Incus is still at "Backing up instance" after 5 min; if it never ends, look at the free space in Incus\'s backups directory (/var/lib/incus/backups) and at `incus operation list`',
     );
-    expect(stillWaitingNote(11, 330_000, 'Backing up instance')).toBeUndefined();
-    expect(stillWaitingNote(20, 45_000, undefined)).toMatch(/^Incus is still at "an operation" after 45 s;/);
+    expect(stillWaitingNote(11, 330_000, 'Backing up instance', '/var/lib/incus/backups')).toBeUndefined();
+    expect(stillWaitingNote(20, 45_000, undefined, '/var/lib/incus/backups')).toMatch(/^Incus is still at "an operation" after 45 s;/);
   });
 });
