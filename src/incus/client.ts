@@ -317,15 +317,19 @@ export class IncusClient {
     return r.operation;
   }
 
-  /** Whether GET `path` finds something (404 → false; other errors are thrown). */
-  async exists(path: string, opts: RequestOptions = {}): Promise<boolean> {
+  /** GET `path`, or undefined when there is nothing there (404; other errors are thrown). */
+  async find<T>(path: string, opts: RequestOptions = {}): Promise<T | undefined> {
     try {
-      await this.get(path, opts);
-      return true;
+      return await this.get<T>(path, opts);
     } catch (e) {
-      if (e instanceof IncusError && e.notFound) return false;
+      if (e instanceof IncusError && e.notFound) return undefined;
       throw e;
     }
+  }
+
+  /** Whether GET `path` finds something (404 → false; other errors are thrown). */
+  async exists(path: string, opts: RequestOptions = {}): Promise<boolean> {
+    return (await this.find(path, opts)) !== undefined;
   }
 
   async server(): Promise<ServerInfo> {
