@@ -338,6 +338,14 @@ export async function loadConfig(ctx: Pick<RunContext, 'backend' | 'signal'>, en
   return parsed;
 }
 
+export interface ConfigRequirements {
+  willExist: Set<string>;
+  needs: Requirement[];
+  resolve: (r: Requirement) => Requirement;
+  /** The devices of each profile it writes, by profileKey(project, name). */
+  profiles: Map<string, Record<string, Record<string, string>>>;
+}
+
 /**
  * What applying config `changes` brings into being (keys for missingRequirements) and what the
  * profiles it writes need: Incus refuses a profile whose NIC names a network that is neither
@@ -349,8 +357,9 @@ export async function loadConfig(ctx: Pick<RunContext, 'backend' | 'signal'>, en
 export function configRequirements(
   changes: ConfigChange[],
   projects: string[] = [],
-): { willExist: Set<string>; needs: Requirement[]; resolve: (r: Requirement) => Requirement } {
+): ConfigRequirements {
   const willExist = new Set<string>();
+  const profiles = new Map<string, Record<string, Record<string, string>>>();
   const created = new Map<string, ConfigObject>();
   const needs: Requirement[] = [];
   const pools: string[] = [];
@@ -365,6 +374,7 @@ export function configRequirements(
     if (o.kind !== 'profile') continue;
     const p = o.project ?? 'default';
     seenProjects.add(p);
+    profiles.set(profileKey(p, o.name), o.devices ?? {});
     for (const d of Object.values(o.devices ?? {})) {
       if (d.type === 'nic' && d.network) needs.push({ what: 'network', project: p, name: d.network, neededBy: `profile ${p}/${o.name}` });
       if (d.type === 'disk' && d.pool) needs.push({ what: 'storage-pool', project: p, name: d.pool, neededBy: `profile ${p}/${o.name}` });
@@ -376,8 +386,10 @@ export function configRequirements(
     const feature = r.what === 'profile' ? 'profiles' : r.what === 'network' ? 'networks' : undefined;
     return p && feature && !ownsFeature(p, feature) ? { ...r, project: 'default' } : r;
   };
-  return { willExist, needs, resolve };
+  return { willExist, needs, resolve, profiles };
 }
+
+export const profileKey = (project: string, name: string) => `${project}\0${name}`;
 
 /** Where a missing requirement of a config restore lives, and how to bring it. */
 export const CONFIG_NEEDS_HINT =

@@ -54,10 +54,51 @@ export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requireme
     if (d.type === 'disk' && d.pool && d.source && !d.source.startsWith('/')) {
       out.push({ what: 'volume', project, name: `${mapName(maps.pool, d.pool)}/${d.source.split('/')[0]}`, neededBy });
     }
-    // A host directory or file mounted into the instance: Incus refuses the whole import when it
-    // is missing (unless the device says required=false), after the upload.
-    if (d.type === 'disk' && !d.pool && d.source?.startsWith('/') && d.required !== 'false') {
-      out.push({ what: 'path', project, name: d.source, neededBy: `${neededBy} (disk ${device})` });
+    const path = hostPathOf(d);
+    if (path) out.push({ what: 'path', project, name: path, neededBy: `${neededBy} (disk ${device})` });
+  }
+  return out;
+}
+
+export type Devices = Record<string, Record<string, string>>;
+
+/**
+ * The host directory or file a disk device mounts into an instance: Incus refuses the whole
+ * import when it is missing (unless the device says required=false), after the upload.
+ */
+function hostPathOf(d: Record<string, string>): string | undefined {
+  return d.type === 'disk' && !d.pool && d.source?.startsWith('/') && d.required !== 'false' ? d.source : undefined;
+}
+
+/**
+ * The host paths that instances get from their profiles' disk devices. Incus accepts a profile
+ * whose host path is missing, but refuses to import an instance that uses it, after the
+ * upload. A device of the instance's own, or of a later profile, with the same name replaces
+ * the profile's. `profileDevices` gives a profile's devices as the destination will have them
+ * (as the config step writes them, or as they are now), undefined when it has none of that
+ * name (the profile requirement reports that). Judged only on the Incus host (see onIncusHost).
+ */
+export async function profilePathRequirements(
+  api: IncusApi,
+  items: RestorePlanItem[],
+  maps: Mappings,
+  profileDevices: (project: string, name: string) => Promise<Devices | undefined>,
+): Promise<Requirement[]> {
+  if (!onIncusHost(api)) return [];
+  const out: Requirement[] = [];
+  for (const item of items) {
+    const m = item.entry.manifest;
+    if (item.dest.kind !== 'instance' || m.type !== 'instance' || !m.index) continue;
+    const c = (m.index as { config?: { container?: IndexContainer } }).config?.container ?? {};
+    const fromProfiles = new Map<string, { profile: string; device: Record<string, string> }>();
+    for (const p of c.profiles ?? []) {
+      const name = mapName(maps.profile, p);
+      for (const [device, d] of Object.entries((await profileDevices(item.dest.project, name)) ?? {})) fromProfiles.set(device, { profile: name, device: d });
+    }
+    for (const [device, { profile, device: d }] of fromProfiles) {
+      const path = hostPathOf(d);
+      if (!path || c.devices?.[device]) continue;
+      out.push({ what: 'path', project: item.dest.project, name: path, neededBy: `instance ${item.dest.project}/${item.dest.name} (disk ${device} of profile ${profile})` });
     }
   }
   return out;
@@ -136,7 +177,8 @@ export function planIndex(index: Record<string, unknown>): Record<string, unknow
   const c = i.config?.container ?? {};
   const devices: Record<string, Record<string, string>> = {};
   for (const [name, d] of Object.entries(c.devices ?? {})) {
-    if (d.type !== 'nic' && d.type !== 'disk') continue;
+    // A device of type none masks the profile device of its name (profilePathRequirements).
+    if (d.type !== 'nic' && d.type !== 'disk' && d.type !== 'none') continue;
     const kept: Record<string, string> = { type: d.type };
     for (const k of ['network', 'pool', 'source', 'path', 'required', ...FIXED_ADDRESS_KEYS]) if (d[k] !== undefined) kept[k] = d[k]!;
     devices[name] = kept;

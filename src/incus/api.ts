@@ -131,12 +131,15 @@ export class IncusApi {
 
   /** A storage pool's driver (dir, btrfs, zfs, lvm, ceph...); undefined when there is no such pool. */
   async poolDriver(pool: string): Promise<string | undefined> {
-    try {
-      return (await this.client.get<{ driver: string }>(`/1.0/storage-pools/${enc(pool)}`)).driver;
-    } catch (e) {
-      if (e instanceof IncusError && e.notFound) return undefined;
-      throw e;
-    }
+    return (await this.client.find<{ driver: string }>(`/1.0/storage-pools/${enc(pool)}`))?.driver;
+  }
+
+  /**
+   * A profile as `project` sees it: Incus answers with the default project's for a project
+   * without profiles of its own, and says so in `project`. Undefined when there is none.
+   */
+  profile(project: string, name: string): Promise<{ project: string; devices: Record<string, Record<string, string>> } | undefined> {
+    return this.client.find(`/1.0/profiles/${enc(name)}`, { project });
   }
 
   // Custom volumes
@@ -382,12 +385,7 @@ export class ImageApi {
   }
 
   async aliasTarget(project: string, name: string): Promise<string | undefined> {
-    try {
-      return (await this.client.get<{ target: string }>(`/1.0/images/aliases/${enc(name)}`, { project })).target;
-    } catch (e) {
-      if (e instanceof IncusError && e.notFound) return undefined;
-      throw e;
-    }
+    return (await this.client.find<{ target: string }>(`/1.0/images/aliases/${enc(name)}`, { project }))?.target;
   }
 
   async createAlias(project: string, name: string, target: string, description: string): Promise<void> {

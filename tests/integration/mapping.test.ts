@@ -121,6 +121,45 @@ describe('restoring into a different environment', () => {
     }
   });
 
+  it('pre-flight names a host directory that a profile of the instance mounts, unless the instance masks that device', async () => {
+    // Incus takes a profile whose host path is missing, then refuses to import each instance
+    // that uses it, after the upload.
+    const host = mkdtempSync(join(tmpdir(), 'ib-profilepath-'));
+    const targets = [[`dir:${join(host, 'dir')}`, {}], [`restic:${join(host, 'repo')}`, RESTIC_ENV]] as const;
+    const gone = join(host, 'media');
+    mkdirSync(gone);
+    await incus('profile', 'create', 'hpp', '--project', P);
+    try {
+      await incus('profile', 'device', 'add', 'hpp', 'media', 'disk', `source=${gone}`, 'path=/media', '--project', P);
+      await incus('create', 'ib-busybox', 'hq', '--project', P, '-p', 'default', '-p', 'hpp');
+      // The instance masks the profile's `shadow` disk, whose directory never exists anywhere.
+      await incus('config', 'device', 'add', 'hq', 'shadow', 'none', '--project', P);
+      await incus('profile', 'device', 'add', 'hpp', 'shadow', 'disk', `source=${join(host, 'never')}`, 'path=/never', '--project', P);
+      for (const [uri, env] of targets) {
+        const b = await cli(['backup', 'instances', 'hq', '--project', P, '--target', uri], env);
+        expect(b.exitCode, b.stderr).toBe(0);
+      }
+      await incus('delete', 'hq', '--project', P);
+      rmSync(gone, { recursive: true });
+      for (const [uri, env] of targets) {
+        const r = await cli(['restore', 'instance', 'hq', '-y', '--project', P, '--target', uri], env);
+        expect(r.exitCode, r.stderr).toBe(1);
+        expect(r.stderr).toContain(`missing: host path ${gone}, needed by instance ${P}/hq (disk media of profile hpp)\n`);
+        expect(r.stderr).not.toMatch(/never|importing/);
+      }
+      expect(await instanceNames(P)).toEqual(['app', 'nic']);
+      mkdirSync(gone);
+      // From restic, whose listing carries the masking device: the import goes through.
+      const r = await cli(['restore', 'instance', 'hq', '-y', '--project', P, '--target', targets[1][0]], RESTIC_ENV);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await instanceNames(P)).toEqual(['app', 'hq', 'nic']);
+    } finally {
+      await incus('delete', '-f', 'hq', '--project', P).catch(() => undefined);
+      await incus('profile', 'delete', 'hpp', '--project', P).catch(() => undefined);
+      rmSync(host, { recursive: true, force: true });
+    }
+  });
+
   it('pre-flight refuses a restore into a project that does not exist', async () => {
     const r = await run('restore', 'all', '--project-map', `${P}=nowhere-${tag}`, '-y');
     expect(r.exitCode).toBe(1);

@@ -1,8 +1,8 @@
 import { Command, Option } from 'clipanion';
-import { CONFIG_NEEDS_HINT, configRequirements } from '../../core/config.js';
+import { CONFIG_NEEDS_HINT, configRequirements, profileKey, type ConfigRequirements } from '../../core/config.js';
 import { compareTimestamps } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
-import { describeRequirement, mapName, missingRequirements, requirementKey, requirementsOf, type Mappings, type Requirement } from '../../core/preflight.js';
+import { describeRequirement, mapName, missingRequirements, profilePathRequirements, requirementKey, requirementsOf, type Devices, type Mappings, type Requirement } from '../../core/preflight.js';
 import { sweepProjectLeftovers } from '../../core/backup.js';
 import { planRestore, restoreItem, type RestorePlanItem } from '../../core/restore.js';
 import type { RunContext } from '../../core/run.js';
@@ -102,15 +102,29 @@ abstract class RestoreBase extends BaseCommand {
   }
 
   /**
-   * Requirements of the instances in `plan` that are neither there nor created by this run.
-   * `resolve` may point a requirement elsewhere first (the profiles of a project this run
-   * creates without its own are the default project's).
+   * Requirements of the instances in `plan` that are neither there nor created by this run or
+   * by the `config` it applies first. That config may point a requirement elsewhere (the
+   * profiles of a project it creates without its own are the default project's), and the
+   * profiles it writes are the ones whose host paths count.
    */
-  protected async preflight(ctx: RunContext, plan: RestorePlanItem[], willExist: Set<string>, extra: Requirement[] = [], resolve = (r: Requirement) => r): Promise<Requirement[]> {
+  protected async preflight(ctx: RunContext, plan: RestorePlanItem[], config?: ConfigRequirements, extra: Requirement[] = []): Promise<Requirement[]> {
     const maps = this.maps();
-    for (const i of plan) if (i.dest.kind === 'volume' && i.action !== 'skip') willExist.add(requirementKey('volume', i.dest.project, `${i.dest.pool}/${i.dest.name}`));
-    const reqs = [...extra, ...plan.filter((i) => i.action !== 'skip').flatMap((i) => requirementsOf(i, maps))].map(resolve);
-    return missingRequirements(ctx.api, reqs, willExist);
+    const willExist = new Set(config?.willExist);
+    const resolve = config?.resolve ?? ((r: Requirement) => r);
+    const work = plan.filter((i) => i.action !== 'skip');
+    for (const i of work) if (i.dest.kind === 'volume') willExist.add(requirementKey('volume', i.dest.project, `${i.dest.pool}/${i.dest.name}`));
+    const seen = new Map<string, Promise<Devices | undefined>>();
+    const profileDevices = (project: string, name: string): Promise<Devices | undefined> => {
+      const where = resolve({ what: 'profile', project, name, neededBy: '' }).project;
+      const k = profileKey(where, name);
+      if (!seen.has(k)) {
+        const written = config?.profiles.get(k);
+        seen.set(k, written ? Promise.resolve(written) : ctx.api.profile(where, name).then((p) => p && (config?.profiles.get(profileKey(p.project, name)) ?? p.devices ?? {})));
+      }
+      return seen.get(k)!;
+    };
+    const reqs = [...extra, ...work.flatMap((i) => requirementsOf(i, maps)), ...(await profilePathRequirements(ctx.api, work, maps, profileDevices))];
+    return missingRequirements(ctx.api, reqs.map(resolve), willExist);
   }
 
   /** `applyingConfig`: the run already restores the config (restore all --apply-config). */
@@ -212,7 +226,7 @@ abstract class RestoreCommand extends RestoreBase {
         throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, elsewhere ?? 'check --project and --target; `incus-backup list` shows what is there');
       }
       const { plan, refusal } = await planRestore(ctx, entries, opts);
-      return { plan, refusal, missing: refusal ? [] : await this.preflight(ctx, plan, new Set()) };
+      return { plan, refusal, missing: refusal ? [] : await this.preflight(ctx, plan) };
     });
     const work = plan.filter((i) => i.action !== 'skip');
     if (this.showsPlan(this.dryRun || missing.length > 0 || work.length === 0 || !!refusal)) this.print(plan, previewColumns, previewData);
@@ -354,7 +368,7 @@ export class RestoreAllCommand extends RestoreBase {
     const configReqs = configRequirements(config?.changes ?? [], plan.map((i) => i.dest.project));
     const imageWork = images.filter((i) => i.action !== 'skip');
     const imageNeeds = imageWork.map((i): Requirement => ({ what: 'project', project: i.project, name: i.project, neededBy: `image ${i.project}/${i.entry.manifest.name.slice(0, 12)}` }));
-    const missing = refusal ? [] : await this.preflight(ctx, plan, configReqs.willExist, [...imageNeeds, ...configReqs.needs], configReqs.resolve);
+    const missing = refusal ? [] : await this.preflight(ctx, plan, configReqs, [...imageNeeds, ...configReqs.needs]);
     const work = plan.filter((i) => i.action !== 'skip');
     const configWork = config?.changes.length ?? 0;
     const nothingToDo = !work.length && !configWork && !imageWork.length;
