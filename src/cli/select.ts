@@ -19,6 +19,34 @@ export function groupByResource(entries: BackupEntry[]): Map<string, BackupEntry
   return groups;
 }
 
+/**
+ * For each kind (instance, volume) and project, the start of the newest run among `entries`
+ * that backed that kind up whole (Manifest.run), by `${type}\0${project}`.
+ */
+export function newestWholeRuns(entries: BackupEntry[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const note = (k: string, startedAt: string) => {
+    const seen = out.get(k);
+    if (seen === undefined || seen < startedAt) out.set(k, startedAt);
+  };
+  for (const { manifest: m } of entries) {
+    if (!m.run?.whole) continue;
+    if (m.type === 'config') for (const p of m.run.projects ?? []) for (const type of ['instance', 'volume']) note(`${type}\0${p}`, m.run.startedAt);
+    else note(`${m.type}\0${m.project}`, m.run.startedAt);
+  }
+  return out;
+}
+
+/**
+ * The start of the newest whole run of the entry's kind and project, when that run made no backup
+ * of its resource (the entry, its newest, is older): deleted since, or its backup failed then.
+ */
+export function missedRun(entry: BackupEntry, runs: Map<string, string>): string | undefined {
+  const m = entry.manifest;
+  const started = runs.get(`${m.type}\0${m.project}`);
+  return started !== undefined && m.createdAt < started ? started : undefined;
+}
+
 /** Picks one version of one resource: an exact --version, or the newest complete backup. */
 export function pickVersion(versions: BackupEntry[], label: string, version?: string): BackupEntry {
   if (versions.length === 0) throw new UsageError(`no backup of ${label} in the target`, 'run `incus-backup list` to see what the target holds');

@@ -22,6 +22,8 @@ export interface BackupOptions {
   onStreaming?: () => void;
   /** Called once the archive has been handed over in full, before the backend commits it. */
   onStreamed?: () => void;
+  /** The run this backup is part of (see Manifest.run). */
+  run?: Manifest['run'];
 }
 
 /** The backup's resource key of an instance or volume. */
@@ -176,6 +178,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
         options: { optimized, withSnapshots: opts.withSnapshots, compression: opts.compression },
         source: { ...source, host: hostname() },
         ...(index.index ? { index: index.index } : {}),
+        ...(opts.run ? { run: opts.run } : {}),
       }),
     );
     // The server-side backup and the temporary copy have served: remove them while the

@@ -2,7 +2,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackupEntry } from '../backends/types.js';
 import { HashingStream, VerifyingStream } from './hashing.js';
-import { draftManifest } from './manifest.js';
+import { draftManifest, type Manifest } from './manifest.js';
 import type { RunContext } from './run.js';
 import { SERVER_WIDE } from './types.js';
 import { IbError } from '../errors.js';
@@ -296,7 +296,7 @@ export function configApi(ctx: RunContext): ConfigApi {
 }
 
 /** Captures the server's declarative config and stores it as one checksummed JSON document. */
-export async function backupConfig(ctx: RunContext): Promise<BackupEntry> {
+export async function backupConfig(ctx: RunContext, run?: Manifest['run']): Promise<BackupEntry> {
   const task = ctx.ui.task('config');
   task.phase('reading');
   const snapshot = await captureConfig(configApi(ctx));
@@ -310,6 +310,7 @@ export async function backupConfig(ctx: RunContext): Promise<BackupEntry> {
     const entry = await writer.commit(
       draftManifest(key, writer.timestamp, server.environment.server_version, { size: hash.bytes, sha256: hash.sha256 }, {
         consistency: { mode: 'live', instant: snapshot.capturedAt },
+        ...(run ? { run } : {}),
       }),
     );
     task.end(true, `${snapshot.objects.length} objects`);

@@ -48,6 +48,14 @@ export interface Manifest extends ResourceKey {
   };
   /** The archive's backup/index.yaml, parsed, captured while streaming. */
   index?: Record<string, unknown>;
+  /**
+   * The backup run that made it, by its start (ISO time), and whether that run covered its kind
+   * in the project whole (no names given; the configuration file's include/exclude patterns still
+   * apply). The config backup of `backup all` names the projects whose instances and volumes the
+   * run covered whole, so that a run that found none of a kind still counts. `restore all` marks
+   * what the newest whole run lacks (cli/select.ts, missedRun).
+   */
+  run?: { startedAt: string; whole: boolean; projects?: string[] };
   protected?: boolean;
 }
 
@@ -129,7 +137,7 @@ export function draftManifest(
   timestamp: string,
   serverVersion: string,
   archive: { size: number; sha256: string },
-  fields: Pick<Manifest, 'consistency'> & Partial<Pick<Manifest, 'options' | 'source' | 'index' | 'image'>>,
+  fields: Pick<Manifest, 'consistency'> & Partial<Pick<Manifest, 'options' | 'source' | 'index' | 'image' | 'run'>>,
 ): ManifestDraft {
   return {
     format: MANIFEST_FORMAT,

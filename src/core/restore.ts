@@ -38,6 +38,11 @@ export interface RestorePlanItem {
    * refuse to start it.
    */
   notStarted?: string;
+  /**
+   * restore all: the start (ISO time) of the newest run that backed up this kind of the project
+   * whole and has no backup of this resource (see missedRun).
+   */
+  missedRun?: string;
 }
 
 export interface PlanOptions {

@@ -170,3 +170,63 @@ describe('backup all / restore all', () => {
     }
   });
 });
+
+describe('restore all and what the newest nightly run no longer had', () => {
+  const P3 = `t-cfg3-${tag}`;
+
+  afterAll(() => dropProject(P3));
+
+  interface PlanJson {
+    items: { type: string; name: string; action: string; missedRun?: string }[];
+  }
+
+  it('marks a deleted instance and volume (older backup, restored all the same), not one backed up by name since; on dir and restic', async () => {
+    await incus('project', 'create', P3, '-c', 'features.images=false', '-c', 'features.profiles=false');
+    await incus('create', 'ib-busybox', 'keep', '--project', P3);
+    await incus('create', 'ib-busybox', 'gone', '--project', P3);
+    await incus('storage', 'volume', 'create', 'default', 'vol', '--project', P3);
+    const t = tempTarget();
+    const targets = [[t.uri, {}], [`restic:${t.dir}/repo`, { RESTIC_PASSWORD: 'missed-run-pw' }]] as const;
+    try {
+      const at = (uri: string, env: Record<string, string>, ...args: string[]) => cli([...args, '--project', P3, '--target', uri], env);
+      for (const [uri, env] of targets) expect((await at(uri, env, 'backup', 'all')).exitCode).toBe(0);
+      const first = Object.fromEntries(
+        await Promise.all(targets.map(async ([uri, env]) => [uri, parseJson<{ timestamp: string }[]>((await at(uri, env, 'list', '--output', 'json')).stdout).map((e) => e.timestamp).sort().at(-1)!])),
+      );
+      await incus('delete', 'gone', '--project', P3);
+      await incus('storage', 'volume', 'delete', 'default', 'vol', '--project', P3);
+      for (const [uri, env] of targets) {
+        const before = new Date().toISOString();
+        expect((await at(uri, env, 'backup', 'all')).exitCode).toBe(0);
+        const after = new Date().toISOString();
+        // A backup by name afterwards is no whole run: it marks nothing.
+        expect((await at(uri, env, 'backup', 'instances', 'keep')).exitCode).toBe(0);
+        const dry = await at(uri, env, 'restore', 'all', '--skip-existing', '--dry-run', '--output', 'json');
+        expect(dry.exitCode, dry.stderr).toBe(0);
+        const items = parseJson<PlanJson>(dry.stdout).items.map((i) => ({ name: i.name, action: i.action, missed: !!i.missedRun }));
+        expect(items, uri).toEqual([
+          { name: 'vol', action: 'create', missed: true },
+          { name: 'gone', action: 'create', missed: true },
+          { name: 'keep', action: 'skip', missed: false },
+        ]);
+        const missed = parseJson<PlanJson>(dry.stdout).items.find((i) => i.name === 'gone')!.missedRun!;
+        expect(missed >= before && missed <= after, `${missed} within ${before}..${after}`).toBe(true);
+        const table = await at(uri, env, 'restore', 'all', '--skip-existing', '--dry-run');
+        expect(table.stdout).toMatch(/instance gone .*│ not in the newest backup of all instances \(run of \d{8}T\d{6}Z\)/);
+        expect(table.stdout).toMatch(/volume default\/vol .*│ not in the newest backup of all volumes/);
+        expect(table.stderr).toContain('note: 2 resources have no backup from the newest run over all of their kind');
+        // As of the first night, nothing was missing yet.
+        const asOf = await at(uri, env, 'restore', 'all', '--skip-existing', '--dry-run', '--output', 'json', '--version', first[uri]!);
+        expect(asOf.exitCode, asOf.stderr).toBe(0);
+        expect(parseJson<PlanJson>(asOf.stdout).items.filter((i) => i.missedRun)).toEqual([]);
+      }
+      // They are restored all the same: the mark is a note, not a filter.
+      const r = await at(targets[1][0], targets[1][1], 'restore', 'all', '--skip-existing', '-y');
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await instanceNames(P3)).toEqual(['gone', 'keep']);
+      expect(await incus('storage', 'volume', 'list', 'default', '--project', P3, '-c', 'n', '-f', 'csv')).toContain('vol');
+    } finally {
+      t.dispose();
+    }
+  });
+});

@@ -107,7 +107,13 @@ abstract class BackupCommand extends BaseCommand {
 
   abstract subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]>;
 
+  /** Whether the run covers its kinds whole in each project (no names given): see Manifest.run. */
+  protected coversWhole(): boolean {
+    return false;
+  }
+
   async run(): Promise<ExitCodeValue> {
+    const run = { startedAt: new Date().toISOString(), whole: this.coversWhole() };
     const backend = this.openTarget();
     if (this.compression !== 'none' && backend.kind !== 'dir') {
       throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
@@ -160,7 +166,7 @@ abstract class BackupCommand extends BaseCommand {
     }
     for (const p of new Set(subjects.flatMap((s) => (s.kind === 'instance' || s.kind === 'volume' ? [s.project] : [])))) await sweepProjectLeftovers(ctx, p);
     const live = this.noSnapshot || this.settings().values.consistency === 'live';
-    const opts = { live, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression };
+    const opts = { live, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression, run };
     const errors: unknown[] = [];
     // --parallel resources stream at once; one more may be finishing its commit (restic writes
     // the manifest snapshot, ~0.7 s) while the next one already snapshots and streams. After
@@ -182,7 +188,7 @@ abstract class BackupCommand extends BaseCommand {
           const started = Date.now();
           const entry =
             s.kind === 'config'
-              ? await backupConfig(ctx)
+              ? await backupConfig(ctx, run.whole ? { ...run, projects } : run)
               : s.kind === 'image'
                 ? await backupImage(ctx, s.project, s.image)
                 : await backupResource(ctx, s, { ...opts, onStreaming: prewarmAfter(i), onStreamed: release });
@@ -233,6 +239,10 @@ export class BackupInstancesCommand extends BackupCommand {
   });
   names = Option.Rest({ name: 'NAME' });
 
+  protected override coversWhole(): boolean {
+    return this.names.length === 0;
+  }
+
   subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
     return instanceSubjects(api, projects, this.names, this.settings().values.instances);
   }
@@ -249,6 +259,10 @@ export class BackupVolumesCommand extends BackupCommand {
     ],
   });
   names = Option.Rest({ name: 'POOL/NAME' });
+
+  protected override coversWhole(): boolean {
+    return this.names.length === 0;
+  }
 
   subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
     return volumeSubjects(api, projects, this.names, this.settings().values.volumes);
@@ -281,6 +295,10 @@ export class BackupAllCommand extends BackupCommand {
   });
 
   withImages = Option.Boolean('--with-images', false, { description: 'Also back up local images that cannot be fetched again' });
+
+  protected override coversWhole(): boolean {
+    return true;
+  }
 
   async subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
     const f = this.settings().values;

@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
 import { CONFIG_NEEDS_HINT, configRequirements, profileKey, type ConfigRequirements } from '../../core/config.js';
-import { compareTimestamps } from '../../core/manifest.js';
+import { compareTimestamps, formatTimestamp } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
 import { describeRequirement, mapName, missingRequirements, profilePathRequirements, requirementKey, requirementsOf, type Devices, type Mappings, type Requirement } from '../../core/preflight.js';
 import { sweepProjectLeftovers } from '../../core/backup.js';
@@ -13,7 +13,7 @@ import type { ResourceType } from '../../core/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { elsewhereHint, groupByResource, selectBackups } from '../select.js';
+import { elsewhereHint, groupByResource, missedRun, newestWholeRuns, selectBackups } from '../select.js';
 import { applyAll, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 import { imagePreviewColumns, imagePreviewData, restoreImages } from './images.js';
@@ -29,7 +29,14 @@ const previewColumns: Column<RestorePlanItem>[] = [
     value: (i) =>
       i.refused
         ? `refused: ${i.refused}`
-        : [i.stops.length ? `stops ${i.stops.join(', ')}` : '', i.start ? 'starts it afterwards' : (i.notStarted ?? ''), dropsText(i.dropsSnapshots)].filter(Boolean).join('; '),
+        : [
+            i.missedRun ? `not in the newest backup of all ${i.dest.kind}s (run of ${formatTimestamp(new Date(i.missedRun))})` : '',
+            i.stops.length ? `stops ${i.stops.join(', ')}` : '',
+            i.start ? 'starts it afterwards' : (i.notStarted ?? ''),
+            dropsText(i.dropsSnapshots),
+          ]
+            .filter(Boolean)
+            .join('; '),
   },
 ];
 
@@ -55,6 +62,7 @@ function previewData(i: RestorePlanItem): Record<string, unknown> {
     stops: i.stops,
     start: i.start,
     ...(i.notStarted ? { notStarted: i.notStarted } : {}),
+    ...(i.missedRun ? { missedRun: i.missedRun } : {}),
     ...(i.refused ? { refused: i.refused } : {}),
     dropsSnapshots: i.dropsSnapshots,
   };
@@ -346,11 +354,9 @@ export class RestoreAllCommand extends RestoreBase {
     const ctx = this.runContext(api, backend);
     const project = this.allProjects ? undefined : this.checkedProject();
     const all = await backend.list(project ? { project } : {});
+    const eligible = this.version ? all.filter((v) => compareTimestamps(v.manifest.timestamp, this.version!) <= 0) : all;
     const chosen: BackupEntry[] = [];
-    for (const [, versions] of groupByResource(all.filter((e) => e.manifest.type !== 'config'))) {
-      const eligible = this.version ? versions.filter((v) => compareTimestamps(v.manifest.timestamp, this.version!) <= 0) : versions;
-      if (eligible.length) chosen.push(eligible[eligible.length - 1]!);
-    }
+    for (const [, versions] of groupByResource(eligible.filter((e) => e.manifest.type !== 'config'))) chosen.push(versions[versions.length - 1]!);
     // The config follows the mappings, like the volumes and instances restored with it.
     const configScope = project ? { project: mapName(opts.maps.project, project) } : {};
     const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), configScope, this.force, opts.maps) : undefined;
@@ -363,6 +369,13 @@ export class RestoreAllCommand extends RestoreBase {
     // Volumes first (instances may use them); one call, so that a conflict names all of them.
     const byType = (type: string) => chosen.filter((e) => e.manifest.type === type);
     const { plan, refusal } = await planRestore(ctx, [...byType('volume'), ...byType('instance')], opts);
+    // What the newest nightly run no longer had is brought back too, but said: it may have been
+    // deleted on purpose (or its backup failed that night, and this is the one left).
+    const runs = newestWholeRuns(eligible);
+    for (const i of plan) {
+      const missed = missedRun(i.entry, runs);
+      if (missed) i.missedRun = missed;
+    }
     // What the config step will create counts as present for the pre-flight, and what the
     // profiles it writes need is checked with the rest.
     const configReqs = configRequirements(config?.changes ?? [], plan.map((i) => i.dest.project));
@@ -377,6 +390,14 @@ export class RestoreAllCommand extends RestoreBase {
       if (this.showsPlan(stopsHere)) this.printAllPlan(config, images, plan);
     } else if (this.showsPlan(stopsHere)) {
       this.printData({ config: config ? configPreviewData(config) : null, images: images.map(imagePreviewData), items: plan.map(previewData), missing });
+    }
+    const missed = plan.filter((i) => i.missedRun && i.action !== 'skip');
+    if (missed.length && this.format === 'table' && this.showsPlan(stopsHere)) {
+      this.context.stderr.write(
+        missed.length === 1
+          ? 'note: 1 resource has no backup from the newest run over all of its kind (deleted since, or its backup failed then) and comes back from an older one; to leave it out, restore the others by name (restore instances/volumes NAME...)\n'
+          : `note: ${missed.length} resources have no backup from the newest run over all of their kind (deleted since, or their backups failed then) and come back from older ones; to leave them out, restore the others by name (restore instances/volumes NAME...)\n`,
+      );
     }
     if (refusal) throw refusal;
     this.refuseMissing(missing, this.applyConfig);
