@@ -173,6 +173,7 @@ function nicAddresses(i: Instance, network: string): string[] {
  * travel in a restic snapshot tag, so a restore can be planned from the listing alone.
  */
 export function planIndex(index: Record<string, unknown>): Record<string, unknown> {
+  const optimized = optimizedIndex(index) ?? {};
   const i = index as { pool?: string; config?: { container?: IndexContainer & { config?: Record<string, string> } } };
   const c = i.config?.container ?? {};
   const devices: Record<string, Record<string, string>> = {};
@@ -184,13 +185,20 @@ export function planIndex(index: Record<string, unknown>): Record<string, unknow
     devices[name] = kept;
   }
   const cloudInitId = c.config?.['volatile.cloud-init.instance-id'];
-  const o = index as { optimized?: boolean; backend?: string };
   return {
     ...(i.pool ? { pool: i.pool } : {}),
-    // An optimized archive is the driver's own format: it restores only onto that driver.
-    ...(o.optimized ? { optimized: true, backend: o.backend } : {}),
+    ...optimized,
     config: { container: { profiles: c.profiles ?? [], devices, ...(cloudInitId ? { config: { 'volatile.cloud-init.instance-id': cloudInitId } } : {}) } },
   };
+}
+
+/**
+ * An optimized archive's driver (it is the driver's own format, and restores only onto that
+ * driver), as its index says; undefined for a plain tarball. All a volume's plan reads.
+ */
+export function optimizedIndex(index: Record<string, unknown>): { optimized: true; backend: string | undefined } | undefined {
+  const o = index as { optimized?: boolean; backend?: string };
+  return o.optimized ? { optimized: true, backend: o.backend } : undefined;
 }
 
 const key = (r: Pick<Requirement, 'what' | 'project' | 'name'>) => `${r.what}\0${r.project}\0${r.name}`;

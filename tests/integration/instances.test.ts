@@ -1,5 +1,5 @@
 import { randomBytes, randomInt } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -525,6 +525,23 @@ describe('an optimized backup', () => {
     }
     expect((await instanceNames(P)).filter((n) => n.startsWith('ob'))).toEqual(['ob', 'ob2']);
     await expectNoLeftovers(['ob']);
+  });
+
+  it('of a volume in restic is refused too before anything moves onto another driver (the listing says which driver made it)', async () => {
+    const repo = `restic:${target.dir}-optimized-restic`;
+    const env = { RESTIC_PASSWORD: 'optimized-pw' };
+    try {
+      await incus('storage', 'volume', 'create', pool, 'ov', '--project', P);
+      const b = await cli(['backup', 'volumes', `${pool}/ov`, '--optimized', '--project', P, '--target', repo], env);
+      expect(b.exitCode, b.stderr).toBe(0);
+      const r = await cli(['restore', 'volume', `${pool}/ov`, '--pool-map', `${pool}=default`, '--dry-run', '--project', P, '--target', repo], env);
+      expect(r.exitCode, r.stdout + r.stderr).toBe(2);
+      expect(r.stderr).toContain(`: volume ${P}/default/ov (an optimized btrfs backup; pool default is dir)`);
+      expect(r.stdout).toContain('refused: an optimized btrfs backup; pool default is dir');
+    } finally {
+      await incus('storage', 'volume', 'delete', pool, 'ov', '--project', P).catch(() => undefined);
+      rmSync(`${target.dir}-optimized-restic`, { recursive: true, force: true });
+    }
   });
 
   it('of an instance on a dir pool is a plain tarball, and says so', async () => {

@@ -116,6 +116,15 @@ describe('tags', () => {
     expect(back).toEqual({ ...m, index: planIndex(m.index!) });
   });
 
+  it("keeps of a volume's index only which driver made an optimized archive", () => {
+    const summaryIndex = (index: Record<string, unknown>) => {
+      const tags = manifestTags(manifest(data, '20260102T030405Z', { index }), 'd'.repeat(64));
+      return decodeSummary(tags[tags.length - 1]!.slice('ib-summary='.length)).index;
+    };
+    expect(summaryIndex({ name: 'data', backend: 'btrfs', optimized: true, config: { volume: { name: 'data' } } })).toEqual({ optimized: true, backend: 'btrfs' });
+    expect(summaryIndex({ name: 'data', backend: 'dir', optimized: false, config: { volume: { name: 'data' } } })).toBeUndefined();
+  });
+
   it('keeps in the summary the index fields a restore plan reads, and only those', () => {
     const index = {
       name: 'web1',

@@ -389,10 +389,12 @@ export class ResticBackend implements Backend {
 
   /**
    * Instances backed up since the summary carries the plan's index fields need nothing; for
-   * older ones the manifest files are read, a few restic processes at a time.
+   * older ones the manifest files are read, a few restic processes at a time. So are optimized
+   * volume backups from before their summary said which driver made them.
    */
   async loadIndexes(entries: BackupEntry[]): Promise<void> {
-    const lacking = entries.filter((e) => e.manifest.type === 'instance' && e.manifest.index === undefined);
+    const lacks = (m: Manifest) => m.index === undefined && (m.type === 'instance' || (m.type === 'volume' && m.options.optimized));
+    const lacking = entries.filter((e) => lacks(e.manifest));
     const settled = await mapPool(lacking, 4, (e) => this.completeManifest(e));
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;

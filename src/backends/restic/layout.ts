@@ -25,7 +25,7 @@
  * removed show up as broken (for verify / prune to clean up).
  */
 import { compareManifests, validateManifest, type Manifest } from '../../core/manifest.js';
-import { planIndex } from '../../core/preflight.js';
+import { optimizedIndex, planIndex } from '../../core/preflight.js';
 import { SERVER_WIDE, type ResourceKey, type ResourceType } from '../../core/types.js';
 import type { BackupEntry, BrokenBackup, ListFilter } from '../types.js';
 
@@ -100,7 +100,8 @@ export function tagArgs(tags: string[]): string[] {
  */
 export function encodeSummary(m: Manifest): string {
   const { index, ...rest } = m;
-  const summary = index && m.type === 'instance' ? { ...rest, index: planIndex(index) } : rest;
+  const kept = !index ? undefined : m.type === 'instance' ? planIndex(index) : m.type === 'volume' ? optimizedIndex(index) : undefined;
+  const summary = kept ? { ...rest, index: kept } : rest;
   return Buffer.from(JSON.stringify(summary), 'utf8').toString('base64url');
 }
 
