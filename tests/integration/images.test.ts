@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, incusJson, parseJson, tempTarget } from './helpers.js';
+import { cli, freePort, freshHost, incus, incusJson, parseJson, tempTarget } from './helpers.js';
 
 const P = `t-img-${randomBytes(3).toString('hex')}`;
 let target: ReturnType<typeof tempTarget>;
@@ -92,6 +94,46 @@ describe('images', () => {
     expect((await incusJson<ImageJson>(`/1.0/images/${fp}`, P)).aliases.map((a) => a.name)).toEqual(['bb-local']);
     const nothing = await cli(['restore', 'all', '--dry-run', '--project', P, '--target', target.uri, '--output', 'json']);
     expect(parseJson<{ images: { action: string }[] }>(nothing.stdout).images.map((i) => i.action)).toEqual(['skip']);
+  });
+
+  it('leaves out an image cached from an image server (it can be fetched again) unless --all-images, and restores it', async () => {
+    // The image server: a second incusd serving a public image over HTTPS. The sandbox daemon
+    // caches it when an instance is created from it, as from images.linuxcontainers.org.
+    const server = await freshHost();
+    const conf = mkdtempSync(join(tmpdir(), 'ib-remotes-')); // the incus client's remotes, not the user's
+    const own = { INCUS_CONF: conf };
+    try {
+      const port = await freePort();
+      await server.incus('config', 'set', 'core.https_address', `127.0.0.1:${port}`);
+      await incus('image', 'export', 'ib-busybox', join(conf, 'bb'));
+      await server.incus('image', 'import', join(conf, 'bb.tar'), '--alias', 'bb');
+      // Published from an instance: an image of its own (another fingerprint than ib-busybox's).
+      await server.incus('create', 'bb', 'c', '--storage', 'default', '--no-profiles');
+      await server.incus('publish', 'c', '--public', '--alias', 'served');
+      await execa('incus', ['remote', 'add', 'srv', `https://127.0.0.1:${port}`, '--public', '--accept-certificate'], { env: own, stdin: 'ignore' });
+      await execa('incus', ['create', 'srv:served', 'fromsrv', '--project', P, '--storage', 'default', '--no-profiles'], { env: own, stdin: 'ignore' });
+      await incus('delete', 'fromsrv', '--project', P);
+      const cached = (await incusJson<(ImageJson & { cached: boolean })[]>('/1.0/images?recursion=1', P)).find((i) => i.cached);
+      expect(cached, 'the sandbox cached the served image').toBeDefined();
+
+      const names = async (...extra: string[]) => {
+        const r = await cli(['backup', 'images', '--project', P, '--target', target.uri, '--output', 'json', ...extra]);
+        expect(r.exitCode, r.stderr).toBe(0);
+        return parseJson<{ name: string; status: string }[]>(r.stdout).map((x) => `${x.name}:${x.status}`);
+      };
+      expect(await names()).toEqual([`${fp.slice(0, 12)}:ok`]);
+      expect((await names('--all-images')).sort()).toEqual([`${cached!.fingerprint.slice(0, 12)}:ok`, `${fp.slice(0, 12)}:ok`].sort());
+
+      await incus('image', 'delete', cached!.fingerprint, '--project', P);
+      const r = await cli(['restore', 'images', cached!.fingerprint.slice(0, 12), '-y', '--project', P, '--target', target.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      const back = await incusJson<ImageJson & { cached: boolean }>(`/1.0/images/${cached!.fingerprint}`, P);
+      expect(back.fingerprint).toBe(cached!.fingerprint);
+    } finally {
+      await incus('delete', '-f', 'fromsrv', '--project', P).catch(() => undefined);
+      await server.dispose();
+      rmSync(conf, { recursive: true, force: true });
+    }
   });
 
   it('refuses an unknown fingerprint', async () => {
