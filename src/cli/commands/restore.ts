@@ -395,8 +395,8 @@ export class RestoreAllCommand extends RestoreBase {
     if (missed.length && this.format === 'table' && this.showsPlan(stopsHere)) {
       this.context.stderr.write(
         missed.length === 1
-          ? 'note: 1 resource has no backup from the newest run over all of its kind (deleted since, or its backup failed then) and comes back from an older one; to leave it out, restore the others by name (restore instances/volumes NAME...)\n'
-          : `note: ${missed.length} resources have no backup from the newest run over all of their kind (deleted since, or their backups failed then) and come back from older ones; to leave them out, restore the others by name (restore instances/volumes NAME...)\n`,
+          ? 'note: 1 resource has no backup from the newest run over all of its kind (deleted since, left out by a pattern, or its backup failed then) and comes back from an older one; to leave it out, restore the others by name (restore instances/volumes NAME...)\n'
+          : `note: ${missed.length} resources have no backup from the newest run over all of their kind (deleted since, left out by a pattern, or their backups failed then) and come back from older ones; to leave them out, restore the others by name (restore instances/volumes NAME...)\n`,
       );
     }
     if (refusal) throw refusal;
