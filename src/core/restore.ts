@@ -204,14 +204,16 @@ async function otherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Promise<U
 }
 
 /**
- * Instances created beside others (another name, another project) keep the backup's static IPs
+ * Instances restored beside others (another name, another project) keep the backup's static IPs
  * and set MACs, like `incus copy`; where another instance on the same network has one of them,
  * Incus refuses the start. Those are restored and left stopped, which the preview says, instead
- * of failing after the import. (A replace masks the original's NICs first: no clash.)
+ * of failing after the import. The instance a replace replaces does not count: its NICs are
+ * masked first (so a replace under the backup's own name meets no clash, but one that replaces
+ * another instance, --target-name OTHER --replace, may).
  */
 async function leaveClashingCopiesStopped(ctx: RunContext, plan: RestorePlanItem[], maps: Mappings | undefined): Promise<void> {
   const candidates = plan
-    .filter((i) => i.action === 'create' && i.start)
+    .filter((i) => i.action !== 'skip' && i.dest.kind === 'instance' && i.start)
     .map((item) => ({ item, addresses: fixedAddressesOf(item, maps) }))
     .filter((c) => c.addresses.length);
   if (!candidates.length) return;
@@ -219,7 +221,8 @@ async function leaveClashingCopiesStopped(ctx: RunContext, plan: RestorePlanItem
   const ownNetworks = new Set(projects.filter((p) => p.config?.['features.networks'] === 'true').map((p) => p.name));
   const networkProject = (p: string) => (ownNetworks.has(p) ? p : 'default');
   for (const { item, addresses } of candidates) {
-    const clashes = addressClashes(addresses, item.dest.project, instances, networkProject);
+    const others = item.action === 'replace' ? instances.filter((i) => (i.project ?? 'default') !== item.dest.project || i.name !== item.dest.name) : instances;
+    const clashes = addressClashes(addresses, item.dest.project, others, networkProject);
     if (!clashes.length) continue;
     item.start = false;
     item.notStarted = `not started: ${clashes.join(', ')}`;

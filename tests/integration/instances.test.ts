@@ -774,6 +774,22 @@ describe('an instance on a managed bridge', () => {
       await incus('config', 'device', 'set', 'fixed2', 'eth0', `ipv4.address=${subnet}.51`, '--project', P);
       await incus('start', 'fixed2', '--project', P);
       expect(await state(P, 'fixed2')).toBe('Running');
+      // Replacing that other instance with fixed's backup: the same clash (fixed holds .50),
+      // previewed; the replaced one's own address does not count.
+      const over = await cli([...args, '--replace', '--dry-run', '--output', 'json']);
+      expect(over.exitCode, over.stderr).toBe(0);
+      expect(parseJson<unknown[]>(over.stdout)).toEqual([expect.objectContaining({ destination: 'fixed2', action: 'replace', start: false, notStarted: why })]);
+      const replaced = await cli([...args, '--replace', '-y']);
+      expect(replaced.exitCode, replaced.stderr).toBe(0);
+      expect(await state(P, 'fixed2')).toBe('Stopped');
+      expect((await incusJson<{ devices: Record<string, Record<string, string>> }>('/1.0/instances/fixed2', P)).devices.eth0?.['ipv4.address']).toBe(`${subnet}.50`);
+      expect(await state(P, 'fixed')).toBe('Running');
+      // Under its own name, the replaced one's address is no clash: fixed runs again.
+      await incus('delete', 'fixed2', '--project', P);
+      const own = await cli(['restore', 'instance', 'fixed', '--replace', '-y', '--project', P, '--target', target.uri]);
+      expect(own.exitCode, own.stderr).toBe(0);
+      expect(own.stderr).not.toContain('not started');
+      expect(await state(P, 'fixed')).toBe('Running');
     } finally {
       // One at a time: `incus delete a b` deletes neither when b is missing, and a left over
       // would keep the bridge and its profile from being deleted after these tests.
