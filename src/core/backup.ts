@@ -64,7 +64,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
   const { api, backend, ui, signal } = ctx;
   const label = subjectLabel(subject);
   const task = ui.task(label);
-  const cleanup = new Cleanup();
+  const cleanup = new Cleanup(api.client);
   const server = await api.client.server();
   let writer: ArchiveWriter | undefined;
   try {

@@ -276,7 +276,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
   const { api, ui, signal } = ctx;
   const label = subjectLabel(item.dest);
   const task = ui.task(label);
-  const cleanup = new Cleanup();
+  const cleanup = new Cleanup(api.client);
   const m = item.entry.manifest;
   const staged: BackupSubject = { ...item.dest, name: tmpName() };
   try {
@@ -344,7 +344,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
   const { api, ui } = ctx;
   const dest = item.dest;
   const aside: BackupSubject = { ...dest, name: asideName() };
-  const undo = new Cleanup();
+  const undo = new Cleanup(api.client);
   let notStarted: { error: Error; user?: string } | undefined;
   const ephemeral: string[] = [];
   try {

@@ -1,4 +1,5 @@
 import type { IncusApi } from '../incus/api.js';
+import { COMEBACK_MS, incusAway, type IncusClient } from '../incus/client.js';
 import type { Backend } from '../backends/types.js';
 
 /** Progress of one resource; the output layer decides how it looks (bar, spinner, plain lines). */
@@ -27,9 +28,16 @@ export interface RunContext {
   signal: AbortSignal;
 }
 
-/** LIFO undo steps, each run even if an earlier one fails; failures are reported, not thrown. */
+/**
+ * LIFO undo steps, each run even if an earlier one fails; failures are reported, not thrown.
+ * With `incus`, a step that fails because the daemon went away (a restart: a package upgrade
+ * during the nightly run) is tried again once it is back, for up to COMEBACK_MS: a restore's
+ * original set aside, or a temporary copy, is then put right instead of left for the next run.
+ */
 export class Cleanup {
   private steps: { what: string; fn: () => Promise<void> }[] = [];
+
+  constructor(private readonly incus?: IncusClient) {}
 
   push(what: string, fn: () => Promise<void>): () => void {
     const step = { what, fn };
@@ -50,14 +58,28 @@ export class Cleanup {
     let ok = true;
     while (this.steps.length) {
       const s = this.steps.pop()!;
-      try {
-        await s.fn();
-      } catch (e) {
-        ok = false;
-        warn(`cleanup failed: ${s.what}: ${(e as Error).message}`);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await s.fn();
+          break;
+        } catch (e) {
+          if (attempt < 3 && (await this.cameBack(e, s.what, warn))) continue;
+          ok = false;
+          warn(`cleanup failed: ${s.what}: ${(e as Error).message}`);
+          break;
+        }
       }
     }
     return ok;
+  }
+
+  /** Whether `e` was the daemon going away and it is back now (see the class). */
+  private async cameBack(e: unknown, what: string, warn: (msg: string) => void): Promise<boolean> {
+    if (!this.incus || !incusAway(e)) return false;
+    warn(`Incus is not answering (${(e as Error).message}); waiting up to ${COMEBACK_MS / 60_000} min for it to come back to ${what} (Ctrl-C twice to leave it)`);
+    const back = await this.incus.waitBack();
+    if (back) warn(`Incus is back; going on with the cleanup`);
+    return back;
   }
 }
 

@@ -113,6 +113,14 @@ function transient(e: unknown): boolean {
   return connectionLost(e);
 }
 
+/** Whether `e` says the daemon is away (restarting): no socket, a dropped connection, 502-504. */
+export function incusAway(e: unknown): boolean {
+  return transient(e) || (e instanceof IncusConnectionError && e.gone);
+}
+
+/** How long cleanup waits for a daemon that went away to come back (see waitBack). */
+export const COMEBACK_MS = 120_000;
+
 export type RequestLogger = (event: { method: string; path: string; status: number; ms: number }) => void;
 
 /**
@@ -122,6 +130,8 @@ export type RequestLogger = (event: { method: string; path: string; status: numb
 export class IncusClient {
   private readonly http: Client;
   private info?: ServerInfo;
+  /** waitBack gave up once: the daemon is not coming back during this run. */
+  private stayedAway = false;
 
   constructor(
     readonly socketPath: string = resolveSocketPath(),
@@ -152,6 +162,7 @@ export class IncusClient {
         `cannot reach Incus: no daemon listening at ${this.socketPath}`,
         'is incusd running? Point INCUS_SOCKET (or INCUS_DIR) at its socket',
         e,
+        true,
       );
     }
     if (code === 'EACCES' || code === 'EPERM') {
@@ -315,6 +326,28 @@ export class IncusClient {
     const r = this.parse<Operation>('POST', target, res.statusCode, text, undefined);
     if (!r.operation) throw new IncusError(res.statusCode, 'import answered without an operation', 'POST', target);
     return r.operation;
+  }
+
+  /**
+   * After the daemon went away (incusAway): waits until it answers again, asking once a second
+   * for up to `ms`; whether it did. A daemon that stayed away is not waited for again.
+   */
+  async waitBack(ms = COMEBACK_MS): Promise<boolean> {
+    if (this.stayedAway) return false;
+    const until = Date.now() + ms;
+    for (;;) {
+      try {
+        await this.requestOnce('GET', '/1.0', {});
+        return true;
+      } catch (e) {
+        if (!incusAway(e)) return true; // it answers; what it says is the next request's business
+        if (Date.now() >= until) {
+          this.stayedAway = true;
+          return false;
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
   }
 
   /** GET `path`, or undefined when there is nothing there (404; other errors are thrown). */

@@ -67,7 +67,13 @@ export class IncusError extends IbError {
 
 /** The socket is missing, refused or not ours to use: an environment problem, not a bug. */
 export class IncusConnectionError extends IbError {
-  constructor(message: string, hint: string, cause?: unknown) {
+  /** `gone`: no daemon listens there (the socket is missing or refuses), as during a restart. */
+  constructor(
+    message: string,
+    hint: string,
+    cause?: unknown,
+    readonly gone = false,
+  ) {
     super(message, ExitCode.usage, hint, { cause });
     this.name = 'IncusConnectionError';
   }

@@ -161,10 +161,13 @@ export async function stopRestServers(): Promise<void> {
  * A UNIX-socket relay in front of the real incusd: each client connection gets its own upstream
  * one, handed to `relay` to wire up; close() ends them all. The proxies below are built on it.
  */
-async function incusRelay(relay: (client: Socket, upstream: Socket) => void): Promise<{ socket: string; close: () => Promise<void> }> {
+async function incusRelay(
+  relay: (client: Socket, upstream: Socket) => void,
+): Promise<{ socket: string; close: () => Promise<void>; outage: (ms: number) => Promise<void> }> {
   const dir = mkdtempSync(join(tmpdir(), 'ib-proxy-'));
   const path = join(dir, 'incus.socket');
   const open = new Set<Socket>();
+  let closed = false;
   const server = createServer((client) => {
     const upstream = createConnection(process.env.INCUS_SOCKET!);
     open.add(client).add(upstream);
@@ -178,11 +181,46 @@ async function incusRelay(relay: (client: Socket, upstream: Socket) => void): Pr
   return {
     socket: path,
     close: async () => {
+      closed = true;
       for (const s of open) s.destroy();
       await new Promise((r) => server.close(r));
       rmSync(dir, { recursive: true, force: true });
     },
+    // As a daemon restart looks from the client: every connection drops, the socket is gone for
+    // `ms`, then it answers again (Incus itself keeps running: what it was doing goes on).
+    outage: async (ms: number) => {
+      for (const s of open) s.destroy();
+      await new Promise((r) => server.close(r));
+      await new Promise((r) => setTimeout(r, ms));
+      if (!closed) await new Promise<void>((r) => server.listen(path, r));
+    },
   };
+}
+
+/**
+ * A relay that plays a daemon restart (see incusRelay's outage) for `ms`, the first time a
+ * request's first line matches `request`; that request is dropped, not passed on.
+ */
+export async function outageProxy(request: RegExp, ms: number): Promise<{ socket: string; outages: () => number; close: () => Promise<void> }> {
+  let outages = 0;
+  const relay: Awaited<ReturnType<typeof incusRelay>> = await incusRelay((client, upstream) => {
+    client.on('data', (chunk: Buffer) => {
+      if (outages === 0 && request.test(chunk.toString('latin1').split('\r\n', 1)[0]!)) {
+        outages++;
+        void relay.outage(ms);
+        return;
+      }
+      upstream.write(chunk);
+    });
+    upstream.pipe(client);
+    for (const s of [client, upstream]) {
+      s.on('close', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+  });
+  return { socket: relay.socket, close: relay.close, outages: () => outages };
 }
 
 /**

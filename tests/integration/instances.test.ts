@@ -13,6 +13,7 @@ import {
   flipByte,
   instanceNames,
   launch,
+  outageProxy,
   parseJson,
   serverBackupNames,
   sh,
@@ -225,6 +226,28 @@ describe('instances on a directory target', () => {
       expect(String(r.stderr)).toMatch(/SIGINT: still replacing instance \S+\/web: quitting now would leave it half-done \(press Ctrl-C once more to quit anyway\)/);
       expect(await instanceNames(P)).toEqual(['web']);
       expect(await state(P, 'web')).toBe('Running');
+      await expectNoLeftovers(['web']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('the daemon restarting in the middle of a replace: the original is put back once it answers again', async () => {
+    // A package upgrade restarts incusd during the nightly window. Here the socket goes away for
+    // 4 s right when the restored instance is to take the name (that request is lost): the swap
+    // fails, and its undo, which needs Incus, waits for it instead of leaving the original
+    // renamed aside (ibold-…) and stopped.
+    const proxy = await outageProxy(/^POST \/1\.0\/instances\/ibtmp-/, 4000);
+    try {
+      const r = await cli(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      expect(proxy.outages()).toBe(1);
+      expect(r.exitCode, r.stderr).not.toBe(0);
+      expect(r.stderr).toMatch(/warning: Incus is not answering \(.*\); waiting up to 2 min for it to come back to /);
+      expect(r.stderr).toContain('warning: Incus is back; going on with the cleanup');
+      expect(r.stderr).not.toContain('cleanup failed');
+      expect(await instanceNames(P)).toEqual(['web']);
+      expect(await state(P, 'web')).toBe('Running');
+      expect(await sh(P, 'web', 'sha256sum /data/payload | cut -d" " -f1')).toBe(originalSha);
       await expectNoLeftovers(['web']);
     } finally {
       await proxy.close();
