@@ -76,7 +76,7 @@ export class Cleanup {
   /** Whether `e` was the daemon going away and it is back now (see the class). */
   private async cameBack(e: unknown, what: string, warn: (msg: string) => void): Promise<boolean> {
     if (!this.incus || !incusAway(e)) return false;
-    warn(`Incus is not answering (${(e as Error).message}); waiting up to ${COMEBACK_MS / 60_000} min for it to come back to ${what} (Ctrl-C twice to leave it)`);
+    warn(`Incus is not answering (${(e as Error).message}); waiting up to ${COMEBACK_MS / 60_000} min for it to come back to ${what}`);
     const back = await this.incus.waitBack();
     if (back) warn(`Incus is back; going on with the cleanup`);
     return back;
