@@ -345,6 +345,27 @@ describe('instances on a directory target', () => {
     expect(await state(P, 'big')).toBe('Running');
   });
 
+  it('the daemon restarting during a backup: cleaned up once it is back, and that resource backed up once more', async () => {
+    // The socket goes away for 3 s at web's download (that request is lost): web's cleanup waits
+    // for the daemon instead of leaving its snapshot, copy and server-side backup, and the run
+    // then backs web up again instead of failing it.
+    const webBefore = (await listJson('web')).length;
+    const proxy = await outageProxy(/^GET \/1\.0\/instances\/ibtmp-[^/]+\/backups\/ibtmp-[^/]+\/export/, 3000);
+    try {
+      const r = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      expect(proxy.outages()).toBe(1);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/warning: Incus is not answering \(.*\); waiting up to 2 min for it to come back to /);
+      expect(r.stderr).toContain(`warning: instance ${P}/web: Incus went away during its backup and is back; backing it up once more`);
+      expect(r.stderr).not.toContain('cleanup failed');
+      expect(await listJson('web')).toHaveLength(webBefore + 1);
+      expect(readdirSync(join(target.dir, '.staging'))).toEqual([]);
+      await expectNoLeftovers(['web']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('a run killed outright leaves junk that the next run removes', async () => {
     const child = cliSpawn(['backup', 'instances', 'big', '--project', P, '--target', target.uri], {});
     let err = '';

@@ -10,7 +10,8 @@ import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool, Semaphore } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
 import { ExitCode, UsageError, type ExitCodeValue } from '../../errors.js';
-import type { BackupSubject, IncusApi } from '../../incus/api.js';
+import { subjectLabel, type BackupSubject, type IncusApi } from '../../incus/api.js';
+import { incusAway } from '../../incus/client.js';
 import { BaseCommand, checkName } from '../base.js';
 import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
 import { lockTarget, lockWaitOption } from './maintenance.js';
@@ -84,6 +85,15 @@ async function volumeSubjects(api: IncusApi, projects: string[], refs: string[],
     }
   }
   return out;
+}
+
+/** Whether a run's error says the daemon went away under it (directly, or as a stream's cause). */
+function lostIncus(e: unknown): boolean {
+  return incusAway(e) || incusAway((e as Error | undefined)?.cause);
+}
+
+function itemLabel(s: Exclude<BackupItem, { kind: 'skipped' }>): string {
+  return s.kind === 'config' ? 'config' : s.kind === 'image' ? `image ${s.project}/${s.image.fingerprint.slice(0, 12)}` : subjectLabel(s);
 }
 
 /** `POOL/NAME` → parts, with a clear error when the pool is missing. */
@@ -183,18 +193,29 @@ abstract class BackupCommand extends BaseCommand {
       this.parallel + 1,
       async (s, i) => {
         if (s.kind === 'skipped') return undefined;
-        const release = await streaming.acquire(ctx.signal);
+        const once = async () => {
+          const release = await streaming.acquire(ctx.signal);
+          try {
+            const started = Date.now();
+            const entry =
+              s.kind === 'config'
+                ? await backupConfig(ctx, run.whole ? { ...run, projects } : run)
+                : s.kind === 'image'
+                  ? await backupImage(ctx, s.project, s.image)
+                  : await backupResource(ctx, s, { ...opts, onStreaming: prewarmAfter(i), onStreamed: release });
+            return { entry, ms: Date.now() - started };
+          } finally {
+            release();
+          }
+        };
         try {
-          const started = Date.now();
-          const entry =
-            s.kind === 'config'
-              ? await backupConfig(ctx, run.whole ? { ...run, projects } : run)
-              : s.kind === 'image'
-                ? await backupImage(ctx, s.project, s.image)
-                : await backupResource(ctx, s, { ...opts, onStreaming: prewarmAfter(i), onStreamed: release });
-          return { entry, ms: Date.now() - started };
-        } finally {
-          release();
+          return await once();
+        } catch (e) {
+          // incusd restarted under it (a package upgrade in the nightly window): its cleanup
+          // waited for the daemon; once it is back, the resource gets one more try.
+          if (ctx.signal.aborted || !lostIncus(e) || !(await api.client.waitBack())) throw e;
+          ctx.ui.warn(`${itemLabel(s)}: Incus went away during its backup and is back; backing it up once more`);
+          return await once();
         }
       },
       ctx.signal,
