@@ -39,7 +39,8 @@ export function newestWholeRuns(entries: BackupEntry[]): Map<string, string> {
 
 /**
  * The start of the newest whole run of the entry's kind and project, when that run made no backup
- * of its resource (the entry, its newest, is older): deleted since, left out by an exclude pattern, or its backup failed then.
+ * of its resource (the entry, its newest, is older): deleted since, left out by an exclude
+ * pattern, or its backup failed then.
  */
 export function missedRun(entry: BackupEntry, runs: Map<string, string>): string | undefined {
   const m = entry.manifest;
