@@ -329,15 +329,17 @@ export class IncusClient {
   }
 
   /**
-   * After the daemon went away (incusAway): waits until it answers again, asking once a second
-   * for up to `ms`; whether it did. A daemon that stayed away is not waited for again.
+   * After the daemon went away (incusAway): waits until it is back and ready (what `incus admin
+   * waitready` asks: a starting daemon answers 503 until its storage and networks are up),
+   * asking once a second for up to `ms`; whether it is. A daemon that stayed away is not waited
+   * for again.
    */
   async waitBack(ms = COMEBACK_MS): Promise<boolean> {
     if (this.stayedAway) return false;
     const until = Date.now() + ms;
     for (;;) {
       try {
-        await this.requestOnce('GET', '/1.0', {});
+        await this.requestOnce('GET', '/internal/ready', {});
         return true;
       } catch (e) {
         if (!incusAway(e)) return true; // it answers; what it says is the next request's business
