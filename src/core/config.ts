@@ -8,7 +8,7 @@ import { SERVER_WIDE } from './types.js';
 import { IbError } from '../errors.js';
 import { CONFIG_KINDS, ConfigApi, configKindInfo, type ConfigKind } from '../incus/api.js';
 import type { Project } from '../incus/types.js';
-import { mapName, requirementKey, type Mappings, type Requirement } from './preflight.js';
+import { hostPathOf, mapName, requirementKey, type Mappings, type Requirement } from './preflight.js';
 
 /** One declarative object as stored in a config backup. */
 export interface ConfigObject {
@@ -376,9 +376,13 @@ export function configRequirements(
     const p = o.project ?? 'default';
     seenProjects.add(p);
     profiles.set(profileKey(p, o.name), o.devices ?? {});
-    for (const d of Object.values(o.devices ?? {})) {
+    for (const [device, d] of Object.entries(o.devices ?? {})) {
       if (d.type === 'nic' && d.network) needs.push({ what: 'network', project: p, name: d.network, neededBy: `profile ${p}/${o.name}` });
       if (d.type === 'disk' && d.pool) needs.push({ what: 'storage-pool', project: p, name: d.pool, neededBy: `profile ${p}/${o.name}` });
+      // Incus saves such a profile, then fails to update each instance that uses it (they will
+      // not start), and refuses to import one.
+      const path = hostPathOf(d);
+      if (path) needs.push({ what: 'path', project: p, name: path, neededBy: `profile ${p}/${o.name} (disk ${device})` });
     }
   }
   for (const pool of pools) for (const p of seenProjects) willExist.add(requirementKey('storage-pool', p, pool));

@@ -66,7 +66,7 @@ export type Devices = Record<string, Record<string, string>>;
  * The host directory or file a disk device mounts into an instance: Incus refuses the whole
  * import when it is missing (unless the device says required=false), after the upload.
  */
-function hostPathOf(d: Record<string, string>): string | undefined {
+export function hostPathOf(d: Record<string, string>): string | undefined {
   return d.type === 'disk' && !d.pool && d.source?.startsWith('/') && d.required !== 'false' ? d.source : undefined;
 }
 

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, incus, incusJson, instanceNames, parentInterface, parseJson, sh, state, tempTarget } from './helpers.js';
 
@@ -87,6 +90,29 @@ describe('config backup and restore', () => {
     expect(force.exitCode, force.stderr).toBe(0);
     expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).not.toMatch(/^extra,/m);
     expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).toMatch(/^web,/m);
+  });
+
+  it('refuses to apply a profile whose host directory this host lacks (Incus would save it and break its instances), until it exists', async () => {
+    const media = mkdtempSync(join(tmpdir(), 'ib-media-'));
+    try {
+      await incus('profile', 'device', 'add', 'web', 'media', 'disk', `source=${media}`, 'path=/media', '--project', P);
+      const b = await run('backup', 'config');
+      expect(b.exitCode, b.stderr).toBe(0);
+      await incus('profile', 'device', 'remove', 'web', 'media', '--project', P);
+      rmSync(media, { recursive: true });
+      const r = await run('restore', 'config', '--project', P, '--apply', '-y');
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toContain(`missing: host path ${media}, needed by profile ${P}/web (disk media)\n`);
+      expect(r.stderr).toMatch(/^Error: cannot apply the config: 1 thing\(s\) its profiles need do not exist in the destination$/m);
+      expect(await incus('profile', 'device', 'list', 'web', '--project', P)).not.toContain('media');
+      mkdirSync(media);
+      const ok = await run('restore', 'config', '--project', P, '--apply', '-y');
+      expect(ok.exitCode, ok.stderr).toBe(0);
+      expect(await incus('profile', 'device', 'get', 'web', 'media', 'source', '--project', P)).toBe(media);
+    } finally {
+      await incus('profile', 'device', 'remove', 'web', 'media', '--project', P).catch(() => undefined);
+      rmSync(media, { recursive: true, force: true });
+    }
   });
 });
 
