@@ -224,6 +224,11 @@ export function requirementKey(what: Requirement['what'], project: string, name:
   return key({ what, project, name });
 }
 
+/** How many different things `reqs` name (one host path needed by a profile and its instance is one). */
+export function countDistinct(reqs: Requirement[]): number {
+  return new Set(reqs.map((r) => (r.what === 'path' ? `path\0${r.name}` : key(r)))).size;
+}
+
 /**
  * Whether this process sees the Incus host's files: Incus's own directory beside the socket.
  * A container given only the socket sees other files, and must not judge host paths.

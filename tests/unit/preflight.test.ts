@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addressClashes, fixedAddressesOf, optimizedFor, planIndex, requirementsOf, type Mappings } from '../../src/core/preflight.js';
+import { addressClashes, countDistinct, fixedAddressesOf, optimizedFor, planIndex, requirementsOf, type Mappings } from '../../src/core/preflight.js';
 import type { RestorePlanItem } from '../../src/core/restore.js';
 import type { Instance } from '../../src/incus/types.js';
 
@@ -92,5 +92,15 @@ describe('host paths a restored instance mounts', () => {
       ).filter((r) => r.what === 'path');
     expect(of(index)).toEqual([{ what: 'path', project: 'prod', name: '/srv/media', neededBy: 'instance prod/web (disk media)' }]);
     expect(of(planIndex(index))).toEqual(of(index));
+  });
+});
+
+describe('countDistinct', () => {
+  it('counts a host path needed by a profile and by its instance once, and other things per project', () => {
+    const path = (neededBy: string, project = 'p') => ({ what: 'path' as const, project, name: '/srv/media', neededBy });
+    const net = (project: string) => ({ what: 'network' as const, project, name: 'br0', neededBy: 'x' });
+    expect(countDistinct([path('profile p/hp (disk media)'), path('instance p/i1 (disk media of profile hp)'), path('instance q/i2', 'q')])).toBe(1);
+    expect(countDistinct([net('p'), net('q'), net('p')])).toBe(2);
+    expect(countDistinct([])).toBe(0);
   });
 });

@@ -14,7 +14,7 @@ import {
   type ConfigObject,
   type ConfigScope,
 } from '../../core/config.js';
-import { describeRequirement, missingRequirements, type Mappings } from '../../core/preflight.js';
+import { countDistinct, describeRequirement, missingRequirements, type Mappings } from '../../core/preflight.js';
 import type { RunContext } from '../../core/run.js';
 import { ExitCode, IbError, type ExitCodeValue } from '../../errors.js';
 import type { Column } from '../../output/format.js';
@@ -141,7 +141,7 @@ export class RestoreConfigCommand extends BaseCommand {
     const missing = await missingRequirements(api, reqs.needs.map(reqs.resolve), reqs.willExist);
     for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
     if (missing.length && this.apply) {
-      throw new IbError(`cannot apply the config: ${missing.length} thing(s) its profiles need do not exist in the destination`, ExitCode.failed, CONFIG_NEEDS_HINT);
+      throw new IbError(`cannot apply the config: ${countDistinct(missing)} thing(s) its profiles need do not exist in the destination`, ExitCode.failed, CONFIG_NEEDS_HINT);
     }
     if (!this.apply || this.dryRun) {
       if (preview.changes.length && this.format === 'table') this.context.stderr.write('preview only: nothing was changed (use --apply to apply)\n');

@@ -2,7 +2,7 @@ import { Command, Option } from 'clipanion';
 import { CONFIG_NEEDS_HINT, configRequirements, profileKey, type ConfigRequirements } from '../../core/config.js';
 import { compareTimestamps, formatTimestamp } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
-import { describeRequirement, mapName, missingRequirements, profilePathRequirements, requirementKey, requirementsOf, type Devices, type Mappings, type Requirement } from '../../core/preflight.js';
+import { countDistinct, describeRequirement, mapName, missingRequirements, profilePathRequirements, requirementKey, requirementsOf, type Devices, type Mappings, type Requirement } from '../../core/preflight.js';
 import { sweepProjectLeftovers } from '../../core/backup.js';
 import { planRestore, restoreItem, type RestorePlanItem } from '../../core/restore.js';
 import type { RunContext } from '../../core/run.js';
@@ -140,7 +140,7 @@ abstract class RestoreBase extends BaseCommand {
     if (!missing.length) return;
     for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
     throw new IbError(
-      `cannot restore: ${missing.length} thing(s) the backups need do not exist in the destination`,
+      `cannot restore: ${countDistinct(missing)} thing(s) the backups need do not exist in the destination`,
       ExitCode.failed,
       applyingConfig
         ? CONFIG_NEEDS_HINT
