@@ -47,10 +47,14 @@ export class Cleanup {
     };
   }
 
-  /** Runs one registered step now (e.g. the temporary snapshot as soon as it was copied). */
+  /**
+   * Runs one registered step now (e.g. the temporary snapshot as soon as it was copied). It is
+   * unregistered only once it succeeded: one that fails (the daemon went away under a thaw)
+   * stays for run() to try again, so an instance is never left frozen.
+   */
   async runNow(remove: () => void, fn: () => Promise<void>): Promise<void> {
-    remove();
     await fn();
+    remove();
   }
 
   /** Runs every step; resolves to whether all of them succeeded. */

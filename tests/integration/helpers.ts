@@ -199,13 +199,14 @@ async function incusRelay(
 
 /**
  * A relay that plays a daemon restart (see incusRelay's outage) for `ms`, the first time a
- * request's first line matches `request`; that request is dropped, not passed on.
+ * request matches `request` (tried on its first chunk: the head, and the body of a small
+ * one); that request is dropped, not passed on.
  */
 export async function outageProxy(request: RegExp, ms: number): Promise<{ socket: string; outages: () => number; close: () => Promise<void> }> {
   let outages = 0;
   const relay: Awaited<ReturnType<typeof incusRelay>> = await incusRelay((client, upstream) => {
     client.on('data', (chunk: Buffer) => {
-      if (outages === 0 && request.test(chunk.toString('latin1').split('\r\n', 1)[0]!)) {
+      if (outages === 0 && request.test(chunk.toString('latin1'))) {
         outages++;
         void relay.outage(ms);
         return;

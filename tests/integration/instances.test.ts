@@ -366,6 +366,24 @@ describe('instances on a directory target', () => {
     }
   });
 
+  it('the daemon going away as it should thaw the instance: thawed once it is back, never left frozen', async () => {
+    // The request that unfreezes web after its snapshot is lost to a 3 s outage.
+    const webBefore = (await listJson('web')).length;
+    const proxy = await outageProxy(/^PUT \/1\.0\/instances\/web\/state[^]*"action":"unfreeze"/, 3000);
+    try {
+      const r = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      expect(proxy.outages()).toBe(1);
+      expect(r.stderr).toMatch(/warning: Incus is not answering \(.*\); waiting up to 2 min for it to come back to /);
+      expect(r.stderr).not.toContain('cleanup failed');
+      expect(await state(P, 'web')).toBe('Running');
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await listJson('web')).toHaveLength(webBefore + 1);
+      await expectNoLeftovers(['web']);
+    } finally {
+      await proxy.close();
+    }
+  });
+
   it('a run killed outright leaves junk that the next run removes', async () => {
     const child = cliSpawn(['backup', 'instances', 'big', '--project', P, '--target', target.uri], {});
     let err = '';

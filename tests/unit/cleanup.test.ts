@@ -58,4 +58,23 @@ describe('cleanup when Incus went away', () => {
       if (incus) expect(incus.waits).toBe(0);
     }
   });
+
+  it('keeps a step that failed when run early (a thaw), for run() to try again', async () => {
+    const cleanup = new Cleanup(client(true) as unknown as IncusClient);
+    let tries = 0;
+    const thaw = async () => {
+      if (++tries === 1) throw away();
+    };
+    const remove = cleanup.push('unfreeze web', thaw);
+    await expect(cleanup.runNow(remove, thaw)).rejects.toThrow(/cannot reach Incus/);
+    expect(await cleanup.run(() => undefined)).toBe(true);
+    expect(tries).toBe(2);
+    // One that succeeded early is not run again.
+    const done = new Cleanup();
+    let runs = 0;
+    const step = async () => void runs++;
+    await done.runNow(done.push('drop snapshot', step), step);
+    expect(await done.run(() => undefined)).toBe(true);
+    expect(runs).toBe(1);
+  });
 });
