@@ -8,7 +8,7 @@ import { SERVER_WIDE } from './types.js';
 import { IbError } from '../errors.js';
 import { CONFIG_KINDS, ConfigApi, configKindInfo, type ConfigKind } from '../incus/api.js';
 import type { Project } from '../incus/types.js';
-import { hostPathOf, mapName, requirementKey, type Mappings, type Requirement } from './preflight.js';
+import { hostPathOf, mapName, requirementKey, type Devices, type Mappings, type Requirement } from './preflight.js';
 
 /** One declarative object as stored in a config backup. */
 export interface ConfigObject {
@@ -344,7 +344,7 @@ export interface ConfigRequirements {
   needs: Requirement[];
   resolve: (r: Requirement) => Requirement;
   /** The devices of each profile it writes, by profileKey(project, name). */
-  profiles: Map<string, Record<string, Record<string, string>>>;
+  profiles: Map<string, Devices>;
 }
 
 /**
@@ -360,7 +360,7 @@ export function configRequirements(
   projects: string[] = [],
 ): ConfigRequirements {
   const willExist = new Set<string>();
-  const profiles = new Map<string, Record<string, Record<string, string>>>();
+  const profiles = new Map<string, Devices>();
   const created = new Map<string, ConfigObject>();
   const needs: Requirement[] = [];
   const pools: string[] = [];

@@ -201,7 +201,8 @@ export function optimizedIndex(index: Record<string, unknown>): { optimized: tru
   return o.optimized ? { optimized: true, backend: o.backend } : undefined;
 }
 
-const key = (r: Pick<Requirement, 'what' | 'project' | 'name'>) => `${r.what}\0${r.project}\0${r.name}`;
+/** One thing needed: a host path is the host's, whichever project's instance or profile needs it. */
+const key = (r: Pick<Requirement, 'what' | 'project' | 'name'>) => `${r.what}\0${r.what === 'path' ? '' : r.project}\0${r.name}`;
 
 /**
  * The requirements that exist neither in Incus now nor among what this same restore creates
@@ -226,7 +227,7 @@ export function requirementKey(what: Requirement['what'], project: string, name:
 
 /** How many different things `reqs` name (one host path needed by a profile and its instance is one). */
 export function countDistinct(reqs: Requirement[]): number {
-  return new Set(reqs.map((r) => (r.what === 'path' ? `path\0${r.name}` : key(r)))).size;
+  return new Set(reqs.map(key)).size;
 }
 
 /**
