@@ -2,6 +2,7 @@ import { createRequire } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { Readable } from 'node:stream';
 import type { Client } from 'undici';
+import { IbError } from '../errors.js';
 import { connectionLost, IncusConnectionError, IncusError } from './errors.js';
 import { stagingDir } from './staging.js';
 
@@ -113,9 +114,12 @@ function transient(e: unknown): boolean {
   return connectionLost(e);
 }
 
-/** Whether `e` says the daemon is away (restarting): no socket, a dropped connection, 502-504. */
+/**
+ * Whether `e` says the daemon is away (restarting): no socket, a dropped connection, 502-504,
+ * also as the cause of a stream's failure (streamFailure).
+ */
 export function incusAway(e: unknown): boolean {
-  return transient(e) || (e instanceof IncusConnectionError && e.gone);
+  return transient(e) || (e instanceof IncusConnectionError && e.gone) || (e instanceof IbError && e.cause !== undefined && incusAway(e.cause));
 }
 
 /** How long cleanup waits for a daemon that went away to come back (see waitBack). */

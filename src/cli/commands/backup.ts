@@ -87,11 +87,6 @@ async function volumeSubjects(api: IncusApi, projects: string[], refs: string[],
   return out;
 }
 
-/** Whether a run's error says the daemon went away under it (directly, or as a stream's cause). */
-function lostIncus(e: unknown): boolean {
-  return incusAway(e) || incusAway((e as Error | undefined)?.cause);
-}
-
 function itemLabel(s: Exclude<BackupItem, { kind: 'skipped' }>): string {
   return s.kind === 'config' ? 'config' : s.kind === 'image' ? `image ${s.project}/${s.image.fingerprint.slice(0, 12)}` : subjectLabel(s);
 }
@@ -213,7 +208,7 @@ abstract class BackupCommand extends BaseCommand {
         } catch (e) {
           // incusd restarted under it (a package upgrade in the nightly window): its cleanup
           // waited for the daemon; once it is back, the resource gets one more try.
-          if (ctx.signal.aborted || !lostIncus(e) || !(await api.client.waitBack())) throw e;
+          if (ctx.signal.aborted || !incusAway(e) || !(await api.client.waitBack())) throw e;
           ctx.ui.warn(`${itemLabel(s)}: Incus went away during its backup and is back; backing it up once more`);
           return await once();
         }
