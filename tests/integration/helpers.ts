@@ -157,6 +157,16 @@ export async function stopRestServers(): Promise<void> {
   await Promise.all(restServers.splice(0));
 }
 
+/** A relay's two sides: when one closes, the other is ended too. */
+function endTogether(client: Socket, upstream: Socket): void {
+  for (const s of [client, upstream]) {
+    s.on('close', () => {
+      client.destroy();
+      upstream.destroy();
+    });
+  }
+}
+
 /**
  * A UNIX-socket relay in front of the real incusd: each client connection gets its own upstream
  * one, handed to `relay` to wire up; close() ends them all. The proxies below are built on it.
@@ -214,12 +224,7 @@ export async function outageProxy(request: RegExp, ms: number): Promise<{ socket
       upstream.write(chunk);
     });
     upstream.pipe(client);
-    for (const s of [client, upstream]) {
-      s.on('close', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
+    endTogether(client, upstream);
   });
   return { socket: relay.socket, close: relay.close, outages: () => outages };
 }
@@ -277,12 +282,7 @@ export async function impatientWaitProxy(): Promise<{ socket: string; timedOut: 
       timedOut += chunk.toString('latin1').split('"error":"context deadline exceeded"').length - 1;
       client.write(chunk);
     });
-    for (const s of [client, upstream]) {
-      s.on('close', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
+    endTogether(client, upstream);
   });
   return { ...relay, timedOut: () => timedOut };
 }
@@ -310,12 +310,7 @@ export async function cuttingProxy(direction: 'download' | 'upload', afterBytes:
     });
     const [back, backTo] = direction === 'download' ? [client, upstream] : [upstream, client];
     back.pipe(backTo);
-    for (const s of [client, upstream]) {
-      s.on('close', () => {
-        client.destroy();
-        upstream.destroy();
-      });
-    }
+    endTogether(client, upstream);
     from.on('end', () => to.end());
   });
   return { ...relay, cuts: () => cuts };

@@ -86,78 +86,90 @@ describe('restoring into a different environment', () => {
     expect(await instanceNames(P)).toEqual(['app', 'nic']);
   });
 
-  it('pre-flight names a host directory a disk mounts that this host lacks (Incus refuses the import), on dir and restic targets', async () => {
-    // Targets of its own: the drill below restores everything in the shared one.
+  /**
+   * The host-path pre-flight, on a dir and a restic target of its own (the drill below restores
+   * everything in the shared one): `setup(gone, host)` makes instance `name`, one of whose disks
+   * (its own or a profile's) mounts `gone`. After its backups the instance and `gone` go; each
+   * restore is refused before the upload with `missing: host path GONE, needed by …` as
+   * `neededBy(gone)` says, and never names `unnamed`; with `gone` back, the restore from the
+   * target `okFrom` goes through.
+   */
+  async function hostPathDrill(opts: {
+    name: string;
+    setup: (gone: string, host: string) => Promise<void>;
+    neededBy: string;
+    unnamed: RegExp;
+    okFrom: 'dir' | 'restic';
+    cleanup: () => Promise<void>;
+  }): Promise<void> {
+    const { name } = opts;
     const host = mkdtempSync(join(tmpdir(), 'ib-hostpath-'));
-    const targets = [[`dir:${join(host, 'dir')}`, {}], [`restic:${join(host, 'repo')}`, RESTIC_ENV]] as const;
+    const targets = { dir: [`dir:${join(host, 'dir')}`, {}], restic: [`restic:${join(host, 'repo')}`, RESTIC_ENV] } as const;
     const gone = join(host, 'media');
     mkdirSync(gone);
-    await incus('create', 'ib-busybox', 'hp', '--project', P);
     try {
-      await incus('config', 'device', 'add', 'hp', 'media', 'disk', `source=${gone}`, 'path=/media', '--project', P);
-      // An optional one (required=false) needs nothing.
-      await incus('config', 'device', 'add', 'hp', 'opt', 'disk', `source=${join(host, 'optional')}`, 'path=/opt', 'required=false', '--project', P);
-      for (const [uri, env] of targets) {
-        const b = await cli(['backup', 'instances', 'hp', '--project', P, '--target', uri], env);
+      await opts.setup(gone, host);
+      for (const [uri, env] of Object.values(targets)) {
+        const b = await cli(['backup', 'instances', name, '--project', P, '--target', uri], env);
         expect(b.exitCode, b.stderr).toBe(0);
       }
-      await incus('delete', 'hp', '--project', P);
+      await incus('delete', name, '--project', P);
       rmSync(gone, { recursive: true });
-      for (const [uri, env] of targets) {
-        const r = await cli(['restore', 'instance', 'hp', '-y', '--project', P, '--target', uri], env);
+      for (const [uri, env] of Object.values(targets)) {
+        const r = await cli(['restore', 'instance', name, '-y', '--project', P, '--target', uri], env);
         expect(r.exitCode, r.stderr).toBe(1);
-        expect(r.stderr).toContain(`missing: host path ${gone}, needed by instance ${P}/hp (disk media)\n`);
-        expect(r.stderr).not.toMatch(/optional/);
+        expect(r.stderr).toContain(`missing: host path ${gone}, needed by ${opts.neededBy}\n`);
+        expect(r.stderr).not.toMatch(opts.unnamed);
         expect(r.stderr).not.toMatch(/importing/);
       }
       expect(await instanceNames(P)).toEqual(['app', 'nic']);
       mkdirSync(gone);
-      const r = await cli(['restore', 'instance', 'hp', '-y', '--project', P, '--target', targets[0][0]]);
+      const [uri, env] = targets[opts.okFrom];
+      const r = await cli(['restore', 'instance', name, '-y', '--project', P, '--target', uri], env);
       expect(r.exitCode, r.stderr).toBe(0);
-      expect(await instanceNames(P)).toEqual(['app', 'hp', 'nic']);
+      expect(await instanceNames(P)).toEqual(['app', name, 'nic'].sort());
     } finally {
-      await incus('delete', '-f', 'hp', '--project', P).catch(() => undefined);
+      await incus('delete', '-f', name, '--project', P).catch(() => undefined);
+      await opts.cleanup();
       rmSync(host, { recursive: true, force: true });
     }
+  }
+
+  it('pre-flight names a host directory a disk mounts that this host lacks (Incus refuses the import), on dir and restic targets', async () => {
+    await hostPathDrill({
+      name: 'hp',
+      setup: async (gone, host) => {
+        await incus('create', 'ib-busybox', 'hp', '--project', P);
+        await incus('config', 'device', 'add', 'hp', 'media', 'disk', `source=${gone}`, 'path=/media', '--project', P);
+        // An optional one (required=false) needs nothing.
+        await incus('config', 'device', 'add', 'hp', 'opt', 'disk', `source=${join(host, 'optional')}`, 'path=/opt', 'required=false', '--project', P);
+      },
+      neededBy: `instance ${P}/hp (disk media)`,
+      unnamed: /optional/,
+      okFrom: 'dir',
+      cleanup: async () => undefined,
+    });
   });
 
   it('pre-flight names a host directory that a profile of the instance mounts, unless the instance masks that device', async () => {
     // Incus takes a profile whose host path is missing, then refuses to import each instance
     // that uses it, after the upload.
-    const host = mkdtempSync(join(tmpdir(), 'ib-profilepath-'));
-    const targets = [[`dir:${join(host, 'dir')}`, {}], [`restic:${join(host, 'repo')}`, RESTIC_ENV]] as const;
-    const gone = join(host, 'media');
-    mkdirSync(gone);
-    await incus('profile', 'create', 'hpp', '--project', P);
-    try {
-      await incus('profile', 'device', 'add', 'hpp', 'media', 'disk', `source=${gone}`, 'path=/media', '--project', P);
-      await incus('create', 'ib-busybox', 'hq', '--project', P, '-p', 'default', '-p', 'hpp');
-      // The instance masks the profile's `shadow` disk, whose directory never exists anywhere.
-      await incus('config', 'device', 'add', 'hq', 'shadow', 'none', '--project', P);
-      await incus('profile', 'device', 'add', 'hpp', 'shadow', 'disk', `source=${join(host, 'never')}`, 'path=/never', '--project', P);
-      for (const [uri, env] of targets) {
-        const b = await cli(['backup', 'instances', 'hq', '--project', P, '--target', uri], env);
-        expect(b.exitCode, b.stderr).toBe(0);
-      }
-      await incus('delete', 'hq', '--project', P);
-      rmSync(gone, { recursive: true });
-      for (const [uri, env] of targets) {
-        const r = await cli(['restore', 'instance', 'hq', '-y', '--project', P, '--target', uri], env);
-        expect(r.exitCode, r.stderr).toBe(1);
-        expect(r.stderr).toContain(`missing: host path ${gone}, needed by instance ${P}/hq (disk media of profile hpp)\n`);
-        expect(r.stderr).not.toMatch(/never|importing/);
-      }
-      expect(await instanceNames(P)).toEqual(['app', 'nic']);
-      mkdirSync(gone);
+    await hostPathDrill({
+      name: 'hq',
+      setup: async (gone, host) => {
+        await incus('profile', 'create', 'hpp', '--project', P);
+        await incus('profile', 'device', 'add', 'hpp', 'media', 'disk', `source=${gone}`, 'path=/media', '--project', P);
+        await incus('create', 'ib-busybox', 'hq', '--project', P, '-p', 'default', '-p', 'hpp');
+        // The instance masks the profile's `shadow` disk, whose directory never exists anywhere.
+        await incus('config', 'device', 'add', 'hq', 'shadow', 'none', '--project', P);
+        await incus('profile', 'device', 'add', 'hpp', 'shadow', 'disk', `source=${join(host, 'never')}`, 'path=/never', '--project', P);
+      },
+      neededBy: `instance ${P}/hq (disk media of profile hpp)`,
+      unnamed: /never/,
       // From restic, whose listing carries the masking device: the import goes through.
-      const r = await cli(['restore', 'instance', 'hq', '-y', '--project', P, '--target', targets[1][0]], RESTIC_ENV);
-      expect(r.exitCode, r.stderr).toBe(0);
-      expect(await instanceNames(P)).toEqual(['app', 'hq', 'nic']);
-    } finally {
-      await incus('delete', '-f', 'hq', '--project', P).catch(() => undefined);
-      await incus('profile', 'delete', 'hpp', '--project', P).catch(() => undefined);
-      rmSync(host, { recursive: true, force: true });
-    }
+      okFrom: 'restic',
+      cleanup: () => incus('profile', 'delete', 'hpp', '--project', P).then(() => undefined, () => undefined),
+    });
   });
 
   it('pre-flight refuses a restore into a project that does not exist', async () => {
