@@ -22,9 +22,12 @@ export function irreplaceable(images: Image[], all: boolean): Image[] {
 
 const short = (fp: string) => fp.slice(0, 12);
 
+/** How an image is named in progress lines and warnings: `image PROJECT/FINGERPRINT12`. */
+export const imageLabel = (project: string, fingerprint: string) => `image ${project}/${short(fingerprint)}`;
+
 /** Streams one image through the backend, with its aliases and properties in the manifest. */
 export async function backupImage(ctx: RunContext, project: string, image: Image): Promise<BackupEntry> {
-  const task = ctx.ui.task(`image ${project}/${short(image.fingerprint)}`);
+  const task = ctx.ui.task(imageLabel(project, image.fingerprint));
   const key = { type: 'image' as const, project, name: image.fingerprint };
   const writer = await ctx.backend.createWriter({ key, when: new Date(), archiveBase: 'image.tar', compression: 'none' });
   try {
@@ -96,7 +99,7 @@ export async function applyImageRestore(ctx: RunContext, plan: ImageRestorePlan)
   const meta = m.image!;
   if (plan.action === 'skip') return;
   const api = imageApi(ctx);
-  const task = ctx.ui.task(`image ${project}/${short(m.name)}`);
+  const task = ctx.ui.task(imageLabel(project, m.name));
   try {
     if (plan.action === 'create') {
       await uploadVerified(

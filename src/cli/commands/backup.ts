@@ -5,7 +5,7 @@ import { isTmpName } from '../../core/tmpnames.js';
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
 import { selectByPatterns } from '../../core/settings.js';
-import { backupImage, irreplaceable } from '../../core/images.js';
+import { backupImage, imageLabel, irreplaceable } from '../../core/images.js';
 import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool, Semaphore } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
@@ -88,7 +88,7 @@ async function volumeSubjects(api: IncusApi, projects: string[], refs: string[],
 }
 
 function itemLabel(s: Exclude<BackupItem, { kind: 'skipped' }>): string {
-  return s.kind === 'config' ? 'config' : s.kind === 'image' ? `image ${s.project}/${s.image.fingerprint.slice(0, 12)}` : subjectLabel(s);
+  return s.kind === 'config' ? 'config' : s.kind === 'image' ? imageLabel(s.project, s.image.fingerprint) : subjectLabel(s);
 }
 
 /** `POOL/NAME` → parts, with a clear error when the pool is missing. */
