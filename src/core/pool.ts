@@ -66,3 +66,16 @@ export class Semaphore {
 function notStarted(): InterruptedError {
   return new InterruptedError('interrupted before this item was started; nothing was done for it');
 }
+
+/** Resolves after `ms`, or at once when `signal` aborts (the caller checks which). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(done, Math.max(ms, 0));
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

@@ -3,6 +3,7 @@ import { promises as fs, readFileSync, unlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { FILE_MODE, pidAlive } from '../../core/fsutil.js';
+import { sleep } from '../../core/pool.js';
 import { IbError, InterruptedError, UsageError } from '../../errors.js';
 
 /**
@@ -205,18 +206,6 @@ export async function acquireLock(root: string, opts: LockOptions): Promise<Rele
     // Only our own lock: if it was (wrongly) taken over, the new holder's lock stays.
     if (now && now.token === me.token) await fs.rm(path, { force: true });
   };
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(done, Math.max(ms, 0));
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 const WAIT_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
