@@ -13,7 +13,7 @@ import { LOG_LEVELS, type LogLevel } from '../core/types.js';
 import { createUi } from '../output/ui.js';
 import { JsonLog, loggingUi } from '../output/log.js';
 import { render, type Column, type OutputFormat } from '../output/format.js';
-import { resultColumns, totalsLine, type ResultRow } from './summary.js';
+import { hintLines, resultColumns, rowLabel, totalsLine, type ResultRow } from './summary.js';
 import type { IbContext } from './context.js';
 
 // 64: Incus names are at most 63 characters, image fingerprints are 64.
@@ -274,13 +274,15 @@ export abstract class BaseCommand extends Command<IbContext> {
   printSummary(verb: string, rows: ResultRow[]): void {
     const totals = `${verb}: ${totalsLine(rows, Date.now() - this.startedAt)}\n`;
     if (this.format !== 'table') return this.print(rows, resultColumns);
+    const hints = hintLines(rows).map((l) => `${l}\n`).join('');
     if (this.quiet) {
-      for (const r of rows) if (r.status === 'failed') this.context.stderr.write(`failed: ${r.type} ${r.project}/${r.pool ? `${r.pool}/` : ''}${r.name}: ${r.error}\n`);
+      for (const r of rows) if (r.status === 'failed') this.context.stderr.write(`failed: ${rowLabel(r)}: ${r.error}\n`);
+      this.context.stderr.write(hints);
       this.context.stdout.write(totals);
       return;
     }
     this.print(rows, resultColumns);
-    this.context.stderr.write(totals);
+    this.context.stderr.write(hints + totals);
   }
 
   print<T>(rows: T[], columns: Column<T>[], toData?: (row: T) => unknown): void {

@@ -18,6 +18,8 @@ export interface ResultRow {
   dataAdded?: number;
   detail?: string;
   error?: string;
+  /** What to do about `error`, when the error says. */
+  hint?: string;
 }
 
 export const resultColumns: Column<ResultRow>[] = [
@@ -73,12 +75,37 @@ export async function applyAll<T>(
     signal,
   );
   return settled.map((r, i): ResultRow => {
-    const { detail, ...base } = row(work[i]!);
-    if (r.status === 'fulfilled') return { ...base, durationMs: r.value, ...(detail !== undefined ? { detail } : {}) };
+    const base = row(work[i]!);
+    if (r.status === 'fulfilled') return { ...base, durationMs: r.value };
     errors.push(r.reason);
-    // A failed item's error takes the place of its detail.
-    return { ...base, status: 'failed', error: errorText(r.reason) };
+    return failedRow(base, r.reason);
   });
+}
+
+/** `base` as a failed row: the error in place of its detail, and the error's hint. */
+export function failedRow(base: ResultRow, reason: unknown): ResultRow {
+  const { detail: _detail, ...rest } = base;
+  const hint = reason instanceof IbError ? reason.hint : undefined;
+  return { ...rest, status: 'failed', error: errorText(reason), ...(hint ? { hint } : {}) };
+}
+
+/**
+ * One line per distinct hint of the failed rows, naming the rows it is for. A run with one row
+ * gets none here: its error ends the run and is printed with its hint (settle).
+ */
+export function hintLines(rows: ResultRow[]): string[] {
+  if (rows.length <= 1) return [];
+  const byHint = new Map<string, string[]>();
+  for (const r of rows) {
+    if (r.status !== 'failed' || !r.hint) continue;
+    byHint.set(r.hint, [...(byHint.get(r.hint) ?? []), rowLabel(r)]);
+  }
+  return [...byHint].map(([hint, labels]) => `Hint: ${hint} (${labels.join(', ')})`);
+}
+
+/** "instance P/NAME", "volume P/POOL/NAME". */
+export function rowLabel(r: ResultRow): string {
+  return `${r.type} ${r.project}/${r.pool ? `${r.pool}/` : ''}${r.name}`;
 }
 
 export function errorText(e: unknown): string {
