@@ -78,6 +78,12 @@ describe('config backup and restore', () => {
     const noTty = await run('restore', 'config', '--all-projects', '--apply');
     expect(noTty.exitCode).toBe(2);
     expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v2');
+    const dry = await run('restore', 'config', '--all-projects', '--apply', '--dry-run', '-y');
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(new RegExp(`update +│ profile ${P}/web +│ user\\.k +│ v2 +│ v1`));
+    expect(dry.stderr).toMatch(/^dry run: nothing was changed$/m);
+    expect(dry.stderr).not.toContain('preview only');
+    expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v2');
 
     const apply = await run('restore', 'config', '--all-projects', '--apply', '-y');
     expect(apply.exitCode, apply.stderr).toBe(0);

@@ -144,7 +144,9 @@ export class RestoreConfigCommand extends BaseCommand {
       throw new IbError(`cannot apply the config: ${countDistinct(missing)} thing(s) its profiles need do not exist in the destination`, ExitCode.failed, CONFIG_NEEDS_HINT);
     }
     if (!this.apply || this.dryRun) {
-      if (preview.changes.length && this.format === 'table') this.context.stderr.write('preview only: nothing was changed (use --apply to apply)\n');
+      if (preview.changes.length && this.format === 'table') {
+        this.context.stderr.write(this.dryRun ? 'dry run: nothing was changed\n' : 'preview only: nothing was changed (use --apply to apply)\n');
+      }
       return ExitCode.ok;
     }
     if (!preview.changes.length) return ExitCode.ok;
