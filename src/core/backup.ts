@@ -8,6 +8,7 @@ import type { ArchiveWriter, BackupEntry } from '../backends/types.js';
 import { HashingStream } from './hashing.js';
 import { draftManifest, type Manifest } from './manifest.js';
 import { Cleanup, type RunContext } from './run.js';
+import { sleep } from './pool.js';
 import { TarIndexCapture } from './tarindex.js';
 import { isStaleAsideName, isStaleTmpName, liveOtherRun, tmpName } from './tmpnames.js';
 import type { Compression, ConsistencyMode, ResourceKey } from './types.js';
@@ -24,6 +25,8 @@ export interface BackupOptions {
   onStreamed?: () => void;
   /** The run this backup is part of (see Manifest.run). */
   run?: Manifest['run'];
+  /** This try came after waiting for another run that held the resource: no further turn. */
+  lastTurn?: boolean;
 }
 
 /** The backup's resource key of an instance or volume. */
@@ -190,6 +193,19 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     return entry;
   } catch (e) {
     await writer?.abort().catch(() => undefined);
+    // Incus refuses to snapshot or copy one instance for two runs at once: a failure while
+    // another run holds the resource is that run's turn, as when it was found held.
+    // Its last turn reports what happened: the other run's hold, or its own error.
+    const held =
+      signal.aborted || opts.lastTurn
+        ? undefined
+        : e instanceof ResourceBusyError
+          ? e
+          : await otherRunOn(ctx, subject).then((h) => h && new ResourceBusyError(label, h, e), () => undefined);
+    if (held) {
+      task.end('later', `held by incus-backup run ${held.holder.pid}`);
+      throw held;
+    }
     task.end(false);
     if (signal.aborted) throw new InterruptedError(`interrupted while backing up ${label}; nothing was kept`);
     throw streamFailure(e, `the backup of ${label}`, `target ${backend.uri}`);
@@ -236,19 +252,68 @@ function ignoreNotFound(e: unknown): void {
 }
 
 /**
+ * Another incus-backup run that is alive holds the resource: its temporary snapshot or
+ * server-side backup is on it. Incus cannot snapshot and copy one instance for two runs at once
+ * ("snapshot record count doesn't match ..."), so this run waits its turn (see the backup
+ * command: after its other resources, then up to --lock-wait).
+ */
+export class ResourceBusyError extends IbError {
+  constructor(
+    readonly label: string,
+    readonly holder: { pid: number; temporary: string },
+    cause?: unknown,
+  ) {
+    super(
+      `${label} is being backed up by another incus-backup run right now (pid ${holder.pid}, temporary ${holder.temporary})`,
+      1,
+      'pass --lock-wait (e.g. --lock-wait 30m) to wait for that run, or back it up again once it has finished',
+      cause === undefined ? undefined : { cause },
+    );
+    this.name = 'ResourceBusyError';
+  }
+}
+
+/** The first temporary name of a live other run among `names`, with its pid. */
+function liveHolder(names: string[]): { pid: number; temporary: string } | undefined {
+  for (const temporary of names) {
+    const pid = liveOtherRun(temporary);
+    if (pid !== undefined) return { pid, temporary };
+  }
+  return undefined;
+}
+
+/** The live other run that holds `subject` right now (see ResourceBusyError), if any. */
+export async function otherRunOn(ctx: RunContext, subject: BackupSubject): Promise<{ pid: number; temporary: string } | undefined> {
+  return liveHolder([...(await ctx.api.listSnapshots(subject)), ...(await ctx.api.listServerBackups(subject))]);
+}
+
+/**
+ * Waits until no other live run holds `subject` (see ResourceBusyError), polling every second,
+ * or until `deadline` (ms since the epoch) or an abort; says once that it waits.
+ */
+export async function waitForTurn(ctx: RunContext, subject: BackupSubject, deadline: number): Promise<void> {
+  let said = false;
+  while (!ctx.signal.aborted) {
+    const holder = await otherRunOn(ctx, subject);
+    const left = deadline - Date.now();
+    if (!holder || left <= 0) return;
+    if (!said) {
+      said = true;
+      ctx.ui.info(`${subjectLabel(subject)}: waiting up to ${Math.ceil(left / 1000)} s for incus-backup run ${holder.pid}, which is backing it up`);
+    }
+    await sleep(Math.min(1000, left), ctx.signal);
+  }
+}
+
+/**
  * Removes the temporary snapshots and server-side backups of killed runs on this resource, and
- * refuses to start while another run is snapshotting or staging it: Incus cannot snapshot and
- * copy one instance for two runs at once ("snapshot record count doesn't match ...").
+ * refuses to start while another run holds it (ResourceBusyError).
  */
 async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, label: string): Promise<void> {
   const snapshots = await ctx.api.listSnapshots(subject);
   const serverBackups = await ctx.api.listServerBackups(subject);
-  for (const name of [...snapshots, ...serverBackups]) {
-    const pid = liveOtherRun(name);
-    if (pid !== undefined) {
-      throw new IbError(`${label} is being backed up by another incus-backup run right now (pid ${pid}, temporary ${name})`, 1, 'back it up again once that run has finished');
-    }
-  }
+  const holder = liveHolder([...snapshots, ...serverBackups]);
+  if (holder) throw new ResourceBusyError(label, holder);
   for (const snap of snapshots.filter(isStaleTmpName)) {
     ctx.ui.warn(`removing temporary snapshot ${snap} left by an interrupted run`);
     await ctx.api.deleteSnapshot(subject, snap).catch(ignoreNotFound);

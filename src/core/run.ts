@@ -8,7 +8,8 @@ export interface Task {
   phase(text: string): void;
   /** Bytes moved so far, against an optional total. */
   bytes(done: number, total?: number): void;
-  end(ok: boolean, text?: string): void;
+  /** `later`: not done now, to be tried again in this run (`text` says why). */
+  end(ok: boolean | 'later', text?: string): void;
 }
 
 export interface Ui {

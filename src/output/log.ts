@@ -87,8 +87,8 @@ export function loggingUi(ui: Ui & { stop(): void }, log: JsonLog): Ui & { stop(
         },
         end(ok, text) {
           log.write({
-            level: ok ? 'info' : 'error',
-            message: ok ? `done${text ? ` (${text})` : ''}` : 'failed',
+            level: ok === 'later' ? 'warn' : ok ? 'info' : 'error',
+            message: ok === 'later' ? `later (${text ?? ''})` : ok ? `done${text ? ` (${text})` : ''}` : 'failed',
             resource: label,
             bytes,
             durationMs: Date.now() - started,

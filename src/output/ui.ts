@@ -68,7 +68,7 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
             lastLogged = Date.now();
             plain(`${label}: ${humanBytes(done)}${total ? ` of ${humanBytes(total)}` : ''}`);
           },
-          end: (ok, text) => plain(`${label}: ${ok ? 'done' : 'FAILED'}${text ? ` (${text})` : ''} in ${((Date.now() - started) / 1000).toFixed(1)} s`),
+          end: (ok, text) => plain(`${label}: ${ok === 'later' ? 'later' : ok ? 'done' : 'FAILED'}${text ? ` (${text})` : ''} in ${((Date.now() - started) / 1000).toFixed(1)} s`),
         };
       }
       const bars = require('cli-progress') as typeof cliProgress;
@@ -118,7 +118,7 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
         end(ok, text) {
           clearInterval(spin);
           phaseText = '';
-          bar.update(total, { phase: ok ? color(32, `done ${text ?? ''}`) : color(31, 'FAILED') });
+          bar.update(total, { phase: ok === 'later' ? color(33, `later: ${text ?? ''}`) : ok ? color(32, `done ${text ?? ''}`) : color(31, 'FAILED') });
           bar.stop();
         },
       };

@@ -437,12 +437,93 @@ describe('instances on a directory target', () => {
       const r = await cli(['backup', 'instances', 'shared', '--project', P, '--target', target.uri]);
       expect(r.exitCode).not.toBe(0);
       expect(r.stderr).toContain(`instance ${P}/shared is being backed up by another incus-backup run right now (pid ${process.pid}`);
+      expect(r.stderr).toContain('Hint: pass --lock-wait (e.g. --lock-wait 30m) to wait for that run');
       expect(await snapshotNames(P, 'shared')).toEqual([theirs]);
       await incus('snapshot', 'delete', 'shared', theirs, '--project', P);
       const again = await cli(['backup', 'instances', 'shared', '--project', P, '--target', target.uri]);
       expect(again.exitCode, again.stderr).toBe(0);
     } finally {
       await incus('delete', '-f', 'shared', '--project', P);
+    }
+  });
+
+  it('backs up the others first and waits its turn (--lock-wait) for an instance another run holds', async () => {
+    await launch(P, 'held');
+    await launch(P, 'free');
+    const theirs = `ibtmp-${process.pid}-feed5678`;
+    await incus('snapshot', 'create', 'held', theirs, '--project', P);
+    const t = tempTarget();
+    try {
+      // Without --lock-wait: tried again after the others, at once, and reported with what to do.
+      const first = tempTarget();
+      const now = await cli(['backup', 'instances', 'held', 'free', '--project', P, '--target', first.uri, '-q']);
+      first.dispose();
+      expect(now.exitCode).toBe(3);
+      expect(now.stderr).toContain(`failed: instance ${P}/held: instance ${P}/held is being backed up by another incus-backup run right now (pid ${process.pid}, temporary ${theirs})`);
+      expect(now.stderr).toContain(`Hint: pass --lock-wait (e.g. --lock-wait 30m) to wait for that run, or back it up again once it has finished (instance ${P}/held)`);
+      expect(now.stdout).toMatch(/^backup: 1 ok, 1 failed;/m);
+      expect(await snapshotNames(P, 'held')).toEqual([theirs]);
+      const waiting = async (run: ReturnType<typeof cliSpawn>) => {
+        let stderr = '';
+        await new Promise<void>((resolve, reject) => {
+          run.stderr!.on('data', (d: Buffer) => {
+            stderr += String(d);
+            if (stderr.includes(`instance ${P}/held: waiting up to`)) resolve();
+          });
+          run.then(() => reject(new Error(`the run ended without waiting: ${stderr}`)), reject);
+        });
+        return () => stderr;
+      };
+      // Ctrl-C while it waits: an interrupted run, nothing of the other run's touched.
+      const stopped = cliSpawn(['backup', 'instances', 'held', '--lock-wait', '2m', '--project', P, '--target', t.uri]);
+      await waiting(stopped);
+      stopped.kill('SIGINT');
+      const s = await stopped;
+      expect(s.exitCode, String(s.stderr)).toBe(130);
+      expect(await snapshotNames(P, 'held')).toEqual([theirs]);
+      const run = cliSpawn(['backup', 'instances', 'held', 'free', '--lock-wait', '2m', '--project', P, '--target', t.uri]);
+      // The other run finishes with it once this one says that it waits.
+      const stderr = await waiting(run);
+      // Still held: nothing of its own was taken in the meantime, and the free one is done.
+      expect(await snapshotNames(P, 'held')).toEqual([theirs]);
+      expect(stderr()).toContain(`instance ${P}/free: done`);
+      await incus('snapshot', 'delete', 'held', theirs, '--project', P);
+      const r = await run;
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      expect(String(r.stderr)).toContain(`instance ${P}/held: later (held by incus-backup run ${process.pid})`);
+      expect(String(r.stderr)).toMatch(new RegExp(`instance ${P}/held: waiting up to (119|120) s for incus-backup run ${process.pid}, which is backing it up`));
+      const done = (n: string) => String(r.stderr).indexOf(`instance ${P}/${n}: done`);
+      expect(done('free')).toBeGreaterThan(-1);
+      expect(done('held')).toBeGreaterThan(done('free'));
+      const listed = await cli(['list', 'instances', '--project', P, '--target', t.uri, '--output', 'json']);
+      expect(parseJson<ListRow[]>(listed.stdout).map((e) => e.name).sort()).toEqual(['free', 'held']);
+      await expectNoLeftovers(['held', 'free']);
+    } finally {
+      await incus('delete', '-f', 'held', 'free', '--project', P);
+      t.dispose();
+    }
+  });
+
+  it('two runs backing up the same instances into two targets at once both finish, each waiting its turn', async () => {
+    await launch(P, 'twin1');
+    await launch(P, 'twin2');
+    // Some data, so that snapshotting and copying on the dir pool takes a while.
+    await sh(P, 'twin1', 'dd if=/dev/urandom of=/root/blob bs=1M count=48 2>/dev/null; sync');
+    const [a, b] = [tempTarget(), tempTarget()];
+    try {
+      const args = ['backup', 'instances', 'twin1', 'twin2', '--lock-wait', '2m', '--project', P];
+      const [ra, rb] = await Promise.all([cliSpawn([...args, '--target', a.uri]), cliSpawn([...args, '--target', b.uri])]);
+      expect(ra.exitCode, String(ra.stderr)).toBe(0);
+      expect(rb.exitCode, String(rb.stderr)).toBe(0);
+      for (const t of [a, b]) {
+        const listed = await cli(['list', 'instances', '--project', P, '--target', t.uri, '--output', 'json']);
+        expect(parseJson<ListRow[]>(listed.stdout).map((e) => e.name).sort()).toEqual(['twin1', 'twin2']);
+      }
+      await expectNoLeftovers(['twin1', 'twin2']);
+    } finally {
+      await incus('delete', '-f', 'twin1', 'twin2', '--project', P);
+      a.dispose();
+      b.dispose();
     }
   });
 

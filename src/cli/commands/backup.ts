@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { backupResource, ISO_VOLUMES, subjectKey, sweepProjectLeftovers } from '../../core/backup.js';
+import { backupResource, ISO_VOLUMES, ResourceBusyError, subjectKey, sweepProjectLeftovers, waitForTurn } from '../../core/backup.js';
 import { isTmpName } from '../../core/tmpnames.js';
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
@@ -13,7 +13,8 @@ import { ExitCode, UsageError, type ExitCodeValue } from '../../errors.js';
 import { subjectLabel, type BackupSubject, type IncusApi } from '../../incus/api.js';
 import { incusAway } from '../../incus/client.js';
 import { BaseCommand, checkName } from '../base.js';
-import { errorText, resultColumns, settle, type ResultRow } from '../summary.js';
+import { failedRow, resultColumns, settle, type ResultRow } from '../summary.js';
+import { parseLockWait } from '../../backends/dir/lock.js';
 import { lockTarget, lockWaitOption } from './maintenance.js';
 
 type Patterns = { include?: string[]; exclude?: string[] };
@@ -119,6 +120,7 @@ abstract class BackupCommand extends BaseCommand {
 
   async run(): Promise<ExitCodeValue> {
     const run = { startedAt: new Date().toISOString(), whole: this.coversWhole() };
+    const lockWaitMs = parseLockWait(this.lockWait);
     const backend = this.openTarget();
     if (this.compression !== 'none' && backend.kind !== 'dir') {
       throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
@@ -183,38 +185,50 @@ abstract class BackupCommand extends BaseCommand {
       const next = subjects[i + this.parallel];
       if (next?.kind === 'instance' || next?.kind === 'volume') backend.prewarm?.(subjectKey(next));
     };
-    const settled = await mapPool(
-      subjects,
-      this.parallel + 1,
-      async (s, i) => {
-        if (s.kind === 'skipped') return undefined;
-        const once = async () => {
-          const release = await streaming.acquire(ctx.signal);
-          try {
-            const started = Date.now();
-            const entry =
-              s.kind === 'config'
-                ? await backupConfig(ctx, run.whole ? { ...run, projects } : run)
-                : s.kind === 'image'
-                  ? await backupImage(ctx, s.project, s.image)
-                  : await backupResource(ctx, s, { ...opts, onStreaming: prewarmAfter(i), onStreamed: release });
-            return { entry, ms: Date.now() - started };
-          } finally {
-            release();
-          }
-        };
+    const backUp = async (s: BackupItem, i: number, firstTurn: boolean) => {
+      if (s.kind === 'skipped') return undefined;
+      const once = async () => {
+        const release = await streaming.acquire(ctx.signal);
         try {
-          return await once();
-        } catch (e) {
-          // incusd restarted under it (a package upgrade in the nightly window): its cleanup
-          // waited for the daemon; once it is back, the resource gets one more try.
-          if (ctx.signal.aborted || !incusAway(e) || !(await api.client.waitBack())) throw e;
-          ctx.ui.warn(`${itemLabel(s)}: Incus went away during its backup and is back; backing it up once more`);
-          return await once();
+          const started = Date.now();
+          const entry =
+            s.kind === 'config'
+              ? await backupConfig(ctx, run.whole ? { ...run, projects } : run)
+              : s.kind === 'image'
+                ? await backupImage(ctx, s.project, s.image)
+                : await backupResource(ctx, s, { ...opts, ...(firstTurn ? { onStreaming: prewarmAfter(i) } : { lastTurn: true }), onStreamed: release });
+          return { entry, ms: Date.now() - started };
+        } finally {
+          release();
         }
-      },
-      ctx.signal,
-    );
+      };
+      try {
+        return await once();
+      } catch (e) {
+        // incusd restarted under it (a package upgrade in the nightly window): its cleanup
+        // waited for the daemon; once it is back, the resource gets one more try.
+        if (ctx.signal.aborted || !incusAway(e) || !(await api.client.waitBack())) throw e;
+        ctx.ui.warn(`${itemLabel(s)}: Incus went away during its backup and is back; backing it up once more`);
+        return await once();
+      }
+    };
+    const settled = await mapPool(subjects, this.parallel + 1, (s, i) => backUp(s, i, true), ctx.signal);
+    // Resources another run held (a nightly job into another target, say) get their turn after
+    // the others, once that run is done with them, waiting for it up to --lock-wait.
+    const held = settled.flatMap((r, i) => (r.status === 'rejected' && r.reason instanceof ResourceBusyError ? [i] : []));
+    if (held.length) {
+      const deadline = Date.now() + lockWaitMs;
+      const again = await mapPool(
+        held,
+        this.parallel,
+        async (i) => {
+          await waitForTurn(ctx, subjects[i] as BackupSubject, deadline);
+          return backUp(subjects[i]!, i, false);
+        },
+        ctx.signal,
+      );
+      again.forEach((r, j) => (settled[held[j]!] = r));
+    }
     // The target's own failure is the run's one error, not a failure of each resource.
     await prepared;
     const rows = settled.map((r, i): ResultRow => {
@@ -233,7 +247,7 @@ abstract class BackupCommand extends BaseCommand {
         };
       }
       errors.push(r.reason);
-      return { ...row(subjects[i]!), status: 'failed', error: errorText(r.reason) };
+      return failedRow(row(subjects[i]!), r.reason);
     });
     ctx.ui.stop();
     this.printSummary('backup', rows);

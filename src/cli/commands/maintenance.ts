@@ -17,7 +17,7 @@ import { parseVolumeRef } from './backup.js';
 /** --lock-wait for every command that writes a target; backup commands use it too. */
 export const lockWaitOption = () =>
   Option.String('--lock-wait', '0', {
-    description: 'How long to wait for another run writing the same dir: target, e.g. 30s, 10m (default 0: fail at once)',
+    description: 'How long to wait for another run: one writing the same dir: target, or (backups) one backing up the same resource; e.g. 30s, 10m (default 0: fail at once)',
   });
 
 /**
