@@ -207,16 +207,24 @@ const key = (r: Pick<Requirement, 'what' | 'project' | 'name'>) => `${r.what}\0$
 /**
  * The requirements that exist neither in Incus now nor among what this same restore creates
  * (`willExist`, keys built with `requirementKey`). Incus resolves a project's profiles and
- * networks to the default project's when the project does not have its own.
+ * networks to the default project's when the project does not have its own: a missing one is
+ * named where it would have to be created (`network br0 (project default)`).
  */
 export async function missingRequirements(api: IncusApi, reqs: Requirement[], willExist: Set<string>): Promise<Requirement[]> {
   const seen = new Map<string, boolean>();
   const missing: Requirement[] = [];
+  let projects: Promise<Map<string, Record<string, string>>> | undefined;
+  const where = async (r: Requirement): Promise<Requirement> => {
+    if ((r.what !== 'network' && r.what !== 'profile') || r.project === 'default') return r;
+    projects ??= api.listProjects().then((all) => new Map(all.map((p) => [p.name, p.config ?? {}])));
+    const config = (await projects).get(r.project);
+    return config && config[`features.${r.what}s`] !== 'true' ? { ...r, project: 'default' } : r;
+  };
   for (const r of reqs) {
     const k = key(r);
     if (willExist.has(k)) continue;
     if (!seen.has(k)) seen.set(k, await exists(api, r));
-    if (!seen.get(k)) missing.push(r);
+    if (!seen.get(k)) missing.push(await where(r));
   }
   return missing;
 }
