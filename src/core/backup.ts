@@ -289,12 +289,13 @@ export async function otherRunOn(ctx: RunContext, subject: BackupSubject): Promi
 
 /**
  * Waits until no other live run holds `subject` (see ResourceBusyError), polling every second,
- * or until `deadline` (ms since the epoch) or an abort; says once that it waits.
+ * or until `deadline` (ms since the epoch) or an abort; says once that it waits. An Incus that
+ * does not answer ends the wait: the backup that follows meets it and says so.
  */
 export async function waitForTurn(ctx: RunContext, subject: BackupSubject, deadline: number): Promise<void> {
   let said = false;
   while (!ctx.signal.aborted) {
-    const holder = await otherRunOn(ctx, subject);
+    const holder = await otherRunOn(ctx, subject).catch(() => undefined);
     const left = deadline - Date.now();
     if (!holder || left <= 0) return;
     if (!said) {

@@ -118,7 +118,9 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
         end(ok, text) {
           clearInterval(spin);
           phaseText = '';
-          bar.update(total, { phase: ok === 'later' ? color(33, `later: ${text ?? ''}`) : ok ? color(32, `done ${text ?? ''}`) : color(31, 'FAILED') });
+          // Put off: the bar stays where it was (empty: nothing was moved), saying why.
+          if (ok === 'later') bar.update({ phase: color(33, `later: ${text ?? ''}`) });
+          else bar.update(total, { phase: ok ? color(32, `done ${text ?? ''}`) : color(31, 'FAILED') });
           bar.stop();
         },
       };
