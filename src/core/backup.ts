@@ -25,8 +25,8 @@ export interface BackupOptions {
   onStreamed?: () => void;
   /** The run this backup is part of (see Manifest.run). */
   run?: Manifest['run'];
-  /** This try came after waiting for another run that held the resource: no further turn. */
-  lastTurn?: boolean;
+  /** This try came after waiting (up to lockWaitMs) for another run that held the resource: no further turn. */
+  lastTurn?: { lockWaitMs: number };
 }
 
 /** The backup's resource key of an instance or volume. */
@@ -80,7 +80,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       archiveBase: subject.kind === 'instance' ? 'export.tar' : 'volume.tar',
       compression: opts.compression,
     });
-    await sweepResourceLeftovers(ctx, subject, label);
+    await sweepResourceLeftovers(ctx, subject, label, opts.lastTurn?.lockWaitMs);
     await api.checkStagingRoom();
     let source: Manifest['source'];
     let running = false;
@@ -258,15 +258,19 @@ function ignoreNotFound(e: unknown): void {
  * command: after its other resources, then up to --lock-wait).
  */
 export class ResourceBusyError extends IbError {
+  /** `waitedMs`: how long this run waited for the other (its --lock-wait), if at all. */
   constructor(
     readonly label: string,
     readonly holder: { pid: number; temporary: string },
     cause?: unknown,
+    waitedMs = 0,
   ) {
     super(
       `${label} is being backed up by another incus-backup run right now (pid ${holder.pid}, temporary ${holder.temporary})`,
       1,
-      'pass --lock-wait (e.g. --lock-wait 30m) to wait for that run, or back it up again once it has finished',
+      waitedMs > 0
+        ? `that run held it longer than --lock-wait (${Math.ceil(waitedMs / 1000)} s): wait longer, or back it up again once that run has finished`
+        : 'pass --lock-wait (e.g. --lock-wait 30m) to wait for that run, or back it up again once it has finished',
       cause === undefined ? undefined : { cause },
     );
     this.name = 'ResourceBusyError';
@@ -310,11 +314,11 @@ export async function waitForTurn(ctx: RunContext, subject: BackupSubject, deadl
  * Removes the temporary snapshots and server-side backups of killed runs on this resource, and
  * refuses to start while another run holds it (ResourceBusyError).
  */
-async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, label: string): Promise<void> {
+async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, label: string, waitedMs = 0): Promise<void> {
   const snapshots = await ctx.api.listSnapshots(subject);
   const serverBackups = await ctx.api.listServerBackups(subject);
   const holder = liveHolder([...snapshots, ...serverBackups]);
-  if (holder) throw new ResourceBusyError(label, holder);
+  if (holder) throw new ResourceBusyError(label, holder, undefined, waitedMs);
   for (const snap of snapshots.filter(isStaleTmpName)) {
     ctx.ui.warn(`removing temporary snapshot ${snap} left by an interrupted run`);
     await ctx.api.deleteSnapshot(subject, snap).catch(ignoreNotFound);

@@ -474,6 +474,11 @@ describe('instances on a directory target', () => {
         });
         return () => stderr;
       };
+      // A wait that is over before the other run is done: failed, saying so.
+      const short = await cli(['backup', 'instances', 'held', '--lock-wait', '1s', '--project', P, '--target', t.uri]);
+      expect(short.exitCode).toBe(1);
+      expect(short.stderr).toContain(`instance ${P}/held: waiting up to 1 s for incus-backup run ${process.pid}, which is backing it up`);
+      expect(short.stderr).toMatch(/^Hint: that run held it longer than --lock-wait \(1 s\): wait longer, or back it up again once that run has finished$/m);
       // Ctrl-C while it waits: an interrupted run, nothing of the other run's touched.
       const stopped = cliSpawn(['backup', 'instances', 'held', '--lock-wait', '2m', '--project', P, '--target', t.uri]);
       await waiting(stopped);

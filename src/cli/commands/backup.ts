@@ -196,7 +196,7 @@ abstract class BackupCommand extends BaseCommand {
               ? await backupConfig(ctx, run.whole ? { ...run, projects } : run)
               : s.kind === 'image'
                 ? await backupImage(ctx, s.project, s.image)
-                : await backupResource(ctx, s, { ...opts, ...(firstTurn ? { onStreaming: prewarmAfter(i) } : { lastTurn: true }), onStreamed: release });
+                : await backupResource(ctx, s, { ...opts, ...(firstTurn ? { onStreaming: prewarmAfter(i) } : { lastTurn: { lockWaitMs } }), onStreamed: release });
           return { entry, ms: Date.now() - started };
         } finally {
           release();
