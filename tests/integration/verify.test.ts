@@ -82,6 +82,17 @@ describe('verify on a directory target', () => {
       [t.versions[0], 'damaged', ['missing: archive export.tar is missing']],
       [t.versions[1], 'ok', []],
     ]);
+    // A weekly job with --quiet: the damaged backup and the totals, not every good one.
+    const quiet = await cli(['verify', '--project', proj.name, '--target', t.uri, '-q']);
+    expect(quiet.exitCode, quiet.stderr).toBe(3);
+    expect(quiet.stdout).toContain(t.versions[0]);
+    expect(quiet.stdout).toContain('archive export.tar is missing');
+    expect(quiet.stdout).not.toContain(t.versions[1]);
+    expect(quiet.stderr).toMatch(/^verified 2 backup\(s\) in \S+: 1 ok, 1 damaged; /m);
+    const clean = await cli(['verify', '--project', proj.name, '--target', base.uri, '-q']);
+    expect(clean.exitCode, clean.stderr).toBe(0);
+    expect(clean.stdout).toBe('');
+    expect(clean.stderr).toMatch(/^verified 2 backup\(s\) in \S+: 2 ok, 0 damaged; /m);
   });
 
   it('exits 3 on a corrupt manifest.json, saying "manifest"', async () => {

@@ -142,7 +142,9 @@ export class VerifyCommand extends ScopedCommand {
       ui.stop();
     }
     if (this.name && report.items.length === 0) throw await this.nothingFound(backend, filter);
-    this.print(report.items, verifyColumns);
+    // --quiet (a weekly job): what is damaged, and the totals line.
+    const shown = this.quiet && this.format === 'table' ? report.items.filter((i) => i.status === 'damaged') : report.items;
+    if (shown.length || !this.quiet) this.print(shown, verifyColumns);
     const { ok, damaged, gone } = report.counts;
     this.context.stderr.write(
       `verified ${report.items.length} backup(s) in ${backend.uri}: ${ok} ok, ${damaged} damaged${gone ? `, ${gone} removed meanwhile` : ''}; ` +
