@@ -260,7 +260,7 @@ function ignoreNotFound(e: unknown): void {
 export class ResourceBusyError extends IbError {
   /** `waitedMs`: how long this run waited for the other (its --lock-wait), if at all. */
   constructor(
-    readonly label: string,
+    label: string,
     readonly holder: { pid: number; temporary: string },
     cause?: unknown,
     waitedMs = 0,
@@ -286,9 +286,16 @@ function liveHolder(names: string[]): { pid: number; temporary: string } | undef
   return undefined;
 }
 
+/** The snapshots and server-side backups on `subject`: where runs keep their temporaries. */
+async function temporariesOn(ctx: RunContext, subject: BackupSubject): Promise<{ snapshots: string[]; serverBackups: string[] }> {
+  const [snapshots, serverBackups] = await Promise.all([ctx.api.listSnapshots(subject), ctx.api.listServerBackups(subject)]);
+  return { snapshots, serverBackups };
+}
+
 /** The live other run that holds `subject` right now (see ResourceBusyError), if any. */
 export async function otherRunOn(ctx: RunContext, subject: BackupSubject): Promise<{ pid: number; temporary: string } | undefined> {
-  return liveHolder([...(await ctx.api.listSnapshots(subject)), ...(await ctx.api.listServerBackups(subject))]);
+  const { snapshots, serverBackups } = await temporariesOn(ctx, subject);
+  return liveHolder([...snapshots, ...serverBackups]);
 }
 
 /**
@@ -315,8 +322,7 @@ export async function waitForTurn(ctx: RunContext, subject: BackupSubject, deadl
  * refuses to start while another run holds it (ResourceBusyError).
  */
 async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, label: string, waitedMs = 0): Promise<void> {
-  const snapshots = await ctx.api.listSnapshots(subject);
-  const serverBackups = await ctx.api.listServerBackups(subject);
+  const { snapshots, serverBackups } = await temporariesOn(ctx, subject);
   const holder = liveHolder([...snapshots, ...serverBackups]);
   if (holder) throw new ResourceBusyError(label, holder, undefined, waitedMs);
   for (const snap of snapshots.filter(isStaleTmpName)) {
