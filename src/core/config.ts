@@ -8,7 +8,7 @@ import { SERVER_WIDE } from './types.js';
 import { IbError } from '../errors.js';
 import { CONFIG_KINDS, ConfigApi, configKindInfo, type ConfigKind } from '../incus/api.js';
 import type { Project } from '../incus/types.js';
-import { hostPathOf, mapName, requirementKey, type Devices, type Mappings, type Requirement } from './preflight.js';
+import { hostPathOf, mapName, ownsFeature, requirementKey, type Devices, type Mappings, type Requirement } from './preflight.js';
 
 /** One declarative object as stored in a config backup. */
 export interface ConfigObject {
@@ -48,16 +48,6 @@ function ignoredKey(kind: ConfigKind, key: string): boolean {
 }
 
 const id = (o: Pick<ConfigObject, 'kind' | 'project' | 'name'>) => `${o.kind}/${o.project ?? ''}/${o.name}`;
-
-/**
- * Whether a project has profiles (or networks) of its own rather than the default project's. A
- * new project gets `features.profiles` (images, storage volumes, buckets) unless its config says
- * false, and `features.networks` only when it says true.
- */
-export function ownsFeature(project: Pick<ConfigObject, 'config'>, feature: 'profiles' | 'networks'): boolean {
-  const v = project.config[`features.${feature}`];
-  return feature === 'profiles' ? v !== 'false' : v === 'true';
-}
 
 function projectsWithFeature(projects: Project[], feature: string | undefined): string[] {
   // The default project always has every feature; other projects only where enabled.
@@ -218,7 +208,7 @@ export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scop
   // A project created with its own profiles comes with an empty `default` profile: the
   // backup's default profile (root disk, NICs) is then an update of that one, not a create.
   for (const p of want) {
-    if (p.kind !== 'project' || have.has(id(p)) || !ownsFeature(p, 'profiles')) continue;
+    if (p.kind !== 'project' || have.has(id(p)) || !ownsFeature(p.config, 'profiles', true)) continue;
     const empty: ConfigObject = { kind: 'profile', project: p.name, name: 'default', description: `Default Incus profile for project ${p.name}`, config: {}, devices: {} };
     if (!have.has(id(empty))) have.set(id(empty), empty);
   }
@@ -389,7 +379,7 @@ export function configRequirements(
   const resolve = (r: Requirement): Requirement => {
     const p = created.get(r.project);
     const feature = r.what === 'profile' ? 'profiles' : r.what === 'network' ? 'networks' : undefined;
-    return p && feature && !ownsFeature(p, feature) ? { ...r, project: 'default' } : r;
+    return p && feature && !ownsFeature(p.config, feature, true) ? { ...r, project: 'default' } : r;
   };
   return { willExist, needs, resolve, profiles };
 }

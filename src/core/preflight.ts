@@ -201,6 +201,17 @@ export function optimizedIndex(index: Record<string, unknown>): { optimized: tru
   return o.optimized ? { optimized: true, backend: o.backend } : undefined;
 }
 
+/**
+ * Whether a project has profiles (or networks) of its own rather than the default project's,
+ * given its config. An existing project has them when it says true. One being `creating` gets
+ * `features.profiles` (images, storage volumes, buckets) unless its config says false, and
+ * `features.networks` only when it says true.
+ */
+export function ownsFeature(config: Record<string, string> | undefined, feature: 'profiles' | 'networks', creating = false): boolean {
+  const v = config?.[`features.${feature}`];
+  return creating && feature === 'profiles' ? v !== 'false' : v === 'true';
+}
+
 /** One thing needed: a host path is the host's, whichever project's instance or profile needs it. */
 const key = (r: Pick<Requirement, 'what' | 'project' | 'name'>) => `${r.what}\0${r.what === 'path' ? '' : r.project}\0${r.name}`;
 
@@ -218,7 +229,7 @@ export async function missingRequirements(api: IncusApi, reqs: Requirement[], wi
     if ((r.what !== 'network' && r.what !== 'profile') || r.project === 'default') return r;
     projects ??= api.listProjects().then((all) => new Map(all.map((p) => [p.name, p.config ?? {}])));
     const config = (await projects).get(r.project);
-    return config && config[`features.${r.what}s`] !== 'true' ? { ...r, project: 'default' } : r;
+    return config && !ownsFeature(config, r.what === 'network' ? 'networks' : 'profiles') ? { ...r, project: 'default' } : r;
   };
   for (const r of reqs) {
     const k = key(r);

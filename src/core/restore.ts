@@ -7,7 +7,7 @@ import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
 import { Cleanup, unbreakableStep, type RunContext, type Task } from './run.js';
-import { addressClashes, fixedAddressesOf, mapName, optimizedFor, rewritesInstance, type Mappings } from './preflight.js';
+import { addressClashes, fixedAddressesOf, mapName, optimizedFor, ownsFeature, rewritesInstance, type Mappings } from './preflight.js';
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
 import { asideName, tmpName } from './tmpnames.js';
 
@@ -218,7 +218,7 @@ async function leaveClashingCopiesStopped(ctx: RunContext, plan: RestorePlanItem
     .filter((c) => c.addresses.length);
   if (!candidates.length) return;
   const [instances, projects] = await Promise.all([ctx.api.listAllInstances(), ctx.api.listProjects()]);
-  const ownNetworks = new Set(projects.filter((p) => p.config?.['features.networks'] === 'true').map((p) => p.name));
+  const ownNetworks = new Set(projects.filter((p) => ownsFeature(p.config, 'networks')).map((p) => p.name));
   const networkProject = (p: string) => (ownNetworks.has(p) ? p : 'default');
   for (const { item, addresses } of candidates) {
     const others = item.action === 'replace' ? instances.filter((i) => (i.project ?? 'default') !== item.dest.project || i.name !== item.dest.name) : instances;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { diffConfig, mapConfig, ownsFeature, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
+import { diffConfig, mapConfig, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
+import { ownsFeature } from '../../src/core/preflight.js';
 import type { Mappings } from '../../src/core/preflight.js';
 
 const snap = (objects: ConfigObject[]): ConfigSnapshot => ({ format: 1, capturedAt: '2026-11-22T00:00:00Z', objects, redacted: [] });
@@ -52,7 +53,9 @@ describe('config backups under restore mappings', () => {
     // A project whose config does not say gets its own profiles, as Incus defaults it.
     const unsaid = { ...prod, config: {} };
     expect(diffConfig(snap([unsaid, prodDefault]), snap([]), { project: 'prod' }, false).map((c) => `${c.action} ${c.object.kind}`)).toEqual(['create project', 'update profile']);
-    expect([ownsFeature(unsaid, 'profiles'), ownsFeature(unsaid, 'networks'), ownsFeature({ config: { 'features.networks': 'true' } }, 'networks')]).toEqual([true, false, true]);
+    expect([ownsFeature(unsaid.config, 'profiles', true), ownsFeature(unsaid.config, 'networks', true), ownsFeature({ 'features.networks': 'true' }, 'networks', true)]).toEqual([true, false, true]);
+    // An existing project has its own only where its config says so (Incus reads a missing key as false).
+    expect([ownsFeature({}, 'profiles'), ownsFeature({ 'features.profiles': 'true' }, 'profiles'), ownsFeature({}, 'networks')]).toEqual([false, true, false]);
     // An existing project's default profile is compared as it is.
     const have = { ...prodDefault, config: {}, devices: {} };
     expect(diffConfig(snap([prod, prodDefault]), snap([prod, have]), { project: 'prod' }, false).map((c) => c.action)).toEqual(['update']);
