@@ -2,14 +2,16 @@ import { hostname } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import { subjectLabel, subjectPath, type BackupSubject } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
-import { IncusError, streamFailure } from '../incus/errors.js';
+import { IncusError, streamFailure, VOLATILE_REFUSED } from '../incus/errors.js';
 import { IbError, InterruptedError } from '../errors.js';
 import type { ArchiveWriter, BackupEntry } from '../backends/types.js';
 import { HashingStream } from './hashing.js';
+import { identityKeys, safeVolatileKey, setIdentity } from './identity.js';
 import { draftManifest, type Manifest } from './manifest.js';
 import { Cleanup, type RunContext } from './run.js';
 import { sleep } from './pool.js';
 import { TarIndexCapture } from './tarindex.js';
+import { TarYamlRewriter } from './tarrewrite.js';
 import { isStaleAsideName, isStaleTmpName, liveOtherRun, tmpName } from './tmpnames.js';
 import type { Compression, ConsistencyMode, ResourceKey } from './types.js';
 
@@ -34,21 +36,6 @@ export function subjectKey(subject: BackupSubject): ResourceKey {
   return subject.kind === 'instance'
     ? { type: 'instance', project: subject.project, name: subject.name }
     : { type: 'volume', project: subject.project, pool: subject.pool, name: subject.name };
-}
-
-/** Identity that a copy gets anew but a restored instance must keep (MACs, UUIDs, cloud-init). */
-function identityKeys(config: Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(config)) {
-    if (
-      k === 'volatile.uuid' ||
-      k === 'volatile.uuid.generation' ||
-      k === 'volatile.cloud-init.instance-id' ||
-      /^volatile\.[^.]+\.hwaddr$/.test(k)
-    )
-      out[k] = v;
-  }
-  return out;
 }
 
 const DAY = 24 * 3600 * 1000;
@@ -107,6 +94,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     let exportFrom: BackupSubject = subject;
     let instant = new Date();
     let frozenMs: number | undefined;
+    let identityInStream: TarYamlRewriter | undefined;
     if (mode === 'snapshot') {
       const snap = tmpName();
       task.phase('snapshot');
@@ -128,12 +116,23 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
         // Nor may Incus start it on its own, beside the original, should the daemon restart
         // meanwhile (boot.autostart, or a running source's last state): the manifest keeps the
         // source's setting for the restore.
-        await api.updateInstance(subject.project, copy, (i) => {
-          const config: Record<string, string> = { ...i.config, ...identityKeys(srcInst.config), 'boot.autostart': 'false' };
-          delete config['volatile.apply_template'];
-          // A copy is never ephemeral; the archive must say what the source is.
-          return { ...i, config, ephemeral: srcInst.ephemeral };
-        });
+        const identity = identityKeys(srcInst.config);
+        const settle = (keys: Record<string, string>) =>
+          api.updateInstance(subject.project, copy, (i) => {
+            const config: Record<string, string> = { ...i.config, ...keys, 'boot.autostart': 'false' };
+            delete config['volatile.apply_template'];
+            // A copy is never ephemeral; the archive must say what the source is.
+            return { ...i, config, ephemeral: srcInst.ephemeral };
+          });
+        try {
+          await settle(identity);
+        } catch (e) {
+          if (!(e instanceof IncusError && VOLATILE_REFUSED.test(e.serverMessage))) throw e;
+          // The project refuses the keys (limits.* or restrictions, see volatileLocked): the
+          // copy keeps its own, and the archive gets the source's on its way to the target.
+          await settle(Object.fromEntries(Object.entries(identity).filter(([k]) => safeVolatileKey(k))));
+          identityInStream = new TarYamlRewriter(setIdentity(identity));
+        }
         source = { ...source, bootAutostart: srcInst.config['boot.autostart'] ?? '' };
       } else {
         cleanup.push(`delete temporary copy ${copy}`, () => api.deleteOwn({ ...subject, name: copy }));
@@ -164,11 +163,12 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     const dl = await api.downloadServerBackup(exportFrom, bname, signal);
     const index = new TarIndexCapture();
     const hash = new HashingStream((n) => task.bytes(n, dl.size));
-    await pipeline(dl.stream, index, hash, writer.stream, { signal });
+    await pipeline([dl.stream, ...(identityInStream ? [identityInStream] : []), index, hash, writer.stream], { signal });
     // An interrupt that lands after the last byte must still keep nothing.
     signal.throwIfAborted();
-    if (dl.size !== undefined && hash.bytes !== dl.size) {
-      throw new IncusError(0, `export of ${label} was cut short (${hash.bytes} of ${dl.size} bytes)`, 'GET', subjectPath(exportFrom));
+    const received = identityInStream?.bytesIn ?? hash.bytes;
+    if (dl.size !== undefined && received !== dl.size) {
+      throw new IncusError(0, `export of ${label} was cut short (${received} of ${dl.size} bytes)`, 'GET', subjectPath(exportFrom));
     }
     opts.onStreamed?.();
     // Drivers without an optimized format (dir, lvm...) export a plain tarball even when asked

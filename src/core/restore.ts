@@ -9,6 +9,7 @@ import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
 import { Cleanup, unbreakableStep, type RunContext, type Task } from './run.js';
 import { addressClashes, fixedAddressesOf, mapName, optimizedFor, ownsFeature, rewritesInstance, type Mappings } from './preflight.js';
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
+import { volatileLocked } from './identity.js';
 import { asideName, tmpName } from './tmpnames.js';
 
 export type RestoreAction = 'create' | 'replace' | 'skip';
@@ -138,7 +139,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
     plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps, ...(refused ? { refused } : {}) });
   }
-  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? (await otherDrivers(ctx, plan));
+  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? (await otherDrivers(ctx, plan)) ?? (await lockedProjects(ctx, plan));
   if (!refusal) await leaveClashingCopiesStopped(ctx, plan, opts.maps);
   return { plan, ...(refusal ? { refusal } : {}) };
 }
@@ -170,6 +171,34 @@ function refusalOf(protectedOnes: string[], viaProfiles: string[], conflicts: st
     );
   }
   return undefined;
+}
+
+/**
+ * Incus 6.0 refuses every instance import into a project that refuses volatile keys (see
+ * volatileLocked), after the whole upload: its last check (since the import validation of
+ * 2026-03, in the Debian builds of 6.0.4 too) reads the imported instance's own UUID and
+ * cloud-init instance-id. Said before, with what lets the import through.
+ */
+async function lockedProjects(ctx: RunContext, plan: RestorePlanItem[]): Promise<UsageError | undefined> {
+  const instances = plan.filter((i) => i.dest.kind === 'instance' && i.action !== 'skip');
+  if (!instances.length) return undefined;
+  const projects = new Map((await ctx.api.listProjects()).map((p) => [p.name, p.config ?? {}]));
+  const locked = new Set<string>();
+  for (const item of instances) {
+    const config = projects.get(item.dest.project);
+    if (!config || !volatileLocked(config, item.entry.manifest.source.instanceType)) continue;
+    item.refused = `project ${item.dest.project} refuses volatile keys`;
+    locked.add(item.dest.project);
+  }
+  return locked.size ? lockedProjectError([...locked]) : undefined;
+}
+
+function lockedProjectError(projects: string[]): UsageError {
+  const names = projects.join(', ');
+  return new UsageError(
+    `Incus refuses to import instances into ${projects.length === 1 ? 'project' : 'projects'} ${names}: ${projects.length === 1 ? 'it has' : 'they have'} limits or restrictions, and ${projects.length === 1 ? 'does' : 'do'} not let instances carry volatile keys (their UUIDs, cloud-init instance-id, idmaps)`,
+    `let ${projects.length === 1 ? 'it' : 'them'} take volatile keys for the restore (\`incus project set ${projects[0]} restricted.containers.lowlevel=allow\`, restricted.virtual-machines.lowlevel for VMs; unset it afterwards), or restore into another project (--project-map)`,
+  );
 }
 
 /**
@@ -286,6 +315,10 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       if (!swapped) await api.deleteOwn(staged);
     });
     const maps = item.maps;
+    // `restore all` may have just created the project, from its backed-up config.
+    if (staged.kind === 'instance' && volatileLocked((await api.getProject(staged.project)).config ?? {}, m.source.instanceType)) {
+      throw lockedProjectError([staged.project]);
+    }
     await uploadVerified(
       ctx,
       item.entry,

@@ -19,13 +19,16 @@ function withSize(h: Buffer, size: number): Buffer {
 /**
  * Rewrites the small YAML files at the start of an Incus backup tarball (backup/index.yaml and
  * backup/<kind>/backup.yaml) on the fly, so a restore can rename profiles, networks or pools
- * the archive refers to; everything after them passes through untouched. The caller checks
- * the archive's sha256 before this stream, on the original bytes.
+ * the archive refers to, or give an instance its identity; everything after them passes
+ * through untouched. A restore checks the archive's sha256 before this stream, on the stored
+ * bytes; a backup hashes after it, what it stores.
  */
 export class TarYamlRewriter extends Transform {
   private buf: Buffer = Buffer.alloc(0);
   private passThrough = false;
   private seen = 0;
+  /** Bytes taken in (what comes out differs by the rewritten files' change in size). */
+  bytesIn = 0;
 
   constructor(
     private readonly rewrite: (doc: Record<string, unknown>, name: string) => void,
@@ -35,6 +38,7 @@ export class TarYamlRewriter extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.bytesIn += chunk.length;
     if (this.passThrough) return cb(null, chunk);
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
     this.seen += chunk.length;

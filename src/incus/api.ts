@@ -62,6 +62,9 @@ export class IncusApi {
   listProjects(): Promise<Project[]> {
     return this.client.get<Project[]>('/1.0/projects', { query: { recursion: '1' } });
   }
+  getProject(name: string): Promise<Project> {
+    return this.client.get<Project>(`/1.0/projects/${enc(name)}`);
+  }
   projectExists(name: string): Promise<boolean> {
     return this.client.exists(`/1.0/projects/${enc(name)}`);
   }

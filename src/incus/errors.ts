@@ -28,6 +28,13 @@ const PROJECT_LIMIT = /Reached maximum (number of instances|aggregate value)|exc
 /** A restricted project refused a snapshot or a backup (restricted.snapshots / restricted.backups). */
 const RESTRICTED = /doesn't allow for (snapshot|backup) creation/;
 
+/**
+ * A project refused an instance's volatile keys (its UUIDs, cloud-init instance-id, idmaps):
+ * Incus 6.0 checks them in every project with restrictions or any `limits.*` key, unless it
+ * allows low-level options (see core/identity.ts).
+ */
+export const VOLATILE_REFUSED = /(Changing|Setting) "volatile\.[^"]+" on \S+ "[^"]*" in project "[^"]*" is forbidden/;
+
 function hintFor(serverMessage: string): string | undefined {
   if (STORAGE_FULL.test(serverMessage)) {
     // Incus stages every export and every uploaded import as a file in its backups directory.
@@ -38,6 +45,9 @@ function hintFor(serverMessage: string): string | undefined {
   }
   if (PROJECT_LIMIT.test(serverMessage)) {
     return "the project's limits leave no room for one more: a point-in-time backup of a running instance makes a temporary copy in its project (--no-snapshot does not), and a restore imports beside the current instance before replacing it; raise the limit (`incus project set PROJECT limits.…`) or restore into another project (--project-map)";
+  }
+  if (VOLATILE_REFUSED.test(serverMessage)) {
+    return 'the project refuses volatile keys, as Incus does in a project with restrictions or any limits.* key: let it take them (`incus project set PROJECT restricted.containers.lowlevel=allow`, or restricted.virtual-machines.lowlevel), or use another project (--project-map)';
   }
   const blocked = RESTRICTED.exec(serverMessage);
   if (blocked) {
