@@ -55,6 +55,8 @@ export interface PlanOptions {
   maps?: Mappings;
   /** The command has --target-name: a conflict's hint offers it. */
   offerRename?: boolean;
+  /** restore all --apply-config: the config keys its config step gives projects, before the imports. */
+  projectsAfterConfig?: Map<string, Record<string, string>>;
 }
 
 function destOf(entry: BackupEntry, targetName: string | undefined, maps: Mappings | undefined): BackupSubject {
@@ -139,7 +141,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
     plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps, ...(refused ? { refused } : {}) });
   }
-  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? (await otherDrivers(ctx, plan)) ?? (await lockedProjects(ctx, plan));
+  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? (await otherDrivers(ctx, plan)) ?? (await lockedProjects(ctx, plan, opts.projectsAfterConfig));
   if (!refusal) await leaveClashingCopiesStopped(ctx, plan, opts.maps);
   return { plan, ...(refusal ? { refusal } : {}) };
 }
@@ -177,27 +179,45 @@ function refusalOf(protectedOnes: string[], viaProfiles: string[], conflicts: st
  * Incus 6.0 refuses every instance import into a project that refuses volatile keys (see
  * volatileLocked), after the whole upload: its last check (since the import validation of
  * 2026-03, in the Debian builds of 6.0.4 too) reads the imported instance's own UUID and
- * cloud-init instance-id. Said before, with what lets the import through.
+ * cloud-init instance-id. Said before, with what lets the import through, also for a project
+ * that only the config step of `restore all --apply-config` gives its limits.
  */
-async function lockedProjects(ctx: RunContext, plan: RestorePlanItem[]): Promise<UsageError | undefined> {
+async function lockedProjects(ctx: RunContext, plan: RestorePlanItem[], afterConfig?: Map<string, Record<string, string>>): Promise<UsageError | undefined> {
   const instances = plan.filter((i) => i.dest.kind === 'instance' && i.action !== 'skip');
   if (!instances.length) return undefined;
   const projects = new Map((await ctx.api.listProjects()).map((p) => [p.name, p.config ?? {}]));
-  const locked = new Set<string>();
+  const now = new Set<string>();
+  const byConfig = new Set<string>();
   for (const item of instances) {
-    const config = projects.get(item.dest.project);
-    if (!config || !volatileLocked(config, item.entry.manifest.source.instanceType)) continue;
-    item.refused = `project ${item.dest.project} refuses volatile keys`;
-    locked.add(item.dest.project);
+    const p = item.dest.project;
+    const type = item.entry.manifest.source.instanceType;
+    const current = projects.get(p);
+    const later = afterConfig?.get(p);
+    if (current && volatileLocked(current, type)) now.add(p);
+    else if (later && volatileLocked({ ...current, ...later }, type)) byConfig.add(p);
+    else continue;
+    item.refused = `project ${p} refuses volatile keys`;
   }
-  return locked.size ? lockedProjectError([...locked]) : undefined;
+  if (now.size) return lockedProjectError([...now]);
+  if (byConfig.size) return lockedProjectError([...byConfig], 'config');
+  return undefined;
 }
 
-function lockedProjectError(projects: string[]): UsageError {
-  const names = projects.join(', ');
+/**
+ * `when`: 'config', the config step would give the project its limits; 'run', this run has
+ * just done so (restore all --apply-config on a project the plan did not see yet).
+ */
+function lockedProjectError(projects: string[], when?: 'config' | 'run'): UsageError {
+  const one = projects.length === 1;
+  const first = projects[0]!;
+  const letThrough = `\`incus project set ${first} restricted.containers.lowlevel=allow\` (restricted.virtual-machines.lowlevel for VMs; unset it afterwards)`;
   return new UsageError(
-    `Incus refuses to import instances into ${projects.length === 1 ? 'project' : 'projects'} ${names}: ${projects.length === 1 ? 'it has' : 'they have'} limits or restrictions, and ${projects.length === 1 ? 'does' : 'do'} not let instances carry volatile keys (their UUIDs, cloud-init instance-id, idmaps)`,
-    `let ${projects.length === 1 ? 'it' : 'them'} take volatile keys for the restore (\`incus project set ${projects[0]} restricted.containers.lowlevel=allow\`, restricted.virtual-machines.lowlevel for VMs; unset it afterwards), or restore into another project (--project-map)`,
+    `Incus refuses to import instances into ${one ? 'project' : 'projects'} ${projects.join(', ')}: ${one ? 'it has' : 'they have'} limits or restrictions${when === 'config' ? ' once the config is restored' : ''}, and ${one ? 'does' : 'do'} not let instances carry volatile keys (their UUIDs, cloud-init instance-id, idmaps)`,
+    when === 'config'
+      ? `restore the config first (\`incus-backup restore config --apply\`), then ${letThrough}, then run restore all again without --apply-config; or restore into another project (--project-map)`
+      : when === 'run'
+        ? `${letThrough}, then run the restore again (--skip-existing leaves what is back already); or restore into another project (--project-map)`
+        : `let ${one ? 'it' : 'them'} take volatile keys for the restore: ${letThrough}; or restore into another project (--project-map)`,
   );
 }
 
@@ -317,7 +337,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
     const maps = item.maps;
     // `restore all` may have just created the project, from its backed-up config.
     if (staged.kind === 'instance' && volatileLocked((await api.getProject(staged.project)).config ?? {}, m.source.instanceType)) {
-      throw lockedProjectError([staged.project]);
+      throw lockedProjectError([staged.project], 'run');
     }
     await uploadVerified(
       ctx,

@@ -74,4 +74,35 @@ describe('a project with limits', () => {
     expect(pick(await configOf('web'))).toEqual(pick(await archivedConfig('web')));
     expect(await state(P, 'web')).toBe('Running');
   });
+
+  it('worst day: restore all --apply-config says before anything that the project it recreates will refuse the import, and its way through works', async () => {
+    const gone = await testProject('limall');
+    const all = tempTarget();
+    try {
+      await incus('project', 'set', gone.name, 'limits.instances=20');
+      await launch(gone.name, 'app');
+      const b = await cli(['backup', 'all', '--project', gone.name, '--target', all.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      await incus('delete', '-f', 'app', '--project', gone.name);
+      await incus('project', 'delete', gone.name);
+
+      const dry = await cli(['restore', 'all', '--apply-config', '--dry-run', '--project', gone.name, '--target', all.uri]);
+      expect(dry.exitCode, dry.stderr).toBe(2);
+      expect(dry.stdout).toContain(`refused: project ${gone.name} refuses volatile keys`);
+      expect(dry.stderr).toContain('once the config is restored');
+      expect(dry.stderr).toMatch(/^Hint: restore the config first/m);
+      expect(await incusJson<string[]>('/1.0/projects')).not.toContain(`/1.0/projects/${gone.name}`);
+
+      // The way the hint gives.
+      const config = await cli(['restore', 'config', '--apply', '-y', '--project', gone.name, '--target', all.uri]);
+      expect(config.exitCode, config.stderr).toBe(0);
+      await incus('project', 'set', gone.name, 'restricted.containers.lowlevel=allow');
+      const r = await cli(['restore', 'all', '-y', '--project', gone.name, '--target', all.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect(await state(gone.name, 'app')).toBe('Running');
+    } finally {
+      await gone.dispose();
+      all.dispose();
+    }
+  });
 });

@@ -368,7 +368,10 @@ export class RestoreAllCommand extends RestoreBase {
     for (const e of chosen.filter((x) => x.manifest.type === 'image')) images.push(await planImageRestore(ctx, e, mapName(opts.maps.project, e.manifest.project)));
     // Volumes first (instances may use them); one call, so that a conflict names all of them.
     const byType = (type: string) => chosen.filter((e) => e.manifest.type === type);
-    const { plan, refusal } = await planRestore(ctx, [...byType('volume'), ...byType('instance')], opts);
+    const projectsAfterConfig = new Map(
+      (config?.changes ?? []).filter((c) => c.object.kind === 'project' && c.action !== 'delete').map((c) => [c.object.name, c.object.config]),
+    );
+    const { plan, refusal } = await planRestore(ctx, [...byType('volume'), ...byType('instance')], { ...opts, projectsAfterConfig });
     // What the newest nightly run no longer had is brought back too, but said: it may have been
     // deleted on purpose (or its backup failed that night, and this is the one left).
     const runs = newestWholeRuns(eligible);
