@@ -19,8 +19,21 @@ import type { IbContext } from './context.js';
 // 64: Incus names are at most 63 characters, image fingerprints are 64.
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+/**
+ * What Incus refuses in a project name (projectValidateName: "/", spaces, "_", quotes), and
+ * control characters. Incus takes the rest, commas, "=" and letters beyond ASCII included, and
+ * --all-projects backs such projects up: --project must name them too.
+ */
+const NOT_IN_PROJECT = /[/\s_'"\u0000-\u001f\u007f]/;
+
 /** Rejects names that could escape the layout or are not Incus names (`/`, `..`, empty). */
 export function checkName(what: string, name: string): string {
+  if (what === 'project') {
+    if (!name || NOT_IN_PROJECT.test(name) || ['*', '.', '..'].includes(name)) {
+      throw new UsageError(`invalid project name "${name}"`, 'project names cannot be "*", "." or "..", nor contain "/", spaces, "_" or quotes (`incus project list` shows them)');
+    }
+    return name;
+  }
   if (!NAME.test(name) || name.includes('..')) {
     throw new UsageError(`invalid ${what} name "${name}"`, `${what} names are letters, digits, "-", "_" and "." and cannot contain "/" or ".."`);
   }

@@ -1,6 +1,7 @@
 import { Builtins, Cli } from 'clipanion';
 import { describe, expect, it } from 'vitest';
 import { buildCli } from '../../src/cli.js';
+import { checkName } from '../../src/cli/base.js';
 
 const context = { ...Cli.defaultContext, env: {}, signal: new AbortController().signal, interactive: false };
 const paths = (verb?: string) => buildCli(false, verb).definitions().map((d) => d.path.replace(/^incus-backup /, ''));
@@ -35,5 +36,17 @@ describe('buildCli: only the commands under the first word', () => {
   it('answers --version without registering any command', () => {
     expect(buildCli(false, '--version').process(['--version'], context)).toBeInstanceOf(Builtins.VersionCommand);
     expect(paths('--version').every((p) => p.startsWith('-'))).toBe(true);
+  });
+});
+
+describe('checkName', () => {
+  it("takes every project name Incus takes, and refuses what Incus refuses", () => {
+    for (const ok of ['default', 'a,b', 'a=b', 'café', 'a.b', 'a..b', 'x-1']) expect(checkName('project', ok)).toBe(ok);
+    for (const bad of ['', 'a_b', 'a b', "a'b", 'a"b', 'a/b', '*', '.', '..', 'a\nb']) expect(() => checkName('project', bad)).toThrow(/invalid project name/);
+  });
+
+  it('keeps instance, volume and pool names to letters, digits, "-", "_" and "."', () => {
+    expect(checkName('instance', 'web-1')).toBe('web-1');
+    for (const bad of ['a,b', 'café', '../x', 'a/b', '-x']) expect(() => checkName('instance', bad)).toThrow(/invalid instance name/);
   });
 });
