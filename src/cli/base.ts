@@ -16,7 +16,7 @@ import { render, type Column, type OutputFormat } from '../output/format.js';
 import { hintLines, resultColumns, rowLabel, totalsLine, type ResultRow } from './summary.js';
 import type { IbContext } from './context.js';
 
-// 64: Incus names are at most 63 characters, image fingerprints are 64.
+// Instance names: Incus's hostname rule (at most 63 characters).
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
 /**
@@ -31,6 +31,13 @@ export function checkName(what: string, name: string): string {
   if (what === 'project') {
     if (!name || NOT_IN_PROJECT.test(name) || ['*', '.', '..'].includes(name)) {
       throw new UsageError(`invalid project name "${name}"`, 'project names cannot be "*", "." or "..", nor contain "/", spaces, "_" or quotes (`incus project list` shows them)');
+    }
+    return name;
+  }
+  if (what !== 'instance') {
+    // Incus takes nearly any volume, pool, profile or network name (spaces, commas, non-ASCII letters).
+    if (!name || name === '.' || name === '..' || /[/\u0000-\u001f\u007f]/.test(name)) {
+      throw new UsageError(`invalid ${what} name "${name}"`, `${what} names cannot be empty, "." or "..", nor contain "/" or control characters`);
     }
     return name;
   }

@@ -47,6 +47,33 @@ describe('a project named with a comma, "=" and a non-ASCII letter', () => {
     });
   }
 
+  it('backs up and restores a volume named with a comma and a non-ASCII letter, by name', async () => {
+    await incus('storage', 'volume', 'create', 'default', 'data,ü', 'size=8MiB', '--project', P);
+    const b = await cli(['backup', 'volumes', 'default/data,ü', '--project', P, '--target', dir.uri]);
+    expect(b.exitCode, b.stderr).toBe(0);
+    await incus('storage', 'volume', 'delete', 'default', 'data,ü', '--project', P);
+    const r = await cli(['restore', 'volume', 'default/data,ü', '--project', P, '--target', dir.uri, '-y']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const vols = JSON.parse(await incus('query', `/1.0/storage-pools/default/volumes/custom?project=${encodeURIComponent(P)}`)) as string[];
+    expect(vols.map((u) => decodeURIComponent(u.split('/').pop()!.split('?')[0]!))).toContain('data,ü');
+  });
+
+  it('says that a directory target cannot hold a volume Incus let be named "..", and backs up the others', async () => {
+    await incus('storage', 'volume', 'create', 'default', '..', 'size=8MiB', '--project', P);
+    try {
+      const r = await cli(['backup', 'volumes', '--project', P, '--target', dir.uri, '--output', 'json']);
+      expect(r.exitCode).toBe(3);
+      const rows = parseJson<{ name: string; status: string; error?: string; hint?: string }[]>(r.stdout);
+      expect(rows.find((x) => x.name === '..')).toMatchObject({ status: 'failed', error: expect.stringContaining('".." is a path step'), hint: expect.stringContaining('restic target') });
+      expect(rows.find((x) => x.name === 'data,ü')).toMatchObject({ status: 'ok' });
+      // Nothing of it landed anywhere in the layout.
+      const list = await cli(['list', 'volumes', '--project', P, '--target', dir.uri, '--output', 'json']);
+      expect(parseJson<{ name: string }[]>(list.stdout).map((x) => x.name)).toEqual(['data,ü', 'data,ü']);
+    } finally {
+      await incus('storage', 'volume', 'delete', 'default', '..', '--project', P).catch(() => undefined);
+    }
+  });
+
   it('is still refused where Incus would refuse it, with one line and a hint', async () => {
     for (const bad of ['a_b', 'a b', '..', 'a/b']) {
       const r = await cli(['list', '--project', bad, '--target', dir.uri]);

@@ -45,8 +45,13 @@ describe('checkName', () => {
     for (const bad of ['', 'a_b', 'a b', "a'b", 'a"b', 'a/b', '*', '.', '..', 'a\nb']) expect(() => checkName('project', bad)).toThrow(/invalid project name/);
   });
 
-  it('keeps instance, volume and pool names to letters, digits, "-", "_" and "."', () => {
+  it('keeps instance names to letters, digits, "-", "_" and "."', () => {
     expect(checkName('instance', 'web-1')).toBe('web-1');
     for (const bad of ['a,b', 'café', '../x', 'a/b', '-x']) expect(() => checkName('instance', bad)).toThrow(/invalid instance name/);
+  });
+
+  it('takes the volume and pool names Incus takes, but no path steps', () => {
+    for (const ok of ['data', 'my data', 'a,b', 'café', 'a..b', '_x']) expect(checkName('volume', ok)).toBe(ok);
+    for (const bad of ['', '.', '..', 'a/b', 'a\tb']) expect(() => checkName('volume', bad)).toThrow(/invalid volume name/);
   });
 });

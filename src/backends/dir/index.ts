@@ -10,7 +10,7 @@ import { DIR_MODE, exists, FILE_MODE, fsyncPath, mkdirPrivate, pathKind, pidAliv
 import { HashingStream } from '../../core/hashing.js';
 import { formatTimestamp, ManifestError, parseManifest, compareManifests, type Manifest } from '../../core/manifest.js';
 import { SERVER_WIDE, type ResourceKey } from '../../core/types.js';
-import { UsageError } from '../../errors.js';
+import { IbError, UsageError } from '../../errors.js';
 import { toolVersion } from '../../version.js';
 import { ArchiveDigest, tarProblems } from '../../core/verify.js';
 import type {
@@ -48,6 +48,17 @@ export class DirBackend implements Backend {
   ) {}
 
   resourceDir(k: ResourceKey): string {
+    // Incus takes "." and ".." as volume (and pool) names: as path steps they would put the
+    // backup where no listing finds it.
+    for (const step of [k.project, k.pool, k.name]) {
+      if (step === '.' || step === '..' || step === '') {
+        throw new IbError(
+          `a directory target cannot hold ${k.type} ${[k.project, k.pool, k.name].filter((x) => x !== undefined).join('/')}: "${step}" is a path step`,
+          1,
+          'rename it in Incus (`incus storage volume rename POOL OLD NEW`), or back it up into a restic target',
+        );
+      }
+    }
     if (k.type === 'instance') return join(this.root, 'instances', k.project, k.name);
     if (k.type === 'volume') return join(this.root, 'volumes', k.project, k.pool!, k.name);
     if (k.type === 'image') return join(this.root, 'images', k.project, k.name);
