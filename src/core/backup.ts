@@ -41,6 +41,16 @@ export function subjectKey(subject: BackupSubject): ResourceKey {
 const DAY = 24 * 3600 * 1000;
 
 /**
+ * An instance's disks whose data lives outside Incus's storage pools (a host path, a Ceph RBD
+ * or CephFS source), so outside its backup; custom volumes are backed up on their own.
+ */
+export function externalDisks(inst: Pick<Instance, 'devices' | 'expanded_devices'>): string[] {
+  return Object.entries(inst.expanded_devices ?? inst.devices)
+    .filter(([, d]) => d.type === 'disk' && !d.pool && d.source && d.path !== '/')
+    .map(([name, d]) => `${name} (${d.source})`);
+}
+
+/**
  * Backs up one instance or custom volume into the backend.
  *
  * Consistency: Incus 6.0 can only back up the live resource. For a running instance (or any
@@ -75,6 +85,10 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       const inst: Instance = await api.getInstance(subject.project, subject.name);
       running = inst.status !== 'Stopped';
       source = { status: inst.status, instanceType: inst.type };
+      const outside = externalDisks(inst);
+      if (outside.length) {
+        ui.warn(`${label}: not in its backup, since Incus backs up an instance's own volume only: disk ${outside.join(', ')}; back ${outside.length === 1 ? 'it' : 'them'} up separately`);
+      }
     } else {
       const vol = await api.getVolume(subject.project, subject.pool, subject.name);
       if (vol.content_type === 'iso') throw new IbError(`${label} is an ISO volume: ${ISO_VOLUMES.why}`, 1, ISO_VOLUMES.hint);

@@ -1,5 +1,6 @@
 import { randomBytes, randomInt } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -763,6 +764,23 @@ describe('the temporary copy', () => {
       for (const name of ['web-auto', 'web-auto2', 'ibtmp-999998-0badcafe']) await incus('delete', '-f', name, '--project', P).catch(() => undefined);
     }
     await expectNoLeftovers(['web']);
+  });
+});
+
+describe('a disk outside the storage pools', () => {
+  it("is named in a warning: Incus backs up the instance's own volume only", async () => {
+    const src = mkdtempSync(join(tmpdir(), 'ib-hostpath-'));
+    await incus('config', 'device', 'add', 'web', 'shared', 'disk', `source=${src}`, 'path=/mnt/shared', '--project', P);
+    try {
+      const b = await cli(['backup', 'instances', 'web', '-q', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(b.stderr).toContain(`instance ${P}/web: not in its backup, since Incus backs up an instance's own volume only: disk shared (${src}); back it up separately`);
+    } finally {
+      await incus('config', 'device', 'remove', 'web', 'shared', '--project', P).catch(() => undefined);
+      rmSync(src, { recursive: true, force: true });
+    }
+    const again = await cli(['backup', 'instances', 'web', '-q', '--project', P, '--target', target.uri]);
+    expect(again.stderr).not.toContain('not in its backup');
   });
 });
 
