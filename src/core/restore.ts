@@ -204,8 +204,9 @@ async function lockedProjects(ctx: RunContext, plan: RestorePlanItem[], afterCon
 }
 
 /**
- * `when`: 'config', the config step would give the project its limits; 'run', this run has
- * just done so (restore all --apply-config on a project the plan did not see yet).
+ * `when`: 'config', the config step of restore all would give the project its limits; 'run',
+ * the project refuses the keys when the item's turn comes, though the plan saw no reason to
+ * (its config changed meanwhile).
  */
 function lockedProjectError(projects: string[], when?: 'config' | 'run'): UsageError {
   const one = projects.length === 1;
@@ -335,7 +336,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       if (!swapped) await api.deleteOwn(staged);
     });
     const maps = item.maps;
-    // `restore all` may have just created the project, from its backed-up config.
+    // The project as it is now, in case its config changed since the plan.
     if (staged.kind === 'instance' && volatileLocked((await api.getProject(staged.project)).config ?? {}, m.source.instanceType)) {
       throw lockedProjectError([staged.project], 'run');
     }
