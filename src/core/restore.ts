@@ -55,7 +55,7 @@ export interface PlanOptions {
   maps?: Mappings;
   /** The command has --target-name: a conflict's hint offers it. */
   offerRename?: boolean;
-  /** restore all --apply-config: the config keys its config step gives projects, before the imports. */
+  /** restore all --apply-config: the config of each project its config step writes, before the imports. */
   projectsAfterConfig?: Map<string, Record<string, string>>;
 }
 
@@ -191,11 +191,11 @@ async function lockedProjects(ctx: RunContext, plan: RestorePlanItem[], afterCon
   for (const item of instances) {
     const p = item.dest.project;
     const type = item.entry.manifest.source.instanceType;
-    const current = projects.get(p);
+    // A project the config step writes ends up with the backup's config, whatever it has now.
     const later = afterConfig?.get(p);
-    if (current && volatileLocked(current, type)) now.add(p);
-    else if (later && volatileLocked({ ...current, ...later }, type)) byConfig.add(p);
-    else continue;
+    const config = later ?? projects.get(p);
+    if (!config || !volatileLocked(config, type)) continue;
+    (later ? byConfig : now).add(p);
     item.refused = `project ${p} refuses volatile keys`;
   }
   if (now.size) return lockedProjectError([...now]);
