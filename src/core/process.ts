@@ -97,8 +97,15 @@ export function startProcess(file: string, args: string[], opts: ProcessOptions)
   });
 
   let exited = false;
+  // Once the child is gone, so are our ends of its extra inputs: a grandchild that outlived it
+  // (restic's `--stdin-from-command` shell runs `cat`, which a killed restic leaves behind)
+  // then reads EOF and exits, instead of holding this process open on a pipe nobody writes.
+  const closeInputs = () => {
+    for (const w of inputs) w.destroy();
+  };
   const done = sub.then((r) => {
     exited = true;
+    closeInputs();
     if ((r as { code?: string }).code === 'ENOENT' && r.exitCode === undefined) throw new ProgramNotFoundError(file);
     if (partial && opts.onStderrLine) opts.onStderrLine(partial);
     return { exitCode: r.exitCode, signal: r.signal, stdout: out, stderr: err };
@@ -110,6 +117,7 @@ export function startProcess(file: string, args: string[], opts: ProcessOptions)
     done,
     kill() {
       if (!exited) sub.kill();
+      closeInputs();
     },
   };
 }

@@ -12,7 +12,7 @@ import { IncusApi } from '../../src/incus/api.js';
 import { IncusClient, resolveSocketPath } from '../../src/incus/client.js';
 import { createUi } from '../../src/output/ui.js';
 import { IbError } from '../../src/errors.js';
-import { cli, cliSpawn, freePort, incus, instanceNames, launch, parseJson, restServer, serverBackupNames, sh, snapshotNames, state, stopRestServers, testProject } from './helpers.js';
+import { cli, cliSpawn, freePort, incus, instanceNames, launch, parseJson, repo as repoRoot, restServer, serverBackupNames, sh, snapshotNames, state, stopRestServers, testProject } from './helpers.js';
 
 const PASSWORD = 'correct-horse-restic-pw';
 const env = { RESTIC_PASSWORD: PASSWORD };
@@ -445,6 +445,27 @@ describe('restic target, local repository', () => {
     } finally {
       for (const n of ['pw1', 'pw2']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
     }
+  });
+
+  it('lets the process exit when it closes with a prewarmed backup never taken (--parallel can leave one)', async () => {
+    // The prewarmed restic waits for data behind its shell's `cat`; a killed restic leaves that
+    // `cat` behind, which held the CLI open on the pipe for ever (seen once: a `backup all
+    // --parallel 2` that printed its summary and never exited).
+    const script = `
+      import { createResticBackend } from ${JSON.stringify(join(repoRoot, 'dist/backends/restic/index.js'))};
+      const b = createResticBackend(process.env.REPO, 'restic:' + process.env.REPO, { env: process.env });
+      await b.prepareWrite(() => undefined);
+      b.prewarm({ type: 'instance', project: 'p', name: 'never-taken' });
+      await new Promise((r) => setTimeout(r, 4000));
+      await b.close();
+      console.log('closed');
+    `;
+    const started = Date.now();
+    const r = await execa('node', ['--input-type=module', '-e', script], { env: { ...process.env, ...env, REPO: repo }, timeout: 40_000, reject: false });
+    expect(r.timedOut, `${r.stdout}\n${r.stderr}`).toBe(false);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe('closed');
+    expect(Date.now() - started).toBeLessThan(20_000);
   });
 
   it('round-trips a custom volume', async () => {
