@@ -468,6 +468,27 @@ describe('restic target, local repository', () => {
     expect(Date.now() - started).toBeLessThan(20_000);
   });
 
+  it('starts no prewarmed backup for a resource whose writer was already asked for (--parallel)', async () => {
+    const rec = recordedRestic('restic-taken');
+    rec.reset();
+    const b = createResticBackend(repo, uri, { env: { ...process.env, ...env, RESTIC_BINARY: rec.binary } });
+    try {
+      await b.prepareWrite(() => undefined);
+      const key = { type: 'instance', project: P, name: 'already-writing' } as const;
+      const w = await b.createWriter({ key, when: new Date(), archiveBase: 'export.tar', compression: 'none' });
+      // Another worker's stream reaches the point where it opens the next resource's writer.
+      b.prewarm(key);
+      b.prewarm({ ...key, name: 'not-yet' });
+      await new Promise((r) => setTimeout(r, 3000));
+      const runs = rec.runs(/--stdin-from-command/).map((x) => x.args);
+      expect(runs.filter((a) => a.includes('already-writing'))).toHaveLength(1);
+      expect(runs.filter((a) => a.includes('not-yet'))).toHaveLength(1);
+      await w.abort();
+    } finally {
+      await b.close();
+    }
+  });
+
   it('round-trips a custom volume', async () => {
     await incus('storage', 'volume', 'create', 'default', 'vol1', '--project', P);
     await incus('storage', 'volume', 'attach', 'default', 'vol1', 'c1', '/mnt/v1', '--project', P);

@@ -93,6 +93,8 @@ export class ResticBackend implements Backend {
   private readonly servedAhead = new WeakSet<BackupEntry>();
   /** Writers started by prewarm(), by resource id. */
   private readonly prewarmed = new StartedAhead<string, ResticWriter>();
+  /** Resources whose writer was asked for: one started for them now would never be taken. */
+  private readonly writing = new Set<string>();
   /** Dumps started by prefetch(). */
   private readonly prefetched = new StartedAhead<BackupEntry, PassThrough>();
   /** Manifest files read by prefetch(entry, { manifest: true }), by entry. */
@@ -221,6 +223,7 @@ export class ResticBackend implements Backend {
       throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
     }
     await this.ready();
+    this.writing.add(resourceId(req.key));
     const warm = await this.prewarmed.take(resourceId(req.key));
     if (warm?.fresh()) {
       warm.rebase(formatTimestamp(req.when));
@@ -237,7 +240,8 @@ export class ResticBackend implements Backend {
    */
   prewarm(key: ResourceKey): void {
     const opened = this.opened;
-    if (opened) this.prewarmed.start(resourceId(key), () => opened.then(() => new ResticWriter(this, key, '', opened)));
+    // With --parallel, the resource may have got its turn (and its writer) already.
+    if (opened && !this.writing.has(resourceId(key))) this.prewarmed.start(resourceId(key), () => opened.then(() => new ResticWriter(this, key, '', opened)));
   }
 
   /**
