@@ -227,7 +227,7 @@ export async function missingRequirements(api: IncusApi, reqs: Requirement[], wi
   let projects: Promise<Map<string, Record<string, string>>> | undefined;
   const where = async (r: Requirement): Promise<Requirement> => {
     if ((r.what !== 'network' && r.what !== 'profile') || r.project === 'default') return r;
-    projects ??= api.listProjects().then((all) => new Map(all.map((p) => [p.name, p.config ?? {}])));
+    projects ??= api.projectConfigs();
     const config = (await projects).get(r.project);
     return config && !ownsFeature(config, r.what === 'network' ? 'networks' : 'profiles') ? { ...r, project: 'default' } : r;
   };

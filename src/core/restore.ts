@@ -141,8 +141,11 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
     plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps, ...(refused ? { refused } : {}) });
   }
-  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? (await otherDrivers(ctx, plan)) ?? (await lockedProjects(ctx, plan, opts.projectsAfterConfig));
-  if (!refusal) await leaveClashingCopiesStopped(ctx, plan, opts.maps);
+  // One listing of the projects for the checks below that need it.
+  let configs: Promise<Map<string, Record<string, string>>> | undefined;
+  const projects = () => (configs ??= ctx.api.projectConfigs());
+  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? (await otherDrivers(ctx, plan)) ?? (await lockedProjects(plan, projects, opts.projectsAfterConfig));
+  if (!refusal) await leaveClashingCopiesStopped(ctx, plan, opts.maps, projects);
   return { plan, ...(refusal ? { refusal } : {}) };
 }
 
@@ -182,10 +185,14 @@ function refusalOf(protectedOnes: string[], viaProfiles: string[], conflicts: st
  * cloud-init instance-id. Said before, with what lets the import through, also for a project
  * that only the config step of `restore all --apply-config` gives its limits.
  */
-async function lockedProjects(ctx: RunContext, plan: RestorePlanItem[], afterConfig?: Map<string, Record<string, string>>): Promise<UsageError | undefined> {
+async function lockedProjects(
+  plan: RestorePlanItem[],
+  projectConfigs: () => Promise<Map<string, Record<string, string>>>,
+  afterConfig?: Map<string, Record<string, string>>,
+): Promise<UsageError | undefined> {
   const instances = plan.filter((i) => i.dest.kind === 'instance' && i.action !== 'skip');
   if (!instances.length) return undefined;
-  const projects = new Map((await ctx.api.listProjects()).map((p) => [p.name, p.config ?? {}]));
+  const projects = await projectConfigs();
   const now = new Set<string>();
   const byConfig = new Set<string>();
   for (const item of instances) {
@@ -261,14 +268,19 @@ async function otherDrivers(ctx: RunContext, plan: RestorePlanItem[]): Promise<U
  * masked first (so a replace under the backup's own name meets no clash, but one that replaces
  * another instance, --target-name OTHER --replace, may).
  */
-async function leaveClashingCopiesStopped(ctx: RunContext, plan: RestorePlanItem[], maps: Mappings | undefined): Promise<void> {
+async function leaveClashingCopiesStopped(
+  ctx: RunContext,
+  plan: RestorePlanItem[],
+  maps: Mappings | undefined,
+  projectConfigs: () => Promise<Map<string, Record<string, string>>>,
+): Promise<void> {
   const candidates = plan
     .filter((i) => i.action !== 'skip' && i.dest.kind === 'instance' && i.start)
     .map((item) => ({ item, addresses: fixedAddressesOf(item, maps) }))
     .filter((c) => c.addresses.length);
   if (!candidates.length) return;
-  const [instances, projects] = await Promise.all([ctx.api.listAllInstances(), ctx.api.listProjects()]);
-  const ownNetworks = new Set(projects.filter((p) => ownsFeature(p.config, 'networks')).map((p) => p.name));
+  const [instances, projects] = await Promise.all([ctx.api.listAllInstances(), projectConfigs()]);
+  const ownNetworks = new Set([...projects].filter(([, config]) => ownsFeature(config, 'networks')).map(([name]) => name));
   const networkProject = (p: string) => (ownNetworks.has(p) ? p : 'default');
   for (const { item, addresses } of candidates) {
     const others = item.action === 'replace' ? instances.filter((i) => (i.project ?? 'default') !== item.dest.project || i.name !== item.dest.name) : instances;

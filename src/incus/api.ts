@@ -62,6 +62,10 @@ export class IncusApi {
   listProjects(): Promise<Project[]> {
     return this.client.get<Project[]>('/1.0/projects', { query: { recursion: '1' } });
   }
+  /** Every project's config, by name (one listing). */
+  async projectConfigs(): Promise<Map<string, Record<string, string>>> {
+    return new Map((await this.listProjects()).map((p) => [p.name, p.config ?? {}]));
+  }
   getProject(name: string): Promise<Project> {
     return this.client.get<Project>(`/1.0/projects/${enc(name)}`);
   }
