@@ -1,3 +1,5 @@
+import { yamlSections } from './tarrewrite.js';
+
 /**
  * An instance's identity: what makes a restore the same machine rather than a copy of it (its
  * UUIDs, the instance-id cloud-init keys its first-boot work on, its NICs' MACs).
@@ -39,14 +41,9 @@ export function volatileLocked(config: Record<string, string>, type: string | un
 
 type Section = { config?: Record<string, string>; expanded_config?: Record<string, string> };
 
-/** The instance's config maps in a backup YAML: backup/index.yaml has them under `config`. */
+/** The instance's config maps in a backup YAML (see yamlSections). */
 function instanceSections(doc: Record<string, unknown>): Section[] {
-  const out: Section[] = [];
-  for (const s of [doc, (doc.config as Record<string, unknown> | undefined) ?? {}]) {
-    const c = s.container as Section | undefined;
-    if (c && typeof c === 'object') out.push(c);
-  }
-  return out;
+  return yamlSections(doc).flatMap((s) => (s.container && typeof s.container === 'object' ? [s.container as Section] : []));
 }
 
 /** A backup YAML rewrite that gives the instance these identity keys (see backupResource). */

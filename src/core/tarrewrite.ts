@@ -104,6 +104,14 @@ export class TarYamlRewriter extends Transform {
 
 type Devices = Record<string, Record<string, string>>;
 
+/**
+ * Where an Incus backup YAML keeps the instance (`container`) and its profiles: at the top of
+ * backup/<kind>/backup.yaml, under `config` in backup/index.yaml.
+ */
+export function yamlSections(doc: Record<string, unknown>): Record<string, unknown>[] {
+  return [doc, (doc.config as Record<string, unknown> | undefined) ?? {}];
+}
+
 /** Renames, in an instance's backup YAML, what --profile-map/--network-map/--pool-map say. */
 export function mapInstanceYaml(doc: Record<string, unknown>, maps: { profile: Map<string, string>; network: Map<string, string>; pool: Map<string, string> }): void {
   const m = (map: Map<string, string>, v: string) => map.get(v) ?? v;
@@ -113,8 +121,7 @@ export function mapInstanceYaml(doc: Record<string, unknown>, maps: { profile: M
       if (d.type === 'disk' && d.pool) d.pool = m(maps.pool, d.pool);
     }
   };
-  const sections = [doc, (doc.config as Record<string, unknown> | undefined) ?? {}];
-  for (const s of sections) {
+  for (const s of yamlSections(doc)) {
     const c = s.container as { profiles?: string[]; devices?: Devices; expanded_devices?: Devices } | undefined;
     if (c) {
       if (Array.isArray(c.profiles)) c.profiles = c.profiles.map((p) => m(maps.profile, p));
