@@ -25,6 +25,8 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
  * --all-projects backs such projects up: --project must name them too.
  */
 const NOT_IN_PROJECT = /[/\s_'"\u0000-\u001f\u007f]/;
+/** What no name may contain: a path separator, control characters. */
+const NOT_IN_NAME = /[/\u0000-\u001f\u007f]/;
 
 /** Rejects names that could escape the layout or are not Incus names (`/`, `..`, empty). */
 export function checkName(what: string, name: string): string {
@@ -36,7 +38,7 @@ export function checkName(what: string, name: string): string {
   }
   if (what !== 'instance') {
     // Incus takes nearly any volume, pool, profile or network name (spaces, commas, non-ASCII letters).
-    if (!name || name === '.' || name === '..' || /[/\u0000-\u001f\u007f]/.test(name)) {
+    if (!name || name === '.' || name === '..' || NOT_IN_NAME.test(name)) {
       throw new UsageError(`invalid ${what} name "${name}"`, `${what} names cannot be empty, "." or "..", nor contain "/" or control characters`);
     }
     return name;
