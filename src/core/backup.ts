@@ -85,7 +85,8 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       const inst: Instance = await api.getInstance(subject.project, subject.name);
       running = inst.status !== 'Stopped';
       source = { status: inst.status, instanceType: inst.type };
-      const outside = externalDisks(inst);
+      // Said on the first turn only: a resource put off (held by another run) is tried again.
+      const outside = opts.lastTurn ? [] : externalDisks(inst);
       if (outside.length) {
         ui.warn(`${label}: not in its backup, since Incus backs up an instance's own volume only: disk ${outside.join(', ')}; back ${outside.length === 1 ? 'it' : 'them'} up separately`);
       }
@@ -346,7 +347,7 @@ async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, l
   // One that Incus cannot remove is said and left: it does not stand in this backup's way.
   const stuck = (what: string) => (e: unknown) => {
     if (!(e instanceof IncusError)) throw e;
-    if (!e.notFound) ctx.ui.warn(`${label}: could not remove ${what} (${(e as Error).message}); it stays until Incus can remove it`);
+    if (!e.notFound) ctx.ui.warn(`${label}: could not remove ${what} (${e.message}); it stays until Incus can remove it`);
   };
   for (const snap of snapshots.filter(isStaleTmpName)) {
     ctx.ui.warn(`removing temporary snapshot ${snap} left by an interrupted run`);
