@@ -1,10 +1,11 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { DEFAULT_CONFIG_FILE, parseSettings, type FileSettings } from '../core/settings.js';
 import { openBackend } from '../backends/registry.js';
 import type { Backend } from '../backends/types.js';
-import { ExitCode, fileSystemError, IbError, UsageError, type ExitCodeValue } from '../errors.js';
+import { ExitCode, fileSystemError, IbError, InterruptedError, UsageError, type ExitCodeValue } from '../errors.js';
 import { IncusApi } from '../incus/api.js';
 import { IncusClient, resolveSocketPath } from '../incus/client.js';
 import type { RunContext } from '../core/run.js';
@@ -47,6 +48,12 @@ export function checkName(what: string, name: string): string {
     throw new UsageError(`invalid ${what} name "${name}"`, `${what} names are letters, digits, "-", "_" and "." and cannot contain "/" or ".."`);
   }
   return name;
+}
+
+/** The ansi-colors instance enquirer draws with. */
+function enquirerColors(): { enabled: boolean } {
+  const fromHere = createRequire(import.meta.url);
+  return createRequire(fromHere.resolve('enquirer'))('ansi-colors') as { enabled: boolean };
 }
 
 /** Options every operational command shares, and the plumbing from them to the core. */
@@ -321,16 +328,52 @@ export abstract class BaseCommand extends Command<IbContext> {
       throw new UsageError(`${question} — refusing without confirmation: no terminal to ask on`, 'pass -y (or --yes) to confirm non-interactively');
     }
     const { default: enquirer } = await import('enquirer');
-    const { ok } = await enquirer.prompt<{ ok: boolean }>({
-      type: 'confirm',
-      name: 'ok',
-      message: question,
-      initial: false,
-      stdin: this.context.stdin as NodeJS.ReadStream,
-      stdout: this.context.stderr as NodeJS.WriteStream,
-      // A terminal that reports 0 columns (a pty nobody sized) made enquirer redraw forever.
-      columns: (this.context.stderr as NodeJS.WriteStream).columns || 80,
-    } as Parameters<typeof enquirer.prompt>[0]);
+    // No colours with --no-color or NO_COLOR: enquirer styles with ansi-colors, which reads
+    // only FORCE_COLOR.
+    if (!this.useColor) enquirerColors().enabled = false;
+    const stdin = this.context.stdin as NodeJS.ReadStream;
+    // End of input (Ctrl-D, the terminal going away) answers nothing. Node's readline closes on
+    // it and pauses the input, which enquirer never notices: the prompt's promise was abandoned
+    // and the process ended with exit 0, as if the run had succeeded. Input paused while the
+    // question is still open is therefore a cancel (a real answer settles the prompt at once).
+    let gone!: () => void;
+    let timer: NodeJS.Timeout | undefined;
+    const closed = new Promise<never>((_, reject) => {
+      gone = () => {
+        this.context.stderr.write('\n'); // ends the question's line
+        reject(new IbError('cancelled: no answer (end of input); nothing was changed', ExitCode.failed));
+      };
+    });
+    const paused = () => {
+      clearTimeout(timer);
+      timer = setTimeout(gone, 100);
+    };
+    stdin.on('pause', paused);
+    stdin.once('end', gone);
+    const asked = enquirer
+      .prompt<{ ok: boolean }>({
+        type: 'confirm',
+        name: 'ok',
+        message: question,
+        initial: false,
+        stdin,
+        stdout: this.context.stderr as NodeJS.WriteStream,
+        // A terminal that reports 0 columns (a pty nobody sized) made enquirer redraw forever.
+        columns: (this.context.stderr as NodeJS.WriteStream).columns || 80,
+      } as Parameters<typeof enquirer.prompt>[0])
+      .catch((e: unknown) => {
+        // Ctrl-C (or Esc) at the question: enquirer rejects with no error, only its empty answer.
+        if (e instanceof Error) throw e;
+        throw new InterruptedError('interrupted at the question: nothing was changed');
+      });
+    let ok: boolean;
+    try {
+      ({ ok } = await Promise.race([asked, closed]));
+    } finally {
+      clearTimeout(timer);
+      stdin.off('pause', paused);
+      stdin.off('end', gone);
+    }
     if (!ok) throw new IbError('cancelled: nothing was changed', ExitCode.failed);
   }
 }
