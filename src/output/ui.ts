@@ -48,7 +48,7 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
     async wait(text, fn) {
       if (!tty || multi) return fn();
       const { default: ora } = await import('ora');
-      const spinner = ora({ text, stream: opts.stream as NodeJS.WriteStream, color: 'cyan', isEnabled: true }).start();
+      const spinner = ora({ text, stream: opts.stream as NodeJS.WriteStream, color: opts.color ? 'cyan' : false, isEnabled: true }).start();
       try {
         return await fn();
       } finally {
@@ -126,7 +126,11 @@ export function createUi(opts: UiOptions): Ui & { stop(): void } {
       };
     },
     stop() {
-      multi?.stop();
+      if (!multi) return;
+      // MultiBar.log() only queues a line for the next redraw (5 a second), and stop() does not
+      // write the queue: without this redraw, warnings of a run's last moments were lost.
+      (multi as unknown as { update(): void }).update();
+      multi.stop();
       multi = undefined;
     },
   };

@@ -7,10 +7,10 @@ import { cliPath, incus, launch, state, tempTarget, testProject } from './helper
  * the confirmation prompt are the ones people see. Output is capped: a redraw loop shows up
  * as a failure, not as a hung test.
  */
-async function onTerminal(args: string[], opts: { columns?: number; answer?: string } = {}): Promise<{ exitCode: number; text: string; bytes: number; raw: string }> {
+async function onTerminal(args: string[], opts: { columns?: number; answer?: string; env?: Record<string, string> } = {}): Promise<{ exitCode: number; text: string; bytes: number; raw: string }> {
   const quoted = ['node', cliPath, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
   const size = opts.columns ? `stty cols ${opts.columns} rows 40; ` : '';
-  const child = execa('script', ['-qec', `${size}${quoted}`, '/dev/null'], { reject: false, timeout: 60_000, maxBuffer: 1 << 20, env: { TERM: 'xterm' } });
+  const child = execa('script', ['-qec', `${size}${quoted}`, '/dev/null'], { reject: false, timeout: 60_000, maxBuffer: 1 << 20, env: { TERM: 'xterm', ...opts.env } });
   if (opts.answer !== undefined) {
     // Answer once the prompt is up.
     const answer = opts.answer;
@@ -80,5 +80,32 @@ describe('on a terminal', () => {
     expect(r.bytes).toBeLessThan(200_000);
     expect(r.text).toMatch(/t4: done/);
     expect(await state(P, 't4')).toBe('Running');
+  });
+
+  it('Ctrl-C at the question is an interrupt (exit 130), not a bug; nothing is changed', async () => {
+    const r = await onTerminal(['restore', 'instance', 't1', '--target-name', 't5', '--project', P, '--target', target.uri], { columns: 120, answer: '\x03' });
+    expect(r.exitCode, r.text).toBe(130);
+    expect(r.text).toContain('interrupted at the question: nothing was changed');
+    expect(r.text).not.toContain('Bug');
+    await expect(incus('info', 't5', '--project', P)).rejects.toThrow();
+  });
+
+  it('end of input (Ctrl-D) at the question cancels with exit 1, not a silent exit 0', async () => {
+    const r = await onTerminal(['restore', 'instance', 't1', '--target-name', 't7', '--project', P, '--target', target.uri], { columns: 120, answer: '\x04' });
+    expect(r.exitCode, r.text).toBe(1);
+    expect(r.text).toContain('cancelled: no answer (end of input); nothing was changed');
+    await expect(incus('info', 't7', '--project', P)).rejects.toThrow();
+  });
+
+  it('prints warnings on a terminal too, and NO_COLOR leaves the spinner and the question plain', async () => {
+    // The warnings of a run's last moments used to stay in the progress bars' queue.
+    const b = await onTerminal(['backup', 'instances', 't1', '--no-snapshot', '--project', P, '--target', target.uri], { columns: 120 });
+    expect(b.exitCode, b.text).toBe(0);
+    expect(b.text).toMatch(/warning: instance .*t1: --no-snapshot exports the live filesystem/);
+
+    const r = await onTerminal(['restore', 'instance', 't1', '--target-name', 't6', '--project', P, '--target', target.uri], { columns: 120, answer: 'n\r', env: { NO_COLOR: '1' } });
+    expect(r.exitCode, r.text).toBe(1);
+    expect(r.text).toContain('Restore 1 item(s)? (y/N)');
+    expect(r.raw).not.toMatch(/\x1b\[(3\d|1|2|22|39)m/);
   });
 });
