@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { promises as fs, statSync } from 'node:fs';
+import { promises as fs, readdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 /** Private by default: backups hold whole filesystems. */
@@ -64,6 +64,26 @@ export function pathKind(path: string): 'directory' | 'missing' | 'other' {
     if (code === 'ENOTDIR') return 'other';
     throw e;
   }
+}
+
+/**
+ * What an existing directory holds, as far as a target goes: a restic repository (its `config`
+ * file and `keys/`), a directory target (its metadata.json), nothing (lost+found aside: a fresh
+ * file system's mount point is empty), or something else. Pointing one kind of target at the
+ * other, or a new target at a directory in use (`dir:/srv` for `dir:/srv/backups`), must be
+ * refused rather than mixed in.
+ */
+export function directoryHolds(path: string): 'restic' | 'dir-target' | 'empty' | 'other' {
+  const isFile = (name: string) => {
+    try {
+      return statSync(join(path, name)).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (isFile('config') && pathKind(join(path, 'keys')) === 'directory') return 'restic';
+  if (isFile('metadata.json')) return 'dir-target';
+  return readdirSync(path).every((e) => e === 'lost+found') ? 'empty' : 'other';
 }
 
 /** True when `pid` is a live process on this host. */

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { execa } from 'execa';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -108,3 +109,46 @@ describe('the CLI surface', () => {
     expect(unknown.stderr).toMatch(/Command not found/);
   });
 });
+
+describe('a target of the other kind, or a directory in use', () => {
+  it('refuses dir: for a restic repository and restic: for a directory target, and does not set up a target among other files', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'ib-kinds-'));
+    const pw = join(base, 'pw');
+    writeFileSync(pw, 'kinds-secret\n', { mode: 0o600 });
+    const env = { RESTIC_PASSWORD_FILE: pw };
+    const repoDir = join(base, 'repo');
+    await execa('restic', ['init', '--repo', repoDir], { env });
+    const dirTarget = join(base, 'dirtarget');
+    expect((await cli(['backup', 'config', '--target', `dir:${dirTarget}`, '-q'])).exitCode).toBe(0);
+    const busy = join(base, 'busy');
+    mkdirSync(busy);
+    writeFileSync(join(busy, 'notes.txt'), 'not a backup\n');
+
+    for (const [args, msg, hint] of [
+      [['list', '--target', `dir:${repoDir}`], /^Error: dir:\S+\/repo is a restic repository, not a directory target$/m, /^Hint: use --target restic:\S+\/repo$/m],
+      [['backup', 'config', '--target', `dir:${repoDir}`], /is a restic repository/, /restic:/],
+      [['list', '--target', `restic:${dirTarget}`], /^Error: restic:\S+\/dirtarget is a directory target, not a restic repository$/m, /^Hint: use --target dir:\S+\/dirtarget$/m],
+      [['backup', 'config', '--target', `restic:${dirTarget}`], /is a directory target/, /dir:/],
+      [['backup', 'config', '--target', `dir:${busy}`], /^Error: dir:\S+\/busy is not empty and is not a directory target \(it has no metadata\.json\)$/m, /busy\/incus-backup/],
+      [['backup', 'config', '--target', `restic:${busy}`], /^Error: restic:\S+\/busy is not empty and is not a restic repository$/m, /busy\/restic/],
+      [['list', '--target', `restic:${repoDir}`, '--password-file', base], /^Error: cannot get the password for restic repository \S+: .*is a directory$/m, /--password-file/],
+    ] as const) {
+      const r = await cli([...args], env);
+      expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr).toMatch(hint);
+      expect(r.stderr).not.toMatch(/Bug:|\n\s+at /);
+    }
+    // Nothing of the other kind was written into either, nor into the busy directory.
+    expect(existsSync(join(repoDir, 'metadata.json'))).toBe(false);
+    expect(existsSync(join(dirTarget, 'keys'))).toBe(false);
+    expect(existsSync(join(busy, 'metadata.json'))).toBe(false);
+    expect(existsSync(join(busy, 'config'))).toBe(false);
+    // An empty file system's mount point (lost+found only) is fine.
+    const mount = join(base, 'mount');
+    mkdirSync(join(mount, 'lost+found'), { recursive: true });
+    expect((await cli(['backup', 'config', '--target', `dir:${mount}`, '-q'])).exitCode).toBe(0);
+    expect(existsSync(join(mount, 'metadata.json'))).toBe(true);
+  });
+});
+

@@ -526,7 +526,7 @@ describe('restic target, local repository', () => {
     const none = await cli(['list', '--project', P, '--target', uri], { RESTIC_PASSWORD: '', RESTIC_PASSWORD_FILE: '', RESTIC_PASSWORD_COMMAND: '' });
     expect(none.exitCode).toBe(2);
     expect(none.stderr).toMatch(/^Error: no password set for restic repository/m);
-    expect(none.stderr).toMatch(/^Hint: set RESTIC_PASSWORD_FILE/m);
+    expect(none.stderr).toMatch(/^Hint: pass --password-file FILE, or set RESTIC_PASSWORD_FILE/m);
 
     const missing = await cli(['list', '--project', P, '--target', `restic:${join(work, 'nope')}`], env);
     expect(missing.exitCode).toBe(2);

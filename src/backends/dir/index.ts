@@ -6,7 +6,7 @@ import { isAbsolute, join, normalize } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { compressor, decompressor, EXTENSIONS } from '../../core/compression.js';
-import { DIR_MODE, exists, FILE_MODE, fsyncPath, mkdirPrivate, pathKind, pidAlive, writeFileAtomic } from '../../core/fsutil.js';
+import { DIR_MODE, directoryHolds, exists, FILE_MODE, fsyncPath, mkdirPrivate, pathKind, pidAlive, writeFileAtomic } from '../../core/fsutil.js';
 import { HashingStream } from '../../core/hashing.js';
 import { formatTimestamp, ManifestError, parseManifest, compareManifests, type Manifest } from '../../core/manifest.js';
 import { SERVER_WIDE, type ResourceKey } from '../../core/types.js';
@@ -27,10 +27,12 @@ import type {
   ProblemKind,
   WriteRequest,
 } from '../types.js';
-import { acquireLock } from './lock.js';
+import { acquireLock, LOCK_FILE } from './lock.js';
 
 const STAGING = '.staging';
 const TRASH = '.trash';
+/** What a target's root holds besides metadata.json (a target that lost it is still one). */
+const LAYOUT = new Set(['instances', 'volumes', 'images', 'config', STAGING, TRASH, LOCK_FILE, `${LOCK_FILE}.takeover`, 'lost+found']);
 const TS_DIR = /^\d{8}T\d{6}Z(-\d+)?$/;
 
 
@@ -67,7 +69,16 @@ export class DirBackend implements Backend {
   }
 
   async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
-    this.rootExists();
+    if (this.rootExists()) {
+      const holds = this.notResticRepository();
+      if (holds === 'other' && !(await fs.readdir(this.root)).every((e) => LAYOUT.has(e))) {
+        // `dir:/srv` typed for `dir:/srv/backups` would scatter a backup tree among its files.
+        throw new UsageError(
+          `${this.uri} is not empty and is not a directory target (it has no metadata.json)`,
+          `point --target at a new or empty directory, e.g. dir:${join(this.root, 'incus-backup')}`,
+        );
+      }
+    }
     if (!(await exists(join(this.root, 'metadata.json')))) {
       await mkdirPrivate(this.root);
       await writeFileAtomic(
@@ -113,6 +124,14 @@ export class DirBackend implements Backend {
     if (!this.rootExists()) {
       throw new UsageError(`target ${this.uri} does not exist`, 'check the path, or run a backup to create it');
     }
+    this.notResticRepository();
+  }
+
+  /** Refuses a restic repository given as dir: (its `config` file is no config backup). */
+  private notResticRepository(): ReturnType<typeof directoryHolds> {
+    const holds = directoryHolds(this.root);
+    if (holds === 'restic') throw new UsageError(`${this.uri} is a restic repository, not a directory target`, `use --target restic:${this.root}`);
+    return holds;
   }
 
   /** Whether the target exists; a file (or anything but a directory) there is bad input. */
@@ -428,7 +447,8 @@ async function readdirSafe(dir: string): Promise<string[]> {
   try {
     return (await fs.readdir(dir, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    // Missing, or a file where a directory was expected (nothing of ours is there).
+    if (['ENOENT', 'ENOTDIR'].includes((e as NodeJS.ErrnoException).code ?? '')) return [];
     throw e;
   }
 }

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
-import { pathKind } from '../../core/fsutil.js';
+import { directoryHolds, pathKind } from '../../core/fsutil.js';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
 import { keyLabel, type ResourceKey } from '../../core/types.js';
 import { IbError, UsageError } from '../../errors.js';
@@ -109,7 +109,7 @@ export class ResticBackend implements Backend {
     if (!hasCredential(env, opts.passwordFile)) {
       throw new UsageError(
         `no password set for restic repository ${redactRepository(repository)}`,
-        'set RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD / RESTIC_PASSWORD_COMMAND) in the environment',
+        'pass --password-file FILE, or set RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD / RESTIC_PASSWORD_COMMAND), or restic.password_file in the configuration file',
       );
     }
     this.restic = new Restic({ ...opts, repository, env, onRetry: (line) => this.onWarning(`restic: ${line}`) });
@@ -194,6 +194,11 @@ export class ResticBackend implements Backend {
   }
 
   private async init(): Promise<void> {
+    const local = localRepository(this.repository);
+    // restic would initialise a repository among whatever the directory holds.
+    if (local !== undefined && pathKind(local) === 'directory' && directoryHolds(local) === 'other') {
+      throw new UsageError(`${this.uri} is not empty and is not a restic repository`, `point --target at a new or empty directory, e.g. restic:${join(local, 'restic')}`);
+    }
     try {
       await this.run(['init', '--json']);
     } catch (e) {
@@ -815,18 +820,29 @@ function archiveDumpArgs(entry: BackupEntry): string[] {
 /** restic's repository backends other than a local directory (`local:` is a path too). */
 const RESTIC_REMOTE = /^(sftp|rest|s3|b2|azure|gs|swift|rclone):/;
 
+/** The directory of a repository on a local path; undefined for a remote one. */
+function localRepository(repository: string): string | undefined {
+  return RESTIC_REMOTE.test(repository) ? undefined : repository.replace(/^local:/, '');
+}
+
 /** The factory with the options the CLI may add later (e.g. --password-file). */
 export function createResticBackend(rest: string, uri: string, opts: ResticBackendOptions = {}): ResticBackend {
   if (!rest) throw new UsageError('restic: target needs a repository', 'e.g. --target restic:/srv/restic or restic:rest:http://host:8000/repo');
   // restic reads a string without a backend prefix as a local path, relative to wherever the
   // command runs: a nightly job started from another directory would write somewhere else.
-  const local = RESTIC_REMOTE.test(rest) ? undefined : rest.replace(/^local:/, '');
+  const local = localRepository(rest);
   if (local !== undefined && !local.startsWith('/')) {
     throw new UsageError(`restic repository "${local}" is not an absolute path`, `use e.g. restic:${join('/srv', local)}, or a backend such as restic:rest:http://host:8000/repo`);
   }
   // restic would retry a repository it cannot open for many minutes, even a file.
-  if (local !== undefined && pathKind(local) === 'other') {
+  const kind = local === undefined ? 'missing' : pathKind(local);
+  if (kind === 'other') {
     throw new UsageError(`restic repository ${local} is not a directory`, 'point --target at the repository directory (a backup creates one that does not exist yet)');
+  }
+  // A directory target is no repository: restic would call it one with a wrong password (its
+  // `config/` looks like restic's config) or initialise a repository among its backups.
+  if (kind === 'directory' && directoryHolds(local!) === 'dir-target') {
+    throw new UsageError(`${uri} is a directory target, not a restic repository`, `use --target dir:${local}`);
   }
   // The target as shown in messages: a rest-server password in the URL stays out of them.
   return new ResticBackend(rest, uri.startsWith('restic:') ? `restic:${redactRepository(rest)}` : uri, opts);

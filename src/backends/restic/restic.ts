@@ -207,6 +207,15 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
         : 'check the storage behind the repository; nothing was kept',
     );
   }
+  if (/Resolving password failed/i.test(detail)) {
+    // A password file that is a directory, a password command that fails: the user's setting.
+    return new ResticError(
+      `cannot get the password for restic repository ${repo}: ${detail.replace(/^.*Resolving password failed:\s*/i, '')}`,
+      code,
+      ExitCode.usage,
+      'check --password-file (a readable file), RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND (a command that prints the password)',
+    );
+  }
   if (ctx.unreachable || (code === RESTIC_EXIT.fatal && NETWORK.test(detail))) {
     return new ResticError(
       `cannot reach the restic repository ${repo}${detail ? `: ${lastCause(detail)}` : ''}`,
@@ -243,7 +252,7 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
         `wrong password for restic repository ${repo} (no key matches it)`,
         code,
         ExitCode.usage,
-        'check RESTIC_PASSWORD, RESTIC_PASSWORD_FILE or RESTIC_PASSWORD_COMMAND',
+        'check the password: --password-file, RESTIC_PASSWORD_FILE, RESTIC_PASSWORD or RESTIC_PASSWORD_COMMAND',
       );
     case RESTIC_EXIT.interrupted:
       return new InterruptedError(`restic ${ctx.command} was interrupted`);
