@@ -131,10 +131,21 @@ export abstract class BaseCommand extends Command<IbContext> {
       return v as LogLevel;
     };
     if (f.parallel !== undefined && f.parallel < 1) throw new UsageError(`${this.settings().file}: parallel must be >= 1`, 'fix the file');
+    const project = this.resolve('project', this.projectFlag, 'INCUS_BACKUP_PROJECT', str, f.project, 'default');
+    let allProjects = this.resolve('all-projects', this.allProjectsFlag, 'INCUS_BACKUP_ALL_PROJECTS', bool, f.all_projects, false);
+    if (allProjects.value && project.source !== 'default') {
+      // One project and every project: the more direct setting (flag > environment > file)
+      // wins; given at the same level they contradict each other.
+      const rank = (source: string) => (source.startsWith('--') ? 3 : source === this.settings().file ? 1 : 2);
+      if (rank(project.source) === rank(allProjects.source)) {
+        throw new UsageError(`${project.source} and ${allProjects.source} exclude each other`, 'name one project with --project, or every project with --all-projects');
+      }
+      if (rank(project.source) > rank(allProjects.source)) allProjects = { value: false, source: project.source };
+    }
     return {
       target: this.resolve<string | undefined>('target', this.targetFlag, 'INCUS_BACKUP_TARGET', str, f.target, undefined),
-      project: this.resolve('project', this.projectFlag, 'INCUS_BACKUP_PROJECT', str, f.project, 'default'),
-      allProjects: this.resolve('all-projects', this.allProjectsFlag, 'INCUS_BACKUP_ALL_PROJECTS', bool, f.all_projects, false),
+      project,
+      allProjects,
       parallel: this.resolve('parallel', this.parallelFlag, 'INCUS_BACKUP_PARALLEL', parallel, f.parallel, 1),
       logLevel: this.resolve('log-level', this.logLevelFlag, 'INCUS_BACKUP_LOG_LEVEL', level, f.log?.level, 'info' as const),
       logFile: this.resolve<string | undefined>('log-file', this.logFileFlag, 'INCUS_BACKUP_LOG_FILE', str, f.log?.file, undefined),

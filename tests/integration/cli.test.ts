@@ -104,6 +104,13 @@ describe('the CLI surface', () => {
     const output = await cli(['list', '--target', 'dir:/tmp', '--output', 'xml']);
     expect(output.exitCode).toBe(2);
     expect(output.stderr).toMatch(/Invalid value for --output/);
+    const both = await cli(['backup', 'instances', '--project', 'p1', '--all-projects', '--target', 'dir:/nonexistent/ib-target', '--dry-run']);
+    expect(both.exitCode).toBe(2);
+    expect(both.stderr).toMatch(/^Error: --project and --all-projects exclude each other$/m);
+    // At different levels the more direct one wins: --project over INCUS_BACKUP_ALL_PROJECTS.
+    const shown = await cli(['config', 'show', '--project', 'p1', '--output', 'json'], { INCUS_BACKUP_ALL_PROJECTS: '1' });
+    expect(shown.exitCode, shown.stderr).toBe(0);
+    expect(JSON.parse(shown.stdout)).toContainEqual({ key: 'all_projects', value: 'false', source: '--project' });
     const unknown = await cli(['lsit']);
     expect(unknown.exitCode).toBe(2);
     expect(unknown.stderr).toMatch(/Command not found/);
