@@ -231,7 +231,7 @@ export abstract class BaseCommand extends Command<IbContext> {
       this.logLevel === 'debug'
         ? (e: { method: string; path: string; status: number; ms: number }) => {
             this.context.stderr.write(`debug: incus ${e.method} ${e.path} → ${e.status} (${e.ms} ms)\n`);
-            file?.write({ level: 'debug', message: `incus ${e.method} ${e.path}`, operation: 'incus-request', durationMs: e.ms, resource: String(e.status) });
+            file?.write({ level: 'debug', message: `incus ${e.method} ${e.path}`, operation: 'incus-request', durationMs: e.ms, status: e.status });
           }
         : undefined;
     const client = new IncusClient(resolveSocketPath(this.context.env), log, (msg) => this.ui().warn(msg));

@@ -15,6 +15,8 @@ export interface LogEvent {
   bytes?: number;
   durationMs?: number;
   error?: string;
+  /** HTTP status of an Incus request (debug level). */
+  status?: number;
 }
 
 /**

@@ -129,11 +129,14 @@ describe('operator experience', () => {
   it('config show never prints the password file contents', async () => {
     const pw = join(target.dir, 'pw');
     writeFileSync(pw, 'correct-horse-battery-staple\n', { mode: 0o600 });
-    const r = await cli(['config', 'show', '--password-file', pw], { RESTIC_PASSWORD: 'env-secret-value' });
+    const r = await cli(['config', 'show', '--password-file', pw, '--target', 'restic:rest:http://alice:url-secret-pw@127.0.0.1:1/repo'], { RESTIC_PASSWORD: 'env-secret-value' });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).toContain(pw);
     expect(r.stdout + r.stderr).not.toContain('correct-horse');
     expect(r.stdout + r.stderr).not.toContain('env-secret-value');
+    // Nor a rest-server password in the target's URL.
+    expect(r.stdout + r.stderr).not.toContain('url-secret-pw');
+    expect(r.stdout).toContain('restic:rest:http://alice:***@127.0.0.1:1/repo');
     expect(r.stdout).toMatch(/RESTIC_PASSWORD .*<redacted>/);
   });
 
@@ -144,7 +147,7 @@ describe('operator experience', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(events[0]).toMatchObject({ level: 'info', operation: 'backup instances' });
-    expect(events.some((e) => e.operation === 'incus-request' && String(e.message).startsWith('incus GET /1.0/instances/a2'))).toBe(true);
+    expect(events.some((e) => e.operation === 'incus-request' && String(e.message).startsWith('incus GET /1.0/instances/a2') && e.status === 200 && e.resource === undefined)).toBe(true);
     const done = events.find((e) => e.level === 'info' && String(e.resource).includes('a2') && String(e.message).startsWith('done'));
     expect(done).toBeDefined();
     expect(Number(done!.bytes)).toBeGreaterThan(1000);

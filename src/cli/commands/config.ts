@@ -1,4 +1,5 @@
 import { Command, Option } from 'clipanion';
+import { redactRepository } from '../../backends/restic/restic.js';
 import {
   applyChange,
   captureConfig,
@@ -178,7 +179,8 @@ export class ConfigShowCommand extends BaseCommand {
     const add = (key: string, v: { value: unknown; source: string }) => {
       if (v.value !== undefined) rows.push({ key, value: String(v.value), source: v.source });
     };
-    add('target', e.target);
+    // A rest-server or S3 URL may carry a password.
+    add('target', { ...e.target, value: e.target.value === undefined ? undefined : redactRepository(e.target.value) });
     add('project', e.project);
     add('all_projects', e.allProjects);
     add('parallel', e.parallel);
