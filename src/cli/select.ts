@@ -1,4 +1,5 @@
-import type { Backend, BackupEntry, ListFilter } from '../backends/types.js';
+import type { Backend, BackupEntry, BrokenBackup, ListFilter } from '../backends/types.js';
+import { compareTimestamps } from '../core/manifest.js';
 import { SERVER_WIDE, type ResourceType } from '../core/types.js';
 import { Option } from 'clipanion';
 import * as t from 'typanion';
@@ -49,13 +50,22 @@ export function missedRun(entry: BackupEntry, runs: Map<string, string>): string
 }
 
 /** Picks one version of one resource: an exact --version, or the newest complete backup. */
-export function pickVersion(versions: BackupEntry[], label: string, version?: string): BackupEntry {
+export function pickVersion(versions: BackupEntry[], label: string, version?: string, damaged: BrokenBackup[] = []): BackupEntry {
+  // A version that is there but cannot be used is named as such, not as missing.
+  const bad = damaged.find((b) => !version || b.key.timestamp === version);
+  if (bad && (version || versions.length === 0)) {
+    throw new UsageError(
+      `${label}${bad.key.timestamp ? ` ${bad.key.timestamp}` : ''} is damaged (${bad.problem})`,
+      versions.length ? `\`incus-backup verify\` says more; pick another version with --version (\`incus-backup list\` shows them)` : '`incus-backup verify` says more',
+    );
+  }
   if (versions.length === 0) throw new UsageError(`no backup of ${label} in the target`, 'run `incus-backup list` to see what the target holds');
   if (!version) return versions[versions.length - 1]!;
   const hit = versions.find((v) => v.manifest.timestamp === version);
   if (!hit) {
     const have = versions.slice(-5).map((v) => v.manifest.timestamp).join(', ');
-    throw new UsageError(`${label} has no backup with version ${version}`, `available (newest last): ${have}`);
+    const older = versions.length > 5 ? ` (and ${versions.length - 5} older: \`incus-backup list\`)` : '';
+    throw new UsageError(`${label} has no backup with version ${version}`, `available (newest last): ${have}${older}`);
   }
   return hit;
 }
@@ -71,6 +81,7 @@ export async function selectBackups(
   projects: string[],
   refs: { name: string; pool?: string }[],
   version?: string,
+  warn?: (msg: string) => void,
 ): Promise<BackupEntry[]> {
   // Narrowed where that is one resource or one project: a directory target then reads only those.
   const [one] = refs.length === 1 ? refs : [];
@@ -79,16 +90,26 @@ export async function selectBackups(
     ...(projects.length === 1 ? { project: projects[0]! } : {}),
     ...(one ? { name: one.name, ...(one.pool ? { pool: one.pool } : {}) } : {}),
   };
-  const groups = groupByResource((await backend.list(filter)).filter((e) => projects.includes(e.manifest.project)));
+  const { entries, broken } = await backend.scan(filter);
+  const groups = groupByResource(entries.filter((e) => projects.includes(e.manifest.project)));
+  const damagedOf = (k: { type: string; project: string; pool?: string | undefined; name: string }) =>
+    broken.filter((b) => !b.leftover && b.key.type === k.type && b.key.project === k.project && b.key.name === k.name && (b.key.pool ?? undefined) === k.pool);
   const out: BackupEntry[] = [];
   for (const project of projects) {
     if (refs.length) {
       for (const r of refs) {
         const label = `${type} ${project}/${r.pool ? `${r.pool}/` : ''}${r.name}`;
         const versions = groups.get(groupKey({ type, project, ...r })) ?? [];
-        const elsewhere = versions.length || projects.length > 1 ? undefined : await elsewhereHint(backend, { type, project, name: r.name, ...(r.pool ? { pool: r.pool } : {}) });
+        const damaged = damagedOf({ type, project, ...r });
+        const elsewhere = versions.length || damaged.length || projects.length > 1 ? undefined : await elsewhereHint(backend, { type, project, name: r.name, ...(r.pool ? { pool: r.pool } : {}) });
         if (elsewhere) throw new UsageError(`no backup of ${label} in the target`, elsewhere);
-        out.push(pickVersion(versions, label, version));
+        const picked = pickVersion(versions, label, version, damaged);
+        // The newest is damaged: an older one is restored, which must not go unsaid.
+        const newer = version ? undefined : damaged.filter((b) => b.key.timestamp && compareTimestamps(b.key.timestamp, picked.manifest.timestamp) > 0)
+          .sort((a, b) => compareTimestamps(a.key.timestamp!, b.key.timestamp!))
+          .at(-1);
+        if (newer) warn?.(`${label}: the newest backup (${newer.key.timestamp}) is damaged (${newer.problem}); ${picked.manifest.timestamp} is used instead`);
+        out.push(picked);
       }
     } else {
       for (const versions of groups.values()) {

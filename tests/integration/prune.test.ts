@@ -94,6 +94,11 @@ describe('prune on a directory target', () => {
     expect(p.stderr).toContain(`${aVersions[0]}: protected`);
     const manifest = JSON.parse(readFileSync(join(t.dir, 'instances', proj.name, 'a', aVersions[0]!, 'manifest.json'), 'utf8')) as { protected?: boolean };
     expect(manifest.protected).toBe(true);
+    // list shows which backups are protected.
+    const listed = await cli(['list', 'instances', 'a', '--project', proj.name, '--target', t.uri]);
+    expect(listed.stdout).toMatch(/│ PROTECTED │/);
+    expect(listed.stdout).toMatch(new RegExp(`${aVersions[0]} .*│ yes +│`));
+    expect(listed.stdout).not.toMatch(new RegExp(`${aVersions[1]} .*│ yes +│`));
 
     const r = await prune(t, 'instances', 'a', '--keep', '1', '-y');
     expect(r.exitCode, r.stderr).toBe(0);

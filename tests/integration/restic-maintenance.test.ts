@@ -183,6 +183,8 @@ describe('verify, protect and prune on a restic target', () => {
     expect(versions).toHaveLength(3);
     const p = await run(['protect', 'instances', 'm1', '--version', versions[0]!]);
     expect(p.exitCode, p.stderr).toBe(0);
+    const listed = parseJson<{ timestamp: string; protected: boolean }[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout);
+    expect(listed.map((v) => [v.timestamp, v.protected])).toEqual(versions.map((v, i) => [v, i === 0]));
     const dry = await run(['prune', 'instances', 'm1', '--keep-last', '1', '--dry-run']);
     expect(dry.exitCode, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(new RegExp(`${versions[0]}.*keep.*protected`));

@@ -104,6 +104,30 @@ describe('verify on a directory target', () => {
     const line = r.stdout.split('\n').find((l) => l.includes(t.versions[1]!));
     expect(line).toMatch(/damaged .*invalid manifest: not valid JSON/);
     expect(r.stderr).toContain('1 ok, 1 damaged');
+
+    // list leaves it out (nothing could restore it) but says so, naming it.
+    const [good, bad] = t.versions as [string, string];
+    const list = await cli(['list', '--project', proj.name, '--target', t.uri]);
+    expect(list.exitCode, list.stderr).toBe(0);
+    expect(list.stdout).toContain(good);
+    expect(list.stdout).not.toContain(bad);
+    expect(list.stderr).toMatch(new RegExp(`warning: 1 damaged backup\\(s\\) not listed \\(instance ${proj.name}/c1 ${bad}\\); \`incus-backup verify\` says what is wrong`));
+    // A restore of the newest falls back to the older one, loudly; asked for by version, it is named as damaged.
+    const newest = await cli(['restore', 'instance', 'c1', '--target-name', 'c9', '--dry-run', '--project', proj.name, '--target', t.uri]);
+    expect(newest.exitCode, newest.stderr).toBe(0);
+    expect(newest.stdout).toContain(good);
+    expect(newest.stderr).toMatch(new RegExp(`warning: instance ${proj.name}/c1: the newest backup \\(${bad}\\) is damaged \\(invalid manifest.*\\); ${good} is used instead`));
+    const named = await cli(['restore', 'instance', 'c1', '--version', bad, '--target-name', 'c9', '--dry-run', '--project', proj.name, '--target', t.uri]);
+    expect(named.exitCode).toBe(2);
+    expect(named.stderr).toMatch(new RegExp(`^Error: instance ${proj.name}/c1 ${bad} is damaged \\(invalid manifest`, 'm'));
+    expect(named.stderr).toMatch(/^Hint: `incus-backup verify` says more; pick another version/m);
+  });
+
+  it('restore all with a --version older than every backup says so (not "no backups found")', async () => {
+    const r = await cli(['restore', 'all', '--version', '20200101T000000Z', '--dry-run', '--project', proj.name, '--target', base.uri]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/^Error: no backup in dir:\S+ for project \S+ is from --version 20200101T000000Z or before$/m);
+    expect(r.stderr).toMatch(/^Hint: the oldest is \d{8}T\d{6}Z; `incus-backup list` shows them all$/m);
   });
 
   it('accepts the restic read options on a dir target and rejects bad input with exit 2', async () => {

@@ -32,7 +32,7 @@ export class ListCommand extends BaseCommand {
       ...(name ? { name } : {}),
       ...(pool ? { pool } : {}),
     };
-    const entries = await backend.list(filter);
+    const { entries, broken } = await backend.scan(filter);
     this.print(
       entries,
       [
@@ -42,9 +42,17 @@ export class ListCommand extends BaseCommand {
         { header: 'VERSION', value: (e) => e.manifest.timestamp },
         { header: 'SIZE', value: (e) => humanBytes(e.manifest.archive.storedSize) },
         { header: 'MODE', value: (e) => e.manifest.consistency.mode },
+        { header: 'PROTECTED', value: (e) => (e.manifest.protected ? 'yes' : '') },
       ],
       toListData,
     );
+    // A backup that cannot be read is not listed (restore could not use it), but not hidden either.
+    const damaged = broken.filter((b) => !b.leftover);
+    if (damaged.length) {
+      const named = damaged.slice(0, 3).map((b) => [b.key.type, [b.key.project, b.key.pool, b.key.name].filter(Boolean).join('/'), b.key.timestamp].filter(Boolean).join(' '));
+      const more = damaged.length > 3 ? ` and ${damaged.length - 3} more` : '';
+      this.ui().warn(`${damaged.length} damaged backup(s) not listed (${named.join(', ')}${more}); \`incus-backup verify\` says what is wrong`);
+    }
     if (entries.length === 0 && this.format === 'table') this.context.stderr.write('no backups found\n');
     const elsewhere = holdsProject(entries.map((e) => e.manifest)) ? undefined : await elsewhereHint(backend, filter);
     if (elsewhere) this.context.stderr.write(`${elsewhere}\n`);
@@ -65,6 +73,7 @@ export function toListData(e: BackupEntry): Record<string, unknown> {
     consistency: m.consistency.mode,
     instant: m.consistency.instant,
     location: e.location,
+    protected: m.protected === true,
     ...(e.dataAdded !== undefined ? { dataAdded: e.dataAdded } : {}),
   };
 }

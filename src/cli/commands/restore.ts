@@ -228,7 +228,7 @@ abstract class RestoreCommand extends RestoreBase {
       backend.readAhead?.({ type: this.type, project: projects[0]!, name: ref.name, ...(ref.pool ? { pool: ref.pool } : {}) }, ctx.signal);
     }
     const { plan, refusal, missing } = await ctx.ui.wait('reading the target and planning', async () => {
-      const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version);
+      const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version, (m) => ctx.ui.warn(m));
       if (entries.length === 0) {
         const elsewhere = projects?.length === 1 ? await elsewhereHint(backend, { type: this.type, project: projects[0]! }) : undefined;
         throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, elsewhere ?? 'check --project and --target; `incus-backup list` shows what is there');
@@ -361,6 +361,13 @@ export class RestoreAllCommand extends RestoreBase {
     const configScope = project ? { project: mapName(opts.maps.project, project) } : {};
     const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), configScope, this.force, opts.maps) : undefined;
     if (!chosen.length && !config) {
+      const older = all.filter((e) => e.manifest.type !== 'config').map((e) => e.manifest.timestamp).sort(compareTimestamps);
+      if (this.version && older.length) {
+        throw new UsageError(
+          `no backup in ${backend.uri}${project ? ` for project ${project}` : ''} is from --version ${this.version} or before`,
+          `the oldest is ${older[0]}; \`incus-backup list\` shows them all`,
+        );
+      }
       const elsewhere = project ? await elsewhereHint(backend, { project }) : undefined;
       throw new UsageError(`no backups found in ${backend.uri}${project ? ` for project ${project}` : ''}`, elsewhere ?? 'check --project and --target');
     }
