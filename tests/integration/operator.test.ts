@@ -26,7 +26,7 @@ describe('operator experience', () => {
     expect(r.exitCode, r.stderr).toBe(3);
     const rows = parseJson<{ name: string; status: string; error?: string }[]>(r.stdout);
     expect(rows.map((x) => `${x.name}:${x.status}`)).toEqual(['a1:ok', 'missing-one:failed', 'a2:ok', 'a3:ok']);
-    expect(rows[1]!.error).toMatch(/not found/i);
+    expect(rows[1]!.error).toBe(`instance ${P}/missing-one does not exist`);
     const list = parseJson<unknown[]>((await cli(['list', 'instances', '--project', P, '--target', target.uri, '--output', 'json'])).stdout);
     expect(list).toHaveLength(3);
   });
@@ -82,8 +82,21 @@ describe('operator experience', () => {
     expect(r.stdout).toMatch(/^backup: 1 ok; [\d.]+ MiB in [\d.]+ m?s \([^)]*\/s\)$/);
     const bad = await cli(['backup', 'instances', 'a3', 'nope', '-q', '--project', P, '--target', target.uri]);
     expect(bad.exitCode).toBe(3);
-    expect(bad.stderr).toMatch(/^failed: instance .*\/nope: .*not found/im);
+    expect(bad.stderr).toMatch(/^failed: instance .*\/nope: instance .*\/nope does not exist$/m);
+    expect(bad.stderr).toMatch(/^Hint: `incus list --project \S+` shows the instances \(instance .*\/nope\)$/m);
     expect(bad.stdout).toMatch(/^backup: 1 ok, 1 failed; /);
+    // Nothing named is there (a typo): a usage error before the target is touched.
+    const fresh = join(target.dir, 'not-yet');
+    for (const args of [['instances', 'nope'], ['volumes', 'default/nope']]) {
+      const typo = await cli(['backup', ...args, '--project', P, '--target', `dir:${fresh}`]);
+      expect(typo.exitCode, typo.stderr).toBe(2);
+      expect(typo.stderr).toMatch(new RegExp(`^Error: ${args[0] === 'instances' ? 'instance' : 'volume'} ${P}/\\S*nope does not exist\nHint: \`incus (list|storage volume list default) --project ${P}\` shows the`, 'm'));
+      expect(existsSync(fresh)).toBe(false);
+    }
+    // With --all-projects a name is looked for in every project, and reported once.
+    const nowhere = await cli(['backup', 'instances', 'nope-anywhere', '--all-projects', '--target', `dir:${fresh}`, '--dry-run']);
+    expect(nowhere.exitCode).toBe(2);
+    expect(nowhere.stderr).toMatch(/^Error: no project has instance nope-anywhere$/m);
   });
 
   it('--quiet with -y (a cron job) leaves the plan out of a restore and a prune; a dry run still shows it', async () => {

@@ -9,7 +9,7 @@ import { backupImage, imageLabel, irreplaceable } from '../../core/images.js';
 import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool, Semaphore } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
-import { ExitCode, UsageError, type ExitCodeValue } from '../../errors.js';
+import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { subjectLabel, type BackupSubject, type IncusApi } from '../../incus/api.js';
 import { incusAway } from '../../incus/client.js';
 import { BaseCommand, checkName } from '../base.js';
@@ -88,6 +88,40 @@ async function volumeSubjects(api: IncusApi, projects: string[], refs: string[],
   return out;
 }
 
+/**
+ * Of the named instances and volumes, those Incus does not have (one listing per project and
+ * kind). With --all-projects a name is looked for in every project: where it is not, it is
+ * simply not there to back up (`dropped`); only a name found in no project is absent.
+ */
+async function absentSubjects(api: IncusApi, items: BackupItem[], allProjects: boolean): Promise<{ absent: BackupSubject[]; dropped: BackupSubject[] }> {
+  const present = new Map<string, Set<string>>();
+  const has = async (s: BackupSubject) => {
+    const where = `${s.kind} ${s.project}`;
+    if (!present.has(where)) {
+      const names =
+        s.kind === 'instance'
+          ? (await api.client.get<string[]>('/1.0/instances', { project: s.project })).map((u) => decodeURIComponent(u.split('/').pop()!.split('?')[0]!))
+          : (await api.listVolumes(s.project)).map((v) => `${v.pool}/${v.name}`);
+      present.set(where, new Set(names));
+    }
+    return present.get(where)!.has(s.kind === 'volume' ? `${s.pool}/${s.name}` : s.name);
+  };
+  const missing: BackupSubject[] = [];
+  for (const s of items) if ((s.kind === 'instance' || s.kind === 'volume') && !(await has(s))) missing.push(s);
+  if (!allProjects) return { absent: missing, dropped: [] };
+  const nameOf = (s: BackupSubject) => `${s.kind} ${s.kind === 'volume' ? `${s.pool}/` : ''}${s.name}`;
+  const found = new Set(items.filter((s): s is BackupSubject => (s.kind === 'instance' || s.kind === 'volume') && !missing.includes(s)).map(nameOf));
+  // A name in no project is reported once (under the first project), not once per project.
+  const absent = missing.filter((s, i) => !found.has(nameOf(s)) && missing.findIndex((o) => nameOf(o) === nameOf(s)) === i);
+  return { absent, dropped: missing.filter((s) => !absent.includes(s)) };
+}
+
+/** Where `incus` lists what a missing subject could have been called. */
+function whereToLook(s: BackupSubject, allProjects = false): string {
+  const scope = allProjects ? '--all-projects' : `--project ${s.project}`;
+  return s.kind === 'volume' ? `\`incus storage volume list ${s.pool} ${scope}\` shows the volumes` : `\`incus list ${scope}\` shows the instances`;
+}
+
 function itemLabel(s: Exclude<BackupItem, { kind: 'skipped' }>): string {
   return s.kind === 'config' ? 'config' : s.kind === 'image' ? imageLabel(s.project, s.image.fingerprint) : subjectLabel(s);
 }
@@ -131,7 +165,18 @@ abstract class BackupCommand extends BaseCommand {
     if (!this.allProjects && !(await api.projectExists(projects[0]!))) {
       throw new UsageError(`project "${projects[0]}" does not exist on this Incus server`, 'check --project (or project: in the configuration file); `incus project list` shows them');
     }
-    const subjects = await this.subjects(api, projects);
+    let subjects = await this.subjects(api, projects);
+    // A named resource Incus does not have (a typo, a rename) is said so before anything else
+    // happens: the run stops (exit 2) when nothing named is there, and otherwise backs up the
+    // others and reports it as failed (exit 3), so a nightly job does not lose every backup.
+    const { absent, dropped } = this.coversWhole() ? { absent: [], dropped: [] } : await absentSubjects(api, subjects, this.allProjects);
+    subjects = subjects.filter((s) => !dropped.includes(s as BackupSubject));
+    const absentError = (of: BackupSubject[]) => {
+      const names = of.map((a) => (this.allProjects ? `${a.kind} ${a.kind === 'volume' ? `${a.pool}/` : ''}${a.name}` : subjectLabel(a))).join(', ');
+      const what = this.allProjects ? `no project has ${names}` : `${names} ${of.length === 1 ? 'does' : 'do'} not exist`;
+      return new IbError(what, ExitCode.usage, whereToLook(of[0]!, this.allProjects));
+    };
+    if (absent.length && absent.length === subjects.length) throw absentError(absent);
     const subjectRow = (s: BackupSubject): ResultRow => ({ type: s.kind, project: s.project, name: s.name, ...(s.kind === 'volume' ? { pool: s.pool } : {}), status: 'planned' });
     const row = (s: BackupItem): ResultRow =>
       s.kind === 'config'
@@ -187,6 +232,7 @@ abstract class BackupCommand extends BaseCommand {
     };
     const backUp = async (s: BackupItem, i: number, firstTurn: boolean) => {
       if (s.kind === 'skipped') return undefined;
+      if (absent.includes(s as BackupSubject)) throw absentError([s as BackupSubject]);
       const once = async () => {
         const release = await streaming.acquire(ctx.signal);
         try {
