@@ -64,7 +64,7 @@ export abstract class BaseCommand extends Command<IbContext> {
   dryRun = Option.Boolean('--dry-run', false, { description: 'Show what would happen; change nothing anywhere' });
   yes = Option.Boolean('-y,--yes', false, { description: 'Answer yes to confirmations' });
   force = Option.Boolean('--force', false, { description: 'Allow the riskiest steps without asking (implies --yes)' });
-  quiet = Option.Boolean('-q,--quiet', false, { description: 'Only errors and the final summary' });
+  quiet = Option.Boolean('-q,--quiet', false, { description: 'Only warnings, errors and the final summary' });
   output = Option.String('--output', 'table', {
     description: 'Result format: table, json or yaml',
     validator: t.isEnum(['table', 'json', 'yaml'] as const),

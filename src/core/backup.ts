@@ -96,14 +96,15 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       source = { contentType: vol.content_type };
     }
     let mode: ConsistencyMode;
-    if (opts.live) mode = 'live';
-    else if (subject.kind === 'instance' && !running) mode = 'stopped';
+    // A stopped instance is still either way: --no-snapshot changes nothing for it.
+    if (subject.kind === 'instance' && !running) mode = 'stopped';
+    else if (opts.live) mode = 'live';
     else if (opts.withSnapshots && subject.kind === 'instance') mode = 'freeze';
     else if (opts.withSnapshots) {
       mode = 'live';
       ui.warn(`${label}: --with-snapshots ships the volume's snapshots with the live volume; its current state is not point-in-time`);
     } else mode = 'snapshot';
-    if (opts.live) ui.warn(`${label}: --no-snapshot exports the live filesystem; files may be inconsistent with each other`);
+    if (opts.live && mode === 'live') ui.warn(`${label}: --no-snapshot exports the live filesystem; files may be inconsistent with each other`);
 
     const expires = new Date(Date.now() + DAY);
     let exportFrom: BackupSubject = subject;

@@ -80,6 +80,11 @@ describe('operator experience', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toBe('');
     expect(r.stdout).toMatch(/^backup: 1 ok; [\d.]+ MiB in [\d.]+ m?s \([^)]*\/s\)$/);
+    // a3 is stopped: --no-snapshot changes nothing for it, so no warning and no "live" mode.
+    const still = await cli(['backup', 'instances', 'a3', '--no-snapshot', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(still.exitCode, still.stderr).toBe(0);
+    expect(parseJson<{ mode: string }[]>(still.stdout).map((x) => x.mode)).toEqual(['stopped']);
+    expect(still.stderr).not.toContain('warning');
     const bad = await cli(['backup', 'instances', 'a3', 'nope', '-q', '--project', P, '--target', target.uri]);
     expect(bad.exitCode).toBe(3);
     expect(bad.stderr).toMatch(/^failed: instance .*\/nope: instance .*\/nope does not exist$/m);
