@@ -178,6 +178,8 @@ export abstract class BaseCommand extends Command<IbContext> {
 
   async execute(): Promise<number> {
     try {
+      // Opened first, whatever the command: a log file that cannot be written stops it at once.
+      this.jsonLog();
       return (await this.run()) ?? ExitCode.ok;
     } catch (e) {
       return this.report(e);

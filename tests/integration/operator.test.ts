@@ -81,7 +81,9 @@ describe('operator experience', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout).toMatch(/^backup: 1 ok; [\d.]+ MiB in [\d.]+ m?s \([^)]*\/s\)$/);
     // a3 is stopped: --no-snapshot changes nothing for it, so no warning and no "live" mode.
-    const still = await cli(['backup', 'instances', 'a3', '--no-snapshot', '--project', P, '--target', target.uri, '--output', 'json']);
+    const aside = tempTarget();
+    const still = await cli(['backup', 'instances', 'a3', '--no-snapshot', '--project', P, '--target', aside.uri, '--output', 'json']);
+    aside.dispose();
     expect(still.exitCode, still.stderr).toBe(0);
     expect(parseJson<{ mode: string }[]>(still.stdout).map((x) => x.mode)).toEqual(['stopped']);
     expect(still.stderr).not.toContain('warning');
@@ -218,5 +220,15 @@ describe('operator experience', () => {
     expect(r.stderr).toMatch(/^Error: cannot write the log file \S+inside\.jsonl: /m);
     expect(r.stderr).toMatch(/^Hint: check --log-file/m);
     expect(r.stderr).not.toMatch(/Bug:|\n\s+at /);
+    // Every command that offers --log-file honours it, list and config show included.
+    for (const cmd of [['list'], ['config', 'show']]) {
+      const bad = await cli([...cmd, '--log-file', join(file, 'inside.jsonl'), '--project', P, '--target', target.uri]);
+      expect(bad.exitCode, `${cmd.join(' ')}: ${bad.stderr}`).toBe(2);
+      expect(bad.stderr).toMatch(/^Error: cannot write the log file \S+inside\.jsonl: /m);
+      const log = join(target.dir, `${cmd[0]}.jsonl`);
+      const ok = await cli([...cmd, '--log-file', log, '--project', P, '--target', target.uri]);
+      expect(ok.exitCode, ok.stderr).toBe(0);
+      expect(readFileSync(log, 'utf8')).toContain(`"message":"start: incus-backup ${cmd.join(' ')}"`);
+    }
   });
 });
