@@ -18,6 +18,7 @@ import type { IbContext } from './cli/context.js';
 import { unbreakableSteps } from './core/run.js';
 import { ExitCode } from './errors.js';
 import { toolVersion } from './version.js';
+import { overview, syntaxError, withPlaceholders } from './cli/help.js';
 
 registerBackend(dirBackendFactory);
 registerBackend(resticBackendFactory);
@@ -30,9 +31,7 @@ registerBackend(resticBackendFactory);
  * command when it names none, so that help and "did you mean" see them all): clipanion builds
  * one parser over the options of every registered command, which took 15–30 ms of each start.
  */
-export function buildCli(colors = false, verb?: string): Cli<IbContext> {
-  const cli = new Cli<IbContext>({ binaryLabel: 'incus-backup', binaryName: 'incus-backup', binaryVersion: toolVersion, enableColors: colors });
-  const all = [
+const ALL_COMMANDS = [
     BackupInstancesCommand,
     BackupVolumesCommand,
     BackupConfigCommand,
@@ -51,7 +50,11 @@ export function buildCli(colors = false, verb?: string): Cli<IbContext> {
     PruneCommand,
     ProtectCommand,
     UnprotectCommand,
-  ];
+];
+
+export function buildCli(colors = false, verb?: string): Cli<IbContext> {
+  const cli = new Cli<IbContext>({ binaryLabel: 'incus-backup', binaryName: 'incus-backup', binaryVersion: toolVersion, enableColors: colors });
+  const all = ALL_COMMANDS;
   const versionOnly = verb === '--version' || verb === '-v';
   const mine = all.filter((c) => c.paths?.some((p) => p[0] === verb));
   for (const c of versionOnly ? [] : mine.length ? mine : all) cli.register(c);
@@ -93,8 +96,10 @@ export async function main(argv: string[]): Promise<void> {
     });
   }
   const colors = !!process.stdout.isTTY && !process.env.NO_COLOR;
-  const cli = buildCli(colors, argv[0]);
-  const context = {
+  // `incus-backup help restore` is `incus-backup restore --help`.
+  const words = argv[0] === 'help' ? [...argv.slice(1), '--help'] : argv;
+  const cli = buildCli(colors, words[0]);
+  let context = {
     ...Cli.defaultContext,
     colorDepth: colors ? process.stdout.getColorDepth() : 1,
     env: process.env,
@@ -104,11 +109,25 @@ export async function main(argv: string[]): Promise<void> {
   // Parse first: clipanion reports bad options and arguments with exit 1, ours is 2 (usage).
   let command;
   try {
-    command = cli.process(argv, context);
+    command = cli.process(words, context);
   } catch (e) {
-    process.stderr.write(cli.error(e, { colored: context.colorDepth > 1 }));
+    const said = syntaxError(e, words, ALL_COMMANDS);
+    process.stderr.write(said ? `Error: ${said.message}\nHint: ${said.hint}\n` : cli.error(e, { colored: context.colorDepth > 1 }));
     process.exitCode = ExitCode.usage;
     return;
+  }
+  if (command.constructor.name === 'HelpCommand') {
+    // One command: clipanion's help, with readable placeholders. None or several (no command,
+    // `backup --help`): the overview of those commands, each once.
+    if ((command as unknown as { commands?: number[] }).commands?.length !== 1) {
+      const text = overview(ALL_COMMANDS, command.path.filter((w) => !w.startsWith('-')), toolVersion);
+      // No command at all is a usage error (a cron line missing its verb must not pass).
+      (argv.length ? process.stdout : process.stderr).write(text);
+      process.exitCode = argv.length ? ExitCode.ok : ExitCode.usage;
+      return;
+    }
+    const out = process.stdout;
+    context = { ...context, stdout: Object.assign(Object.create(out) as typeof out, { write: (s: string) => out.write(withPlaceholders(s)) }) };
   }
   const code = await cli.run(command, context);
   process.exitCode = controller.signal.aborted && code === 0 ? ExitCode.interrupted : code;

@@ -148,9 +148,11 @@ export function holdsProject(found: { project?: string | undefined }[]): boolean
 }
 
 /** The resource words of `list`, `verify`, `prune`, `protect`, and the type each stands for. */
-export const KINDS = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config', images: 'image' } as const;
+const PLURAL = { all: undefined, instances: 'instance', volumes: 'volume', config: 'config', images: 'image' } as const;
+/** The kinds, plural as in the usage line, and singular too (`list instance web`, as `backup instance web`). */
+export const KINDS = { ...PLURAL, instance: 'instance', volume: 'volume', image: 'image' } as const;
 export type Kind = keyof typeof KINDS;
 
 /** The positional `all|instances|volumes|config|images` argument. */
 export const kindOption = (required: boolean) =>
-  Option.String({ required, name: Object.keys(KINDS).join('|'), validator: t.isEnum(Object.keys(KINDS) as Kind[]) });
+  Option.String({ required, name: Object.keys(PLURAL).join('|'), validator: t.isEnum(Object.keys(KINDS) as Kind[]) });

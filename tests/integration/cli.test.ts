@@ -32,9 +32,30 @@ describe('the CLI surface', () => {
       'verify',
       'prune',
     ]) {
-      expect(r.stdout).toContain(`incus-backup ${c}`);
+      expect(r.stdout).toMatch(new RegExp(`^  ${c.trim()} +[A-Z]`, 'm'));
     }
     expect(r.stdout).not.toMatch(/\x1b\[/);
+    // A namespace's help lists its commands once each (not once per alias, with every option).
+    const backup = await cli(['backup', '--help']);
+    expect(backup.exitCode).toBe(0);
+    expect(backup.stdout.split('\n').filter((l) => /^ {2}backup /.test(l)).map((l) => l.trim().split(/ {2,}/)[0])).toEqual(['backup all', 'backup config', 'backup images', 'backup instances', 'backup volumes']);
+    expect(backup.stdout.length).toBeLessThan(2000);
+    // No command at all is a usage error, with the overview; `help X` is `X --help`.
+    const none = await cli([]);
+    expect(none.exitCode).toBe(2);
+    expect(none.stderr).toMatch(/^ {2}restore all +Restore/m);
+    const help = await cli(['help', 'restore', 'instance']);
+    expect(help.exitCode).toBe(0);
+    expect(help.stdout).toBe((await cli(['restore', 'instance', '--help'])).stdout);
+  });
+
+  it("names each option's value in help instead of clipanion's #0, lined up", async () => {
+    const r = await cli(['restore', 'instance', '--help']);
+    expect(r.stdout).not.toContain('#0');
+    expect(r.stdout).toMatch(/^ {2}--target URI +Backup target/m);
+    expect(r.stdout).toMatch(/^ {2}--project-map OLD=NEW +Restore project OLD/m);
+    const columns = new Set(r.stdout.split('\n').filter((l) => /^ {2}-/.test(l)).map((l) => /^ {2}\S+(?: [A-Z=]+)? +/.exec(l)![0].length));
+    expect(columns.size).toBe(1);
   });
 
   it('writes help into a pipe without escape codes, NO_COLOR or not (clipanion went by the terminal type)', async () => {
@@ -100,10 +121,17 @@ describe('the CLI surface', () => {
   it('validates options and commands as usage errors (exit 2)', async () => {
     const parallel = await cli(['list', '--target', 'dir:/tmp', '--parallel', '0']);
     expect(parallel.exitCode).toBe(2);
-    expect(parallel.stderr).toMatch(/Invalid value for --parallel: expected to be at least 1/);
+    expect(parallel.stderr).toMatch(/^Error: invalid value for --parallel: expected to be at least 1 \(got 0\)$/m);
+    expect(parallel.stderr).toMatch(/^Hint: `incus-backup list --help` shows its options and arguments$/m);
     const output = await cli(['list', '--target', 'dir:/tmp', '--output', 'xml']);
     expect(output.exitCode).toBe(2);
-    expect(output.stderr).toMatch(/Invalid value for --output/);
+    expect(output.stderr).toMatch(/^Error: invalid value for --output/m);
+    // An option the command does not have: one line naming it, not every command's usage.
+    const option = await cli(['restore', 'instances', 'c1', '--target-name', 'foo', '--target', 'dir:/tmp']);
+    expect(option.exitCode).toBe(2);
+    expect(option.stderr).toBe('Error: restore instances: unsupported option name ("--target-name")\nHint: `incus-backup restore instances --help` shows its options and arguments');
+    // Singular kinds, as `backup instance` takes them.
+    expect((await cli(['list', 'instance', 'web', '--target', 'dir:/nonexistent/ib-target'])).stderr).toMatch(/does not exist/);
     const both = await cli(['backup', 'instances', '--project', 'p1', '--all-projects', '--target', 'dir:/nonexistent/ib-target', '--dry-run']);
     expect(both.exitCode).toBe(2);
     expect(both.stderr).toMatch(/^Error: --project and --all-projects exclude each other$/m);
@@ -113,7 +141,9 @@ describe('the CLI surface', () => {
     expect(JSON.parse(shown.stdout)).toContainEqual({ key: 'all_projects', value: 'false', source: '--project' });
     const unknown = await cli(['lsit']);
     expect(unknown.exitCode).toBe(2);
-    expect(unknown.stderr).toMatch(/Command not found/);
+    expect(unknown.stderr).toBe('Error: unknown command "lsit"\nHint: did you mean `incus-backup list`? `incus-backup --help` lists the commands');
+    const sub = await cli(['restore', 'instnace', 'web']);
+    expect(sub.stderr).toMatch(/^Hint: did you mean `incus-backup restore instance`\?/m);
   });
 });
 
