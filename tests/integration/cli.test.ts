@@ -130,6 +130,10 @@ describe('the CLI surface', () => {
     const option = await cli(['restore', 'instances', 'c1', '--target-name', 'foo', '--target', 'dir:/tmp']);
     expect(option.exitCode).toBe(2);
     expect(option.stderr).toBe('Error: restore instances: unsupported option name ("--target-name")\nHint: `incus-backup restore instances --help` shows its options and arguments');
+    // An empty --target-name is a bad name, not "no new name".
+    const empty = await cli(['restore', 'instance', 'web', '--target-name', '', '--target', 'dir:/nonexistent/ib-target']);
+    expect(empty.exitCode).toBe(2);
+    expect(empty.stderr).toMatch(/^Error: invalid instance name ""$/m);
     // Singular kinds, as `backup instance` takes them.
     expect((await cli(['list', 'instance', 'web', '--target', 'dir:/nonexistent/ib-target'])).stderr).toMatch(/does not exist/);
     const both = await cli(['backup', 'instances', '--project', 'p1', '--all-projects', '--target', 'dir:/nonexistent/ib-target', '--dry-run']);

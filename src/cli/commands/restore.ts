@@ -214,7 +214,7 @@ abstract class RestoreCommand extends RestoreBase {
   async run(): Promise<ExitCodeValue> {
     this.checkCommon(this.version);
     const targetName = this.targetName;
-    if (targetName) checkName(this.type, targetName);
+    if (targetName !== undefined) checkName(this.type, targetName);
     // Bad options (a malformed --*-map) are refused before the target is read.
     const opts = this.planOptions(targetName, this.offersTargetName);
     const backend = this.openTarget();
