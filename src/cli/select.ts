@@ -49,6 +49,63 @@ export function missedRun(entry: BackupEntry, runs: Map<string, string>): string
   return started !== undefined && m.createdAt < started ? started : undefined;
 }
 
+type ResourceRef = { type: string; project: string; pool?: string | undefined; name: string };
+
+function resourceLabel(k: ResourceRef): string {
+  return `${k.type} ${k.project}/${k.pool ? `${k.pool}/` : ''}${k.name}`;
+}
+
+/** A damaged backup's resource, when its key says enough (leftovers of killed runs aside). */
+function damagedResource(b: BrokenBackup): ResourceRef | undefined {
+  const k = b.key;
+  if (b.leftover || !k.type || !k.project || !k.name) return undefined;
+  return { type: k.type, project: k.project, pool: k.pool, name: k.name };
+}
+
+/** A resource a restore of many leaves out because every backup of it within reach is damaged. */
+export interface Unusable {
+  key: ResourceRef;
+  label: string;
+  /** The newest damaged backup's version and problem. */
+  timestamp?: string;
+  problem: string;
+}
+
+/**
+ * What a restore of many resources must say about damage, given the backups it `chose` (one per
+ * resource) and the damaged ones within reach (in scope, not newer than a --version): the
+ * resources that have only damaged backups, which are not restored and must not pass for
+ * success, and a warning for each chosen backup that is older than a damaged one (its newest).
+ */
+export function damageReport(chosen: BackupEntry[], broken: BrokenBackup[]): { unusable: Unusable[]; warnings: string[] } {
+  const byResource = new Map<string, { key: ResourceRef; newest: BrokenBackup }>();
+  for (const b of broken) {
+    const key = damagedResource(b);
+    if (!key) continue;
+    const k = groupKey(key);
+    const seen = byResource.get(k);
+    if (!seen || compareTimestamps(b.key.timestamp ?? '', seen.newest.key.timestamp ?? '') > 0) byResource.set(k, { key, newest: b });
+  }
+  const picked = new Map(chosen.map((e) => [groupKey(e.manifest), e]));
+  const unusable: Unusable[] = [];
+  const warnings: string[] = [];
+  for (const [k, { key, newest }] of byResource) {
+    const label = resourceLabel(key);
+    const entry = picked.get(k);
+    if (!entry) {
+      unusable.push({ key, label, ...(newest.key.timestamp ? { timestamp: newest.key.timestamp } : {}), problem: newest.problem });
+    } else if (newest.key.timestamp && compareTimestamps(newest.key.timestamp, entry.manifest.timestamp) > 0) {
+      warnings.push(`${label}: the newest backup (${newest.key.timestamp}) is damaged (${newest.problem}); ${entry.manifest.timestamp} is used instead`);
+    }
+  }
+  return { unusable, warnings };
+}
+
+/** What is said for a resource left out by damageReport, at planning time. */
+export function unusableWarning(u: Unusable): string {
+  return `${u.label}: every backup is damaged (${u.timestamp ? `${u.timestamp}: ` : ''}${u.problem}); it is not restored (\`incus-backup verify\` says more)`;
+}
+
 /** Picks one version of one resource: an exact --version, or the newest complete backup. */
 export function pickVersion(versions: BackupEntry[], label: string, version?: string, damaged: BrokenBackup[] = []): BackupEntry {
   // A version that is there but cannot be used is named as such, not as missing.
@@ -82,7 +139,7 @@ export async function selectBackups(
   refs: { name: string; pool?: string }[],
   version?: string,
   warn?: (msg: string) => void,
-): Promise<BackupEntry[]> {
+): Promise<{ entries: BackupEntry[]; unusable: Unusable[] }> {
   // Narrowed where that is one resource or one project: a directory target then reads only those.
   const [one] = refs.length === 1 ? refs : [];
   const filter: ListFilter = {
@@ -105,10 +162,7 @@ export async function selectBackups(
         if (elsewhere) throw new UsageError(`no backup of ${label} in the target`, elsewhere);
         const picked = pickVersion(versions, label, version, damaged);
         // The newest is damaged: an older one is restored, which must not go unsaid.
-        const newer = version ? undefined : damaged.filter((b) => b.key.timestamp && compareTimestamps(b.key.timestamp, picked.manifest.timestamp) > 0)
-          .sort((a, b) => compareTimestamps(a.key.timestamp!, b.key.timestamp!))
-          .at(-1);
-        if (newer) warn?.(`${label}: the newest backup (${newer.key.timestamp}) is damaged (${newer.problem}); ${picked.manifest.timestamp} is used instead`);
+        if (!version) for (const w of damageReport([picked], damaged).warnings) warn?.(w);
         out.push(picked);
       }
     } else {
@@ -118,7 +172,12 @@ export async function selectBackups(
       }
     }
   }
-  return out;
+  if (refs.length) return { entries: out, unusable: [] };
+  // Every backed-up resource: one with only damaged backups is left out, which is said.
+  const inScope = broken.filter((b) => b.key.project !== undefined && projects.includes(b.key.project) && (!version || b.key.timestamp === version));
+  const { unusable, warnings } = damageReport(out, inScope);
+  for (const w of warnings) warn?.(w);
+  return { entries: out, unusable };
 }
 
 /**

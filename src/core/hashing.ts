@@ -1,6 +1,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { Reclaimer } from './reclaim.js';
 import { Sha256 } from './sha256.js';
+import { ExitCode, IbError } from '../errors.js';
 
 /**
  * Passes bytes through unchanged while counting them and computing their sha256. Backups hash
@@ -65,7 +66,13 @@ export class HashingStream extends Transform {
   }
 }
 
-export class ChecksumMismatchError extends Error {}
+/** The bytes read back are not those the manifest promised: the backup is damaged. */
+export class ChecksumMismatchError extends IbError {
+  constructor(message: string) {
+    super(message, ExitCode.failed, 'the backup is damaged: `incus-backup verify` says more; an older one is restored with --version (`incus-backup list` shows them)');
+    this.name = 'ChecksumMismatchError';
+  }
+}
 
 /**
  * Like HashingStream, but fails the stream at its end when the bytes do not match what the

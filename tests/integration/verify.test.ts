@@ -123,6 +123,32 @@ describe('verify on a directory target', () => {
     expect(named.stderr).toMatch(/^Hint: `incus-backup verify` says more; pick another version/m);
   });
 
+  it('a restore of everything does not pass over a resource whose every backup is damaged', async () => {
+    const t = copyTarget();
+    // ghost's only backup has a manifest nobody can read.
+    const ghost = join(t.dir, 'instances', proj.name, 'ghost', '20260101T000000Z');
+    await fs.mkdir(ghost, { recursive: true });
+    await fs.writeFile(join(ghost, 'manifest.json'), '{"format":1, broken');
+    const said = new RegExp(`warning: instance ${proj.name}/ghost: every backup is damaged \\(20260101T000000Z: invalid manifest.*\\); it is not restored`);
+    const dry = await cli(['restore', 'all', '--replace', '--dry-run', '--project', proj.name, '--target', t.uri]);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stderr).toMatch(said);
+    // c1 is restored; ghost is a failed row, and the run is not a success (exit 3).
+    const r = await cli(['restore', 'all', '--replace', '-y', '--project', proj.name, '--target', t.uri, '--output', 'json']);
+    expect(r.exitCode, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(said);
+    const rows = parseJson<{ name: string; status: string; error?: string }[]>(r.stdout);
+    expect(rows.map((x) => `${x.name}:${x.status}`)).toEqual(['c1:ok', 'ghost:failed']);
+    expect(rows[1]!.error).toMatch(/^every backup of instance \S+\/ghost is damaged \(invalid manifest/);
+    // restore instances (all of the project) says the same; by name it is named as damaged.
+    const bulk = await cli(['restore', 'instances', '--skip-existing', '-y', '--project', proj.name, '--target', t.uri]);
+    expect(bulk.exitCode).toBe(1);
+    expect(bulk.stderr).toMatch(new RegExp(`^Error: every backup of instance ${proj.name}/ghost is damaged`, 'm'));
+    const named = await cli(['restore', 'instance', 'ghost', '-y', '--project', proj.name, '--target', t.uri]);
+    expect(named.exitCode).toBe(2);
+    expect(named.stderr).toMatch(new RegExp(`^Error: instance ${proj.name}/ghost 20260101T000000Z is damaged`, 'm'));
+  });
+
   it('restore all with a --version older than every backup says so (not "no backups found")', async () => {
     const r = await cli(['restore', 'all', '--version', '20200101T000000Z', '--dry-run', '--project', proj.name, '--target', base.uri]);
     expect(r.exitCode).toBe(2);

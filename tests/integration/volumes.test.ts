@@ -95,6 +95,10 @@ describe('custom volumes on a directory target', () => {
     expect(r.stderr).toMatch(/stops the running instances/);
     expect(r.stdout).toMatch(/stops app/);
     expect(await sh(P, 'app', 'cat /mnt/data/blob')).toBe('drift');
+    // Its dry run says so too (exit 0: it changes nothing).
+    const dry = await cli(['restore', 'volume', 'default/data', '--replace', '-y', '--dry-run', '--project', P, '--target', target.uri]);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stderr).toContain('note: replacing a volume stops the running instances that use it: the run needs --force');
   });
 
   it('--replace --force swaps the data in, re-attaches it and restarts its users', async () => {

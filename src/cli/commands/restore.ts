@@ -13,8 +13,8 @@ import type { ResourceType } from '../../core/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { elsewhereHint, groupByResource, missedRun, newestWholeRuns, selectBackups } from '../select.js';
-import { applyAll, settle, type ResultRow } from '../summary.js';
+import { damageReport, elsewhereHint, groupByResource, missedRun, newestWholeRuns, selectBackups, unusableWarning, type Unusable } from '../select.js';
+import { applyAll, failedRow, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 import { imagePreviewColumns, imagePreviewData, restoreImages } from './images.js';
 
@@ -148,10 +148,22 @@ abstract class RestoreBase extends BaseCommand {
     );
   }
 
+  /** Whether the plan stops running instances to replace a volume they use (needs --force or a person). */
+  private stopsVolumeUsers(work: RestorePlanItem[]): boolean {
+    return work.some((i) => i.dest.kind === 'volume' && i.stops.length > 0);
+  }
+
+  /** A dry run says everything the real run would refuse: here, a volume replace without --force. */
+  protected dryRunNotes(work: RestorePlanItem[]): void {
+    if (this.stopsVolumeUsers(work) && !this.force && this.format === 'table') {
+      this.context.stderr.write(`note: replacing a volume stops the running instances that use it: the run needs --force${this.context.interactive ? ' (or an answer to its question)' : ''}\n`);
+    }
+  }
+
   /** Asks once for the whole plan; stopping the users of a volume needs --force or a person. */
   protected async confirmPlan(work: RestorePlanItem[], others: string[] = []): Promise<void> {
     const replacing = work.filter((i) => i.action === 'replace').length;
-    const stopsVolumeUsers = work.some((i) => i.dest.kind === 'volume' && i.stops.length > 0);
+    const stopsVolumeUsers = this.stopsVolumeUsers(work);
     if (stopsVolumeUsers && !this.force) {
       if (!this.context.interactive) {
         throw new UsageError('replacing a volume stops the running instances that use it', 'pass --force to allow that without a prompt');
@@ -159,6 +171,26 @@ abstract class RestoreBase extends BaseCommand {
     }
     const items = work.length ? `${work.length} item(s)${replacing ? ` (replacing ${replacing})` : ''}` : '';
     await this.confirm(`Restore ${[items, ...others].filter(Boolean).join(' and ')}?`, { forceOnly: stopsVolumeUsers });
+  }
+
+  /**
+   * The resources left out because every backup of them is damaged: failed rows (the run is
+   * not a success), and an error when nothing else is there to restore.
+   */
+  protected unusableRows(unusable: Unusable[], errors: unknown[]): ResultRow[] {
+    return unusable.map((u) => {
+      const e = new IbError(`every backup of ${u.label} is damaged (${u.problem}); it was not restored`, ExitCode.failed, '`incus-backup verify` says more');
+      errors.push(e);
+      return failedRow({ type: u.key.type, project: u.key.project, name: u.key.name, ...(u.key.pool ? { pool: u.key.pool } : {}), status: 'failed', ...(u.timestamp ? { timestamp: u.timestamp } : {}) }, e);
+    });
+  }
+
+  protected onlyDamaged(unusable: Unusable[]): IbError {
+    return new IbError(
+      `nothing to restore: every backup of ${unusable.map((u) => u.label).join(', ')} is damaged`,
+      ExitCode.failed,
+      '`incus-backup verify` says what is wrong with each',
+    );
   }
 
   protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
@@ -227,27 +259,35 @@ abstract class RestoreCommand extends RestoreBase {
     if (!this.dryRun && (this.yes || this.force) && !this.version && refs.length === 1 && projects && ref) {
       backend.readAhead?.({ type: this.type, project: projects[0]!, name: ref.name, ...(ref.pool ? { pool: ref.pool } : {}) }, ctx.signal);
     }
-    const { plan, refusal, missing } = await ctx.ui.wait('reading the target and planning', async () => {
-      const entries = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version, (m) => ctx.ui.warn(m));
+    const said: string[] = [];
+    const { plan, refusal, missing, unusable } = await ctx.ui.wait('reading the target and planning', async () => {
+      const { entries, unusable } = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version, (m) => said.push(m));
+      said.push(...unusable.map(unusableWarning));
+      if (entries.length === 0 && unusable.length) throw this.onlyDamaged(unusable);
       if (entries.length === 0) {
         const elsewhere = projects?.length === 1 ? await elsewhereHint(backend, { type: this.type, project: projects[0]! }) : undefined;
         throw new UsageError(`no ${this.type} backups found in ${backend.uri}`, elsewhere ?? 'check --project and --target; `incus-backup list` shows what is there');
       }
       const { plan, refusal } = await planRestore(ctx, entries, opts);
-      return { plan, refusal, missing: refusal ? [] : await this.preflight(ctx, plan) };
+      return { plan, refusal, missing: refusal ? [] : await this.preflight(ctx, plan), unusable };
+    }).catch((e: unknown) => {
+      for (const m of said) ctx.ui.warn(m);
+      throw e;
     });
+    for (const m of said) ctx.ui.warn(m);
     const work = plan.filter((i) => i.action !== 'skip');
     if (this.showsPlan(this.dryRun || missing.length > 0 || work.length === 0 || !!refusal)) this.print(plan, previewColumns, previewData);
     if (refusal) throw refusal;
     this.refuseMissing(missing);
     if (this.dryRun) {
+      this.dryRunNotes(work);
       if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
       return 0;
     }
-    if (work.length === 0) return 0;
-    await this.confirmPlan(work);
+    if (work.length === 0 && !unusable.length) return 0;
+    if (work.length) await this.confirmPlan(work);
     const errors: unknown[] = [];
-    const rows = await this.restoreItems(ctx, work, errors);
+    const rows = [...(await this.restoreItems(ctx, work, errors)), ...this.unusableRows(unusable, errors)];
     return this.finish(ctx, rows, errors);
   }
 }
@@ -353,13 +393,18 @@ export class RestoreAllCommand extends RestoreBase {
     const api = this.incus();
     const ctx = this.runContext(api, backend);
     const project = this.allProjects ? undefined : this.checkedProject();
-    const all = await backend.list(project ? { project } : {});
-    const eligible = this.version ? all.filter((v) => compareTimestamps(v.manifest.timestamp, this.version!) <= 0) : all;
+    const { entries: all, broken } = await backend.scan(project ? { project } : {});
+    const inReach = (timestamp: string | undefined) => !this.version || !timestamp || compareTimestamps(timestamp, this.version) <= 0;
+    const eligible = all.filter((v) => inReach(v.manifest.timestamp));
     const chosen: BackupEntry[] = [];
     for (const [, versions] of groupByResource(eligible.filter((e) => e.manifest.type !== 'config'))) chosen.push(versions[versions.length - 1]!);
+    // A resource whose every backup is damaged is left out, and said; so is a newest one that is.
+    const { unusable, warnings } = damageReport(chosen, broken.filter((b) => b.key.type !== 'config' && inReach(b.key.timestamp)));
+    for (const m of [...warnings, ...unusable.map(unusableWarning)]) ctx.ui.warn(m);
     // The config follows the mappings, like the volumes and instances restored with it.
     const configScope = project ? { project: mapName(opts.maps.project, project) } : {};
     const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), configScope, this.force, opts.maps) : undefined;
+    if (!chosen.length && !config && unusable.length) throw this.onlyDamaged(unusable);
     if (!chosen.length && !config) {
       const older = all.filter((e) => e.manifest.type !== 'config').map((e) => e.manifest.timestamp).sort(compareTimestamps);
       if (this.version && older.length) {
@@ -412,11 +457,12 @@ export class RestoreAllCommand extends RestoreBase {
     if (refusal) throw refusal;
     this.refuseMissing(missing, this.applyConfig);
     if (this.dryRun) {
+      this.dryRunNotes(work);
       if (this.format === 'table') this.context.stderr.write('dry run: nothing was changed\n');
       return 0;
     }
-    if (nothingToDo) return 0;
-    await this.confirmPlan(work, [configWork ? `${configWork} config change(s)` : '', imageWork.length ? `${imageWork.length} image(s)` : '']);
+    if (nothingToDo && !unusable.length) return 0;
+    if (!nothingToDo) await this.confirmPlan(work, [configWork ? `${configWork} config change(s)` : '', imageWork.length ? `${imageWork.length} image(s)` : '']);
     const errors: unknown[] = [];
     const rows: ResultRow[] = [];
     if (config && configWork) {
@@ -438,6 +484,7 @@ export class RestoreAllCommand extends RestoreBase {
     rows.push(...(await restoreImages(ctx, imageWork, this.parallel, errors)));
     rows.push(...(await this.restoreItems(ctx, work.filter((i) => i.dest.kind === 'volume'), errors)));
     rows.push(...(await this.restoreItems(ctx, work.filter((i) => i.dest.kind === 'instance'), errors)));
+    rows.push(...this.unusableRows(unusable, errors));
     return this.finish(ctx, rows, errors);
   }
 }
