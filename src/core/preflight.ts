@@ -134,6 +134,44 @@ export function fixedAddressesOf(item: RestorePlanItem, maps: Mappings | undefin
   return out;
 }
 
+/** A custom volume an instance's own disk device attaches (pool mapped), by pool and name. */
+export interface AttachedVolume {
+  device: string;
+  pool: string;
+  name: string;
+}
+
+/** The custom volumes the backed-up instance attaches (disks with a pool and a volume source). */
+export function attachedVolumesOf(item: RestorePlanItem, maps: Mappings | undefined): AttachedVolume[] {
+  const m = item.entry.manifest;
+  if (m.type !== 'instance' || !m.index) return [];
+  const c = (m.index as { config?: { container?: IndexContainer } }).config?.container ?? {};
+  return customVolumeDisks(c.devices ?? {}).map(({ device, pool, name }) => ({ device, pool: maps ? mapName(maps.pool, pool) : pool, name }));
+}
+
+function customVolumeDisks(devices: Record<string, Record<string, string>>): AttachedVolume[] {
+  const out: AttachedVolume[] = [];
+  // A source without a slash on a pool is a custom volume (a path would be absolute).
+  for (const [device, d] of Object.entries(devices)) if (d.type === 'disk' && d.pool && d.source && !d.source.startsWith('/') && d.path !== '/') out.push({ device, pool: d.pool, name: d.source });
+  return out;
+}
+
+/**
+ * Which of `volumes` (attached by an instance of `project`) another instance attaches too, as
+ * "volume default/data is attached to prod/db too": a copy started beside the original would
+ * write into the original's filesystem. `volumeProject` says whose volumes a project uses.
+ */
+export function sharedVolumes(volumes: AttachedVolume[], project: string, instances: Instance[], volumeProject: (project: string) => string): string[] {
+  const out: string[] = [];
+  for (const v of volumes) {
+    const holders = instances.filter(
+      (i) => volumeProject(i.project ?? 'default') === volumeProject(project) && customVolumeDisks(i.expanded_devices ?? i.devices ?? {}).some((d) => d.pool === v.pool && d.name === v.name),
+    );
+    if (holders.length) out.push(`volume ${v.pool}/${v.name} is attached to ${holders.map((h) => `${h.project ?? 'default'}/${h.name}`).join(', ')} too`);
+  }
+  return out;
+}
+
 /**
  * Which of `addresses` (for an instance of `project`) a NIC of another instance already has on
  * the same network, as "eth0 10.0.0.5 is taken by prod/web on br0": Incus will not start the
@@ -207,7 +245,7 @@ export function optimizedIndex(index: Record<string, unknown>): { optimized: tru
  * `features.profiles` (images, storage volumes, buckets) unless its config says false, and
  * `features.networks` only when it says true.
  */
-export function ownsFeature(config: Record<string, string> | undefined, feature: 'profiles' | 'networks', creating = false): boolean {
+export function ownsFeature(config: Record<string, string> | undefined, feature: 'profiles' | 'networks' | 'storage.volumes', creating = false): boolean {
   const v = config?.[`features.${feature}`];
   return creating && feature === 'profiles' ? v !== 'false' : v === 'true';
 }

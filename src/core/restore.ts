@@ -7,7 +7,7 @@ import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
 import type { BackupEntry } from '../backends/types.js';
 import { ChecksumMismatchError, VerifyingStream } from './hashing.js';
 import { Cleanup, unbreakableStep, type RunContext, type Task } from './run.js';
-import { addressClashes, fixedAddressesOf, mapName, optimizedFor, ownsFeature, rewritesInstance, type Mappings } from './preflight.js';
+import { addressClashes, attachedVolumesOf, fixedAddressesOf, mapName, optimizedFor, ownsFeature, rewritesInstance, sharedVolumes, type Mappings } from './preflight.js';
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
 import { volatileLocked } from './identity.js';
 import { asideName, tmpName } from './tmpnames.js';
@@ -276,15 +276,20 @@ async function leaveClashingCopiesStopped(
 ): Promise<void> {
   const candidates = plan
     .filter((i) => i.action !== 'skip' && i.dest.kind === 'instance' && i.start)
-    .map((item) => ({ item, addresses: fixedAddressesOf(item, maps) }))
-    .filter((c) => c.addresses.length);
+    .map((item) => ({ item, addresses: fixedAddressesOf(item, maps), volumes: attachedVolumesOf(item, maps) }))
+    .filter((c) => c.addresses.length || c.volumes.length);
   if (!candidates.length) return;
   const [instances, projects] = await Promise.all([ctx.api.listAllInstances(), projectConfigs()]);
-  const ownNetworks = new Set([...projects].filter(([, config]) => ownsFeature(config, 'networks')).map(([name]) => name));
-  const networkProject = (p: string) => (ownNetworks.has(p) ? p : 'default');
-  for (const { item, addresses } of candidates) {
+  const owner = (feature: 'networks' | 'storage.volumes') => {
+    const own = new Set([...projects].filter(([, config]) => ownsFeature(config, feature)).map(([name]) => name));
+    return (p: string) => (own.has(p) || p === 'default' ? p : 'default');
+  };
+  const networkProject = owner('networks');
+  const volumeProject = owner('storage.volumes');
+  for (const { item, addresses, volumes } of candidates) {
     const others = item.action === 'replace' ? instances.filter((i) => (i.project ?? 'default') !== item.dest.project || i.name !== item.dest.name) : instances;
-    const clashes = addressClashes(addresses, item.dest.project, others, networkProject);
+    // A copy beside the original that shares its custom volumes would write into them at once.
+    const clashes = [...addressClashes(addresses, item.dest.project, others, networkProject), ...sharedVolumes(volumes, item.dest.project, others, volumeProject)];
     if (!clashes.length) continue;
     item.start = false;
     item.notStarted = `not started: ${clashes.join(', ')}`;
@@ -371,9 +376,18 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       await rename(ctx, staged, item.dest.name);
       swapped = true; // the staged resource is now the destination
       await keepCloudInitIdentity(ctx, item);
-      await startIfItRan(ctx, item, task);
+      await startIfItRan(ctx, item, task).catch((e: unknown) => {
+        // It is restored, and stays: what failed is its start, which the message must say (a
+        // second run would only meet "already exists").
+        const where = `--project ${item.dest.project}`;
+        throw new IbError(
+          `${label} was restored but did not start (${(e as Error).message}); it is left stopped`,
+          ExitCode.failed,
+          `\`incus info --show-log ${item.dest.name} ${where}\` says why; start it once that is fixed (\`incus start ${item.dest.name} ${where}\`)`,
+        );
+      });
     }
-    if (item.notStarted) ui.warn(`${label}: ${item.notStarted}; give it other addresses before starting it`);
+    if (item.notStarted) ui.warn(`${label}: ${item.notStarted}; it is left stopped: change that before starting it`);
     task.end(true, `${m.timestamp} → ${item.dest.name}${item.notStarted ? `; ${item.notStarted}` : ''}`);
   } catch (e) {
     task.end(false);
@@ -413,6 +427,11 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
   const undo = new Cleanup(api.client);
   let notStarted: { error: Error; user?: string } | undefined;
   const ephemeral: string[] = [];
+  // Ctrl-C (or SIGTERM) during the swap puts the original back, like any failure before the
+  // original is deleted: "stopping and cleaning up" must not end with the original gone.
+  const stillWanted = () => {
+    if (ctx.signal.aborted) throw new InterruptedError(`interrupted while replacing ${dest.name}`);
+  };
   try {
     for (const name of item.stops) {
       const current = await api.getInstance(dest.project, name);
@@ -440,6 +459,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     // Detach a volume's disk devices first: Incus takes ~30 s to rename an attached volume, and
     // re-pointing devices by hand afterwards is what a rename would do anyway. Re-attaching
     // them is both the success path and the undo.
+    stillWanted();
     const detached = dest.kind === 'volume' ? await detachUsers(ctx, dest) : [];
     undo.push(`re-attach ${dest.name}`, () => reattachUsers(ctx, dest.project, detached));
     await rename(ctx, dest, aside.name);
@@ -449,6 +469,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       undo.push(`give ${dest.name} its network devices back`, unmask);
     }
     await settleStagedConfig(ctx, item, staged);
+    stillWanted();
     await rename(ctx, staged, dest.name);
     undo.push(`remove the restored copy`, async () => {
       // A start that failed half-way can leave it running or frozen: it must be stopped first.
@@ -467,6 +488,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     }
     await reattachUsers(ctx, dest.project, detached);
     await keepCloudInitIdentity(ctx, item);
+    stillWanted();
     await startIfItRan(ctx, item, task).catch((e: unknown) => {
       notStarted = { error: e as Error };
       throw e;
@@ -478,6 +500,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
         throw e;
       });
     }
+    stillWanted();
   } catch (e) {
     ui.warn(`replacing ${dest.name} failed (${(e as Error).message}); putting the original back`);
     const putBack = await undo.run(ui.warn.bind(ui));

@@ -184,7 +184,10 @@ describe('instances on a directory target', () => {
     try {
       const r = await cli(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri]);
       expect(r.exitCode).toBe(1);
-      expect(r.stderr).toMatch(/sha256 mismatch/);
+      // A damaged backup is the data's fault, not a bug: one line and a hint, no stack trace.
+      expect(r.stderr).toMatch(/^Error: web \d{8}T\d{6}Z: sha256 mismatch \(archive \w+…, manifest \w+…\)$/m);
+      expect(r.stderr).toMatch(/^Hint: the backup is damaged: `incus-backup verify` says more/m);
+      expect(r.stderr).not.toMatch(/Bug:|\n\s+at /);
       expect(await state(P, 'web')).toBe('Running');
       expect(await sh(P, 'web', 'cat /data/marker')).toBe('changed');
       expect(await instanceNames(P)).toEqual(['web']);
@@ -209,6 +212,8 @@ describe('instances on a directory target', () => {
     // the current instance has been renamed and the restored one not yet (quitting then would
     // leave `web` missing and the original as ibold-…).
     const proxy = await slowAnswerProxy(/^POST \/1\.0\/instances\/web\?/, 3000);
+    // What only the current instance has: an interrupted replace must keep it.
+    await sh(P, 'web', 'echo current > /data/interrupt-marker');
     try {
       const child = cliSpawn(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
       let err = '';
@@ -228,11 +233,15 @@ describe('instances on a directory target', () => {
       const r = await child;
       expect(r.exitCode, String(r.stderr)).toBe(130);
       expect(String(r.stderr)).toMatch(/SIGINT: still replacing instance \S+\/web: quitting now would leave it half-done \(press Ctrl-C once more to quit anyway\)/);
+      // Interrupted before the original was deleted, the swap is undone: the original is back.
+      expect(String(r.stderr)).toMatch(/^Error: interrupted while restoring instance \S+\/web; nothing was changed$/m);
       expect(await instanceNames(P)).toEqual(['web']);
       expect(await state(P, 'web')).toBe('Running');
+      expect(await sh(P, 'web', 'cat /data/interrupt-marker')).toBe('current');
       await expectNoLeftovers(['web']);
     } finally {
       await proxy.close();
+      await sh(P, 'web', 'rm -f /data/interrupt-marker').catch(() => undefined);
     }
   });
 
@@ -935,7 +944,7 @@ describe('an instance on a managed bridge', () => {
       expect(parseJson<unknown[]>(preview.stdout)).toEqual([expect.objectContaining({ destination: 'fixed2', action: 'create', start: false, notStarted: why })]);
       const r = await cli([...args, '-y']);
       expect(r.exitCode, r.stderr).toBe(0);
-      expect(r.stderr).toContain(`warning: instance ${P}/fixed2: ${why}; give it other addresses before starting it`);
+      expect(r.stderr).toContain(`warning: instance ${P}/fixed2: ${why}; it is left stopped: change that before starting it`);
       expect(r.stdout).toContain(why);
       expect(await state(P, 'fixed2')).toBe('Stopped');
       expect(await state(P, 'fixed')).toBe('Running');
@@ -974,6 +983,13 @@ describe('an instance on a managed bridge', () => {
       expect(r.exitCode, r.stderr).toBe(1);
       expect(r.stderr).toMatch(/^Error: the restored bridged did not start \(Incus: Error occurred when starting proxy device: .*\); the original is back in place$/m);
       expect(r.stderr).not.toMatch(/cleanup failed/);
+      // Restored beside it, the copy that cannot start is there, stopped, and the message says so.
+      const copy = await cli(['restore', 'instance', 'bridged', '--target-name', 'bridged3', '-y', '--project', P, '--target', target.uri]);
+      expect(copy.exitCode, copy.stderr).toBe(1);
+      expect(copy.stderr).toMatch(new RegExp(`^Error: instance ${P}/bridged3 was restored but did not start \\(Incus: Error occurred when starting proxy device: .*\\); it is left stopped$`, 'm'));
+      expect(copy.stderr).toMatch(/^Hint: `incus info --show-log bridged3 --project \S+` says why/m);
+      expect(await state(P, 'bridged3')).toBe('Stopped');
+      await incus('delete', 'bridged3', '--project', P);
     });
     expect(await state(P, 'bridged')).toBe('Running');
     expect(await mac()).toBe(before);

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, incusJson, instanceNames, parentInterface, sh, state, tempTarget } from './helpers.js';
+import { cli, incus, incusJson, instanceNames, parentInterface, parseJson, sh, state, tempTarget } from './helpers.js';
 
 const tag = randomBytes(3).toString('hex');
 const P = `t-map-${tag}`;
@@ -233,5 +233,19 @@ describe('restoring into a different environment', () => {
     // The root volume went to the mapped pool too.
     const vols = await incusJson<{ name: string; type: string }[]>(`/1.0/storage-pools/${POOL2}/volumes?recursion=1`, P);
     expect(vols.map((v) => `${v.type}/${v.name}`).sort()).toEqual(['container/app2', 'custom/data']);
+  });
+
+  it('a copy beside the original that would share its custom volume is restored and left stopped, as the preview says', async () => {
+    const why = `not started: volume default/data is attached to ${P}/app too`;
+    const args = ['restore', 'instance', 'app', '--target-name', 'app3'];
+    const preview = await run(...args, '--dry-run', '--output', 'json');
+    expect(preview.exitCode, preview.stderr).toBe(0);
+    expect(parseJson<unknown[]>(preview.stdout)).toEqual([expect.objectContaining({ destination: 'app3', start: false, notStarted: why })]);
+    const r = await run(...args, '-y');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`warning: instance ${P}/app3: ${why}; it is left stopped`);
+    expect(await state(P, 'app3')).toBe('Stopped');
+    expect(await state(P, 'app')).toBe('Running');
+    await incus('delete', 'app3', '--project', P);
   });
 });
