@@ -17,8 +17,9 @@ import { render, type Column, type OutputFormat } from '../output/format.js';
 import { hintLines, resultColumns, rowLabel, totalsLine, type ResultRow } from './summary.js';
 import type { IbContext } from './context.js';
 
-// Instance names: Incus's hostname rule (at most 63 characters).
-const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+// Instance names: Incus's rule (validate.IsHostname): 1-63 letters, digits and "-", not starting
+// or ending with "-", not a number. A --target-name Incus would refuse is refused before the upload.
+const NAME = /^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$/;
 
 /**
  * What Incus refuses in a project name (projectValidateName: "/", spaces, "_", quotes), and
@@ -44,8 +45,8 @@ export function checkName(what: string, name: string): string {
     }
     return name;
   }
-  if (!NAME.test(name) || name.includes('..')) {
-    throw new UsageError(`invalid ${what} name "${name}"`, `${what} names are letters, digits, "-", "_" and "." and cannot contain "/" or ".."`);
+  if (!NAME.test(name) || /^\d+$/.test(name)) {
+    throw new UsageError(`invalid ${what} name "${name}"`, `Incus takes 1 to 63 letters, digits and "-" (not first or last), and not a number alone`);
   }
   return name;
 }

@@ -45,9 +45,9 @@ describe('checkName', () => {
     for (const bad of ['', 'a_b', 'a b', "a'b", 'a"b', 'a/b', '*', '.', '..', 'a\nb']) expect(() => checkName('project', bad)).toThrow(/invalid project name/);
   });
 
-  it('keeps instance names to letters, digits, "-", "_" and "."', () => {
-    expect(checkName('instance', 'web-1')).toBe('web-1');
-    for (const bad of ['a,b', 'café', '../x', 'a/b', '-x']) expect(() => checkName('instance', bad)).toThrow(/invalid instance name/);
+  it("keeps instance names to Incus's rule: letters, digits and \"-\", not at either end, not a number", () => {
+    for (const ok of ['web-1', '1web', 'a', 'x'.repeat(63)]) expect(checkName('instance', ok)).toBe(ok);
+    for (const bad of ['a,b', 'café', '../x', 'a/b', '-x', 'x-', 'bad_name', 'web.bak', '123', '', 'x'.repeat(64)]) expect(() => checkName('instance', bad)).toThrow(/invalid instance name/);
   });
 
   it('takes the volume and pool names Incus takes, but no path steps', () => {
