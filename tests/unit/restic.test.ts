@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ResticBackend } from '../../src/backends/restic/index.js';
@@ -370,6 +371,15 @@ describe('restic errors', () => {
     const locked = resticFailure({ exitCode: 11, signal: undefined, stderr: 'Fatal: unable to create lock in backend: repository is already locked' }, ctx);
     expect(locked.message).toMatch(/is locked by another restic process/);
     expect(locked.hint).toMatch(/restic unlock/);
+    // A holder of this host that is gone (killed with -9) is named as such; another host's is named.
+    const held = (who: string) => `repo already locked, waiting up to 2m0s for the lock\nunable to create lock in backend: repository is already locked by PID ${who} by root (UID 0, GID 0)\nlock was created at 2026-11-22 23:00:00`;
+    const stale = resticFailure({ exitCode: 11, signal: undefined, stderr: held(`999999 on ${hostname()}`) }, ctx);
+    expect(stale.message).toMatch(/is locked by restic process 999999 of this host, which is no longer running \(killed\?\)$/);
+    expect(stale.hint).toMatch(/^`restic -r \S+ unlock` removes its stale lock/);
+    const live = resticFailure({ exitCode: 11, signal: undefined, stderr: held(`${process.pid} on ${hostname()}`) }, ctx);
+    expect(live.message).toMatch(new RegExp(`is locked by another restic process \\(PID ${process.pid} on `));
+    const other = resticFailure({ exitCode: 11, signal: undefined, stderr: held('42 on elsewhere') }, ctx);
+    expect(other.message).toMatch(/is locked by another restic process \(PID 42 on elsewhere\)$/);
 
     const pw = resticFailure({ exitCode: 12, signal: undefined, stderr: '{"message_type":"exit_error","code":12,"message":"Fatal: wrong password or no key found"}' }, ctx);
     expect(pw.message).toMatch(/wrong password/);

@@ -4,6 +4,8 @@
  * messages into one-line IbErrors. The mapping functions are pure and unit-tested.
  */
 import { accessSync, constants } from 'node:fs';
+import { hostname } from 'node:os';
+import { pidAlive } from '../../core/fsutil.js';
 import { ExitCode, IbError, InterruptedError, STORAGE_FULL, UsageError, type ExitCodeValue } from '../../errors.js';
 import { loadProcessSupport, ProgramNotFoundError, startProcess, type ChildProcess, type ProcessOptions, type ProcessResult } from '../../core/process.js';
 
@@ -240,13 +242,25 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
         ExitCode.usage,
         'check --target; a backup creates the repository (restic init) on first use',
       );
-    case RESTIC_EXIT.locked:
+    case RESTIC_EXIT.locked: {
+      // restic names the holder ("locked by PID 4242 on host by root"); one of this host that is
+      // gone (a run killed with -9) holds the lock until someone removes it.
+      const holder = /by PID (\d+) on (\S+)/.exec(r.stderr);
+      if (holder && holder[2] === hostname() && !pidAlive(Number(holder[1]))) {
+        return new ResticError(
+          `restic repository ${repo} is locked by restic process ${holder[1]} of this host, which is no longer running (killed?)`,
+          code,
+          ExitCode.failed,
+          `\`restic -r ${repo} unlock\` removes its stale lock (it leaves the locks of running processes alone)`,
+        );
+      }
       return new ResticError(
-        `restic repository ${repo} is locked by another restic process`,
+        `restic repository ${repo} is locked by another restic process${holder ? ` (PID ${holder[1]} on ${holder[2]})` : ''}`,
         code,
         ExitCode.failed,
         'wait for it to finish and try again; if no restic is running any more, `restic unlock` removes stale locks',
       );
+    }
     case RESTIC_EXIT.wrongPassword:
       return new ResticError(
         `wrong password for restic repository ${repo} (no key matches it)`,
