@@ -24,6 +24,21 @@ export interface LogEvent {
  * rotated by size: FILE → FILE.1 → … → FILE.<keep>, the oldest dropped. Writes are synchronous
  * appends so that the last lines before a crash are on disk.
  */
+/**
+ * mkdir -p, one level at a time: Node 20's recursive mkdirSync never returns for a path under
+ * /proc (it spins at full CPU, and no signal can stop a synchronous loop).
+ */
+function mkdirParents(dir: string): void {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) mkdirParents(parent);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+}
+
 export class JsonLog {
   constructor(
     readonly file: string,
@@ -33,7 +48,7 @@ export class JsonLog {
   ) {
     // A directory that is not there yet is made (private, like the file): a nightly job's
     // `--log-file /var/log/incus-backup/nightly.jsonl` works on its first night.
-    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    mkdirParents(dirname(file));
     closeSync(openSync(file, 'a', 0o600));
   }
 

@@ -8,6 +8,18 @@ let dir: string;
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('JSON log file', () => {
+  it('makes missing directories (private) one level at a time, and fails at once where none can be made (/proc)', () => {
+    dir = mkdtempSync(join(tmpdir(), 'ib-log-'));
+    const file = join(dir, 'a', 'b', 'ib.jsonl');
+    new JsonLog(file, 'info').write({ level: 'info', message: 'x' });
+    expect(statSync(join(dir, 'a', 'b')).mode & 0o777).toBe(0o700);
+    expect(readFileSync(file, 'utf8')).toContain('"message":"x"');
+    // Node 20's recursive mkdirSync never returns for a path under /proc.
+    const started = Date.now();
+    expect(() => new JsonLog(`/proc/ib-log-test-${process.pid}/ib.jsonl`)).toThrow();
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
   it('writes one parsable event per line, private, filtered by level', () => {
     dir = mkdtempSync(join(tmpdir(), 'ib-log-'));
     const file = join(dir, 'ib.jsonl');
