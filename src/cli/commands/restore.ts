@@ -139,12 +139,20 @@ abstract class RestoreBase extends BaseCommand {
   protected refuseMissing(missing: Requirement[], applyingConfig = false): void {
     if (!missing.length) return;
     for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
+    // Said for what is missing: a volume comes from its own backup, a host path from the host,
+    // the rest from the config backup.
+    const volumes = [...new Set(missing.filter((r) => r.what === 'volume').map((r) => r.name))];
+    const paths = missing.some((r) => r.what === 'path');
+    const config = missing.some((r) => r.what !== 'volume' && r.what !== 'path');
+    const hints = [
+      ...(volumes.length ? [`restore the volume${volumes.length > 1 ? 's' : ''} first (restore volume, with the same maps; restore all restores volumes before instances) or create ${volumes.length > 1 ? 'them' : 'it'}`] : []),
+      ...(paths ? ['create the host directories (or remove those disks from the instance later)'] : []),
+      ...(config ? [applyingConfig ? CONFIG_NEEDS_HINT : 'create them, or restore the config first (restore all --apply-config)'] : []),
+    ];
     throw new IbError(
       `cannot restore: ${countDistinct(missing)} thing(s) the backups need do not exist in the destination`,
       ExitCode.failed,
-      applyingConfig
-        ? CONFIG_NEEDS_HINT
-        : 'create them, restore the config first (restore all --apply-config), or map names with --project-map/--pool-map',
+      config && applyingConfig ? hints.join('; ') : `${hints.join('; ')}; or map names with --project-map/--pool-map`,
     );
   }
 
