@@ -93,7 +93,7 @@ describe('custom volumes on a directory target', () => {
     const r = await cli(['restore', 'volume', 'default/data', '--replace', '-y', '--project', P, '--target', target.uri]);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/stops the running instances/);
-    expect(r.stdout).toMatch(/stops app/);
+    expect(r.stdout).toMatch(/stops app, then starts it again/);
     expect(await sh(P, 'app', 'cat /mnt/data/blob')).toBe('drift');
     // Its dry run says so too (exit 0: it changes nothing).
     const dry = await cli(['restore', 'volume', 'default/data', '--replace', '-y', '--dry-run', '--project', P, '--target', target.uri]);

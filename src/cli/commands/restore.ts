@@ -31,7 +31,8 @@ const previewColumns: Column<RestorePlanItem>[] = [
         ? `refused: ${i.refused}`
         : [
             i.missedRun ? `not in the newest backup of all ${i.dest.kind}s (run of ${formatTimestamp(new Date(i.missedRun))})` : '',
-            i.stops.length ? `stops ${i.stops.join(', ')}` : '',
+            // A volume's users run again once the restored volume is in place.
+            i.stops.length ? `stops ${i.stops.join(', ')}${i.dest.kind === 'volume' ? `, then starts ${i.stops.length > 1 ? 'them' : 'it'} again` : ''}` : '',
             i.start ? 'starts it afterwards' : (i.notStarted ?? ''),
             dropsText(i.dropsSnapshots),
           ]
