@@ -62,6 +62,12 @@ function damagedResource(b: BrokenBackup): ResourceRef | undefined {
   return { type: k.type, project: k.project, pool: k.pool, name: k.name };
 }
 
+/** A damaged backup as people read it: "instance prod/web 20260101T000000Z" (what its key says). */
+export function damagedLabel(b: BrokenBackup): string {
+  const k = b.key;
+  return [k.type, [k.project, k.pool, k.name].filter(Boolean).join('/'), k.timestamp].filter(Boolean).join(' ');
+}
+
 /** A resource a restore of many leaves out because every backup of it within reach is damaged. */
 export interface Unusable {
   key: ResourceRef;

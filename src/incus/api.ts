@@ -80,6 +80,10 @@ export class IncusApi {
   }
 
   // Instances
+  /** The names of the project's instances only (no recursion: one cheap request). */
+  async instanceNames(project: string): Promise<string[]> {
+    return names(await this.client.get<string[]>('/1.0/instances', { project }));
+  }
   listInstances(project: string): Promise<Instance[]> {
     return this.client.get<Instance[]>('/1.0/instances', { project, query: { recursion: '1' } });
   }

@@ -100,7 +100,7 @@ async function absentSubjects(api: IncusApi, items: BackupItem[], allProjects: b
     if (!present.has(where)) {
       const names =
         s.kind === 'instance'
-          ? (await api.client.get<string[]>('/1.0/instances', { project: s.project })).map((u) => decodeURIComponent(u.split('/').pop()!.split('?')[0]!))
+          ? await api.instanceNames(s.project)
           : (await api.listVolumes(s.project)).map((v) => `${v.pool}/${v.name}`);
       present.set(where, new Set(names));
     }

@@ -3,7 +3,7 @@ import type { ResourceType } from '../../core/types.js';
 import { humanBytes } from '../../output/format.js';
 import type { BackupEntry } from '../../backends/types.js';
 import { BaseCommand, checkName } from '../base.js';
-import { elsewhereHint, holdsProject, KINDS, kindOption } from '../select.js';
+import { damagedLabel, elsewhereHint, holdsProject, KINDS, kindOption } from '../select.js';
 
 export class ListCommand extends BaseCommand {
   static override paths = [['list']];
@@ -49,7 +49,7 @@ export class ListCommand extends BaseCommand {
     // A backup that cannot be read is not listed (restore could not use it), but not hidden either.
     const damaged = broken.filter((b) => !b.leftover);
     if (damaged.length) {
-      const named = damaged.slice(0, 3).map((b) => [b.key.type, [b.key.project, b.key.pool, b.key.name].filter(Boolean).join('/'), b.key.timestamp].filter(Boolean).join(' '));
+      const named = damaged.slice(0, 3).map(damagedLabel);
       const more = damaged.length > 3 ? ` and ${damaged.length - 3} more` : '';
       this.ui().warn(`${damaged.length} damaged backup(s) not listed (${named.join(', ')}${more}); \`incus-backup verify\` says what is wrong`);
     }
