@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { IncusApi } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
+import type { Manifest } from './manifest.js';
 import type { RestorePlanItem } from './restore.js';
 
 /** Something an instance needs in its destination before Incus can import it. */
@@ -56,6 +57,40 @@ export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requireme
     }
     const path = hostPathOf(d);
     if (path) out.push({ what: 'path', project, name: path, neededBy: `${neededBy} (disk ${device})` });
+  }
+  return out;
+}
+
+/**
+ * The --*-map entries no backup of this restore uses, as "--pool-map fast=ssd: no backup in this
+ * restore uses pool fast": a typo in a map would otherwise restore onto the old names without a
+ * word. Pools, profiles and networks are only judged when every instance backup says what it
+ * uses (restic listings of old backups may not).
+ */
+export function unusedMappings(maps: Mappings, manifests: Pick<Manifest, 'type' | 'project' | 'pool' | 'index'>[]): string[] {
+  const used = { project: new Set<string>(), pool: new Set<string>(), profile: new Set<string>(), network: new Set<string>() };
+  let known = true;
+  for (const m of manifests) {
+    used.project.add(m.project);
+    if (m.pool) used.pool.add(m.pool);
+    if (m.type !== 'instance') continue;
+    const index = m.index as { pool?: string; config?: { container?: IndexContainer } } | undefined;
+    if (!index?.config?.container) {
+      known = false;
+      continue;
+    }
+    if (index.pool) used.pool.add(index.pool);
+    const c = index.config.container;
+    for (const p of c.profiles ?? []) used.profile.add(p);
+    for (const d of Object.values(c.devices ?? {})) {
+      if (d.type === 'nic' && d.network) used.network.add(d.network);
+      if (d.type === 'disk' && d.pool) used.pool.add(d.pool);
+    }
+  }
+  const out: string[] = [];
+  for (const kind of ['project', 'pool', 'profile', 'network'] as const) {
+    if (kind !== 'project' && !known) continue;
+    for (const [from, to] of maps[kind]) if (!used[kind].has(from)) out.push(`--${kind}-map ${from}=${to}: no backup in this restore uses ${kind} ${from}`);
   }
   return out;
 }

@@ -79,6 +79,13 @@ describe('restoring into a different environment', () => {
     expect(await instanceNames(P)).toEqual(['app', 'nic']);
   });
 
+  it('says which map no backup uses (a typo would restore onto the old names without a word)', async () => {
+    const r = await run('restore', 'instance', 'app', '--target-name', 'app9', '--pool-map', `defualt=${POOL2}`, '--profile-map', 'web=web2', '--dry-run');
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`warning: --pool-map defualt=${POOL2}: no backup in this restore uses pool defualt`);
+    expect(r.stderr).not.toContain('--profile-map');
+  });
+
   it('pre-flight reads what the archive needs from a restic target too, and changes nothing', async () => {
     // restic lists manifests without the archive's index; the plan must read it before the pre-flight.
     const r = await cli(['restore', 'instance', 'app', '--target-name', 'app3', '--pool-map', `default=${POOL2}`, '--profile-map', `web=nope${tag}`, '-y', '--project', P, '--target', resticUri()], RESTIC_ENV);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addressClashes, countDistinct, fixedAddressesOf, optimizedFor, planIndex, requirementsOf, type Mappings } from '../../src/core/preflight.js';
+import { addressClashes, attachedVolumesOf, countDistinct, fixedAddressesOf, optimizedFor, planIndex, requirementsOf, sharedVolumes, unusedMappings, type Mappings } from '../../src/core/preflight.js';
 import type { RestorePlanItem } from '../../src/core/restore.js';
 import type { Instance } from '../../src/incus/types.js';
 
@@ -102,5 +102,53 @@ describe('countDistinct', () => {
     expect(countDistinct([path('profile p/hp (disk media)'), path('instance p/i1 (disk media of profile hp)'), path('instance q/i2', 'q')])).toBe(1);
     expect(countDistinct([net('p'), net('q'), net('p')])).toBe(2);
     expect(countDistinct([])).toBe(0);
+  });
+});
+
+describe('custom volumes a restored copy shares with other instances', () => {
+  it('are its own disks on a pool (after --pool-map), attached by another instance in the project that holds the volumes', () => {
+    const i = item({
+      data: { type: 'disk', pool: 'default', source: 'data', path: '/srv' },
+      root: { type: 'disk', pool: 'default', path: '/' },
+      host: { type: 'disk', source: '/opt/media', path: '/media' },
+    });
+    expect(attachedVolumesOf(i, noMaps)).toEqual([{ device: 'data', pool: 'default', name: 'data' }]);
+    const mapped = attachedVolumesOf(i, { ...noMaps, pool: new Map([['default', 'fast']]) });
+    expect(mapped).toEqual([{ device: 'data', pool: 'fast', name: 'data' }]);
+    const db = instance('prod', 'db', { d: { type: 'disk', pool: 'default', source: 'data', path: '/var/lib/db' } });
+    const other = instance('prod', 'web', { d: { type: 'disk', pool: 'default', source: 'other', path: '/x' } });
+    const own = (p: string) => p;
+    expect(sharedVolumes(attachedVolumesOf(i, noMaps), 'prod', [db, other], own)).toEqual(['volume default/data is attached to prod/db too']);
+    // Onto another pool, or into a project with volumes of its own, nothing is shared.
+    expect(sharedVolumes(mapped, 'prod', [db], own)).toEqual([]);
+    expect(sharedVolumes(attachedVolumesOf(i, noMaps), 'drill', [db], own)).toEqual([]);
+    // A project without volumes of its own uses the default project's.
+    const defaults = instance('default', 'db', db.expanded_devices!);
+    expect(sharedVolumes(attachedVolumesOf(i, noMaps), 'drill', [defaults], () => 'default')).toEqual(['volume default/data is attached to default/db too']);
+  });
+});
+
+describe('maps no backup uses', () => {
+  const web = { type: 'instance' as const, project: 'prod', index: { pool: 'default', config: { container: { profiles: ['default', 'web'], devices: { eth0: { type: 'nic', network: 'br0' }, d: { type: 'disk', pool: 'fast', source: 'data' } } } } } };
+  const vol = { type: 'volume' as const, project: 'prod', pool: 'bulk' };
+  it('are named, each, with what no backup uses', () => {
+    const maps: Mappings = {
+      project: new Map([['prod', 'drill'], ['prd', 'x']]),
+      pool: new Map([['default', 'a'], ['fast', 'b'], ['bulk', 'c'], ['fats', 'd']]),
+      profile: new Map([['web', 'w2'], ['wbe', 'w3']]),
+      network: new Map([['br0', 'n'], ['br1', 'm']]),
+    };
+    expect(unusedMappings(maps, [web, vol])).toEqual([
+      '--project-map prd=x: no backup in this restore uses project prd',
+      '--pool-map fats=d: no backup in this restore uses pool fats',
+      '--profile-map wbe=w3: no backup in this restore uses profile wbe',
+      '--network-map br1=m: no backup in this restore uses network br1',
+    ]);
+    expect(unusedMappings(noMaps, [web, vol])).toEqual([]);
+  });
+
+  it('judges pools, profiles and networks only when every instance backup says what it uses', () => {
+    const maps: Mappings = { ...noMaps, project: new Map([['nope', 'x']]), pool: new Map([['nope', 'x']]) };
+    expect(unusedMappings(maps, [web, { type: 'instance', project: 'prod' }])).toEqual(['--project-map nope=x: no backup in this restore uses project nope']);
   });
 });

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { BackupEntry } from '../../src/backends/types.js';
 import type { Manifest } from '../../src/core/manifest.js';
 import type { ResourceKey } from '../../src/core/types.js';
-import { missedRun, newestWholeRuns } from '../../src/cli/select.js';
+import { damageReport, missedRun, newestWholeRuns, pickVersion } from '../../src/cli/select.js';
+import type { BrokenBackup } from '../../src/backends/types.js';
 
 const SHA = 'a'.repeat(64);
 
@@ -70,5 +71,35 @@ describe('what the newest whole backup run no longer had', () => {
     const entries = [entry(inst('web'), at(night1, 1)), entry(inst('web'), at(night2, 1))];
     expect(newestWholeRuns(entries).size).toBe(0);
     expect(missedRun(entries[0]!, newestWholeRuns(entries))).toBeUndefined();
+  });
+});
+
+describe('damage in a restore of many', () => {
+  const broken = (key: ResourceKey, timestamp: string, extra: Partial<BrokenBackup> = {}): BrokenBackup => ({ location: `/t/${key.name}/${timestamp}`, key: { ...key, timestamp }, problem: 'invalid manifest', ...extra });
+  it('leaves out, by name, a resource with only damaged backups, and warns where the newest is damaged', () => {
+    const a = entry(inst('a'), '2026-11-01T02:00:00.000Z');
+    const b = entry(vol('b'), '2026-11-01T02:00:00.000Z');
+    const report = damageReport(
+      [a, b],
+      [
+        broken(inst('a'), '20261102T020000Z'),
+        broken(inst('a'), '20261101T010000Z'),
+        broken(inst('gone'), '20261101T020000Z'),
+        broken(inst('gone'), '20261103T020000Z', { problem: 'archive missing' }),
+        // Left by a killed run: nobody's backup, nothing to say.
+        broken(inst('killed'), '20261101T020000Z', { leftover: true }),
+      ],
+    );
+    expect(report.unusable).toEqual([{ key: { type: 'instance', project: 'p', pool: undefined, name: 'gone' }, label: 'instance p/gone', timestamp: '20261103T020000Z', problem: 'archive missing' }]);
+    expect(report.warnings).toEqual(['instance p/a: the newest backup (20261102T020000Z) is damaged (invalid manifest); 20261101T020000Z is used instead']);
+  });
+
+  it('names a damaged version as damaged when it is asked for, or when nothing else is there', () => {
+    const a = entry(inst('a'), '2026-11-01T02:00:00.000Z');
+    const bad = [broken(inst('a'), '20261102T020000Z')];
+    expect(() => pickVersion([a], 'instance p/a', '20261102T020000Z', bad)).toThrow(/^instance p\/a 20261102T020000Z is damaged \(invalid manifest\)$/);
+    expect(() => pickVersion([], 'instance p/a', undefined, bad)).toThrow(/is damaged/);
+    expect(pickVersion([a], 'instance p/a', undefined, bad)).toBe(a);
+    expect(() => pickVersion([a], 'instance p/a', '20200101T000000Z', bad)).toThrow(/has no backup with version 20200101T000000Z/);
   });
 });

@@ -2,7 +2,7 @@ import { Command, Option } from 'clipanion';
 import { CONFIG_NEEDS_HINT, configRequirements, profileKey, type ConfigRequirements } from '../../core/config.js';
 import { compareTimestamps, formatTimestamp } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
-import { countDistinct, describeRequirement, mapName, missingRequirements, profilePathRequirements, requirementKey, requirementsOf, type Devices, type Mappings, type Requirement } from '../../core/preflight.js';
+import { countDistinct, describeRequirement, mapName, missingRequirements, profilePathRequirements, requirementKey, requirementsOf, unusedMappings, type Devices, type Mappings, type Requirement } from '../../core/preflight.js';
 import { sweepProjectLeftovers } from '../../core/backup.js';
 import { planRestore, restoreItem, type RestorePlanItem } from '../../core/restore.js';
 import type { RunContext } from '../../core/run.js';
@@ -271,7 +271,7 @@ abstract class RestoreCommand extends RestoreBase {
     const said: string[] = [];
     const { plan, refusal, missing, unusable } = await ctx.ui.wait('reading the target and planning', async () => {
       const { entries, unusable } = await selectBackups(backend, this.type, projects ?? (await this.projects(api)), refs, this.version, (m) => said.push(m));
-      said.push(...unusable.map(unusableWarning));
+      said.push(...unusable.map(unusableWarning), ...unusedMappings(opts.maps, entries.map((e) => e.manifest)));
       if (entries.length === 0 && unusable.length) throw this.onlyDamaged(unusable);
       if (entries.length === 0) {
         const elsewhere = projects?.length === 1 ? await elsewhereHint(backend, { type: this.type, project: projects[0]! }) : undefined;
@@ -409,7 +409,9 @@ export class RestoreAllCommand extends RestoreBase {
     for (const [, versions] of groupByResource(eligible.filter((e) => e.manifest.type !== 'config'))) chosen.push(versions[versions.length - 1]!);
     // A resource whose every backup is damaged is left out, and said; so is a newest one that is.
     const { unusable, warnings } = damageReport(chosen, broken.filter((b) => b.key.type !== 'config' && inReach(b.key.timestamp)));
-    for (const m of [...warnings, ...unusable.map(unusableWarning)]) ctx.ui.warn(m);
+    // Without the config step (which maps the config's names too), a map no backup uses is a typo.
+    const unused = this.applyConfig ? [] : unusedMappings(opts.maps, chosen.map((e) => e.manifest));
+    for (const m of [...warnings, ...unusable.map(unusableWarning), ...unused]) ctx.ui.warn(m);
     // The config follows the mappings, like the volumes and instances restored with it.
     const configScope = project ? { project: mapName(opts.maps.project, project) } : {};
     const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), configScope, this.force, opts.maps) : undefined;
