@@ -1,5 +1,5 @@
 import type { Backend, BackupEntry, BrokenBackup, ListFilter } from '../backends/types.js';
-import { compareTimestamps } from '../core/manifest.js';
+import { compareTimestamps, formatTimestamp } from '../core/manifest.js';
 import { SERVER_WIDE, type ResourceType } from '../core/types.js';
 import { Option } from 'clipanion';
 import * as t from 'typanion';
@@ -107,6 +107,16 @@ export function damageReport(chosen: BackupEntry[], broken: BrokenBackup[]): { u
   return { unusable, warnings };
 }
 
+/**
+ * A warning for a chosen backup dated in the future (by more than a few minutes): a clock that
+ * was wrong when it was taken makes it "the newest" for as long as its date is ahead.
+ */
+export function futureWarning(e: BackupEntry, now = new Date()): string | undefined {
+  const m = e.manifest;
+  if (compareTimestamps(m.timestamp, formatTimestamp(new Date(now.getTime() + 5 * 60_000))) <= 0) return undefined;
+  return `${resourceLabel(m)}: its newest backup, ${m.timestamp}, is dated in the future (the clock was wrong when it was taken?); --version picks another (\`incus-backup list\` shows them)`;
+}
+
 /** What is said for a resource left out by damageReport, at planning time. */
 export function unusableWarning(u: Unusable): string {
   return `${u.label}: every backup is damaged (${u.timestamp ? `${u.timestamp}: ` : ''}${u.problem}); it is not restored (\`incus-backup verify\` says more)`;
@@ -168,7 +178,7 @@ export async function selectBackups(
         if (elsewhere) throw new UsageError(`no backup of ${label} in the target`, elsewhere);
         const picked = pickVersion(versions, label, version, damaged);
         // The newest is damaged: an older one is restored, which must not go unsaid.
-        if (!version) for (const w of damageReport([picked], damaged).warnings) warn?.(w);
+        if (!version) for (const w of [...damageReport([picked], damaged).warnings, futureWarning(picked)]) if (w) warn?.(w);
         out.push(picked);
       }
     } else {
@@ -182,7 +192,7 @@ export async function selectBackups(
   // Every backed-up resource: one with only damaged backups is left out, which is said.
   const inScope = broken.filter((b) => b.key.project !== undefined && projects.includes(b.key.project) && (!version || b.key.timestamp === version));
   const { unusable, warnings } = damageReport(out, inScope);
-  for (const w of warnings) warn?.(w);
+  for (const w of [...warnings, ...(version ? [] : out.map((e) => futureWarning(e)))]) if (w) warn?.(w);
   return { entries: out, unusable };
 }
 

@@ -43,6 +43,7 @@ export type KeepReason =
   | 'monthly'
   | 'yearly'
   | 'within'
+  | 'oldest'
   | 'newest'
   | 'protected';
 
@@ -165,23 +166,23 @@ function subtract(from: Date, d: Duration): number {
  * Items are ordered newest first; equal times are ordered by id (ascending, code-unit order
  * rather than locale order) so that repeated runs over the same set always agree. Bucket rules
  * keep the newest item of each of the N most recent buckets that contain items, so gaps never
- * use up a count. keepWithin is measured from the newest item, not from the clock, so a backup
- * job that stopped running does not age every backup out of the window.
+ * use up a count; as in restic (0.17+), a rule that still has counts left when it reaches the
+ * oldest item keeps that one too ('oldest'), which keeps the longest history a policy allows
+ * (a new setup does not lose its first backup to a monthly rule). keepWithin is measured from
+ * the newest item that is not in the future, as restic does: not from the clock, so a backup
+ * job that stopped running does not age every backup out of the window, and not from a backup
+ * dated ahead by a clock that was wrong once, which would push every real one out of it.
  *
  * Unlike restic, an empty policy throws instead of keeping everything (so that a caller bug
  * cannot be mistaken for a policy), and the newest item is always kept.
  *
- * @param now Currently unused: all time references are taken from the items themselves, which
- *   keeps decisions reproducible. It is part of the signature so that clock-relative rules
- *   (e.g. ignoring future-dated items, as restic does for keepWithin) can be added later
- *   without changing every caller.
+ * @param now What "the future" is measured against (keepWithin only).
  */
 export function applyRetention<T extends RetentionItem>(
   items: T[],
   policy: RetentionPolicy,
   now: Date,
 ): RetentionDecision<T>[] {
-  void now;
   const within = validate(policy);
   if (within === undefined && COUNT_FIELDS.every((f) => !policy[f])) throw new RetentionError('no retention policy given');
   for (const it of items) {
@@ -193,18 +194,22 @@ export function applyRetention<T extends RetentionItem>(
     (a, b) => b.time.getTime() - a.time.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
   );
   const rules = RULES.map(([reason, field, key]) => ({ reason, key, left: policy[field] ?? 0, last: NaN }));
-  const newest = sorted[0];
-  const cutoff = newest && within ? subtract(newest.time, within) : Infinity;
+  // Items all in the future leave no reference: the window then holds them all (restic: zero time).
+  const latest = sorted.find((it) => it.time.getTime() < now.getTime());
+  const cutoff = !within ? Infinity : latest ? subtract(latest.time, within) : -Infinity;
 
   return sorted.map((item, index) => {
     const reasons: KeepReason[] = [];
+    const oldest = index === sorted.length - 1;
     for (const r of rules) {
       if (r.left === 0) continue;
       const k = r.key(item.time, index);
-      if (k === r.last) continue;
+      if (k === r.last && !oldest) continue;
+      const sameBucket = k === r.last;
       r.last = k;
       if (r.left > 0) r.left--;
-      reasons.push(r.reason);
+      const reason = sameBucket ? 'oldest' : r.reason;
+      if (!reasons.includes(reason)) reasons.push(reason);
     }
     if (item.time.getTime() >= cutoff) reasons.push('within');
     if (item.protected === true) reasons.push('protected');

@@ -71,13 +71,16 @@ describe('prune planner', () => {
   });
 
   it('lists every rule that keeps a backup', () => {
-    // Jan 1 (two), Jan 2 (one): daily keeps the newest of each day; last 2 keeps Jan 2 and Jan 1 12:00.
+    // Jan 1 (two), Jan 2 (one): daily keeps the newest of each day; last 2 keeps Jan 2 and Jan 1
+    // 12:00; daily still has counts left at the oldest, which restic (0.17+) then keeps too.
     const entries = [entry(web, '20260101T060000Z'), entry(web, '20260101T120000Z'), entry(web, '20260102T060000Z')];
     expect(summary(entries, { keepLast: 2, keepDaily: 7 })).toEqual([
-      'instance:default:-:web:20260101T060000Z:remove:',
+      'instance:default:-:web:20260101T060000Z:keep:oldest',
       'instance:default:-:web:20260101T120000Z:keep:last+daily',
       'instance:default:-:web:20260102T060000Z:keep:last+daily',
     ]);
+    // With the daily count used up before the oldest, it goes.
+    expect(summary(entries, { keepLast: 2, keepDaily: 2 })[0]).toBe('instance:default:-:web:20260101T060000Z:remove:');
   });
 
   it('never removes a protected backup and says why it stays', () => {

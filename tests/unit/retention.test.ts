@@ -364,8 +364,9 @@ describe('applyRetention: keepWeekly (ISO 8601 weeks)', () => {
   });
 
   it('puts 2020-12-31 and 2021-01-01 in the same week (2020-W53)', () => {
-    const items = [item('new-year', '2021-01-01T00:00:00Z'), item('nye', '2020-12-31T00:00:00Z')];
-    expect(reasons(run(items, { keepWeekly: 2 }))).toEqual({ 'new-year': ['weekly'], nye: [] });
+    // dec20 (W51) behind them, so that the rule does not reach nye as the oldest item.
+    const items = [item('new-year', '2021-01-01T00:00:00Z'), item('nye', '2020-12-31T00:00:00Z'), item('dec20', '2020-12-20T00:00:00Z')];
+    expect(reasons(run(items, { keepWeekly: 2 }))).toEqual({ 'new-year': ['weekly'], nye: [], dec20: ['weekly'] });
   });
 
   it('puts 2024-12-30 in 2025-W01 together with 2025-01-01', () => {
@@ -383,7 +384,8 @@ describe('applyRetention: keepWeekly (ISO 8601 weeks)', () => {
       item('sun12', '2024-05-12T23:00:00Z'),
       item('mon06', '2024-05-06T00:00:00Z'), // same week as sun12
     ];
-    expect(kept(run(items, { keepWeekly: 3 }))).toEqual(['mon13', 'sun12']);
+    // Two weeks (Mon-Sun): mon13 | sun12, mon06. With Sunday weeks it would be mon13, sun12 | mon06.
+    expect(kept(run(items, { keepWeekly: 2 }))).toEqual(['mon13', 'sun12']);
   });
 
   it('tells the same week number of different years apart', () => {
@@ -474,9 +476,33 @@ describe('applyRetention: keepWithin', () => {
       item('n-1d', '2024-06-14T12:00:00Z'),
       item('n-2d', '2024-06-13T12:00:00Z'),
     ];
-    for (const now of [NOW, new Date('2000-01-01T00:00:00Z'), new Date('2024-06-15T12:00:00Z')]) {
+    for (const now of [NOW, new Date('2024-06-15T12:00:01Z')]) {
       expect(kept(run(items, { keepWithin: '1d' }, now))).toEqual(['n', 'n-1d']);
     }
+  });
+
+  it('measures from the newest item that is not in the future, as restic does', () => {
+    // A clock that was wrong once left a backup dated a year ahead: measured from it, every
+    // real backup would fall out of the window.
+    const items = [
+      item('ahead', '2025-06-15T12:00:00Z'),
+      item('n', '2024-06-15T12:00:00Z'),
+      item('n-1d', '2024-06-14T12:00:00Z'),
+      item('n-2d', '2024-06-13T12:00:00Z'),
+    ];
+    expect(kept(run(items, { keepWithin: '1d' }, new Date('2024-06-16T00:00:00Z')))).toEqual(['ahead', 'n', 'n-1d']);
+    // Everything in the future: no reference, the window holds them all (restic: from time zero).
+    expect(kept(run(items, { keepWithin: '1d' }, new Date('2000-01-01T00:00:00Z')))).toEqual(['ahead', 'n', 'n-1d', 'n-2d']);
+  });
+
+  it("keeps the oldest item while a rule still has counts left (restic's \"oldest\" rule)", () => {
+    const items = [item('jun', '2024-06-15T12:00:00Z'), item('may', '2024-05-20T12:00:00Z'), item('may-first', '2024-05-01T12:00:00Z')];
+    // monthly 12: June, May, and the oldest (same month as may) since 10 counts are left.
+    expect(reasons(run(items, { keepMonthly: 12 }))).toEqual({ jun: ['monthly'], may: ['monthly'], 'may-first': ['oldest'] });
+    // monthly 2: the counts are used up before the oldest, which goes.
+    expect(reasons(run(items, { keepMonthly: 2 }))).toEqual({ jun: ['monthly'], may: ['monthly'], 'may-first': [] });
+    // -1 (unlimited) keeps it too.
+    expect(kept(run(items, { keepMonthly: -1 }))).toEqual(['jun', 'may', 'may-first']);
   });
 
   it('keeps everything when the window reaches beyond the representable dates', () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { BackupEntry } from '../../src/backends/types.js';
 import type { Manifest } from '../../src/core/manifest.js';
 import type { ResourceKey } from '../../src/core/types.js';
-import { damageReport, missedRun, newestWholeRuns, pickVersion } from '../../src/cli/select.js';
+import { damageReport, futureWarning, missedRun, newestWholeRuns, pickVersion } from '../../src/cli/select.js';
 import type { BrokenBackup } from '../../src/backends/types.js';
 
 const SHA = 'a'.repeat(64);
@@ -101,5 +101,16 @@ describe('damage in a restore of many', () => {
     expect(() => pickVersion([], 'instance p/a', undefined, bad)).toThrow(/is damaged/);
     expect(pickVersion([a], 'instance p/a', undefined, bad)).toBe(a);
     expect(() => pickVersion([a], 'instance p/a', '20200101T000000Z', bad)).toThrow(/has no backup with version 20200101T000000Z/);
+  });
+});
+
+describe('a chosen backup dated in the future', () => {
+  it('is said (a clock that was wrong once), beyond a few minutes of skew', () => {
+    const now = new Date('2026-11-23T00:00:00Z');
+    expect(futureWarning(entry(inst('web'), '2027-06-01T02:00:00.000Z'), now)).toBe(
+      'instance p/web: its newest backup, 20270601T020000Z, is dated in the future (the clock was wrong when it was taken?); --version picks another (`incus-backup list` shows them)',
+    );
+    expect(futureWarning(entry(inst('web'), '2026-11-23T00:03:00.000Z'), now)).toBeUndefined();
+    expect(futureWarning(entry(inst('web'), '2026-11-22T23:00:00.000Z'), now)).toBeUndefined();
   });
 });

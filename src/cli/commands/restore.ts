@@ -13,7 +13,7 @@ import type { ResourceType } from '../../core/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { damageReport, elsewhereHint, groupByResource, missedRun, newestWholeRuns, selectBackups, unusableWarning, type Unusable } from '../select.js';
+import { damageReport, elsewhereHint, futureWarning, groupByResource, missedRun, newestWholeRuns, selectBackups, unusableWarning, type Unusable } from '../select.js';
 import { applyAll, failedRow, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 import { imagePreviewColumns, imagePreviewData, restoreImages } from './images.js';
@@ -411,7 +411,8 @@ export class RestoreAllCommand extends RestoreBase {
     const { unusable, warnings } = damageReport(chosen, broken.filter((b) => b.key.type !== 'config' && inReach(b.key.timestamp)));
     // Without the config step (which maps the config's names too), a map no backup uses is a typo.
     const unused = this.applyConfig ? [] : unusedMappings(opts.maps, chosen.map((e) => e.manifest));
-    for (const m of [...warnings, ...unusable.map(unusableWarning), ...unused]) ctx.ui.warn(m);
+    const ahead = chosen.map((e) => futureWarning(e)).filter((w): w is string => !!w);
+    for (const m of [...warnings, ...unusable.map(unusableWarning), ...unused, ...ahead]) ctx.ui.warn(m);
     // The config follows the mappings, like the volumes and instances restored with it.
     const configScope = project ? { project: mapName(opts.maps.project, project) } : {};
     const config = this.applyConfig ? await previewConfig(ctx, await pickConfig(backend, undefined, this.version), configScope, this.force, opts.maps) : undefined;
