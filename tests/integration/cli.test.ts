@@ -130,6 +130,12 @@ describe('the CLI surface', () => {
     const option = await cli(['restore', 'instances', 'c1', '--target-name', 'foo', '--target', 'dir:/tmp']);
     expect(option.exitCode).toBe(2);
     expect(option.stderr).toBe('Error: restore instances: unsupported option name ("--target-name")\nHint: `incus-backup restore instances --help` shows its options and arguments');
+    // A rule of 0 is off in restic's terms; typed, it is refused rather than left to the file's policy.
+    for (const [flag, value] of [['--keep-last', '0'], ['--keep-within', '0d']]) {
+      const zero = await cli(['prune', flag!, value!, '--target', 'dir:/nonexistent/ib-target']);
+      expect(zero.exitCode).toBe(2);
+      expect(zero.stderr).toMatch(new RegExp(`^Error: ${flag} ${value} keeps nothing by itself$`, 'm'));
+    }
     // An empty --target-name is a bad name, not "no new name".
     const empty = await cli(['restore', 'instance', 'web', '--target-name', '', '--target', 'dir:/nonexistent/ib-target']);
     expect(empty.exitCode).toBe(2);

@@ -201,6 +201,15 @@ export class PruneCommand extends ScopedCommand {
       throw new UsageError('--keep and --keep-last disagree', '--keep is an alias of --keep-last: give one of them');
     }
     const value = (field: (typeof RULES)[number][0]) => (field === 'keepLast' ? (this.keepLast ?? this.keep) : this[field]);
+    // restic reads 0 as "rule off"; typed on purpose it would leave prune to the file's policy
+    // (or refuse for lack of one) without a word: said instead.
+    for (const [field] of RULES) {
+      const v = value(field);
+      if (v === 0 || (field === 'keepWithin' && typeof v === 'string' && /^\s*(0+[ymwdh])+\s*$/.test(v))) {
+        const flag = `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+        throw new UsageError(`${flag} ${String(v)} keeps nothing by itself`, `give ${field === 'keepWithin' ? 'a duration such as 30d' : 'N >= 1, or -1 for all'}, or leave ${flag} out`);
+      }
+    }
     return checkedPolicy(RULES.map(([field]) => [field, value(field)]), (msg) => new UsageError(msg, 'see `incus-backup prune --help` for the --keep-* options'));
   }
 
