@@ -116,8 +116,12 @@ export interface VerifyItem {
   name?: string;
   timestamp?: string;
   location: string;
-  /** 'gone': removed by a concurrent prune while verify ran; not damage. */
-  status: 'ok' | 'damaged' | 'gone';
+  /**
+   * 'gone': removed by a concurrent prune while verify ran; not damage. 'unknown': nothing of
+   * its own was read (restic without --deep) and the repository check found damage, so it may
+   * be affected: only --deep tells.
+   */
+  status: 'ok' | 'damaged' | 'gone' | 'unknown';
   problems: Problem[];
   /** Stored bytes, as the manifest says (when it could be read). */
   size?: number;
@@ -130,7 +134,7 @@ export interface VerifyReport {
   repository: Problem[];
   bytesChecked: number;
   durationMs: number;
-  counts: { ok: number; damaged: number; gone: number };
+  counts: { ok: number; damaged: number; gone: number; unknown: number };
 }
 
 /**
@@ -224,7 +228,8 @@ export async function verifyBackups(backend: Backend, filter: ListFilter, opts: 
       name: m.name,
       timestamp: m.timestamp,
       location: entries[i]!.location,
-      status: r.gone ? 'gone' : r.problems.length ? 'damaged' : 'ok',
+      // Nothing of its own read (restic without --deep) while the repository is damaged: unknown.
+      status: r.gone ? 'gone' : r.problems.length ? 'damaged' : repository.length && r.bytesRead === 0 ? 'unknown' : 'ok',
       problems: r.problems,
       size: m.archive.storedSize,
       bytesChecked: r.bytesRead,
@@ -242,13 +247,14 @@ export async function verifyBackups(backend: Backend, filter: ListFilter, opts: 
   if (repository.length) {
     items.unshift({ type: 'repository', location: backend.uri, status: 'damaged', problems: repository, bytesChecked: 0 });
   }
-  const count = (s: VerifyItem['status']) => items.filter((i) => i.status === s).length;
+  // The counts are of backups; the repository's own row is reported apart.
+  const count = (s: VerifyItem['status']) => items.filter((i) => i.status === s && i.type !== 'repository').length;
   return {
     items,
     repository,
     bytesChecked,
     durationMs: Date.now() - started,
-    counts: { ok: count('ok'), damaged: count('damaged'), gone: count('gone') },
+    counts: { ok: count('ok'), damaged: count('damaged'), gone: count('gone'), unknown: count('unknown') },
   };
 }
 

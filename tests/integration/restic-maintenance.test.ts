@@ -254,6 +254,16 @@ describe('verify, protect and prune on a restic target', () => {
     expect(r.exitCode).toBe(3);
     expect(r.stdout).toMatch(/damaged/);
     expect(r.stdout + r.stderr).toContain(pack.split('/').pop()!.slice(0, 10));
+    // Nothing of the backups' own was read: they are not called sound while the repository is
+    // damaged, and the totals count backups, not the repository's row.
+    expect(r.stderr).toMatch(/^verified 3 backup\(s\) in \S+: 0 ok, 0 damaged, 3 not known to be sound; the repository itself is damaged; /m);
+    expect(r.stderr).toMatch(/^hint: the repository check found damage that may touch 3 backup\(s\) marked unknown: `incus-backup verify --deep`/m);
+    const json = await run(['verify', '--output', 'json'], copy);
+    expect(parseJson<{ type: string; status: string }[]>(json.stdout).map((i) => `${i.type}:${i.status}`)).toEqual(['repository:damaged', 'instance:unknown', 'instance:unknown', 'instance:unknown']);
+    // --deep reads each one and tells which the missing pack touches.
+    const deep = await run(['verify', '--deep', '--output', 'json'], copy);
+    expect(deep.exitCode).toBe(3);
+    expect(parseJson<{ status: string }[]>(deep.stdout).filter((i) => i.status === 'unknown')).toEqual([]);
   });
 
   it('asks before using a restic older than 0.18: refused without a terminal, allowed with -y', async () => {

@@ -143,13 +143,21 @@ export class VerifyCommand extends ScopedCommand {
     }
     if (this.name && report.items.length === 0) throw await this.nothingFound(backend, filter);
     // --quiet (a weekly job): what is damaged, and the totals line.
-    const shown = this.quiet && this.format === 'table' ? report.items.filter((i) => i.status === 'damaged') : report.items;
+    const shown = this.quiet && this.format === 'table' ? report.items.filter((i) => i.status === 'damaged' || i.status === 'unknown') : report.items;
     if (shown.length || !this.quiet) this.print(shown, verifyColumns);
-    const { ok, damaged, gone } = report.counts;
+    const { ok, damaged, gone, unknown } = report.counts;
+    const backups = report.items.filter((i) => i.type !== 'repository').length;
+    // restic's check reads the repository's data with --read-data but says nothing of how much.
+    const checked = report.bytesChecked > 0 || !this.readData ? `${humanBytes(report.bytesChecked)} checked` : 'data read by restic check';
     this.context.stderr.write(
-      `verified ${report.items.length} backup(s) in ${backend.uri}: ${ok} ok, ${damaged} damaged${gone ? `, ${gone} removed meanwhile` : ''}; ` +
-        `${humanBytes(report.bytesChecked)} checked in ${humanDuration(report.durationMs)}\n`,
+      `verified ${backups} backup(s) in ${backend.uri}: ${ok} ok, ${damaged} damaged${unknown ? `, ${unknown} not known to be sound` : ''}${gone ? `, ${gone} removed meanwhile` : ''}` +
+        `${report.repository.length ? '; the repository itself is damaged' : ''}; ${checked} in ${humanDuration(report.durationMs)}\n`,
     );
+    if (unknown) {
+      this.context.stderr.write(
+        `hint: the repository check found damage that may touch ${unknown} backup(s) marked unknown: \`incus-backup verify --deep\` reads each one to tell which; \`restic repair index\` and \`restic repair snapshots\` (see restic's docs) mend the repository, and backups taken before it is mended may share its damage\n`,
+      );
+    }
     await this.noteElsewhere(backend, filter, report.items);
     return verifyFailed(report) ? ExitCode.partial : ExitCode.ok;
   }
