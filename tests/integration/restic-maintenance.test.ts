@@ -264,6 +264,12 @@ describe('verify, protect and prune on a restic target', () => {
     const deep = await run(['verify', '--deep', '--output', 'json'], copy);
     expect(deep.exitCode).toBe(3);
     expect(parseJson<{ status: string }[]>(deep.stdout).filter((i) => i.status === 'unknown')).toEqual([]);
+    // prune there: the snapshots go, reclaiming their space cannot; it says so, and not "run again".
+    const prune = await run(['prune', '--keep-last', '1', '-y'], copy);
+    expect(prune.exitCode).toBe(1);
+    expect(prune.stderr).toMatch(/^Error: prune failed while removing backups: the backups were removed from \S+, but restic could not reclaim their space: /m);
+    expect(prune.stderr).toMatch(/^Hint: the repository is damaged: `incus-backup verify`/m);
+    expect(prune.stderr).not.toContain('run prune again');
   });
 
   it('asks before using a restic older than 0.18: refused without a terminal, allowed with -y', async () => {

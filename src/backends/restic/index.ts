@@ -3,7 +3,7 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { directoryHolds, pathKind } from '../../core/fsutil.js';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
 import { keyLabel, type ResourceKey } from '../../core/types.js';
-import { IbError, UsageError } from '../../errors.js';
+import { ExitCode, IbError, UsageError } from '../../errors.js';
 import type { ArchiveWriter, Backend, BackendFactory, BackupEntry, BrokenBackup, CheckOptions, EntryCheck, ListFilter, Problem, WriteRequest } from '../types.js';
 import {
   archiveFileName,
@@ -476,11 +476,31 @@ export class ResticBackend implements Backend {
       r = await this.run(['forget', ...(opts.prune ? ['--prune'] : []), ...ids]);
     } catch (e) {
       if (e instanceof IbError && DELETE_REFUSED.test(e.message)) throw appendOnlyError(step);
+      if (opts.prune && e instanceof IbError) throw await this.pruneFailure(ids, e);
       throw e;
     }
     if (DELETE_REFUSED.test(r.stderr)) throw appendOnlyError(step);
     const refused = r.stderr.split('\n').find((l) => /unable to remove/i.test(l));
     if (refused) throw new IbError(`restic forget could not remove every snapshot: ${refused.trim()}`, 1);
+  }
+
+  /**
+   * What a failed `forget --prune` did: when the snapshots are gone, only reclaiming their space
+   * failed (a repository missing packs, typically), which running prune again cannot finish:
+   * its next run has nothing to forget. Said so, with what mends it.
+   */
+  private async pruneFailure(ids: string[], e: IbError): Promise<IbError> {
+    const listed = await this.snapshots().catch(() => undefined);
+    if (!listed || ids.some((id) => listed.some((sn) => sn.id.startsWith(id) || id.startsWith(sn.id)))) return e;
+    const cause = e.message.replace(/^restic forget failed:\s*/, '');
+    const damaged = /missing|does not exist|not found|damaged|invalid/i.test(cause);
+    return new IbError(
+      `the backups were removed from ${this.uri}, but restic could not reclaim their space: ${cause}`,
+      ExitCode.failed,
+      damaged
+        ? 'the repository is damaged: `incus-backup verify` (then --deep) tells which backups it touches; `restic repair index` mends it, and then `restic prune` reclaims the space'
+        : '`restic prune` reclaims the space once that is fixed; running incus-backup prune again finds nothing to remove',
+    );
   }
 
   /**
