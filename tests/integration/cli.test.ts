@@ -149,6 +149,9 @@ describe('the CLI surface', () => {
     const shown = await cli(['config', 'show', '--project', 'p1', '--output', 'json'], { INCUS_BACKUP_ALL_PROJECTS: '1' });
     expect(shown.exitCode, shown.stderr).toBe(0);
     expect(JSON.parse(shown.stdout)).toContainEqual({ key: 'all_projects', value: 'false', source: '--project' });
+    // The other way round, the project that does not apply says so.
+    const every = await cli(['config', 'show', '--all-projects', '--output', 'json'], { INCUS_BACKUP_PROJECT: 'p1' });
+    expect(JSON.parse(every.stdout)).toContainEqual({ key: 'project', value: 'p1', source: 'INCUS_BACKUP_PROJECT (not used: all_projects)' });
     const unknown = await cli(['lsit']);
     expect(unknown.exitCode).toBe(2);
     expect(unknown.stderr).toBe('Error: unknown command "lsit"\nHint: did you mean `incus-backup list`? `incus-backup --help` lists the commands');

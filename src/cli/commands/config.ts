@@ -181,7 +181,8 @@ export class ConfigShowCommand extends BaseCommand {
     };
     // A rest-server or S3 URL may carry a password.
     add('target', { ...e.target, value: e.target.value === undefined ? undefined : redactRepository(e.target.value) });
-    add('project', e.project);
+    // With every project, the project setting does not apply: said beside it.
+    add('project', e.allProjects.value && e.project.source !== 'default' ? { ...e.project, source: `${e.project.source} (not used: all_projects)` } : e.project);
     add('all_projects', e.allProjects);
     add('parallel', e.parallel);
     add('log.level', e.logLevel);
