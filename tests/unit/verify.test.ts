@@ -200,7 +200,7 @@ describe('verifyBackups', () => {
     await flipByte(archivePath(bad), 100);
     await fs.rm(join(broken.location, 'manifest.json'));
     const r = await verifyBackups(backend, {}, { readData: false, deep: false, parallel: 2 }, quietUi, new AbortController().signal);
-    expect(r.counts).toEqual({ ok: 1, damaged: 2, gone: 0 });
+    expect(r.counts).toEqual({ ok: 1, damaged: 2, gone: 0, unknown: 0 });
     expect(r.items.map((i) => [i.timestamp, i.status, i.problems.map((p) => p.kind)])).toEqual([
       ['20260101T000000Z', 'ok', []],
       ['20260102T000000Z', 'damaged', ['checksum']],
@@ -236,9 +236,11 @@ describe('verifyBackups', () => {
       ['instance', 'damaged', ['truncated']],
     ]);
     expect(r.repository).toHaveLength(1);
-    // Without --deep only the repository check and the manifests count.
+    // Without --deep only the repository check and the manifests count: with the repository
+    // damaged, a backup whose own data was not read is not called sound.
     const shallow = await verifyBackups(restic, {}, { readData: false, deep: false, parallel: 1 }, quietUi, new AbortController().signal);
-    expect(shallow.items.map((i) => i.status)).toEqual(['damaged', 'ok']);
+    expect(shallow.items.map((i) => i.status)).toEqual(['damaged', 'unknown']);
+    expect(shallow.counts).toEqual({ ok: 0, damaged: 0, gone: 0, unknown: 1 });
   });
 
   it('lists while the repository check runs, and with --deep opens the next backup while the current one is checked', async () => {
