@@ -18,7 +18,7 @@ import type { IbContext } from './cli/context.js';
 import { unbreakableSteps } from './core/run.js';
 import { ExitCode } from './errors.js';
 import { toolVersion } from './version.js';
-import { overview, syntaxError, withPlaceholders } from './cli/help.js';
+import { namespaceOf, overview, syntaxError, withPlaceholders } from './cli/help.js';
 
 registerBackend(dirBackendFactory);
 registerBackend(resticBackendFactory);
@@ -111,6 +111,14 @@ export async function main(argv: string[]): Promise<void> {
   try {
     command = cli.process(words, context);
   } catch (e) {
+    // A group alone (`incus-backup backup`), or help asked for with options clipanion cannot
+    // place: the overview of what the words name, as with no command at all.
+    const group = namespaceOf(words, ALL_COMMANDS);
+    if (group) {
+      process.stderr.write(overview(ALL_COMMANDS, group, toolVersion));
+      process.exitCode = ExitCode.usage;
+      return;
+    }
     const said = syntaxError(e, words, ALL_COMMANDS);
     process.stderr.write(said ? `Error: ${said.message}\nHint: ${said.hint}\n` : cli.error(e, { colored: context.colorDepth > 1 }));
     process.exitCode = ExitCode.usage;

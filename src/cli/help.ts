@@ -73,6 +73,19 @@ function commandWords(argv: string[]): string[] {
   return i < 0 ? argv : argv.slice(0, i);
 }
 
+/**
+ * The group the command line names without naming a command in it (`backup`, or `restore
+ * --bogus --help`): its words, or undefined. Only when no command has exactly those words.
+ */
+export function namespaceOf(argv: string[], commands: CommandInfo[]): string[] | undefined {
+  const words = commandWords(argv);
+  const paths = commands.flatMap((c) => c.paths ?? []);
+  const help = argv.includes('--help') || argv.includes('-h');
+  if (!words.length) return help ? [] : undefined;
+  if (paths.some((p) => p.length === words.length && p.every((w, i) => words[i] === w))) return undefined;
+  return paths.some((p) => p.length > words.length && words.every((w, i) => p[i] === w)) ? words : undefined;
+}
+
 /** Edit distance, for "did you mean". */
 function distance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, j) => j);
@@ -111,8 +124,9 @@ export function syntaxError(e: unknown, argv: string[], commands: CommandInfo[])
   if (reasons.length) {
     // The candidate that is the typed command, else the first that got as far as a reason.
     const mine = reasons.find((c) => path && c.usage.startsWith(`incus-backup ${path.join(' ')} `)) ?? reasons[0]!;
-    const where = path?.join(' ') ?? mine.usage.split(' ').slice(1).filter((w) => /^[a-z]/.test(w)).join(' ');
-    return { message: `${where}: ${lower(mine.reason!)}`, hint: help };
+    // Named by what was typed: a candidate's usage may be a command nobody asked for.
+    const where = path?.join(' ');
+    return { message: `${where ? `${where}: ` : ''}${lower(mine.reason!)}`, hint: help };
   }
   // No command matched at all: name the nearest one.
   const words = commandWords(argv);

@@ -125,7 +125,8 @@ export function unusableWarning(u: Unusable): string {
 /** Picks one version of one resource: an exact --version, or the newest complete backup. */
 export function pickVersion(versions: BackupEntry[], label: string, version?: string, damaged: BrokenBackup[] = []): BackupEntry {
   // A version that is there but cannot be used is named as such, not as missing.
-  const bad = damaged.find((b) => !version || b.key.timestamp === version);
+  // The newest damaged one, or the asked-for version.
+  const bad = [...damaged].sort((a, b) => compareTimestamps(b.key.timestamp ?? '', a.key.timestamp ?? '')).find((b) => !version || b.key.timestamp === version);
   if (bad && (version || versions.length === 0)) {
     throw new UsageError(
       `${label}${bad.key.timestamp ? ` ${bad.key.timestamp}` : ''} is damaged (${bad.problem})`,

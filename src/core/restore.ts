@@ -274,9 +274,12 @@ async function leaveClashingCopiesStopped(
   maps: Mappings | undefined,
   projectConfigs: () => Promise<Map<string, Record<string, string>>>,
 ): Promise<void> {
+  // Only a copy beside the original shares its volumes by accident: restored under its own
+  // name and project, an instance shares them with whoever it shared them with before.
+  const copy = (i: RestorePlanItem) => i.dest.name !== i.entry.manifest.name || i.dest.project !== i.entry.manifest.project;
   const candidates = plan
     .filter((i) => i.action !== 'skip' && i.dest.kind === 'instance' && i.start)
-    .map((item) => ({ item, addresses: fixedAddressesOf(item, maps), volumes: attachedVolumesOf(item, maps) }))
+    .map((item) => ({ item, addresses: fixedAddressesOf(item, maps), volumes: copy(item) ? attachedVolumesOf(item, maps) : [] }))
     .filter((c) => c.addresses.length || c.volumes.length);
   if (!candidates.length) return;
   const [instances, projects] = await Promise.all([ctx.api.listAllInstances(), projectConfigs()]);
@@ -392,7 +395,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
   } catch (e) {
     task.end(false);
     await cleanup.run(ui.warn.bind(ui));
-    if (signal.aborted) throw new InterruptedError(`interrupted while restoring ${label}; nothing was changed`);
+    if (signal.aborted) throw e instanceof UndoIncompleteError ? e : new InterruptedError(`interrupted while restoring ${label}; nothing was changed`);
     if (!again && e instanceof ChecksumMismatchError && ctx.backend.wasReadAhead?.(item.entry)) {
       // What was read ahead was a newer backup that landed after the listing, not this one.
       ui.warn(`${label}: the read-ahead of ${m.timestamp} met a newer backup; reading ${m.timestamp} again`);
@@ -505,6 +508,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     ui.warn(`replacing ${dest.name} failed (${(e as Error).message}); putting the original back`);
     const putBack = await undo.run(ui.warn.bind(ui));
     if (notStarted && putBack) throw notStartedError(dest.name, notStarted.error, notStarted.user);
+    if (e instanceof InterruptedError && !putBack) throw new UndoIncompleteError(`interrupted while replacing ${dest.name}; putting the original back did not complete (the warnings above say what is left)`);
     throw e;
   }
   // The swap is done; failing to delete the old copy loses nothing, so it is only a warning.
@@ -519,6 +523,9 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     );
   }
 }
+
+/** An interrupted swap whose undo did not finish: "nothing was changed" would not be true. */
+class UndoIncompleteError extends InterruptedError {}
 
 /** What a replace says when the restored instance, or a user of the restored volume, did not start. */
 function notStartedError(dest: string, error: Error, user?: string): IbError {

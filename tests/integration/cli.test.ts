@@ -155,6 +155,10 @@ describe('the CLI surface', () => {
     const unknown = await cli(['lsit']);
     expect(unknown.exitCode).toBe(2);
     expect(unknown.stderr).toBe('Error: unknown command "lsit"\nHint: did you mean `incus-backup list`? `incus-backup --help` lists the commands');
+    // A group alone lists its commands (exit 2), as no command at all does.
+    const group = await cli(['backup']);
+    expect(group.exitCode).toBe(2);
+    expect(group.stderr).toMatch(/^ {2}backup instances +Back up instances/m);
     const sub = await cli(['restore', 'instnace', 'web']);
     expect(sub.stderr).toMatch(/^Hint: did you mean `incus-backup restore instance`\?/m);
   });

@@ -255,6 +255,11 @@ describe('restoring into a different environment', () => {
     expect(r.stderr).toContain(`warning: instance ${P}/app3: ${why}; it is left stopped`);
     expect(await state(P, 'app3')).toBe('Stopped');
     expect(await state(P, 'app')).toBe('Running');
+    // Under its own name, app shares data as it did before (here with app3): it runs again.
+    const own = await run('restore', 'instance', 'app', '--replace', '-y');
+    expect(own.exitCode, own.stderr).toBe(0);
+    expect(own.stderr).not.toContain('not started');
+    expect(await state(P, 'app')).toBe('Running');
     await incus('delete', 'app3', '--project', P);
   });
 });

@@ -100,6 +100,9 @@ describe('operator experience', () => {
       expect(typo.stderr).toMatch(new RegExp(`^Error: ${args[0] === 'instances' ? 'instance' : 'volume'} ${P}/\\S*nope does not exist\nHint: \`incus (list|storage volume list default) --project ${P}\` shows the`, 'm'));
       expect(existsSync(fresh)).toBe(false);
     }
+    // A dry run shows it as the run would report it.
+    const dry = await cli(['backup', 'instances', 'a3', 'nope', '--dry-run', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(parseJson<{ name: string; status: string; error?: string }[]>(dry.stdout).map((x) => `${x.name}:${x.status}:${x.error ?? ''}`)).toEqual(['a3:planned:', `nope:failed:instance ${P}/nope does not exist`]);
     // With --all-projects a name is looked for in every project, and reported once.
     const nowhere = await cli(['backup', 'instances', 'nope-anywhere', '--all-projects', '--target', `dir:${fresh}`, '--dry-run']);
     expect(nowhere.exitCode).toBe(2);

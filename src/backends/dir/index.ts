@@ -71,7 +71,8 @@ export class DirBackend implements Backend {
   async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
     if (this.rootExists()) {
       const holds = this.notResticRepository();
-      if (holds === 'other' && !(await fs.readdir(this.root)).every((e) => LAYOUT.has(e))) {
+      // A first backup of another run may be writing metadata.json right now (its temporary file).
+      if (holds === 'other' && !(await fs.readdir(this.root)).every((e) => LAYOUT.has(e) || /^\.[0-9a-f]{8}\.tmp$/.test(e))) {
         // `dir:/srv` typed for `dir:/srv/backups` would scatter a backup tree among its files.
         throw new UsageError(
           `${this.uri} is not empty and is not a directory target (it has no metadata.json)`,

@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { directoryHolds, pathKind } from '../../core/fsutil.js';
@@ -195,8 +196,9 @@ export class ResticBackend implements Backend {
 
   private async init(): Promise<void> {
     const local = localRepository(this.repository);
-    // restic would initialise a repository among whatever the directory holds.
-    if (local !== undefined && pathKind(local) === 'directory' && directoryHolds(local) === 'other') {
+    // restic would initialise a repository among whatever the directory holds (what another
+    // run's `restic init` is creating there right now is fine: that init wins, this one fails).
+    if (local !== undefined && pathKind(local) === 'directory' && directoryHolds(local) === 'other' && !readdirSync(local).every((e) => RESTIC_LAYOUT.has(e))) {
       throw new UsageError(`${this.uri} is not empty and is not a restic repository`, `point --target at a new or empty directory, e.g. restic:${join(local, 'restic')}`);
     }
     try {
@@ -490,6 +492,8 @@ export class ResticBackend implements Backend {
    * its next run has nothing to forget. Said so, with what mends it.
    */
   private async pruneFailure(ids: string[], e: IbError): Promise<IbError> {
+    // Ctrl-C stays an interrupt (exit 130), whatever restic got done.
+    if (e.exitCode === ExitCode.interrupted) return e;
     const listed = await this.snapshots().catch(() => undefined);
     if (!listed || ids.some((id) => listed.some((sn) => sn.id.startsWith(id) || id.startsWith(sn.id)))) return e;
     const cause = e.message.replace(/^restic forget failed:\s*/, '');
@@ -839,6 +843,8 @@ function archiveDumpArgs(entry: BackupEntry): string[] {
 
 /** restic's repository backends other than a local directory (`local:` is a path too). */
 const RESTIC_REMOTE = /^(sftp|rest|s3|b2|azure|gs|swift|rclone):/;
+/** What a local restic repository holds, complete or being created. */
+const RESTIC_LAYOUT = new Set(['config', 'data', 'index', 'keys', 'locks', 'snapshots', 'lost+found']);
 
 /** The directory of a repository on a local path; undefined for a remote one. */
 function localRepository(repository: string): string | undefined {

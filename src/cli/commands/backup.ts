@@ -198,7 +198,8 @@ abstract class BackupCommand extends BaseCommand {
       }
     }
     if (this.dryRun) {
-      this.print(subjects.map(row), resultColumns);
+      // A named resource that does not exist is shown as the run would report it.
+      this.print(subjects.map((s) => (absent.includes(s as BackupSubject) ? failedRow(row(s), absentError([s as BackupSubject])) : row(s))), resultColumns);
       return ExitCode.ok;
     }
     // The run stops on Ctrl-C, and also when the target turns out unusable (wrong password,
@@ -228,7 +229,7 @@ abstract class BackupCommand extends BaseCommand {
     // derivation and lock wait, ~0.7 s), instead of doing so once it gets its turn.
     const prewarmAfter = (i: number) => () => {
       const next = subjects[i + this.parallel];
-      if (next?.kind === 'instance' || next?.kind === 'volume') backend.prewarm?.(subjectKey(next));
+      if ((next?.kind === 'instance' || next?.kind === 'volume') && !absent.includes(next)) backend.prewarm?.(subjectKey(next));
     };
     const backUp = async (s: BackupItem, i: number, firstTurn: boolean) => {
       if (s.kind === 'skipped') return undefined;

@@ -148,7 +148,7 @@ export class VerifyCommand extends ScopedCommand {
     const { ok, damaged, gone, unknown } = report.counts;
     const backups = report.items.filter((i) => i.type !== 'repository').length;
     // restic's check reads the repository's data with --read-data but says nothing of how much.
-    const checked = report.bytesChecked > 0 || !this.readData ? `${humanBytes(report.bytesChecked)} checked` : 'data read by restic check';
+    const checked = report.bytesChecked > 0 || !(this.readData || this.readDataSubset) ? `${humanBytes(report.bytesChecked)} checked` : 'data read by restic check';
     this.context.stderr.write(
       `verified ${backups} backup(s) in ${backend.uri}: ${ok} ok, ${damaged} damaged${unknown ? `, ${unknown} not known to be sound` : ''}${gone ? `, ${gone} removed meanwhile` : ''}` +
         `${report.repository.length ? '; the repository itself is damaged' : ''}; ${checked} in ${humanDuration(report.durationMs)}\n`,
@@ -200,7 +200,7 @@ export class PruneCommand extends ScopedCommand {
   keepWeekly = count('--keep-weekly', 'Keep the newest backup of each of the last N ISO weeks that have one');
   keepMonthly = count('--keep-monthly', 'Keep the newest backup of each of the last N months that have one');
   keepYearly = count('--keep-yearly', 'Keep the newest backup of each of the last N years that have one');
-  keepWithin = Option.String('--keep-within', { description: 'Keep backups this recent relative to the newest, e.g. 30d, 2w, 1y6m' });
+  keepWithin = Option.String('--keep-within', { description: 'Keep backups this recent relative to the newest one not dated in the future, e.g. 30d, 2w, 1y6m' });
   lockWait = lockWaitOption();
 
   /** The policy the flags give (empty when none is given), checked before anything is read. */

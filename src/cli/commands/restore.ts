@@ -285,7 +285,9 @@ abstract class RestoreCommand extends RestoreBase {
     });
     for (const m of said) ctx.ui.warn(m);
     const work = plan.filter((i) => i.action !== 'skip');
-    if (this.showsPlan(this.dryRun || missing.length > 0 || work.length === 0 || !!refusal)) this.print(plan, previewColumns, previewData);
+    // One document with --output json|yaml: the plan when the run stops here, else the results
+    // (which a resource left out for damage makes, even with nothing else to do).
+    if (this.showsPlan(this.dryRun || missing.length > 0 || (work.length === 0 && !unusable.length) || !!refusal)) this.print(plan, previewColumns, previewData);
     if (refusal) throw refusal;
     this.refuseMissing(missing);
     if (this.dryRun) {
@@ -452,7 +454,7 @@ export class RestoreAllCommand extends RestoreBase {
     const work = plan.filter((i) => i.action !== 'skip');
     const configWork = config?.changes.length ?? 0;
     const nothingToDo = !work.length && !configWork && !imageWork.length;
-    const stopsHere = this.dryRun || missing.length > 0 || nothingToDo || !!refusal;
+    const stopsHere = this.dryRun || missing.length > 0 || (nothingToDo && !unusable.length) || !!refusal;
     if (this.format === 'table') {
       if (this.showsPlan(stopsHere)) this.printAllPlan(config, images, plan);
     } else if (this.showsPlan(stopsHere)) {
