@@ -23,6 +23,28 @@ import { namespaceOf, overview, syntaxError, withPlaceholders } from './cli/help
 registerBackend(dirBackendFactory);
 registerBackend(resticBackendFactory);
 
+/** Every command, in the order help lists them within a category. */
+const ALL_COMMANDS = [
+  BackupInstancesCommand,
+  BackupVolumesCommand,
+  BackupConfigCommand,
+  BackupImagesCommand,
+  BackupAllCommand,
+  RestoreInstanceCommand,
+  RestoreInstancesCommand,
+  RestoreVolumeCommand,
+  RestoreVolumesCommand,
+  RestoreConfigCommand,
+  RestoreImagesCommand,
+  ConfigShowCommand,
+  RestoreAllCommand,
+  ListCommand,
+  VerifyCommand,
+  PruneCommand,
+  ProtectCommand,
+  UnprotectCommand,
+];
+
 /**
  * `colors`: whether help and usage errors may use escape codes. Given here, because clipanion's
  * help command otherwise decides from the terminal type alone, and wrote them into pipes.
@@ -31,27 +53,6 @@ registerBackend(resticBackendFactory);
  * command when it names none, so that help and "did you mean" see them all): clipanion builds
  * one parser over the options of every registered command, which took 15–30 ms of each start.
  */
-const ALL_COMMANDS = [
-    BackupInstancesCommand,
-    BackupVolumesCommand,
-    BackupConfigCommand,
-    BackupImagesCommand,
-    BackupAllCommand,
-    RestoreInstanceCommand,
-    RestoreInstancesCommand,
-    RestoreVolumeCommand,
-    RestoreVolumesCommand,
-    RestoreConfigCommand,
-    RestoreImagesCommand,
-    ConfigShowCommand,
-    RestoreAllCommand,
-    ListCommand,
-    VerifyCommand,
-    PruneCommand,
-    ProtectCommand,
-    UnprotectCommand,
-];
-
 export function buildCli(colors = false, verb?: string): Cli<IbContext> {
   const cli = new Cli<IbContext>({ binaryLabel: 'incus-backup', binaryName: 'incus-backup', binaryVersion: toolVersion, enableColors: colors });
   const all = ALL_COMMANDS;
