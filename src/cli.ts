@@ -23,7 +23,7 @@ import { namespaceOf, overview, syntaxError, withPlaceholders } from './cli/help
 registerBackend(dirBackendFactory);
 registerBackend(resticBackendFactory);
 
-/** Every command, in the order help lists them within a category. */
+/** Every command; buildCli registers those under the command line's first word, help.ts lists them. */
 const ALL_COMMANDS = [
   BackupInstancesCommand,
   BackupVolumesCommand,
