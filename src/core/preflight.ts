@@ -19,6 +19,13 @@ interface IndexContainer {
   devices?: Record<string, Record<string, string>>;
 }
 
+/** What an instance backup's index says (root pool, profiles, devices); undefined when it has none. */
+function instanceIndex(m: Pick<Manifest, 'type' | 'index'>): { pool?: string; container?: IndexContainer } | undefined {
+  if (m.type !== 'instance' || !m.index) return undefined;
+  const index = m.index as { pool?: string; config?: { container?: IndexContainer } };
+  return { ...(index.pool ? { pool: index.pool } : {}), ...(index.config?.container ? { container: index.config.container } : {}) };
+}
+
 /** Name mappings for restoring into a different environment (--project-map, --pool-map, ...). */
 export interface Mappings {
   project: Map<string, string>;
@@ -44,9 +51,9 @@ export function requirementsOf(item: RestorePlanItem, maps: Mappings): Requireme
   const neededBy = `${item.dest.kind} ${project}/${item.dest.kind === 'volume' ? `${item.dest.pool}/` : ''}${item.dest.name}`;
   const needProject: Requirement = { what: 'project', project, name: project, neededBy };
   if (item.dest.kind === 'volume') return [needProject, { what: 'storage-pool', project, name: item.dest.pool, neededBy }];
-  if (m.type !== 'instance' || !m.index) return [needProject];
-  const index = m.index as { pool?: string; config?: { container?: IndexContainer } };
-  const c = index.config?.container ?? {};
+  const index = instanceIndex(m);
+  if (!index) return [needProject];
+  const c = index.container ?? {};
   const out: Requirement[] = [needProject];
   if (index.pool) out.push({ what: 'storage-pool', project, name: mapName(maps.pool, index.pool), neededBy });
   for (const p of c.profiles ?? []) out.push({ what: 'profile', project, name: mapName(maps.profile, p), neededBy });
@@ -74,13 +81,13 @@ export function unusedMappings(maps: Mappings, manifests: Pick<Manifest, 'type' 
     used.project.add(m.project);
     if (m.pool) used.pool.add(m.pool);
     if (m.type !== 'instance') continue;
-    const index = m.index as { pool?: string; config?: { container?: IndexContainer } } | undefined;
-    if (!index?.config?.container) {
+    const index = instanceIndex(m);
+    if (!index?.container) {
       known = false;
       continue;
     }
     if (index.pool) used.pool.add(index.pool);
-    const c = index.config.container;
+    const c = index.container;
     for (const p of c.profiles ?? []) used.profile.add(p);
     for (const d of Object.values(c.devices ?? {})) {
       if (d.type === 'nic' && d.network) used.network.add(d.network);
@@ -122,9 +129,9 @@ export async function profilePathRequirements(
   if (!onIncusHost(api)) return [];
   const out: Requirement[] = [];
   for (const item of items) {
-    const m = item.entry.manifest;
-    if (item.dest.kind !== 'instance' || m.type !== 'instance' || !m.index) continue;
-    const c = (m.index as { config?: { container?: IndexContainer } }).config?.container ?? {};
+    const index = instanceIndex(item.entry.manifest);
+    if (item.dest.kind !== 'instance' || !index) continue;
+    const c = index.container ?? {};
     const fromProfiles = new Map<string, { profile: string; device: Record<string, string> }>();
     for (const p of c.profiles ?? []) {
       const name = mapName(maps.profile, p);
@@ -157,9 +164,9 @@ export interface FixedAddress {
  * after --network-map.
  */
 export function fixedAddressesOf(item: RestorePlanItem, maps: Mappings | undefined): FixedAddress[] {
-  const m = item.entry.manifest;
-  if (m.type !== 'instance' || !m.index) return [];
-  const c = (m.index as { config?: { container?: IndexContainer } }).config?.container ?? {};
+  const index = instanceIndex(item.entry.manifest);
+  if (!index) return [];
+  const c = index.container ?? {};
   const out: FixedAddress[] = [];
   for (const [device, d] of Object.entries(c.devices ?? {})) {
     if (d.type !== 'nic' || !d.network) continue;
@@ -178,10 +185,8 @@ export interface AttachedVolume {
 
 /** The custom volumes the backed-up instance attaches (disks with a pool and a volume source). */
 export function attachedVolumesOf(item: RestorePlanItem, maps: Mappings | undefined): AttachedVolume[] {
-  const m = item.entry.manifest;
-  if (m.type !== 'instance' || !m.index) return [];
-  const c = (m.index as { config?: { container?: IndexContainer } }).config?.container ?? {};
-  return customVolumeDisks(c.devices ?? {}).map(({ device, pool, name }) => ({ device, pool: maps ? mapName(maps.pool, pool) : pool, name }));
+  const c = instanceIndex(item.entry.manifest)?.container;
+  return customVolumeDisks(c?.devices ?? {}).map(({ device, pool, name }) => ({ device, pool: maps ? mapName(maps.pool, pool) : pool, name }));
 }
 
 function customVolumeDisks(devices: Record<string, Record<string, string>>): AttachedVolume[] {
