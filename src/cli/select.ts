@@ -166,8 +166,11 @@ export async function selectBackups(
   };
   const { entries, broken } = await backend.scan(filter);
   const groups = groupByResource(entries.filter((e) => projects.includes(e.manifest.project)));
-  const damagedOf = (k: { type: string; project: string; pool?: string | undefined; name: string }) =>
-    broken.filter((b) => !b.leftover && b.key.type === k.type && b.key.project === k.project && b.key.name === k.name && (b.key.pool ?? undefined) === k.pool);
+  const damagedOf = (k: ResourceRef) =>
+    broken.filter((b) => {
+      const of = damagedResource(b);
+      return of !== undefined && groupKey(of) === groupKey(k);
+    });
   const out: BackupEntry[] = [];
   for (const project of projects) {
     if (refs.length) {
