@@ -69,11 +69,12 @@ export function pathKind(path: string): 'directory' | 'missing' | 'other' {
 /**
  * What an existing directory holds, as far as a target goes: a restic repository (its `config`
  * file and `keys/`), a directory target (its metadata.json), nothing (lost+found aside: a fresh
- * file system's mount point is empty), or something else. Pointing one kind of target at the
+ * file system's mount point is empty; `alsoEmpty` names what else counts as nothing), or
+ * something else. Pointing one kind of target at the
  * other, or a new target at a directory in use (`dir:/srv` for `dir:/srv/backups`), must be
  * refused rather than mixed in.
  */
-export function directoryHolds(path: string): 'restic' | 'dir-target' | 'empty' | 'other' {
+export function directoryHolds(path: string, alsoEmpty: (entry: string) => boolean = () => false): 'restic' | 'dir-target' | 'empty' | 'other' {
   const isFile = (name: string) => {
     try {
       return statSync(join(path, name)).isFile();
@@ -83,7 +84,7 @@ export function directoryHolds(path: string): 'restic' | 'dir-target' | 'empty' 
   };
   if (isFile('config') && pathKind(join(path, 'keys')) === 'directory') return 'restic';
   if (isFile('metadata.json')) return 'dir-target';
-  return readdirSync(path).every((e) => e === 'lost+found') ? 'empty' : 'other';
+  return readdirSync(path).every((e) => e === 'lost+found' || alsoEmpty(e)) ? 'empty' : 'other';
 }
 
 /** True when `pid` is a live process on this host. */

@@ -31,8 +31,8 @@ import { acquireLock, LOCK_FILE } from './lock.js';
 
 const STAGING = '.staging';
 const TRASH = '.trash';
-/** What a target's root holds besides metadata.json (a target that lost it is still one). */
-const LAYOUT = new Set(['instances', 'volumes', 'images', 'config', STAGING, TRASH, LOCK_FILE, `${LOCK_FILE}.takeover`, 'lost+found']);
+/** What a target's root holds besides metadata.json. */
+const LAYOUT = new Set(['instances', 'volumes', 'images', 'config', STAGING, TRASH, LOCK_FILE, `${LOCK_FILE}.takeover`]);
 const TS_DIR = /^\d{8}T\d{6}Z(-\d+)?$/;
 
 
@@ -69,18 +69,17 @@ export class DirBackend implements Backend {
   }
 
   async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
-    if (this.rootExists()) {
-      const holds = this.notResticRepository();
-      // A first backup of another run may be writing metadata.json right now (its temporary file).
-      if (holds === 'other' && !(await fs.readdir(this.root)).every((e) => LAYOUT.has(e) || /^\.[0-9a-f]{8}\.tmp$/.test(e))) {
-        // `dir:/srv` typed for `dir:/srv/backups` would scatter a backup tree among its files.
-        throw new UsageError(
-          `${this.uri} is not empty and is not a directory target (it has no metadata.json)`,
-          `point --target at a new or empty directory, e.g. dir:${join(this.root, 'incus-backup')}`,
-        );
-      }
+    // What a target's root holds besides metadata.json counts as nothing: a target that lost it
+    // is still one, and a first backup of another run may be writing it now (its temporary file).
+    const holds = this.rootExists() ? this.notResticRepository((e) => LAYOUT.has(e) || /^\.[0-9a-f]{8}\.tmp$/.test(e)) : 'empty';
+    if (holds === 'other') {
+      // `dir:/srv` typed for `dir:/srv/backups` would scatter a backup tree among its files.
+      throw new UsageError(
+        `${this.uri} is not empty and is not a directory target (it has no metadata.json)`,
+        `point --target at a new or empty directory, e.g. dir:${join(this.root, 'incus-backup')}`,
+      );
     }
-    if (!(await exists(join(this.root, 'metadata.json')))) {
+    if (holds !== 'dir-target') {
       await mkdirPrivate(this.root);
       await writeFileAtomic(
         join(this.root, 'metadata.json'),
@@ -129,8 +128,8 @@ export class DirBackend implements Backend {
   }
 
   /** Refuses a restic repository given as dir: (its `config` file is no config backup). */
-  private notResticRepository(): ReturnType<typeof directoryHolds> {
-    const holds = directoryHolds(this.root);
+  private notResticRepository(alsoEmpty?: (entry: string) => boolean): ReturnType<typeof directoryHolds> {
+    const holds = directoryHolds(this.root, alsoEmpty);
     if (holds === 'restic') throw new UsageError(`${this.uri} is a restic repository, not a directory target`, `use --target restic:${this.root}`);
     return holds;
   }

@@ -1,4 +1,3 @@
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { directoryHolds, pathKind } from '../../core/fsutil.js';
@@ -198,7 +197,7 @@ export class ResticBackend implements Backend {
     const local = localRepository(this.repository);
     // restic would initialise a repository among whatever the directory holds (what another
     // run's `restic init` is creating there right now is fine: that init wins, this one fails).
-    if (local !== undefined && pathKind(local) === 'directory' && directoryHolds(local) === 'other' && !readdirSync(local).every((e) => RESTIC_LAYOUT.has(e))) {
+    if (local !== undefined && pathKind(local) === 'directory' && directoryHolds(local, (e) => RESTIC_LAYOUT.has(e)) === 'other') {
       throw new UsageError(`${this.uri} is not empty and is not a restic repository`, `point --target at a new or empty directory, e.g. restic:${join(local, 'restic')}`);
     }
     try {
@@ -844,7 +843,7 @@ function archiveDumpArgs(entry: BackupEntry): string[] {
 /** restic's repository backends other than a local directory (`local:` is a path too). */
 const RESTIC_REMOTE = /^(sftp|rest|s3|b2|azure|gs|swift|rclone):/;
 /** What a local restic repository holds, complete or being created. */
-const RESTIC_LAYOUT = new Set(['config', 'data', 'index', 'keys', 'locks', 'snapshots', 'lost+found']);
+const RESTIC_LAYOUT = new Set(['config', 'data', 'index', 'keys', 'locks', 'snapshots']);
 
 /** The directory of a repository on a local path; undefined for a remote one. */
 function localRepository(repository: string): string | undefined {
