@@ -146,7 +146,7 @@ export class VerifyCommand extends ScopedCommand {
     const shown = this.quiet && this.format === 'table' ? report.items.filter((i) => i.status === 'damaged' || i.status === 'unknown') : report.items;
     if (shown.length || !this.quiet) this.print(shown, verifyColumns);
     const { ok, damaged, gone, unknown } = report.counts;
-    const backups = report.items.filter((i) => i.type !== 'repository').length;
+    const backups = ok + damaged + gone + unknown;
     // restic's check reads the repository's data with --read-data but says nothing of how much.
     const checked = report.bytesChecked > 0 || !(this.readData || this.readDataSubset) ? `${humanBytes(report.bytesChecked)} checked` : 'data read by restic check';
     this.context.stderr.write(
@@ -211,10 +211,10 @@ export class PruneCommand extends ScopedCommand {
     const value = (field: (typeof RULES)[number][0]) => (field === 'keepLast' ? (this.keepLast ?? this.keep) : this[field]);
     // restic reads 0 as "rule off"; typed on purpose it would leave prune to the file's policy
     // (or refuse for lack of one) without a word: said instead.
-    for (const [field] of RULES) {
+    for (const [field, key] of RULES) {
       const v = value(field);
       if (v === 0 || (field === 'keepWithin' && typeof v === 'string' && /^\s*(0+[ymwdh])+\s*$/.test(v))) {
-        const flag = `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+        const flag = `--${key.replace(/_/g, '-')}`;
         throw new UsageError(`${flag} ${String(v)} keeps nothing by itself`, `give ${field === 'keepWithin' ? 'a duration such as 30d' : 'N >= 1, or -1 for all'}, or leave ${flag} out`);
       }
     }
