@@ -470,26 +470,18 @@ describe('applyRetention: keepWithin', () => {
     expect(kept(run(items, { keepWithin: '2d' }))).toEqual(['n', 'n-1h', 'n-2h', 'n-1d']);
   });
 
+  const threeDays = [item('n', '2024-06-15T12:00:00Z'), item('n-1d', '2024-06-14T12:00:00Z'), item('n-2d', '2024-06-13T12:00:00Z')];
+
   it('measures from the newest item, not from now', () => {
-    const items = [
-      item('n', '2024-06-15T12:00:00Z'),
-      item('n-1d', '2024-06-14T12:00:00Z'),
-      item('n-2d', '2024-06-13T12:00:00Z'),
-    ];
     for (const now of [NOW, new Date('2024-06-15T12:00:01Z')]) {
-      expect(kept(run(items, { keepWithin: '1d' }, now))).toEqual(['n', 'n-1d']);
+      expect(kept(run(threeDays, { keepWithin: '1d' }, now))).toEqual(['n', 'n-1d']);
     }
   });
 
   it('measures from the newest item that is not in the future, as restic does', () => {
     // A clock that was wrong once left a backup dated a year ahead: measured from it, every
     // real backup would fall out of the window.
-    const items = [
-      item('ahead', '2025-06-15T12:00:00Z'),
-      item('n', '2024-06-15T12:00:00Z'),
-      item('n-1d', '2024-06-14T12:00:00Z'),
-      item('n-2d', '2024-06-13T12:00:00Z'),
-    ];
+    const items = [item('ahead', '2025-06-15T12:00:00Z'), ...threeDays];
     expect(kept(run(items, { keepWithin: '1d' }, new Date('2024-06-16T00:00:00Z')))).toEqual(['ahead', 'n', 'n-1d']);
     // Everything in the future: no reference, the window holds them all (restic: from time zero).
     expect(kept(run(items, { keepWithin: '1d' }, new Date('2000-01-01T00:00:00Z')))).toEqual(['ahead', 'n', 'n-1d', 'n-2d']);
