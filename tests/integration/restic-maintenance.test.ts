@@ -42,16 +42,21 @@ afterAll(async () => {
   tmp?.dispose();
 });
 
+/** The lock files in the repository: restic writes each as `<id>-tmp-…` first, then renames it. */
+function lockFiles(): string[] {
+  return readdirSync(join(repo(), 'locks')).filter((f) => /^[0-9a-f]{64}$/.test(f));
+}
+
 /**
- * A real exclusive lock: restic's own prune, stopped once its lock file exists (restic waits 200 ms
- * after writing it before it goes on, so it is stopped while it holds the lock). resume() lets it
- * finish.
+ * A real exclusive lock: restic's own prune, stopped once its lock file exists under its final
+ * name (restic waits 200 ms after writing it before it goes on, so it is stopped while it holds
+ * the lock; stopped while the file still had its temporary name, it would hold nothing that
+ * other clients see). resume() lets it finish.
  */
 async function stoppedPrune(): Promise<{ resume: () => Promise<void> }> {
-  const locks = join(repo(), 'locks');
   const prune = execa('restic', ['prune'], { env: { ...env, RESTIC_REPOSITORY: repo() }, reject: false });
   const deadline = Date.now() + 20_000;
-  while (readdirSync(locks).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+  while (lockFiles().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
   prune.kill('SIGSTOP');
   return {
     resume: async () => {
@@ -128,17 +133,16 @@ describe('verify, protect and prune on a restic target', () => {
   });
 
   it('lists while another client holds an exclusive lock: a listing takes no lock', async () => {
-    const locks = join(repo(), 'locks');
     const prune = await stoppedPrune();
     try {
-      expect(readdirSync(locks)).toHaveLength(1);
+      expect(lockFiles()).toHaveLength(1);
       const started = Date.now();
       const r = await run(['list', 'instances', 'm1', '--output', 'json']);
       expect(r.exitCode, r.stderr).toBe(0);
       expect(parseJson<unknown[]>(r.stdout)).toHaveLength(3);
       // With a lock it would wait for the prune (up to --retry-lock's 2 minutes).
       expect(Date.now() - started).toBeLessThan(10_000);
-      expect(readdirSync(locks)).toHaveLength(1);
+      expect(lockFiles()).toHaveLength(1);
     } finally {
       await prune.resume();
     }
