@@ -37,7 +37,7 @@ export async function backupImage(ctx: RunContext, project: string, image: Image
     const server = await ctx.api.client.server();
     const entry = await writer.commit(
       draftManifest(key, writer.timestamp, server.environment.server_version, { size: hash.bytes, sha256: hash.sha256 }, {
-        consistency: { mode: 'stopped', instant: new Date().toISOString() },
+        consistency: { mode: 'immutable', instant: new Date().toISOString() },
         image: {
           contentType: dl.contentType,
           aliases: image.aliases ?? [],

@@ -9,7 +9,8 @@ export interface ResourceKey {
   pool?: string;
 }
 
-export type ConsistencyMode = 'snapshot' | 'stopped' | 'freeze' | 'live';
+/** `immutable`: an image, which never changes once Incus has it (its fingerprint is its content's hash). */
+export type ConsistencyMode = 'snapshot' | 'stopped' | 'freeze' | 'live' | 'immutable';
 export type Compression = 'none' | 'gzip' | 'zstd' | 'xz';
 
 export function keyLabel(k: ResourceKey): string {

@@ -46,7 +46,8 @@ describe('images', () => {
     const list = parseJson<{ type: string; name: string; sha256: string }[]>((await cli(['list', 'images', '--project', P, '--target', target.uri, '--output', 'json'])).stdout);
     expect(list).toHaveLength(1);
     // A unified image's fingerprint is the sha256 of its tarball: what we stored is the image.
-    expect(list[0]).toMatchObject({ type: 'image', name: fp, sha256: fp });
+    // An image never changes, so its backup is neither of a stopped nor of a live source.
+    expect(list[0]).toMatchObject({ type: 'image', name: fp, sha256: fp, consistency: 'immutable' });
   });
 
   it('restores a deleted image with its alias and properties', async () => {
