@@ -122,6 +122,13 @@ export function unusableWarning(u: Unusable): string {
   return `${u.label}: every backup is damaged (${u.timestamp ? `${u.timestamp}: ` : ''}${u.problem}); it is not restored (\`incus-backup verify\` says more)`;
 }
 
+/** A --version must look like one; say so before anything is listed. */
+export function checkVersion(version: string | undefined): void {
+  if (version !== undefined && !/^\d{8}T\d{6}Z(-\d+)?$/.test(version)) {
+    throw new UsageError(`--version "${version}" is not a backup version`, 'versions look like 20260131T235959Z; see `incus-backup list`');
+  }
+}
+
 /** Picks one version of one resource: an exact --version, or the newest complete backup. */
 export function pickVersion(versions: BackupEntry[], label: string, version?: string, damaged: BrokenBackup[] = []): BackupEntry {
   // A version that is there but cannot be used is named as such, not as missing.

@@ -106,6 +106,10 @@ export interface VerifyOptions {
   readDataSubset?: string;
   deep: boolean;
   parallel: number;
+  /** Only the backups with this version (timestamp). */
+  version?: string;
+  /** The target's listing, if the caller has it already (a backend.scan(filter)). */
+  scanned?: Awaited<ReturnType<Backend['scan']>>;
 }
 
 /** One verified (or unusable) backup: the same object for the table and for json/yaml. */
@@ -169,7 +173,10 @@ export async function verifyBackups(backend: Backend, filter: ListFilter, opts: 
   let bytesChecked = 0;
   // The listing and the repository check at once (restic: a listing takes no lock, so it does
   // not wait for the check's exclusive one, and the two key derivations overlap).
-  const scanned = backend.scan(filter);
+  const version = opts.version;
+  const scanned = (opts.scanned ? Promise.resolve(opts.scanned) : backend.scan(filter)).then(({ entries, broken }) =>
+    version === undefined ? { entries, broken } : { entries: entries.filter((e) => e.manifest.timestamp === version), broken: broken.filter((b) => b.key.timestamp === version) },
+  );
   if (backend.check) {
     const task = ui.task(`repository ${backend.uri}`);
     const [r] = await Promise.all([backend.check(check), scanned]);

@@ -72,6 +72,27 @@ describe('verify on a directory target', () => {
     expect(r.stderr).toContain('0 ok, 2 damaged');
   });
 
+  it('--version verifies that one backup: the sound one exits 0 beside a damaged one, the damaged one exits 3', async () => {
+    const t = copyTarget();
+    const [plain, gz] = t.versions as [string, string];
+    const path = join(backupDir(t, gz), 'export.tar.gz');
+    flipByte(path, Math.floor(statSync(path).size / 2));
+    const sound = await cli(['verify', 'instances', 'c1', '--version', plain, '--project', proj.name, '--target', t.uri, '--output', 'json']);
+    expect(sound.exitCode, sound.stderr).toBe(0);
+    expect(parseJson<Item[]>(sound.stdout).map((i) => [i.timestamp, i.status])).toEqual([[plain, 'ok']]);
+    expect(sound.stderr).toContain('verified 1 backup(s)');
+    const damaged = await cli(['verify', 'instances', 'c1', '--version', gz, '--project', proj.name, '--target', t.uri, '--output', 'json']);
+    expect(damaged.exitCode, damaged.stderr).toBe(3);
+    expect(parseJson<Item[]>(damaged.stdout).map((i) => [i.timestamp, i.status])).toEqual([[gz, 'damaged']]);
+    // A version that is not there is a mistake (exit 2) naming those that are.
+    const missing = await cli(['verify', 'instances', 'c1', '--version', '20200101T000000Z', '--project', proj.name, '--target', t.uri]);
+    expect(missing.exitCode).toBe(2);
+    expect(missing.stderr).toMatch(new RegExp(`^Error: instance ${proj.name}/c1 has no backup with version 20200101T000000Z\nHint: available \\(newest last\\): ${plain}, ${gz}$`, 'm'));
+    const unnamed = await cli(['verify', 'instances', '--version', plain, '--project', proj.name, '--target', t.uri]);
+    expect(unnamed.exitCode).toBe(2);
+    expect(unnamed.stderr).toMatch(/^Error: --version picks one backup of one resource$/m);
+  });
+
   it('exits 3 on a deleted archive file, saying it is missing', async () => {
     const t = copyTarget();
     await fs.rm(join(backupDir(t, t.versions[0]!), 'export.tar'));

@@ -10,7 +10,7 @@ import { readDataSubsetProblem, verifyBackups, verifyFailed, type VerifyItem } f
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, humanDuration, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { elsewhereHint, holdsProject, pickVersion, KINDS, kindOption, type Kind } from '../select.js';
+import { checkVersion, elsewhereHint, holdsProject, pickVersion, KINDS, kindOption, type Kind } from '../select.js';
 import { parseVolumeRef } from './backup.js';
 
 
@@ -117,24 +117,43 @@ export class VerifyCommand extends ScopedCommand {
     examples: [
       ['Verify everything of every project', '$0 verify all --all-projects --target dir:/srv/backups'],
       ['Verify the backups of one instance, as JSON', '$0 verify instances web1 --target dir:/srv/backups --output json'],
+      ['Read back the one backup a restore would use', '$0 verify instances web1 --version 20260131T235959Z --deep --target restic:/srv/restic'],
     ],
   });
   readData = Option.Boolean('--read-data', false, { description: 'restic: read all pack data (dir targets always read all data)' });
   readDataSubset = Option.String('--read-data-subset', { description: 'restic: read a subset of the data: n/t, x% or a size such as 5G' });
   deep = Option.Boolean('--deep', false, { description: 'restic: stream every archive back and compare it with its manifest' });
+  version = Option.String('--version', { description: 'Only this backup (YYYYMMDDThhmmssZ) of the named resource, e.g. the one a restore is about to use' });
 
   async run(): Promise<ExitCodeValue> {
     const subsetProblem = this.readDataSubset === undefined ? undefined : readDataSubsetProblem(this.readDataSubset);
     if (subsetProblem) throw new UsageError(`--read-data-subset "${this.readDataSubset}": ${subsetProblem}`, 'e.g. 1/5, 10% or 5G');
+    checkVersion(this.version);
+    const type = KINDS[this.kind ?? 'all'];
+    if (this.version && (!type || (type !== 'config' && !this.name))) {
+      throw new UsageError('--version picks one backup of one resource', 'give its kind and name, e.g. incus-backup verify instances web1 --version 20260131T235959Z');
+    }
     const backend = this.openTarget();
     const filter = this.scope();
     const ui = this.ui();
     let report;
     try {
+      // A version that is not there is said before the repository check, which can take long.
+      const scanned = this.version ? await backend.scan(filter) : undefined;
+      if (scanned && this.version && ![...scanned.entries.map((e) => e.manifest.timestamp), ...scanned.broken.map((b) => b.key.timestamp)].includes(this.version)) {
+        if (scanned.entries.length === 0 && scanned.broken.length === 0) throw await this.nothingFound(backend, filter);
+        pickVersion(scanned.entries, label({ ...filter, name: filter.name ?? 'config' }), this.version);
+      }
       report = await verifyBackups(
         backend,
         filter,
-        { readData: this.readData, deep: this.deep, parallel: this.parallel, ...(this.readDataSubset ? { readDataSubset: this.readDataSubset } : {}) },
+        {
+          readData: this.readData,
+          deep: this.deep,
+          parallel: this.parallel,
+          ...(this.readDataSubset ? { readDataSubset: this.readDataSubset } : {}),
+          ...(this.version && scanned ? { version: this.version, scanned } : {}),
+        },
         ui,
         this.context.signal,
       );
@@ -298,9 +317,7 @@ abstract class ProtectionCommand extends BaseCommand {
   abstract readonly value: boolean;
 
   async run(): Promise<ExitCodeValue> {
-    if (this.version && !/^\d{8}T\d{6}Z(-\d+)?$/.test(this.version)) {
-      throw new UsageError(`--version "${this.version}" is not a backup version`, 'versions look like 20260131T235959Z; see `incus-backup list`');
-    }
+    checkVersion(this.version);
     if (this.allProjects) throw new UsageError(`${this.path[0]} works on one backup`, 'give its project with --project');
     const project = this.checkedProject();
     const type = KINDS[this.kind];

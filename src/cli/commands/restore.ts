@@ -13,7 +13,7 @@ import type { ResourceType } from '../../core/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
-import { damageReport, elsewhereHint, futureWarning, groupByResource, missedRun, newestWholeRuns, selectBackups, unusableWarning, type Unusable } from '../select.js';
+import { checkVersion, damageReport, elsewhereHint, futureWarning, groupByResource, missedRun, newestWholeRuns, selectBackups, unusableWarning, type Unusable } from '../select.js';
 import { applyAll, failedRow, settle, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 import { imagePreviewColumns, imagePreviewData, restoreImages } from './images.js';
@@ -92,9 +92,7 @@ abstract class RestoreBase extends BaseCommand {
 
   protected checkCommon(version: string | undefined): void {
     if (this.replace && this.skipExisting) throw new UsageError('--replace and --skip-existing exclude each other', 'pick one');
-    if (version && !/^\d{8}T\d{6}Z(-\d+)?$/.test(version)) {
-      throw new UsageError(`--version "${version}" is not a backup version`, 'versions look like 20260131T235959Z; see `incus-backup list`');
-    }
+    checkVersion(version);
   }
 
   protected maps(): Mappings {
