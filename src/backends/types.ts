@@ -145,9 +145,10 @@ export interface Backend {
   prefetch?(entry: BackupEntry, signal?: AbortSignal, opts?: { manifest?: boolean }): void;
   /**
    * Removes these backups, and the `leftovers` scan() marked so (a batch, so restic can forget
-   * them all and prune once).
+   * them all and prune once). `reclaimed`: the space the target got back, when it differs from
+   * the backups' sizes and is known (restic: data other backups share stays).
    */
-  remove(entries: BackupEntry[], leftovers?: BrokenBackup[]): Promise<void>;
+  remove(entries: BackupEntry[], leftovers?: BrokenBackup[]): Promise<{ reclaimed?: number }>;
   close(): Promise<void>;
 
   /**

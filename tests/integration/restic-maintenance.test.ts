@@ -194,6 +194,8 @@ describe('verify, protect and prune on a restic target', () => {
     expect(dry.stdout).toMatch(new RegExp(`${versions[0]}.*keep.*protected`));
     const r = await run(['prune', 'instances', 'm1', '--keep-last', '1', '-y']);
     expect(r.exitCode, r.stderr).toBe(0);
+    // Not the backup's size (its data is mostly shared with the two kept): what restic gave back.
+    expect(r.stderr).toMatch(/^removed 1 backup\(s\), restic reclaimed \d+(\.\d)? (B|KiB|MiB) \(it keeps the data other backups share\)$/m);
     const left = parseJson<{ timestamp: string }[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).map((v) => v.timestamp);
     expect(left).toEqual([versions[0], versions[2]]);
     const v = await run(['verify']);

@@ -30,6 +30,7 @@ import {
   isLockRefused,
   isUnreachableRetry,
   parseVersion,
+  prunedBytes,
   redactRepository,
   resticEnv,
   resticFailure,
@@ -478,5 +479,31 @@ describe('restic environment and version', () => {
     expect(versionBelow([0, 14, 0], [0, 18, 0])).toBe(true);
     expect(versionBelow([0, 18, 1], [0, 18, 0])).toBe(false);
     expect(versionBelow([1, 0, 0], [0, 18, 0])).toBe(false);
+  });
+});
+
+describe('prunedBytes', () => {
+  // What restic 0.18.0's forget --prune printed here (trimmed).
+  const out = [
+    'collecting packs for deletion and repacking',
+    '',
+    'to repack:             3 blobs / 1.045 MiB',
+    'this removes:          1 blobs / 524.980 KiB',
+    'to delete:             1 blobs / 303 B',
+    'total prune:           2 blobs / 525.276 KiB',
+    'remaining:             8 blobs / 1.048 MiB',
+    'unused size after prune: 0 B (0.00% of remaining size)',
+    'done',
+  ].join('\n');
+
+  it('reads the total prune line, not the others', () => {
+    expect(prunedBytes(out)).toBe(Math.round(525.276 * 1024));
+    expect(prunedBytes('total prune:           0 blobs / 0 B\n')).toBe(0);
+    expect(prunedBytes('total prune:           9 blobs / 2.500 GiB\n')).toBe(2.5 * 2 ** 30);
+  });
+
+  it('is undefined when restic said nothing of it', () => {
+    expect(prunedBytes('done\n')).toBeUndefined();
+    expect(prunedBytes('total prune: lots\n')).toBeUndefined();
   });
 });

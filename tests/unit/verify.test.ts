@@ -222,7 +222,7 @@ describe('verifyBackups', () => {
       scan: async () => ({ entries: [e], broken: [] }),
       createWriter: () => Promise.reject(new Error('unused')),
       openArchive: async () => Readable.from([readFileSync(archivePath(e)).subarray(0, 5000)]),
-      remove: async () => undefined,
+      remove: async () => ({}),
       close: async () => undefined,
       check: async (o) => {
         calls.push(o.readDataSubset);
@@ -265,7 +265,7 @@ describe('verifyBackups', () => {
       scan: () => step('scan', { entries, broken: [] }),
       createWriter: () => Promise.reject(new Error('unused')),
       openArchive: async () => Readable.from([]),
-      remove: async () => undefined,
+      remove: async () => ({}),
       close: async () => undefined,
       check: () => step('check', { problems: [] }),
       checkEntry: (e) => step(`entry ${entries.indexOf(e)}`, { problems: [], bytesRead: 0 }, false),

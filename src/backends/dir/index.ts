@@ -288,7 +288,7 @@ export class DirBackend implements Backend {
     return raw.pipe(dec);
   }
 
-  async remove(entries: BackupEntry[]): Promise<void> {
+  async remove(entries: BackupEntry[]): Promise<{ reclaimed?: number }> {
     // Out of the listed tree first (one rename), then delete: a crash in between leaves only
     // trash that the next writer sweeps, never a half-deleted backup that still lists.
     const trash = join(this.root, TRASH);
@@ -298,6 +298,7 @@ export class DirBackend implements Backend {
       await fs.rename(entry.location, dest);
       await fs.rm(dest, { recursive: true, force: true });
     }
+    return {};
   }
 
   async close(): Promise<void> {}

@@ -28,6 +28,7 @@ import {
   jsonLines,
   MIN_VERSION,
   parseVersion,
+  prunedBytes,
   redactRepository,
   Restic,
   RESTIC_EXIT,
@@ -460,17 +461,18 @@ export class ResticBackend implements Backend {
    * and the leftovers' data snapshots, and prunes once for the whole batch, in the same restic
    * process (one key derivation).
    */
-  async remove(entries: BackupEntry[], leftovers: BrokenBackup[] = []): Promise<void> {
-    if (entries.length === 0 && leftovers.length === 0) return;
+  async remove(entries: BackupEntry[], leftovers: BrokenBackup[] = []): Promise<{ reclaimed?: number }> {
+    if (entries.length === 0 && leftovers.length === 0) return {};
     const ids = [...(await this.manifestIds(entries)), ...entries.map((e) => e.location), ...leftovers.filter((b) => b.leftover).map((b) => b.location)];
-    await this.forget(ids, { prune: true });
+    const reclaimed = prunedBytes(await this.forget(ids, { prune: true }));
+    return reclaimed === undefined ? {} : { reclaimed };
   }
 
   /**
    * `restic forget` of exact snapshot ids (`prune`: then `--prune` the data only they used);
    * restic reports a refused delete only on stderr.
    */
-  async forget(ids: string[], opts: { prune?: boolean } = {}): Promise<void> {
+  async forget(ids: string[], opts: { prune?: boolean } = {}): Promise<string> {
     const step = opts.prune ? 'forget --prune' : 'forget';
     let r;
     try {
@@ -483,6 +485,7 @@ export class ResticBackend implements Backend {
     if (DELETE_REFUSED.test(r.stderr)) throw appendOnlyError(step);
     const refused = r.stderr.split('\n').find((l) => /unable to remove/i.test(l));
     if (refused) throw new IbError(`restic forget could not remove every snapshot: ${refused.trim()}`, 1);
+    return r.stdout;
   }
 
   /**

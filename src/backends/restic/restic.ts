@@ -102,6 +102,17 @@ export function versionBelow(v: [number, number, number], min: [number, number, 
 }
 
 /** The lines restic prints as JSON (`--json`), skipping anything else. */
+const UNITS: Record<string, number> = { B: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40 };
+
+/**
+ * The space `restic prune` (or `forget --prune`) reclaimed, from its `total prune: N blobs / SIZE`
+ * line (restic prints sizes with three decimals, so this is within 0.1 %); undefined without it.
+ */
+export function prunedBytes(stdout: string): number | undefined {
+  const m = /^total prune:\s+\d+ blobs \/ ([\d.]+) (B|KiB|MiB|GiB|TiB)\s*$/m.exec(stdout);
+  return m ? Math.round(Number(m[1]) * UNITS[m[2]!]!) : undefined;
+}
+
 export function jsonLines(text: string): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = [];
   for (const line of text.split('\n')) {

@@ -290,8 +290,9 @@ export class PruneCommand extends ScopedCommand {
       if (plan.remove.length === 0 && leftovers.length === 0) return ExitCode.ok;
       await this.confirm(`Remove ${plan.remove.length} backup(s) (${humanBytes(plan.bytesFreed)})${andLeftovers} from ${backend.uri}?`);
       const task = ui.task(`removing ${plan.remove.length} backup(s)${andN}`);
+      let removed;
       try {
-        await backend.remove(plan.remove, leftovers);
+        removed = await backend.remove(plan.remove, leftovers);
       } catch (e) {
         task.end(false);
         // The cause's own hint (a read-only or append-only repository) says more than a retry would.
@@ -300,7 +301,9 @@ export class PruneCommand extends ScopedCommand {
       }
       task.end(true);
       ui.stop();
-      err.write(`removed ${plan.remove.length} backup(s)${andN}, freed ${humanBytes(plan.bytesFreed + leftoverBytes)}\n`);
+      // restic keeps whatever other backups share: what it gave back can be far less.
+      const freed = removed.reclaimed === undefined ? `freed ${humanBytes(plan.bytesFreed + leftoverBytes)}` : `restic reclaimed ${humanBytes(removed.reclaimed)} (it keeps the data other backups share)`;
+      err.write(`removed ${plan.remove.length} backup(s)${andN}, ${freed}\n`);
       return ExitCode.ok;
     } finally {
       ui.stop();
