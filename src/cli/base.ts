@@ -311,20 +311,17 @@ export abstract class BaseCommand extends Command<IbContext> {
   }
 
   /**
-   * The end-of-run summary: a table and a totals line for people; with --quiet only the failures
-   * and the totals line; with --output json|yaml the rows as data.
+   * The end-of-run summary: the rows on stdout (a table, or --output json|yaml data), then the
+   * hints and the totals line on stderr, as verify and prune do; with --quiet the table is left
+   * out and the failures are said on stderr. The totals line is on stderr whatever the format,
+   * so a script redirecting stdout gets the same stream with or without --quiet.
    */
   printSummary(verb: string, rows: ResultRow[]): void {
     const totals = `${verb}: ${totalsLine(rows, Date.now() - this.startedAt)}\n`;
-    if (this.format !== 'table') return this.print(rows, resultColumns);
-    const hints = hintLines(rows).map((l) => `${l}\n`).join('');
-    if (this.quiet) {
+    const hints = this.format === 'table' ? hintLines(rows).map((l) => `${l}\n`).join('') : '';
+    if (this.format === 'table' && this.quiet) {
       for (const r of rows) if (r.status === 'failed') this.context.stderr.write(`failed: ${rowLabel(r)}: ${r.error}\n`);
-      this.context.stderr.write(hints);
-      this.context.stdout.write(totals);
-      return;
-    }
-    this.print(rows, resultColumns);
+    } else this.print(rows, resultColumns);
     this.context.stderr.write(hints + totals);
   }
 

@@ -474,7 +474,7 @@ describe('instances on a directory target', () => {
       expect(now.exitCode).toBe(3);
       expect(now.stderr).toContain(`failed: instance ${P}/held: instance ${P}/held is being backed up by another incus-backup run right now (pid ${process.pid}, temporary ${theirs})`);
       expect(now.stderr).toContain(`Hint: pass --lock-wait (e.g. --lock-wait 30m) to wait for that run, or back it up again once it has finished (instance ${P}/held)`);
-      expect(now.stdout).toMatch(/^backup: 1 ok, 1 failed;/m);
+      expect(now.stderr).toMatch(/^backup: 1 ok, 1 failed;/m);
       expect(await snapshotNames(P, 'held')).toEqual([theirs]);
       const waiting = async (run: ReturnType<typeof cliSpawn>) => {
         let stderr = '';

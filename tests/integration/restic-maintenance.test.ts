@@ -263,7 +263,7 @@ describe('verify, protect and prune on a restic target', () => {
     // Nothing of the backups' own was read: they are not called sound while the repository is
     // damaged, and the totals count backups, not the repository's row.
     expect(r.stderr).toMatch(/^verified 3 backup\(s\) in \S+: 0 ok, 0 damaged, 3 not known to be sound; the repository itself is damaged; /m);
-    expect(r.stderr).toMatch(/^hint: the repository check found damage that may touch 3 backup\(s\) marked unknown: `incus-backup verify --deep`/m);
+    expect(r.stderr).toMatch(/^Hint: the repository check found damage that may touch 3 backup\(s\) marked unknown: `incus-backup verify --deep`/m);
     const json = await run(['verify', '--output', 'json'], copy);
     expect(parseJson<{ type: string; status: string }[]>(json.stdout).map((i) => `${i.type}:${i.status}`)).toEqual(['repository:damaged', 'instance:unknown', 'instance:unknown', 'instance:unknown']);
     // --deep reads each one and tells which the missing pack touches.

@@ -174,7 +174,7 @@ export class VerifyCommand extends ScopedCommand {
     );
     if (unknown) {
       this.context.stderr.write(
-        `hint: the repository check found damage that may touch ${unknown} backup(s) marked unknown: \`incus-backup verify --deep\` reads each one to tell which; \`restic repair index\` and \`restic repair snapshots\` (see restic's docs) mend the repository, and backups taken before it is mended may share its damage\n`,
+        `Hint: the repository check found damage that may touch ${unknown} backup(s) marked unknown: \`incus-backup verify --deep\` reads each one to tell which; \`restic repair index\` and \`restic repair snapshots\` (see restic's docs) mend the repository, and backups taken before it is mended may share its damage\n`,
       );
     }
     await this.noteElsewhere(backend, filter, report.items);
