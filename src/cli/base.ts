@@ -9,11 +9,10 @@ import { ExitCode, fileSystemError, IbError, InterruptedError, UsageError, type 
 import { IncusApi } from '../incus/api.js';
 import { IncusClient, resolveSocketPath } from '../incus/client.js';
 import type { RunContext } from '../core/run.js';
-import { yaml } from '../core/yaml.js';
 import { LOG_LEVELS, type LogLevel } from '../core/types.js';
 import { createUi } from '../output/ui.js';
 import { JsonLog, loggingUi } from '../output/log.js';
-import { render, type Column, type OutputFormat } from '../output/format.js';
+import { render, toYaml, type Column, type OutputFormat } from '../output/format.js';
 import { hintLines, resultColumns, rowLabel, totalsLine, type ResultRow } from './summary.js';
 import type { IbContext } from './context.js';
 
@@ -307,7 +306,7 @@ export abstract class BaseCommand extends Command<IbContext> {
 
   /** One result object as json/yaml (for results that are not a list of rows). */
   printData(data: unknown): void {
-    this.context.stdout.write(this.format === 'yaml' ? yaml().stringify(data) : JSON.stringify(data, null, 2) + '\n');
+    this.context.stdout.write(this.format === 'yaml' ? toYaml(data) : JSON.stringify(data, null, 2) + '\n');
   }
 
   /**

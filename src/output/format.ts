@@ -9,10 +9,19 @@ export interface Column<T> {
   value: (row: T) => string;
 }
 
+/**
+ * --output yaml: every string value double-quoted, so that no reader takes a volume named `yes`
+ * for a boolean (YAML 1.1 readers such as PyYAML do) or an instant for a date: the same
+ * objects as --output json, whatever the reader.
+ */
+export function toYaml(data: unknown): string {
+  return yaml().stringify(data, { defaultStringType: 'QUOTE_DOUBLE', defaultKeyType: 'PLAIN' });
+}
+
 /** One result, three renderings: people get a table, scripts get the same rows as data. */
 export function render<T>(rows: T[], format: OutputFormat, columns: Column<T>[], toData: (row: T) => unknown = (r) => r): string {
   if (format === 'json') return JSON.stringify(rows.map(toData), null, 2) + '\n';
-  if (format === 'yaml') return yaml().stringify(rows.map(toData));
+  if (format === 'yaml') return toYaml(rows.map(toData));
   if (rows.length === 0) return '';
   // Loaded on first use: json/yaml output and the streaming commands' start-up never need it.
   const Table = createRequire(import.meta.url)('cli-table3') as typeof TableType;

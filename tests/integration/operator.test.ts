@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { cli, cliSpawn, incus, instanceNames, launch, parseJson, snapshotNames, tempTarget, testProject } from './helpers.js';
 
 let project: { name: string; dispose: () => Promise<void> };
@@ -73,6 +74,24 @@ describe('operator experience', () => {
     }
     // Plain, timestamped progress lines.
     expect(r.stderr).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ instance .*a1: done/m);
+  });
+
+  it('--output yaml is the json document for YAML 1.1 readers too (a volume named yes, instants)', async () => {
+    const own = tempTarget();
+    try {
+      await incus('storage', 'volume', 'create', 'default', 'yes', '--project', P);
+      const b = await cli(['backup', 'volumes', 'default/yes', '--project', P, '--target', own.uri, '--output', 'yaml']);
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(parseYaml(b.stdout, { version: '1.1' })).toEqual([expect.objectContaining({ name: 'yes', status: 'ok' })]);
+      const asJson = await cli(['list', 'volumes', '--project', P, '--target', own.uri, '--output', 'json']);
+      const asYaml = await cli(['list', 'volumes', '--project', P, '--target', own.uri, '--output', 'yaml']);
+      // PyYAML and other YAML 1.1 readers took `name: yes` for true and the instant for a date.
+      expect(parseYaml(asYaml.stdout, { version: '1.1' })).toEqual(parseJson(asJson.stdout));
+      expect(parseJson<{ name: string }[]>(asJson.stdout).map((v) => v.name)).toEqual(['yes']);
+    } finally {
+      own.dispose();
+      await incus('storage', 'volume', 'delete', 'default', 'yes', '--project', P).catch(() => undefined);
+    }
   });
 
   it('--quiet prints only the failures and the final summary line', async () => {
