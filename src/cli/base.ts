@@ -176,13 +176,18 @@ export abstract class BaseCommand extends Command<IbContext> {
   /** When the command started, for the summary's totals. */
   readonly startedAt = Date.now();
 
+  /** How the run ended, for the log's `end` record. */
+  private exitCode?: number;
+  /** The results' counts by outcome, once a summary was printed. */
+  private counts?: Record<string, number>;
+
   async execute(): Promise<number> {
     try {
       // Opened first, whatever the command: a log file that cannot be written stops it at once.
       this.jsonLog();
-      return (await this.run()) ?? ExitCode.ok;
+      return (this.exitCode = (await this.run()) ?? ExitCode.ok);
     } catch (e) {
-      return this.report(e);
+      return (this.exitCode = this.report(e));
     } finally {
       for (const fn of this.cleanupFns.reverse()) await fn().catch(() => undefined);
     }
@@ -193,7 +198,8 @@ export abstract class BaseCommand extends Command<IbContext> {
     const err = this.context.stderr;
     // A file system refusing (full, read-only, no permission) is the environment, not a bug.
     const e = fileSystemError(failure) ?? failure;
-    this.logCache?.write({ level: 'error', message: e instanceof Error ? e.message : String(e), error: e instanceof IbError ? e.name : 'bug' });
+    const message = e instanceof Error ? e.message : String(e);
+    this.logCache?.write({ level: 'error', message, error: e instanceof IbError ? message : `bug: ${message}`, ...(e instanceof IbError && e.hint ? { hint: e.hint } : {}) });
     if (e instanceof IbError) {
       err.write(`Error: ${e.message}\n`);
       if (e.hint) err.write(`Hint: ${e.hint}\n`);
@@ -282,7 +288,17 @@ export abstract class BaseCommand extends Command<IbContext> {
     if (this.logCache) {
       const log = this.logCache;
       log.write({ level: 'info', message: `start: incus-backup ${this.path.join(' ')}`, operation: this.path.join(' ') });
-      this.cleanupFns.unshift(async () => log.write({ level: 'info', message: 'end', operation: this.path.join(' ') }));
+      this.cleanupFns.unshift(async () => {
+        const code = this.exitCode ?? ExitCode.failed;
+        log.write({
+          level: code === ExitCode.ok ? 'info' : code === ExitCode.partial ? 'warn' : 'error',
+          message: 'end',
+          operation: this.path.join(' '),
+          exitCode: code,
+          durationMs: Date.now() - this.startedAt,
+          ...(this.counts ? { counts: this.counts } : {}),
+        });
+      });
     }
     return this.logCache ?? undefined;
   }
@@ -316,12 +332,38 @@ export abstract class BaseCommand extends Command<IbContext> {
    * so a script redirecting stdout gets the same stream with or without --quiet.
    */
   printSummary(verb: string, rows: ResultRow[]): void {
+    this.logResults(rows);
     const totals = `${verb}: ${totalsLine(rows, Date.now() - this.startedAt)}\n`;
     const hints = this.format === 'table' ? hintLines(rows).map((l) => `${l}\n`).join('') : '';
     if (this.format === 'table' && this.quiet) {
       for (const r of rows) if (r.status === 'failed') this.context.stderr.write(`failed: ${rowLabel(r)}: ${r.error}\n`);
     } else this.print(rows, resultColumns);
     this.context.stderr.write(hints + totals);
+  }
+
+  /**
+   * One log record per resource with its outcome (`operation: result`), the failed ones with
+   * their error and hint: the morning-after view of the run, whatever was on the terminal.
+   */
+  logResults(rows: { type?: string; project?: string; pool?: string; name?: string; status: string; timestamp?: string; size?: number; durationMs?: number; error?: string; hint?: string }[]): void {
+    this.counts = {};
+    for (const r of rows) this.counts[r.status] = (this.counts[r.status] ?? 0) + 1;
+    const log = this.jsonLog();
+    if (!log) return;
+    for (const r of rows) {
+      log.write({
+        level: r.status === 'failed' || r.status === 'damaged' ? 'error' : r.status === 'unknown' ? 'warn' : 'info',
+        message: `${r.status}${r.error ? `: ${r.error}` : ''}`,
+        operation: 'result',
+        resource: `${r.type ?? '?'} ${[r.project, r.pool, r.name].filter((x) => x !== undefined).join('/')}`,
+        result: r.status,
+        ...(r.timestamp ? { version: r.timestamp } : {}),
+        ...(r.size !== undefined ? { bytes: r.size } : {}),
+        ...(r.durationMs !== undefined ? { durationMs: r.durationMs } : {}),
+        ...(r.error ? { error: r.error } : {}),
+        ...(r.hint ? { hint: r.hint } : {}),
+      });
+    }
   }
 
   print<T>(rows: T[], columns: Column<T>[], toData?: (row: T) => unknown): void {

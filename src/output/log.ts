@@ -1,4 +1,5 @@
 import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 import type { Task, Ui } from '../core/run.js';
 import { LOG_LEVELS, type LogLevel } from '../core/types.js';
@@ -15,8 +16,17 @@ export interface LogEvent {
   bytes?: number;
   durationMs?: number;
   error?: string;
+  hint?: string;
   /** HTTP status of an Incus request (debug level). */
   status?: number;
+  /** A resource's outcome (`operation: result`): ok, failed, skipped, planned, removed, … */
+  result?: string;
+  /** The backup version a record is about. */
+  version?: string;
+  /** The run's exit code (the `end` record). */
+  exitCode?: number;
+  /** The run's counts of results by outcome (the `end` record of a run that had results). */
+  counts?: Record<string, number>;
 }
 
 /**
@@ -40,6 +50,9 @@ function mkdirParents(dir: string): void {
 }
 
 export class JsonLog {
+  /** Stamped on every record: two runs writing one file (a nightly backup and prune) stay apart. */
+  readonly run = randomBytes(4).toString('hex');
+
   constructor(
     readonly file: string,
     readonly level: Level = 'info',
@@ -54,7 +67,7 @@ export class JsonLog {
 
   write(e: LogEvent): void {
     if (severity(e.level) < severity(this.level)) return;
-    const line = JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n';
+    const line = JSON.stringify({ time: new Date().toISOString(), run: this.run, pid: process.pid, ...e }) + '\n';
     this.rotateIfNeeded(Buffer.byteLength(line));
     appendFileSync(this.file, line, { mode: 0o600 });
   }
@@ -105,8 +118,9 @@ export function loggingUi(ui: Ui & { stop(): void }, log: JsonLog): Ui & { stop(
         end(ok, text) {
           log.write({
             level: ok === 'later' ? 'warn' : ok ? 'info' : 'error',
-            message: ok === 'later' ? `later (${text ?? ''})` : ok ? `done${text ? ` (${text})` : ''}` : 'failed',
+            message: ok === 'later' ? `later (${text ?? ''})` : ok ? `done${text ? ` (${text})` : ''}` : `failed${text ? `: ${text}` : ''}`,
             resource: label,
+            ...(ok === false && text ? { error: text } : {}),
             bytes,
             durationMs: Date.now() - started,
           });

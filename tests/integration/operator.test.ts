@@ -196,9 +196,30 @@ describe('operator experience', () => {
     expect(done).toBeDefined();
     expect(Number(done!.bytes)).toBeGreaterThan(1000);
     expect(Number(done!.durationMs)).toBeGreaterThan(0);
-    expect(events.at(-1)).toMatchObject({ message: 'end' });
+    expect(events.at(-1)).toMatchObject({ message: 'end', level: 'info', exitCode: 0, counts: { ok: 1 } });
+    expect(events.filter((e) => e.operation === 'result')).toEqual([
+      expect.objectContaining({ level: 'info', resource: `instance ${P}/a2`, result: 'ok', version: expect.stringMatching(/^\d{8}T\d{6}Z$/), bytes: done!.bytes }),
+    ]);
     expect(statSync(join(target.dir, 'logs', 'nightly')).mode & 0o777).toBe(0o700);
     expect(statSync(log).mode & 0o777).toBe(0o600);
+
+    // A second run into the same file, with a name that is not there: the failure with its
+    // reason and hint, and an end record that says the run had problems.
+    const aside = tempTarget();
+    try {
+      const bad = await cli(['backup', 'instances', 'a2', 'nope', '--log-file', log, '--project', P, '--target', aside.uri]);
+      expect(bad.exitCode).toBe(3);
+    } finally {
+      aside.dispose();
+    }
+    const all = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const second = all.slice(events.length);
+    expect(new Set(second.map((e) => e.run)).size).toBe(1);
+    expect(second[0]!.run).not.toBe(events[0]!.run);
+    expect(second).toContainEqual(
+      expect.objectContaining({ level: 'error', operation: 'result', resource: `instance ${P}/nope`, result: 'failed', error: `instance ${P}/nope does not exist`, hint: expect.stringContaining('incus list') }),
+    );
+    expect(second.at(-1)).toMatchObject({ message: 'end', level: 'warn', exitCode: 3, counts: { ok: 1, failed: 1 } });
   });
 
   it('finishes the run, and cleans up, when whoever reads its output goes away (`| head -1`)', async () => {

@@ -1,4 +1,4 @@
-import { cpSync, promises as fs, readdirSync, statSync } from 'node:fs';
+import { cpSync, promises as fs, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, flipByte, launch, parseJson, tempTarget, testProject } from './helpers.js';
@@ -81,9 +81,16 @@ describe('verify on a directory target', () => {
     expect(sound.exitCode, sound.stderr).toBe(0);
     expect(parseJson<Item[]>(sound.stdout).map((i) => [i.timestamp, i.status])).toEqual([[plain, 'ok']]);
     expect(sound.stderr).toContain('verified 1 backup(s)');
-    const damaged = await cli(['verify', 'instances', 'c1', '--version', gz, '--project', proj.name, '--target', t.uri, '--output', 'json']);
+    const log = join(t.dir, 'verify.jsonl');
+    const damaged = await cli(['verify', 'instances', 'c1', '--version', gz, '--project', proj.name, '--target', t.uri, '--output', 'json', '--log-file', log]);
     expect(damaged.exitCode, damaged.stderr).toBe(3);
     expect(parseJson<Item[]>(damaged.stdout).map((i) => [i.timestamp, i.status])).toEqual([[gz, 'damaged']]);
+    // The weekly job's log says what is damaged and why, and that the run found damage.
+    const events = readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(events.filter((e) => e.operation === 'result')).toEqual([
+      expect.objectContaining({ level: 'error', resource: `instance ${proj.name}/c1`, result: 'damaged', version: gz, error: expect.stringContaining('checksum mismatch') }),
+    ]);
+    expect(events.at(-1)).toMatchObject({ message: 'end', exitCode: 3, counts: { damaged: 1 } });
     // A version that is not there is a mistake (exit 2) naming those that are.
     const missing = await cli(['verify', 'instances', 'c1', '--version', '20200101T000000Z', '--project', proj.name, '--target', t.uri]);
     expect(missing.exitCode).toBe(2);

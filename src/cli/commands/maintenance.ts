@@ -161,6 +161,7 @@ export class VerifyCommand extends ScopedCommand {
       ui.stop();
     }
     if (this.name && report.items.length === 0) throw await this.nothingFound(backend, filter);
+    this.logResults(report.items.map((i) => ({ ...i, ...(i.problems.length ? { error: i.problems.map((p) => p.message).join('; ') } : {}) })));
     // --quiet (a weekly job): what is damaged, and the totals line.
     const shown = this.quiet && this.format === 'table' ? report.items.filter((i) => i.status === 'damaged' || i.status === 'unknown') : report.items;
     if (shown.length || !this.quiet) this.print(shown, verifyColumns);
@@ -301,6 +302,7 @@ export class PruneCommand extends ScopedCommand {
       }
       task.end(true);
       ui.stop();
+      this.logResults(plan.remove.map((e) => ({ ...e.manifest, status: 'removed', size: e.manifest.archive.storedSize })));
       // restic keeps whatever other backups share: what it gave back can be far less.
       const freed = removed.reclaimed === undefined ? `freed ${humanBytes(plan.bytesFreed + leftoverBytes)}` : `restic reclaimed ${humanBytes(removed.reclaimed)} (it keeps the data other backups share)`;
       err.write(`removed ${plan.remove.length} backup(s)${andN}, ${freed}\n`);
@@ -353,6 +355,7 @@ abstract class ProtectionCommand extends BaseCommand {
         { header: 'PROTECTED', value: (r) => (r.protected ? 'yes' : 'no') },
       ]);
       const state = this.value ? 'protected' : 'unprotected';
+      if (!this.dryRun) this.logResults([{ ...m, status: was === this.value ? `already ${state}` : state }]);
       this.context.stderr.write(
         `${label(m)} ${m.timestamp}: ${was === this.value ? `already ${state}` : this.dryRun ? `would be ${state} (dry run)` : state}\n`,
       );
