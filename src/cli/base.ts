@@ -210,7 +210,7 @@ export abstract class BaseCommand extends Command<IbContext> {
   }
 
   get format(): OutputFormat {
-    return this.output;
+    return this.planOnStderr ? 'table' : this.output;
   }
 
   get useColor(): boolean {
@@ -309,7 +309,32 @@ export abstract class BaseCommand extends Command<IbContext> {
    * dry run, nothing to do, refused), the results otherwise.
    */
   showsPlan(stopsHere: boolean): boolean {
-    return this.format === 'table' ? stopsHere || !this.unattendedQuiet() : stopsHere;
+    if (this.format === 'table') return stopsHere || !this.unattendedQuiet();
+    // No terminal to ask on and no -y: the run is refused, so the plan is its document.
+    return stopsHere || (!this.context.interactive && !this.yes && !this.force);
+  }
+
+  /** Set while planForQuestion shows the plan: tables, on stderr. */
+  private planOnStderr = false;
+
+  /**
+   * With --output json|yaml the document on stdout is the results, so a person about to be
+   * asked (a terminal, no -y or --force) would answer blind: `show` prints the plan as a table
+   * on stderr first. Tables print their plan anyway (showsPlan).
+   */
+  planForQuestion(stopsHere: boolean, show: () => void): void {
+    if (this.output === 'table' || stopsHere || !this.context.interactive || this.yes || this.force) return;
+    this.planOnStderr = true;
+    try {
+      show();
+    } finally {
+      this.planOnStderr = false;
+    }
+  }
+
+  /** Where results and plans go: stdout, or stderr while planForQuestion shows a plan. */
+  get out(): NodeJS.WritableStream {
+    return this.planOnStderr ? this.context.stderr : this.context.stdout;
   }
 
   /**
@@ -367,7 +392,7 @@ export abstract class BaseCommand extends Command<IbContext> {
   }
 
   print<T>(rows: T[], columns: Column<T>[], toData?: (row: T) => unknown): void {
-    this.context.stdout.write(render(rows, this.format, columns, toData));
+    this.out.write(render(rows, this.format, columns, toData));
   }
 
   /**

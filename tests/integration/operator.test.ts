@@ -142,6 +142,14 @@ describe('operator experience', () => {
     expect(prune.stderr).toMatch(/^\d+ backup\(s\) of \d+ resource\(s\): \d+ to keep, 0 to remove/m);
     const dry = await cli(['restore', 'instance', 'a3', '--target-name', 'a3q', '-q', '--dry-run', '--project', P, '--target', target.uri]);
     expect(dry.stdout).toMatch(/│ instance a3 +│/);
+    // Refused for want of a terminal to ask on: the plan is the document, as prune's is.
+    const refused = await cli(['restore', 'instance', 'a3', '--target-name', 'a3q', '--output', 'json', '--project', P, '--target', target.uri]);
+    expect(refused.exitCode).toBe(2);
+    expect(refused.stderr).toMatch(/refusing without confirmation/);
+    expect(parseJson<{ name: string; destination: string; action: string }[]>(refused.stdout)).toEqual([
+      expect.objectContaining({ name: 'a3', destination: 'a3q', destinationProject: P, action: 'create' }),
+    ]);
+    expect(await instanceNames(P)).not.toContain('a3q');
   });
 
   it('takes target, project and retention from the config file, flags winning over environment over file', async () => {

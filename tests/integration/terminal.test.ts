@@ -1,4 +1,6 @@
 import { execa } from 'execa';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliPath, incus, launch, state, tempTarget, testProject } from './helpers.js';
 
@@ -7,8 +9,11 @@ import { cliPath, incus, launch, state, tempTarget, testProject } from './helper
  * the confirmation prompt are the ones people see. Output is capped: a redraw loop shows up
  * as a failure, not as a hung test.
  */
-async function onTerminal(args: string[], opts: { columns?: number; answer?: string; env?: Record<string, string> } = {}): Promise<{ exitCode: number; text: string; bytes: number; raw: string }> {
-  const quoted = ['node', cliPath, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+async function onTerminal(
+  args: string[],
+  opts: { columns?: number; answer?: string; env?: Record<string, string>; stdoutTo?: string } = {},
+): Promise<{ exitCode: number; text: string; bytes: number; raw: string }> {
+  const quoted = ['node', cliPath, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ') + (opts.stdoutTo ? ` >'${opts.stdoutTo}'` : '');
   const size = opts.columns ? `stty cols ${opts.columns} rows 40; ` : '';
   const child = execa('script', ['-qec', `${size}${quoted}`, '/dev/null'], { reject: false, timeout: 60_000, maxBuffer: 1 << 20, env: { TERM: 'xterm', ...opts.env } });
   if (opts.answer !== undefined) {
@@ -65,6 +70,21 @@ describe('on a terminal', () => {
     expect(r.exitCode).toBe(0);
     expect(r.raw).toMatch(/\x1b\[1m━━━ Usage/);
     expect(r.text).toMatch(/Restore several custom volumes/);
+  });
+
+  it('with --output json a person is shown the plan (on stderr) before the question; the results are the document', async () => {
+    const out = join(target.dir, 'restore.json');
+    const r = await onTerminal(['restore', 'instance', 't1', '--target-name', 't6', '--no-start', '--output', 'json', '--project', P, '--target', target.uri], {
+      columns: 120,
+      answer: 'y\r',
+      stdoutTo: out,
+    });
+    expect(r.exitCode, r.text).toBe(0);
+    // What the terminal showed (stdout went to the file): the plan, then the question.
+    expect(r.text).toMatch(/│ instance t1 +│ [^\n]*t6/);
+    expect(r.text.indexOf('│ instance t1')).toBeLessThan(r.text.indexOf('Restore 1 item(s)? (y/N)'));
+    expect(JSON.parse(readFileSync(out, 'utf8'))).toEqual([expect.objectContaining({ type: 'instance', name: 't6', status: 'ok' })]);
+    await incus('delete', '-f', 't6', '--project', P);
   });
 
   it('answering no changes nothing', async () => {

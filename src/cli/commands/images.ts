@@ -64,10 +64,11 @@ export class RestoreImagesCommand extends BaseCommand {
       if (!chosen.some((e) => e.manifest.name.startsWith(p))) throw new UsageError(`no backup of image ${p} in ${backend.uri}`, '`incus-backup list images` shows what is there');
     }
     if (!chosen.length) throw new UsageError(`no image backups found in ${backend.uri}`, 'check --project and --target');
-    const plans = [];
+    const plans: ImageRestorePlan[] = [];
     for (const e of chosen) plans.push(await planImageRestore(ctx, e, e.manifest.project));
     const work = plans.filter((p) => p.action !== 'skip');
     if (this.showsPlan(this.dryRun || !work.length)) this.print(plans, imagePreviewColumns, imagePreviewData);
+    this.planForQuestion(this.dryRun || !work.length, () => this.print(plans, imagePreviewColumns, imagePreviewData));
     if (this.dryRun) return ExitCode.ok;
     if (!work.length) return ExitCode.ok;
     await this.confirm(`Restore ${work.length} image(s)?`);

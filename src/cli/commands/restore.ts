@@ -285,7 +285,9 @@ abstract class RestoreCommand extends RestoreBase {
     const work = plan.filter((i) => i.action !== 'skip');
     // One document with --output json|yaml: the plan when the run stops here, else the results
     // (which a resource left out for damage makes, even with nothing else to do).
-    if (this.showsPlan(this.dryRun || missing.length > 0 || (work.length === 0 && !unusable.length) || !!refusal)) this.print(plan, previewColumns, previewData);
+    const stopsHere = this.dryRun || missing.length > 0 || (work.length === 0 && !unusable.length) || !!refusal;
+    if (this.showsPlan(stopsHere)) this.print(plan, previewColumns, previewData);
+    this.planForQuestion(stopsHere || !work.length, () => this.print(plan, previewColumns, previewData));
     if (refusal) throw refusal;
     this.refuseMissing(missing);
     if (this.dryRun) {
@@ -382,17 +384,17 @@ export class RestoreAllCommand extends RestoreBase {
   /** The three parts of the plan, for people. */
   private printAllPlan(config: ConfigPreview | undefined, images: ImageRestorePlan[], plan: RestorePlanItem[]): void {
     if (config) {
-      this.context.stdout.write(`Config (version ${config.entry.manifest.timestamp}):\n`);
+      this.out.write(`Config (version ${config.entry.manifest.timestamp}):\n`);
       if (config.changes.length || config.kept.length) this.print(configPreviewRows(config), configPreviewColumns);
-      else this.context.stdout.write('  no changes\n');
+      else this.out.write('  no changes\n');
     }
     if (images.length) {
-      this.context.stdout.write('Images:\n');
+      this.out.write('Images:\n');
       this.print(images, imagePreviewColumns);
     }
-    this.context.stdout.write('Volumes and instances:\n');
+    this.out.write('Volumes and instances:\n');
     if (plan.length) this.print(plan, previewColumns);
-    else this.context.stdout.write('  none\n');
+    else this.out.write('  none\n');
   }
 
   async run(): Promise<ExitCodeValue> {
@@ -458,6 +460,7 @@ export class RestoreAllCommand extends RestoreBase {
     } else if (this.showsPlan(stopsHere)) {
       this.printData({ config: config ? configPreviewData(config) : null, images: images.map(imagePreviewData), items: plan.map(previewData), missing });
     }
+    this.planForQuestion(stopsHere || nothingToDo, () => this.printAllPlan(config, images, plan));
     const missed = plan.filter((i) => i.missedRun && i.action !== 'skip');
     if (missed.length && this.format === 'table' && this.showsPlan(stopsHere)) {
       this.context.stderr.write(
