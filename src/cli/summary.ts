@@ -1,4 +1,5 @@
 import { ExitCode, InterruptedError, IbError, type ExitCodeValue } from '../errors.js';
+import type { Manifest } from '../core/manifest.js';
 import { mapPool } from '../core/pool.js';
 import { humanBytes, humanDuration, type Column } from '../output/format.js';
 
@@ -11,9 +12,13 @@ export interface ResultRow {
   status: 'ok' | 'failed' | 'skipped' | 'planned';
   action?: string;
   timestamp?: string;
+  /** What the backup takes in the target (compressed, on a dir: target with --compression). */
   size?: number;
+  /** The export tarball's own size: what was streamed from or to Incus. */
+  archiveSize?: number;
   durationMs?: number;
-  mode?: string;
+  /** The backup's consistency mode (as `list` has it). */
+  consistency?: string;
   /** restic: bytes the repository actually grew by (after deduplication). */
   dataAdded?: number;
   detail?: string;
@@ -21,6 +26,9 @@ export interface ResultRow {
   /** What to do about `error`, when the error says. */
   hint?: string;
 }
+
+/** The bytes a row moved to or from Incus (the tarball), which rates are of. */
+const streamed = (r: ResultRow) => r.archiveSize ?? r.size ?? 0;
 
 export const resultColumns: Column<ResultRow>[] = [
   { header: 'TYPE', value: (r) => r.type },
@@ -32,11 +40,11 @@ export const resultColumns: Column<ResultRow>[] = [
   { header: 'TIME', value: (r) => (r.durationMs !== undefined ? humanDuration(r.durationMs) : '') },
   {
     header: 'RATE',
-    value: (r) => (r.size && r.durationMs ? `${humanBytes(Math.round((r.size * 1000) / Math.max(r.durationMs, 1)))}/s` : ''),
+    value: (r) => (streamed(r) && r.durationMs ? `${humanBytes(Math.round((streamed(r) * 1000) / Math.max(r.durationMs, 1)))}/s` : ''),
   },
   {
     header: 'DETAIL',
-    value: (r) => r.error ?? [r.detail ?? r.mode ?? '', r.dataAdded !== undefined ? `${humanBytes(r.dataAdded)} new` : ''].filter(Boolean).join(', '),
+    value: (r) => r.error ?? [r.detail ?? r.consistency ?? '', r.dataAdded !== undefined ? `${humanBytes(r.dataAdded)} new` : ''].filter(Boolean).join(', '),
   },
 ];
 
@@ -104,6 +112,11 @@ export function hintLines(rows: ResultRow[]): string[] {
 }
 
 /** "instance P/NAME", "volume P/POOL/NAME". */
+/** A backup's two sizes, named as every command's rows name them. */
+export function sizes(m: Manifest): { size: number; archiveSize: number } {
+  return { size: m.archive.storedSize, archiveSize: m.archive.size };
+}
+
 export function rowLabel(r: ResultRow): string {
   return `${r.type} ${r.project}/${r.pool ? `${r.pool}/` : ''}${r.name}`;
 }
@@ -112,10 +125,10 @@ export function errorText(e: unknown): string {
   return e instanceof IbError || e instanceof Error ? e.message : String(e);
 }
 
-/** One closing line for people: counts, bytes, time and overall rate. */
+/** One closing line for people: counts, bytes moved, time and overall rate. */
 export function totalsLine(rows: ResultRow[], elapsedMs: number): string {
   const count = (s: ResultRow['status']) => rows.filter((r) => r.status === s).length;
-  const bytes = rows.reduce((n, r) => n + (r.status === 'ok' ? (r.size ?? 0) : 0), 0);
+  const bytes = rows.reduce((n, r) => n + (r.status === 'ok' ? streamed(r) : 0), 0);
   const rate = elapsedMs > 0 ? ` (${humanBytes(Math.round((bytes * 1000) / elapsedMs))}/s)` : '';
   const failed = count('failed');
   return `${count('ok')} ok${failed ? `, ${failed} failed` : ''}${count('skipped') ? `, ${count('skipped')} skipped` : ''}; ${humanBytes(bytes)} in ${humanDuration(elapsedMs)}${rate}`;

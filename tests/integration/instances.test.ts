@@ -625,7 +625,7 @@ describe('--with-snapshots', () => {
       const b = await cli(['backup', 'instances', 'ws', '--with-snapshots', '--project', P, '--target', target.uri, '--output', 'json']);
       expect(b.exitCode, b.stderr).toBe(0);
       // A copy cannot carry the source's snapshots: the instance itself is frozen while staged.
-      expect(parseJson<{ mode: string }[]>(b.stdout).map((r) => r.mode)).toEqual(['freeze']);
+      expect(parseJson<{ consistency: string }[]>(b.stdout).map((r) => r.consistency)).toEqual(['freeze']);
       expect(await state(P, 'ws')).toBe('Running');
       expect((await snapshotNames(P, 'ws')).sort()).toEqual(['s1', 's2']);
 

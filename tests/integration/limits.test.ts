@@ -43,7 +43,7 @@ describe('a project with limits', () => {
     const source = await configOf('web');
     const r = await cli(['backup', 'instances', 'web', '--project', P, '--target', target.uri, '--output', 'json']);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual([expect.objectContaining({ name: 'web', status: 'ok', mode: 'snapshot' })]);
+    expect(JSON.parse(r.stdout)).toEqual([expect.objectContaining({ name: 'web', status: 'ok', consistency: 'snapshot' })]);
     // The temporary copy could not take the source's identity: the archive got it on its way.
     const archived = await archivedConfig('web');
     expect(pick(archived)).toEqual(pick(source));

@@ -105,7 +105,7 @@ describe('operator experience', () => {
     const still = await cli(['backup', 'instances', 'a3', '--no-snapshot', '--project', P, '--target', aside.uri, '--output', 'json']);
     aside.dispose();
     expect(still.exitCode, still.stderr).toBe(0);
-    expect(parseJson<{ mode: string }[]>(still.stdout).map((x) => x.mode)).toEqual(['stopped']);
+    expect(parseJson<{ consistency: string }[]>(still.stdout).map((x) => x.consistency)).toEqual(['stopped']);
     expect(still.stderr).not.toContain('warning');
     const bad = await cli(['backup', 'instances', 'a3', 'nope', '-q', '--project', P, '--target', target.uri]);
     expect(bad.exitCode).toBe(3);

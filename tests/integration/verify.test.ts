@@ -7,6 +7,8 @@ import { cli, flipByte, launch, parseJson, tempTarget, testProject } from './hel
 let proj: Awaited<ReturnType<typeof testProject>>;
 const base = tempTarget();
 const copies: ReturnType<typeof tempTarget>[] = [];
+/** The backup runs' rows, by compression. */
+const made: Record<string, { timestamp: string; size: number; archiveSize: number }> = {};
 
 interface Item {
   name: string;
@@ -29,8 +31,9 @@ beforeAll(async () => {
   proj = await testProject('verify');
   await launch(proj.name, 'c1');
   for (const compression of ['none', 'gzip']) {
-    const r = await cli(['backup', 'instances', 'c1', '--project', proj.name, '--target', base.uri, '--compression', compression, '-q']);
+    const r = await cli(['backup', 'instances', 'c1', '--project', proj.name, '--target', base.uri, '--compression', compression, '--output', 'json']);
     expect(r.exitCode, r.stderr).toBe(0);
+    made[compression] = parseJson<{ timestamp: string; size: number; archiveSize: number }[]>(r.stdout)[0]!;
   }
 });
 
@@ -50,6 +53,19 @@ describe('verify on a directory target', () => {
       ['c1', 'ok'],
     ]);
     expect(r.stderr).toMatch(new RegExp(`verified 2 backup\\(s\\) in ${base.uri}: 2 ok, 0 damaged; \\d+(\\.\\d)? MiB checked`));
+  });
+
+  it('names a compressed backup\'s two sizes alike in backup, list, verify and a restore plan', async () => {
+    const gz = made.gzip!;
+    expect(gz.size).toBeLessThan(gz.archiveSize); // stored compressed, streamed as a tar
+    expect(made.none!.size).toBe(made.none!.archiveSize);
+    const listed = parseJson<{ timestamp: string; size: number; archiveSize: number }[]>((await cli(['list', 'instances', 'c1', '--project', proj.name, '--target', base.uri, '--output', 'json'])).stdout);
+    expect(listed.find((l) => l.timestamp === gz.timestamp)).toMatchObject({ size: gz.size, archiveSize: gz.archiveSize });
+    const verified = parseJson<{ timestamp: string; size: number }[]>((await cli(['verify', 'instances', 'c1', '--project', proj.name, '--target', base.uri, '--output', 'json'])).stdout);
+    expect(verified.find((v) => v.timestamp === gz.timestamp)).toMatchObject({ size: gz.size });
+    const plan = await cli(['restore', 'instance', 'c1', '--version', gz.timestamp, '--target-name', 'c1-sizes', '--dry-run', '--project', proj.name, '--target', base.uri, '--output', 'json']);
+    expect(plan.exitCode, plan.stderr).toBe(0);
+    expect(parseJson<unknown[]>(plan.stdout)).toEqual([expect.objectContaining({ size: gz.size, archiveSize: gz.archiveSize })]);
   });
 
   it('exits 3 on a flipped byte, naming the backup and "checksum"', async () => {

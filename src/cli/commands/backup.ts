@@ -13,7 +13,7 @@ import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.
 import { subjectLabel, type BackupSubject, type IncusApi } from '../../incus/api.js';
 import { incusAway } from '../../incus/client.js';
 import { BaseCommand, checkName } from '../base.js';
-import { failedRow, resultColumns, settle, type ResultRow } from '../summary.js';
+import { failedRow, resultColumns, settle, sizes, type ResultRow } from '../summary.js';
 import { parseLockWait } from '../../backends/dir/lock.js';
 import { lockTarget, lockWaitOption } from './maintenance.js';
 
@@ -287,9 +287,9 @@ abstract class BackupCommand extends BaseCommand {
           ...row(subjects[i]!),
           status: 'ok',
           timestamp: m.timestamp,
-          size: m.archive.size,
+          ...sizes(m),
           durationMs: r.value.ms,
-          mode: m.consistency.mode,
+          consistency: m.consistency.mode,
           ...(added !== undefined ? { dataAdded: added } : {}),
         };
       }

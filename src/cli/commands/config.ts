@@ -64,7 +64,7 @@ export const configPreviewColumns: Column<PreviewRow>[] = [
 
 export function configPreviewData(p: ConfigPreview): Record<string, unknown> {
   return {
-    version: p.entry.manifest.timestamp,
+    timestamp: p.entry.manifest.timestamp,
     changes: p.changes.map((c) => ({
       kind: c.object.kind,
       ...(c.object.project ? { project: c.object.project } : {}),

@@ -4,6 +4,7 @@ import { humanBytes } from '../../output/format.js';
 import type { BackupEntry } from '../../backends/types.js';
 import { BaseCommand, checkName } from '../base.js';
 import { damagedLabel, elsewhereHint, holdsProject, KINDS, kindOption } from '../select.js';
+import { sizes } from '../summary.js';
 
 export class ListCommand extends BaseCommand {
   static override paths = [['list']];
@@ -67,8 +68,7 @@ export function toListData(e: BackupEntry): Record<string, unknown> {
     name: m.name,
     ...(m.pool ? { pool: m.pool } : {}),
     timestamp: m.timestamp,
-    size: m.archive.storedSize,
-    archiveSize: m.archive.size,
+    ...sizes(m),
     sha256: m.archive.sha256,
     consistency: m.consistency.mode,
     instant: m.consistency.instant,

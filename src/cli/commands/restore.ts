@@ -14,14 +14,14 @@ import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.
 import { humanBytes, type Column } from '../../output/format.js';
 import { BaseCommand, checkName } from '../base.js';
 import { checkVersion, damageReport, elsewhereHint, futureWarning, groupByResource, missedRun, newestWholeRuns, selectBackups, unusableWarning, type Unusable } from '../select.js';
-import { applyAll, failedRow, settle, type ResultRow } from '../summary.js';
+import { applyAll, failedRow, settle, sizes, type ResultRow } from '../summary.js';
 import { parseVolumeRef } from './backup.js';
 import { imagePreviewColumns, imagePreviewData, restoreImages } from './images.js';
 
 const previewColumns: Column<RestorePlanItem>[] = [
   { header: 'BACKUP', value: (i) => `${i.entry.manifest.type} ${i.entry.manifest.pool ? `${i.entry.manifest.pool}/` : ''}${i.entry.manifest.name}` },
   { header: 'VERSION', value: (i) => i.entry.manifest.timestamp },
-  { header: 'SIZE', value: (i) => humanBytes(i.entry.manifest.archive.size) },
+  { header: 'SIZE', value: (i) => humanBytes(i.entry.manifest.archive.storedSize) },
   { header: 'DESTINATION', value: (i) => `${i.dest.project}/${i.dest.kind === 'volume' ? `${i.dest.pool}/` : ''}${i.dest.name}` },
   { header: 'ACTION', value: (i) => i.action },
   {
@@ -56,7 +56,7 @@ function previewData(i: RestorePlanItem): Record<string, unknown> {
     name: m.name,
     ...(m.pool ? { pool: m.pool } : {}),
     timestamp: m.timestamp,
-    size: m.archive.size,
+    ...sizes(m),
     destination: i.dest.name,
     destinationProject: i.dest.project,
     action: i.action,
@@ -226,7 +226,7 @@ abstract class RestoreBase extends BaseCommand {
         status: 'ok',
         action: item.action,
         timestamp: item.entry.manifest.timestamp,
-        size: item.entry.manifest.archive.size,
+        ...sizes(item.entry.manifest),
         detail: item.notStarted ? `${item.action}; ${item.notStarted}` : item.action,
       }),
       errors,
