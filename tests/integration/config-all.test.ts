@@ -75,8 +75,10 @@ describe('config backup and restore', () => {
     expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v2');
     expect(await incus('network', 'get', NET, 'mtu')).toBe('1300');
 
-    const noTty = await run('restore', 'config', '--all-projects', '--apply');
+    const noTty = await run('restore', 'config', '--all-projects', '--apply', '--output', 'json');
     expect(noTty.exitCode).toBe(2);
+    // Refused: the preview is the document.
+    expect(parseJson<ConfigPreviewJson>(noTty.stdout).changes).toHaveLength(3);
     expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v2');
     const dry = await run('restore', 'config', '--all-projects', '--apply', '--dry-run', '-y');
     expect(dry.exitCode, dry.stderr).toBe(0);
@@ -85,8 +87,11 @@ describe('config backup and restore', () => {
     expect(dry.stderr).not.toContain('preview only');
     expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v2');
 
-    const apply = await run('restore', 'config', '--all-projects', '--apply', '-y');
+    const apply = await run('restore', 'config', '--all-projects', '--apply', '-y', '--output', 'json');
     expect(apply.exitCode, apply.stderr).toBe(0);
+    // The document is what happened: every change, with how it went.
+    const applied = parseJson<{ changes: { kind: string; name: string; status: string; error?: string }[] }>(apply.stdout);
+    expect(applied.changes.map((c) => `${c.kind} ${c.name} ${c.status}`).sort()).toEqual([`network ${NET} ok`, `profile web ok`, `project ${P} ok`].sort());
     expect(await incus('profile', 'get', 'web', 'user.k', '--project', P)).toBe('v1');
     expect(await incus('project', 'get', P, 'user.owner')).toBe('alice');
     expect(await incus('network', 'get', NET, 'mtu')).toBe('1400');

@@ -62,17 +62,23 @@ export const configPreviewColumns: Column<PreviewRow>[] = [
   { header: 'NOTE', value: (r) => r.note },
 ];
 
-export function configPreviewData(p: ConfigPreview): Record<string, unknown> {
+/** The preview as data; once applied (`failed` given), each change with its status too. */
+export function configPreviewData(p: ConfigPreview, failed?: AppliedConfig['failed']): Record<string, unknown> {
   return {
     timestamp: p.entry.manifest.timestamp,
-    changes: p.changes.map((c) => ({
-      kind: c.object.kind,
-      ...(c.object.project ? { project: c.object.project } : {}),
-      name: c.object.name,
-      action: c.action,
-      disruptive: c.disruptive,
-      changes: c.changes,
-    })),
+    changes: p.changes.map((c) => {
+      const error = failed?.find((f) => f.change === c)?.error;
+      return {
+        kind: c.object.kind,
+        ...(c.object.project ? { project: c.object.project } : {}),
+        name: c.object.name,
+        action: c.action,
+        disruptive: c.disruptive,
+        changes: c.changes,
+        ...(failed ? { status: error === undefined ? 'ok' : 'failed' } : {}),
+        ...(error !== undefined ? { error } : {}),
+      };
+    }),
     kept: p.kept.map((o) => ({ kind: o.kind, ...(o.project ? { project: o.project } : {}), name: o.name })),
   };
 }
@@ -92,10 +98,15 @@ export async function previewConfig(ctx: RunContext, entry: BackupEntry, scope: 
   return { entry, changes: diffConfig(backup, current, scope, force), kept: force ? [] : extraObjects(backup, current, scope) };
 }
 
+export interface AppliedConfig {
+  failed: { change: ConfigChange; label: string; error: string }[];
+  applied: number;
+}
+
 /** Applies in dependency order; an object that cannot be changed is reported and the rest goes on. */
-export async function applyConfig(ctx: RunContext, p: ConfigPreview): Promise<{ failed: { label: string; error: string }[]; applied: number }> {
+export async function applyConfig(ctx: RunContext, p: ConfigPreview): Promise<AppliedConfig> {
   const api = configApi(ctx);
-  const failed: { label: string; error: string }[] = [];
+  const failed: AppliedConfig['failed'] = [];
   let applied = 0;
   for (const c of p.changes) {
     try {
@@ -103,7 +114,7 @@ export async function applyConfig(ctx: RunContext, p: ConfigPreview): Promise<{ 
       applied++;
       ctx.ui.info(`config: ${c.action} ${objectLabel(c.object)}`);
     } catch (e) {
-      failed.push({ label: `${c.action} ${objectLabel(c.object)}`, error: (e as Error).message });
+      failed.push({ change: c, label: `${c.action} ${objectLabel(c.object)}`, error: (e as Error).message });
       ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${(e as Error).message}`);
     }
   }
@@ -132,14 +143,18 @@ export class RestoreConfigCommand extends BaseCommand {
     const entry = await pickConfig(backend, this.version);
     const scope: ConfigScope = this.allProjects ? {} : { project: this.checkedProject() };
     const preview = await previewConfig(ctx, entry, scope, this.force);
-    if (this.format === 'table') {
-      if (this.showsPlan(!this.apply || this.dryRun || !preview.changes.length)) this.print(configPreviewRows(preview), configPreviewColumns);
-      if (!preview.changes.length) this.context.stderr.write(`config matches the backup of ${entry.manifest.timestamp}\n`);
-    } else this.printData(configPreviewData(preview));
     // A profile it writes that names a network or pool that is neither there nor created here
     // would be refused by Incus (and its instances would lose the device): said before anything changes.
     const reqs = configRequirements(preview.changes);
     const missing = await missingRequirements(api, reqs.needs.map(reqs.resolve), reqs.willExist);
+    // With --output json|yaml one document: the preview when nothing is applied, else the changes
+    // with how each went.
+    const stopsHere = !this.apply || this.dryRun || !preview.changes.length || missing.length > 0;
+    if (this.format === 'table') {
+      if (this.showsPlan(stopsHere)) this.print(configPreviewRows(preview), configPreviewColumns);
+      if (!preview.changes.length) this.context.stderr.write(`config matches the backup of ${entry.manifest.timestamp}\n`);
+    } else if (this.showsPlan(stopsHere)) this.printData(configPreviewData(preview));
+    this.planForQuestion(stopsHere, () => this.print(configPreviewRows(preview), configPreviewColumns));
     for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
     if (missing.length && this.apply) {
       throw new IbError(`cannot apply the config: ${countDistinct(missing)} thing(s) its profiles need do not exist in the destination`, ExitCode.failed, CONFIG_NEEDS_HINT);
@@ -153,6 +168,7 @@ export class RestoreConfigCommand extends BaseCommand {
     if (!preview.changes.length) return ExitCode.ok;
     await this.confirm(`Apply ${preview.changes.length} config change(s)?`);
     const { failed } = await applyConfig(ctx, preview);
+    if (this.format !== 'table') this.printData(configPreviewData(preview, failed));
     if (failed.length) {
       for (const f of failed) this.context.stderr.write(`failed: ${f.label}: ${f.error}\n`);
       if (failed.length === preview.changes.length) throw new IbError(`no config change could be applied`, ExitCode.failed);
