@@ -182,6 +182,24 @@ describe('verify, protect and prune on a restic target', () => {
     }
   });
 
+  it('verifies past the stale lock of a restic process of this host that was killed (no 2-minute wait, no failure); prune does the same', async () => {
+    // A restic killed outright (kill -9 of a run, or of restic) leaves its lock. An exclusive
+    // lock (check, prune) waits for every other one, stale or not: each later verify and prune
+    // would wait 2 minutes and fail, until someone ran `restic unlock`.
+    const leaver = execa('restic', ['backup', '--stdin', '--stdin-filename', 'x'], { env: { ...env, RESTIC_REPOSITORY: repo() }, reject: false });
+    const deadline = Date.now() + 20_000;
+    while (lockFiles().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    leaver.kill('SIGKILL');
+    await leaver;
+    expect(lockFiles()).toHaveLength(1);
+    const started = Date.now();
+    const v = await run(['verify']);
+    expect(v.exitCode, v.stderr).toBe(0);
+    expect(v.stderr).toMatch(/warning: removed 1 stale restic lock\(s\) from restic:\S+: left by restic processes of this host that were killed/);
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(lockFiles()).toHaveLength(0);
+  });
+
   it('keeps a protected backup through prune and removes the rest of what the policy drops', async () => {
     const versions = parseJson<{ timestamp: string }[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).map((v) => v.timestamp);
     expect(versions).toHaveLength(3);

@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { directoryHolds, pathKind } from '../../core/fsutil.js';
 import { formatTimestamp, ManifestError, parseManifest, type Manifest } from '../../core/manifest.js';
@@ -476,7 +477,7 @@ export class ResticBackend implements Backend {
     const step = opts.prune ? 'forget --prune' : 'forget';
     let r;
     try {
-      r = await this.run(['forget', ...(opts.prune ? ['--prune'] : []), ...ids]);
+      r = await this.pastStaleLocks(() => this.run(['forget', ...(opts.prune ? ['--prune'] : []), ...ids]));
     } catch (e) {
       if (e instanceof IbError && DELETE_REFUSED.test(e.message)) throw appendOnlyError(step);
       if (opts.prune && e instanceof IbError) throw await this.pruneFailure(ids, e);
@@ -519,12 +520,49 @@ export class ResticBackend implements Backend {
     if (opts.readDataSubset) args.push(`--read-data-subset=${opts.readDataSubset}`);
     else if (opts.readData) args.push('--read-data');
     try {
-      await this.runReading(args, opts.signal ? { signal: opts.signal } : {});
+      await this.pastStaleLocks(() => this.runReading(args, opts.signal ? { signal: opts.signal } : {}));
       return { problems: [] };
     } catch (e) {
       if (!(e instanceof ResticError) || e.resticCode !== 1) throw e;
       return { problems: [{ kind: 'repository', message: e.message }] };
     }
+  }
+
+  /**
+   * Runs a command that takes restic's exclusive lock (check, forget), past the locks that
+   * restic processes of this host left when they were killed (kill -9 of a run, or of restic):
+   * an exclusive lock waits for every other lock, stale or not, so each later prune and verify
+   * would wait --retry-lock's 2 minutes and fail, every night, until someone ran `restic
+   * unlock`. That is done here, which removes only stale locks (of this host's dead processes,
+   * or older than 30 minutes) and leaves live ones alone: on a local repository before the
+   * command when it holds any lock, elsewhere once restic has named a dead process of this host
+   * as the holder; then the command runs once more.
+   */
+  private async pastStaleLocks<T>(run: () => Promise<T>): Promise<T> {
+    const local = localRepository(this.repository);
+    const held = local !== undefined && (() => {
+      try {
+        return readdirSync(join(local, 'locks')).length > 0;
+      } catch {
+        return false;
+      }
+    })();
+    if (held) await this.removeStaleLocks();
+    try {
+      return await run();
+    } catch (e) {
+      if (!(e instanceof ResticError && STALE_HOLDER.test(e.message))) throw e;
+      this.onWarning(`${e.message}; removing the stale lock (restic unlock) and trying again`);
+      await this.removeStaleLocks();
+      return run();
+    }
+  }
+
+  /** `restic unlock`: only stale locks go; says how many did. */
+  private async removeStaleLocks(): Promise<void> {
+    const r = await this.run(['unlock', '--verbose']);
+    const n = Number(/successfully removed (\d+) locks?/.exec(r.stdout + r.stderr)?.[1] ?? 0);
+    if (n > 0) this.onWarning(`removed ${n} stale restic lock(s) from ${this.uri}: left by restic processes of this host that were killed`);
   }
 
   /** Adds or removes the protection tag on the backup's manifest snapshot. */
@@ -541,6 +579,9 @@ export class ResticBackend implements Backend {
     await this.restic.killAll();
   }
 }
+
+/** resticFailure's words for a lock held by a dead restic process of this host. */
+const STALE_HOLDER = /of this host, which is no longer running/;
 
 /** How restic reports a delete that the server refused (an append-only rest-server: HTTP 403). */
 const DELETE_REFUSED = /\b403\b|forbidden|append-only/i;

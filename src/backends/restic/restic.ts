@@ -216,7 +216,7 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
       code,
       ExitCode.failed,
       STORAGE_FULL.test(detail)
-        ? 'free space where the repository is stored (old backups go with `incus-backup prune`) and run again; nothing was kept'
+        ? 'free space where the repository is stored (old backups go with `incus-backup prune`; what this run wrote before it failed is in no backup, and `restic prune` gives it back) and run again; nothing was kept'
         : 'check the storage behind the repository; nothing was kept',
     );
   }
