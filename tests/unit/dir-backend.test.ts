@@ -46,6 +46,20 @@ describe('directory backend', () => {
     expect(readdirSync(join(root, '.staging'))).toEqual([]);
   });
 
+  it('before a backup, removes what a killed run of this host left staged, and says so', async () => {
+    root = mkdtempSync(join(tmpdir(), 'ib-dir-'));
+    const b = new DirBackend(root, `dir:${root}`);
+    await b.prepareWrite(() => undefined);
+    // pid_max is at most 2^22: no process has this pid.
+    const left = join(root, '.staging', `${hostname()}_${2 ** 22 + 7}_dddddddd`);
+    mkdirSync(left, { recursive: true });
+    writeFileSync(join(left, 'export.tar.partial'), Buffer.alloc(4096));
+    const notices: string[] = [];
+    await b.prepareWrite((m) => notices.push(m));
+    expect(readdirSync(join(root, '.staging'))).toEqual([]);
+    expect(notices).toEqual([`removed 1 leftover(s) of runs that never finished (partial backups, half-done deletions) from ${root}`]);
+  });
+
   it('under the writer lock, removes what dead runs of any host left staged or half-deleted', async () => {
     root = mkdtempSync(join(tmpdir(), 'ib-dir-'));
     const b = new DirBackend(root, `dir:${root}`);

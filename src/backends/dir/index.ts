@@ -88,7 +88,8 @@ export class DirBackend implements Backend {
       onNotice(`initialised directory target ${this.root}`);
     }
     await mkdirPrivate(join(this.root, STAGING));
-    await this.sweepStaging();
+    const n = await this.sweepStaging();
+    if (n) onNotice(leftoversNotice(n, this.root));
   }
 
   /**
@@ -425,7 +426,7 @@ export class DirBackend implements Backend {
     const release = await acquireLock(this.root, { purpose, waitMs: req.waitMs, ...(req.signal ? { signal: req.signal } : {}), ...(req.onNotice ? { onNotice: req.onNotice } : {}) });
     try {
       const n = await this.sweepStaging(true);
-      if (n) req.onNotice?.(`removed ${n} leftover(s) of runs that never finished (partial backups, half-done deletions) from ${this.root}`);
+      if (n) req.onNotice?.(leftoversNotice(n, this.root));
     } catch (e) {
       await release();
       throw e;
@@ -466,3 +467,7 @@ export const dirBackendFactory: BackendFactory = {
   },
 };
 
+
+function leftoversNotice(n: number, root: string): string {
+  return `removed ${n} leftover(s) of runs that never finished (partial backups, half-done deletions) from ${root}`;
+}
