@@ -13,6 +13,8 @@ import { sleep } from './pool.js';
 import { TarIndexCapture } from './tarindex.js';
 import { TarYamlRewriter } from './tarrewrite.js';
 import { isStaleAsideName, isStaleTmpName, liveOtherRun, tmpName } from './tmpnames.js';
+import { journalOf, putBackKilledReplaces } from './replacejournal.js';
+import { liveFreezer, markFrozen, thawAbandoned } from './freezemarks.js';
 import type { Compression, ConsistencyMode, ResourceKey } from './types.js';
 
 export interface BackupOptions {
@@ -166,8 +168,13 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     const bname = tmpName();
     task.phase('staging on the server');
     let thaw: (() => void) | undefined;
+    let forgetFreeze: (() => Promise<void>) | undefined;
     if (mode === 'freeze' && subject.kind === 'instance') {
       instant = new Date();
+      // Written down first, for the next run to thaw if this one is killed outright meanwhile.
+      const unmark = markFrozen(subject.project, [await api.getInstance(subject.project, subject.name)]);
+      const dropMark = cleanup.push('forget the freeze', async () => unmark());
+      forgetFreeze = () => cleanup.runNow(dropMark, async () => unmark());
       await api.setInstanceState(subject.project, subject.name, 'freeze');
       thaw = cleanup.push(`unfreeze ${label}`, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
     } else if (mode !== 'snapshot') instant = new Date();
@@ -175,6 +182,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     await api.createServerBackup(exportFrom, bname, { withSnapshots: opts.withSnapshots, optimized: opts.optimized, expiresAt: expires, label }, signal);
     if (thaw) {
       await cleanup.runNow(thaw, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
+      await forgetFreeze?.();
       frozenMs = Date.now() - instant.getTime();
     }
 
@@ -254,14 +262,18 @@ async function freezeWriters(ctx: RunContext, subject: BackupSubject, cleanup: C
       ? [await ctx.api.getInstance(subject.project, subject.name)]
       : (await ctx.api.volumeUsers(subject.project, subject.pool, subject.name)).map((u) => u.instance);
   const thaws: { name: string; remove: () => void }[] = [];
-  for (const { name, status } of users) {
-    if (status !== 'Running') continue;
+  const running = users.filter((u) => u.status === 'Running');
+  // Written down first, for the next run to thaw if this one is killed outright meanwhile.
+  const unmark = running.length ? markFrozen(subject.project, running) : () => undefined;
+  const dropMark = cleanup.push('forget the freeze', async () => unmark());
+  for (const { name } of running) {
     await ctx.api.setInstanceState(subject.project, name, 'freeze');
     thaws.push({ name, remove: cleanup.push(`unfreeze ${name}`, () => ctx.api.setInstanceState(subject.project, name, 'unfreeze')) });
   }
   const frozenAt = Date.now();
   return async () => {
     for (const t of thaws) await cleanup.runNow(t.remove, () => ctx.api.setInstanceState(subject.project, t.name, 'unfreeze'));
+    await cleanup.runNow(dropMark, async () => unmark());
     return thaws.length ? Date.now() - frozenAt : 0;
   };
 }
@@ -286,7 +298,7 @@ export class ResourceBusyError extends IbError {
     waitedMs = 0,
   ) {
     super(
-      `${label} is being backed up by another incus-backup run right now (pid ${holder.pid}, temporary ${holder.temporary})`,
+      `${label} is being backed up by another incus-backup run right now (pid ${holder.pid}, ${holder.temporary === 'freeze' ? 'which has it frozen' : `temporary ${holder.temporary}`})`,
       1,
       waitedMs > 0
         ? `that run held it longer than --lock-wait (${Math.ceil(waitedMs / 1000)} s): wait longer, or back it up again once that run has finished`
@@ -315,7 +327,11 @@ async function temporariesOn(ctx: RunContext, subject: BackupSubject): Promise<{
 /** The live other run that holds `subject` right now (see ResourceBusyError), if any. */
 export async function otherRunOn(ctx: RunContext, subject: BackupSubject): Promise<{ pid: number; temporary: string } | undefined> {
   const { snapshots, serverBackups } = await temporariesOn(ctx, subject);
-  return liveHolder([...snapshots, ...serverBackups]);
+  const holder = liveHolder([...snapshots, ...serverBackups]);
+  if (holder || subject.kind !== 'instance') return holder;
+  // Frozen for the other run's snapshot, which is not there yet (Incus: "already frozen").
+  const freezer = liveFreezer(subject.project, subject.name);
+  return freezer === undefined ? undefined : { pid: freezer, temporary: 'freeze' };
 }
 
 /**
@@ -343,7 +359,8 @@ export async function waitForTurn(ctx: RunContext, subject: BackupSubject, deadl
  */
 async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, label: string, waitedMs = 0): Promise<void> {
   const { snapshots, serverBackups } = await temporariesOn(ctx, subject);
-  const holder = liveHolder([...snapshots, ...serverBackups]);
+  const freezer = subject.kind === 'instance' ? liveFreezer(subject.project, subject.name) : undefined;
+  const holder = liveHolder([...snapshots, ...serverBackups]) ?? (freezer === undefined ? undefined : { pid: freezer, temporary: 'freeze' });
   if (holder) throw new ResourceBusyError(label, holder, undefined, waitedMs);
   // One that Incus cannot remove is said and left: it does not stand in this backup's way.
   const stuck = (what: string) => (e: unknown) => {
@@ -361,24 +378,29 @@ async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, l
 }
 
 /**
- * Removes temporary copies (instances, volumes) that killed runs left in `project`. An original
- * that a killed replace had set aside (ibold-…) is the user's data: it is only pointed out.
+ * Puts back what replaces killed outright left in `project` (putBackKilledReplaces), then
+ * removes the temporary copies (instances, volumes) of killed runs. An original set aside
+ * (ibold-…) without a journal to put it back by (made by an older incus-backup) is the user's
+ * data: it is only pointed out.
  */
 export async function sweepProjectLeftovers(ctx: RunContext, project: string): Promise<void> {
-  const setAside = (what: string) =>
-    ctx.ui.warn(`${what} is an original that a restore --replace set aside and was killed before putting back: check it, then rename it back (incus rename) or delete it`);
+  const warn = ctx.ui.warn.bind(ctx.ui);
+  const setAside = (what: string, how: string) =>
+    ctx.ui.warn(`${what} is an original that a restore --replace set aside and was killed before putting back: check it, then rename it back (${how}) or delete it`);
+  await thawAbandoned(ctx.api, project, warn);
+  await putBackKilledReplaces(ctx.api, project, warn);
   for (const i of await ctx.api.listInstances(project)) {
     if (isStaleTmpName(i.name)) {
       ctx.ui.warn(`removing temporary copy ${project}/${i.name} left by an interrupted run`);
       await ctx.api.deleteOwn({ kind: 'instance', project, name: i.name });
-    } else if (isStaleAsideName(i.name)) setAside(`instance ${project}/${i.name}`);
+    } else if (isStaleAsideName(i.name) && !journalOf(i.config)) setAside(`instance ${project}/${i.name}`, `incus rename ${i.name} NAME --project ${project}`);
   }
   for (const v of await ctx.api.listVolumes(project)) {
     if (v.name.includes('/')) continue;
     if (isStaleTmpName(v.name)) {
       ctx.ui.warn(`removing temporary copy ${project}/${v.pool}/${v.name} left by an interrupted run`);
       await ctx.api.deleteOwn({ kind: 'volume', project, pool: v.pool!, name: v.name });
-    } else if (isStaleAsideName(v.name)) setAside(`volume ${project}/${v.pool}/${v.name}`);
+    } else if (isStaleAsideName(v.name) && !journalOf(v.config)) setAside(`volume ${project}/${v.pool}/${v.name}`, `incus storage volume rename ${v.pool} ${v.name} NAME --project ${project}`);
   }
 }
 

@@ -11,6 +11,7 @@ import { addressClashes, attachedVolumesOf, fixedAddressesOf, mapName, optimized
 import { mapInstanceYaml, TarYamlRewriter } from './tarrewrite.js';
 import { volatileLocked } from './identity.js';
 import { asideName, tmpName } from './tmpnames.js';
+import { disksAttaching, encodeJournal, JOURNAL_KEY, newJournal, withoutJournal, type DetachedDisk, type ReplaceJournal } from './replacejournal.js';
 
 export type RestoreAction = 'create' | 'replace' | 'skip';
 
@@ -436,8 +437,23 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     if (ctx.signal.aborted) throw new InterruptedError(`interrupted while replacing ${dest.name}`);
   };
   try {
-    for (const name of item.stops) {
-      const current = await api.getInstance(dest.project, name);
+    // What the swap changes is written on the original first (see replacejournal.ts): a run
+    // killed outright from here on leaves the next run what it needs to put the original back.
+    const stopping = await Promise.all(item.stops.map((name) => api.getInstance(dest.project, name)));
+    const original = dest.kind === 'instance' ? await api.getInstance(dest.project, dest.name) : undefined;
+    const attaching = dest.kind === 'volume' ? disksAttaching(await api.listInstances(dest.project), dest.pool, dest.name) : [];
+    const journal = newJournal(
+      dest.name,
+      stopping.map((i) => ({ name: i.name, frozen: i.status === 'Frozen', ephemeral: i.ephemeral })),
+      // The MAC addresses are what Incus drops with a masked NIC; the other volatile keys of a
+      // NIC belong to a running instance and go when it stops.
+      original ? { nics: { devices: original.devices, volatile: nicVolatile(original, /\.hwaddr$/) } } : { detached: attaching },
+    );
+    await writeJournal(ctx, dest, journal);
+    // Undone last: the original is back under its name by then.
+    undo.push(`clear the replace's journal on ${dest.name}`, () => clearJournal(ctx, dest));
+    for (const current of stopping) {
+      const name = current.name;
       // Incus deletes an ephemeral instance that stops: it is an ordinary one until it runs again.
       if (current.ephemeral) {
         await api.updateInstance(dest.project, name, (i) => ({ ...i, ephemeral: false }));
@@ -463,7 +479,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     // re-pointing devices by hand afterwards is what a rename would do anyway. Re-attaching
     // them is both the success path and the undo.
     stillWanted();
-    const detached = dest.kind === 'volume' ? await detachUsers(ctx, dest) : [];
+    const detached = dest.kind === 'volume' ? await detachDisks(ctx, dest.project, attaching) : [];
     undo.push(`re-attach ${dest.name}`, () => reattachUsers(ctx, dest.project, detached));
     await rename(ctx, dest, aside.name);
     undo.push(`put ${dest.name} back`, () => rename(ctx, aside, dest.name));
@@ -486,7 +502,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       // with the original) and let go of it, so that it can be moved away.
       undo.push(`detach the restored ${dest.name}`, async () => {
         for (const name of users) await api.setInstanceState(dest.project, name, 'stop', { force: true }).catch(() => undefined);
-        await detachUsers(ctx, dest);
+        await detachDisks(ctx, dest.project, disksAttaching(await api.listInstances(dest.project), dest.pool, dest.name));
       });
     }
     await reattachUsers(ctx, dest.project, detached);
@@ -554,10 +570,10 @@ function notStartedError(dest: string, error: Error, user?: string): IbError {
  */
 async function maskNics(ctx: RunContext, s: BackupSubject & { kind: 'instance' }): Promise<() => Promise<void>> {
   const inst = await ctx.api.getInstance(s.project, s.name);
-  const nics = Object.entries(inst.expanded_devices ?? inst.devices).filter(([, d]) => d.type === 'nic').map(([name]) => name);
+  const nics = nicNames(inst);
   if (nics.length === 0) return async () => undefined;
   const devices = inst.devices;
-  const volatile = Object.fromEntries(Object.entries(inst.config).filter(([k]) => nics.some((n) => k.startsWith(`volatile.${n}.`))));
+  const volatile = nicVolatile(inst);
   await ctx.api.updateInstance(s.project, s.name, (i) => ({ ...i, devices: { ...i.devices, ...Object.fromEntries(nics.map((n) => [n, { type: 'none' }])) } }));
   return async () => {
     await ctx.api.updateInstance(s.project, s.name, (i) => ({ ...i, devices }));
@@ -565,26 +581,37 @@ async function maskNics(ctx: RunContext, s: BackupSubject & { kind: 'instance' }
   };
 }
 
-interface DetachedDisk {
-  instance: string;
-  device: string;
-  config: Record<string, string>;
+/** The instance's NICs, its own and its profiles'. */
+function nicNames(inst: Instance): string[] {
+  return Object.entries(inst.expanded_devices ?? inst.devices).filter(([, d]) => d.type === 'nic').map(([name]) => name);
 }
 
-/** Removes the disk devices that attach volume `dest` from (stopped) instances of its project. */
-async function detachUsers(ctx: RunContext, dest: BackupSubject & { kind: 'volume' }): Promise<DetachedDisk[]> {
-  const out: DetachedDisk[] = [];
-  for (const inst of await ctx.api.listInstances(dest.project)) {
-    const mine = Object.entries(inst.devices ?? {}).filter(([, d]) => d.type === 'disk' && d.pool === dest.pool && d.source === dest.name);
-    if (!mine.length) continue;
-    await ctx.api.updateInstance(dest.project, inst.name, (i) => {
+/** The volatile keys (MAC addresses and the like) of the instance's NICs; `only` those whose name matches. */
+function nicVolatile(inst: Instance, only?: RegExp): Record<string, string> {
+  const nics = nicNames(inst);
+  return Object.fromEntries(Object.entries(inst.config).filter(([k]) => nics.some((n) => k.startsWith(`volatile.${n}.`)) && (!only || only.test(k))));
+}
+
+/** Removes these disk devices (from stopped instances); gives them back for reattachUsers. */
+async function detachDisks(ctx: RunContext, project: string, disks: DetachedDisk[]): Promise<DetachedDisk[]> {
+  for (const inst of new Set(disks.map((d) => d.instance))) {
+    await ctx.api.updateInstance(project, inst, (i) => {
       const devices = { ...i.devices };
-      for (const [name] of mine) delete devices[name];
+      for (const d of disks) if (d.instance === inst) delete devices[d.device];
       return { ...i, devices };
     });
-    for (const [device, config] of mine) out.push({ instance: inst.name, device, config });
   }
-  return out;
+  return disks;
+}
+
+async function writeJournal(ctx: RunContext, s: BackupSubject, j: ReplaceJournal): Promise<void> {
+  if (s.kind === 'instance') await ctx.api.patchInstanceConfig(s.project, s.name, { [JOURNAL_KEY]: encodeJournal(j) });
+  else if (s.kind === 'volume') await ctx.api.patchVolumeConfig(s.project, s.pool, s.name, { [JOURNAL_KEY]: encodeJournal(j) });
+}
+
+async function clearJournal(ctx: RunContext, s: BackupSubject): Promise<void> {
+  if (s.kind === 'instance') await ctx.api.updateInstance(s.project, s.name, (i) => ({ ...i, config: withoutJournal(i.config) }));
+  else if (s.kind === 'volume') await ctx.api.updateVolume(s.project, s.pool, s.name, (v) => ({ ...v, config: withoutJournal(v.config) }));
 }
 
 async function reattachUsers(ctx: RunContext, project: string, disks: DetachedDisk[]): Promise<void> {

@@ -44,6 +44,11 @@ export function asideName(): string {
   return `ibold-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 
+/** Whether `name` is what a replace set aside (ibold-…), in any run: never a resource to back up. */
+export function isAsideName(name: string): boolean {
+  return ASIDE.test(name);
+}
+
 /** Whether `name` is what a replace set aside, in a run that is gone. */
 export function isStaleAsideName(name: string): boolean {
   const pid = otherRunPid(name, ASIDE);

@@ -212,6 +212,12 @@ export class IncusApi {
       body: { name: newName },
     });
   }
+  async updateVolume(project: string, pool: string, name: string, mutate: (v: StorageVolume) => StorageVolume): Promise<void> {
+    const path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`;
+    const { value, etag } = await this.client.getWithEtag<StorageVolume>(path, { project });
+    const v = mutate(value);
+    await this.client.run('PUT', path, { project, etag, body: { config: v.config, description: v.description } });
+  }
   async patchVolumeConfig(project: string, pool: string, name: string, config: Record<string, string>): Promise<void> {
     const path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`;
     const { etag } = await this.client.getWithEtag(path, { project });

@@ -55,6 +55,8 @@ async function expectNoLeftovers(instances: string[]): Promise<void> {
   for (const i of instances) {
     expect(await snapshotNames(P, i)).toEqual([]);
     expect(await serverBackupNames(P, i)).toEqual([]);
+    // A replace's journal goes with the swap, done or undone.
+    expect(await incus('config', 'get', i, 'user.incus-backup.replacing', '--project', P)).toBe('');
   }
 }
 
@@ -245,6 +247,71 @@ describe('instances on a directory target', () => {
     }
   });
 
+  it('a replace killed outright (kill -9) in the middle of its swap: the next run puts the original back, with its network device and MAC', async () => {
+    // The answer to masking the original's NICs (set aside as ibold-…) is held back: the run is
+    // killed there, with the original renamed, stopped and without its network, and the restored
+    // copy staged. Nothing of that was on disk before the journal.
+    await incus('config', 'device', 'add', 'web', 'eth9', 'nic', 'nictype=p2p', '--project', P);
+    const mac = await incus('config', 'get', 'web', 'volatile.eth9.hwaddr', '--project', P);
+    expect(mac).toMatch(/^[0-9a-f:]{17}$/);
+    await sh(P, 'web', 'echo current > /data/kill-marker');
+    const proxy = await slowAnswerProxy(/^PUT \/1\.0\/instances\/ibold-/, 10_000);
+    const aside = tempTarget();
+    try {
+      const child = cliSpawn(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      const deadline = Date.now() + 60_000;
+      while (proxy.held() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(proxy.held()).toBe(1);
+      child.kill('SIGKILL');
+      await child.catch(() => undefined);
+      const left = await instanceNames(P);
+      expect(left.filter((n) => n.startsWith('ibold-'))).toHaveLength(1);
+      expect(left).not.toContain('web');
+
+      // The next run (here a backup, into a target of its own) puts it back before anything else.
+      const next = await cli(['backup', 'instances', 'web', '--project', P, '--target', aside.uri]);
+      expect(next.exitCode, next.stderr).toBe(0);
+      expect(next.stderr).toMatch(new RegExp(`warning: instance ${P}/web: put back as it was before a restore --replace that was killed \\(pid \\d+, [^)]+\\); started again: web`));
+      expect(await instanceNames(P)).toEqual(['web']);
+      expect(await state(P, 'web')).toBe('Running');
+      expect(await incus('config', 'device', 'get', 'web', 'eth9', 'nictype', '--project', P)).toBe('p2p');
+      expect(await incus('config', 'get', 'web', 'volatile.eth9.hwaddr', '--project', P)).toBe(mac);
+      expect(await sh(P, 'web', 'cat /data/kill-marker')).toBe('current');
+      await expectNoLeftovers(['web']);
+    } finally {
+      await proxy.close();
+      aside.dispose();
+      await sh(P, 'web', 'rm -f /data/kill-marker').catch(() => undefined);
+      await incus('config', 'device', 'remove', 'web', 'eth9', '--project', P).catch(() => undefined);
+    }
+  });
+
+  it('a backup killed outright (kill -9) while the instance is frozen: the next run thaws it', async () => {
+    // The answer to freezing `web` for its snapshot is held back; the run is killed meanwhile,
+    // with the instance frozen and nothing of this run left to thaw it.
+    const proxy = await slowAnswerProxy(/^PUT \/1\.0\/instances\/web\/state\?/, 10_000);
+    const aside = tempTarget();
+    try {
+      const child = cliSpawn(['backup', 'instances', 'web', '--project', P, '--target', aside.uri], { INCUS_SOCKET: proxy.socket });
+      const deadline = Date.now() + 60_000;
+      while ((proxy.held() === 0 || (await state(P, 'web')) !== 'Frozen') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(await state(P, 'web')).toBe('Frozen');
+      child.kill('SIGKILL');
+      await child.catch(() => undefined);
+      expect(await state(P, 'web')).toBe('Frozen');
+
+      const next = await cli(['backup', 'instances', 'web', '--project', P, '--target', aside.uri]);
+      expect(next.exitCode, next.stderr).toBe(0);
+      expect(next.stderr).toMatch(new RegExp(`warning: instance ${P}/web: thawed; a backup run \\(pid \\d+, [^)]+\\) froze it and was killed before it could thaw it`));
+      expect(await state(P, 'web')).toBe('Running');
+      await expectNoLeftovers(['web']);
+    } finally {
+      await proxy.close();
+      aside.dispose();
+      if ((await state(P, 'web')) === 'Frozen') await incus('start', 'web', '--project', P);
+    }
+  });
+
   it('the daemon restarting in the middle of a replace: the original is put back once it answers again', async () => {
     // A package upgrade restarts incusd during the nightly window. Here the socket goes away for
     // 4 s right when the restored instance is to take the name (that request is lost): the swap
@@ -421,11 +488,12 @@ describe('instances on a directory target', () => {
   });
 
   it('points out, and keeps, an original that a killed replace had set aside; a restore also removes a killed run\'s staged import', async () => {
-    // What a restore --replace killed outright (kill -9, power loss) between its two renames leaves.
+    // What a restore --replace of an older incus-backup, one that kept no journal on the
+    // original, killed outright (kill -9, power loss) between its two renames leaves.
     const aside = 'ibold-4194303-0a1b2c';
     const staged = 'ibtmp-4194303-0a1b2c3d';
     for (const n of [aside, staged]) await incus('init', 'ib-busybox', n, '--project', P);
-    const pointedOut = new RegExp(`warning: instance ${P}/${aside} is an original that a restore --replace set aside and was killed before putting back: check it, then rename it back \\(incus rename\\) or delete it`);
+    const pointedOut = new RegExp(`warning: instance ${P}/${aside} is an original that a restore --replace set aside and was killed before putting back: check it, then rename it back \\(incus rename ${aside} NAME --project ${P}\\) or delete it`);
     try {
       const r = await cli(['restore', 'instance', 'web', '--target-name', 'web-r', '--no-start', '-y', '--project', P, '--target', target.uri]);
       expect(r.exitCode, r.stderr).toBe(0);

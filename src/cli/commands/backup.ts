@@ -1,7 +1,7 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { backupResource, ISO_VOLUMES, ResourceBusyError, subjectKey, sweepProjectLeftovers, waitForTurn } from '../../core/backup.js';
-import { isTmpName } from '../../core/tmpnames.js';
+import { isAsideName, isTmpName } from '../../core/tmpnames.js';
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
 import { selectByPatterns } from '../../core/settings.js';
@@ -59,7 +59,7 @@ async function instanceSubjects(api: IncusApi, projects: string[], names: string
     if (names.length) {
       for (const n of names) out.push({ kind: 'instance', project, name: checkName('instance', n) });
     } else {
-      const all = (await api.listInstances(project)).map((i) => i.name).filter((n) => !isTmpName(n));
+      const all = (await api.listInstances(project)).map((i) => i.name).filter((n) => !isTmpName(n) && !isAsideName(n));
       for (const name of selectByPatterns(all, patterns)) out.push({ kind: 'instance', project, name });
     }
   }
@@ -75,7 +75,7 @@ async function volumeSubjects(api: IncusApi, projects: string[], refs: string[],
     }
     for (const v of await api.listVolumes(project)) {
       // Patterns match POOL/NAME, so `default/*` and `*/scratch` both work.
-      if (isTmpName(v.name) || v.name.includes('/') || !selectByPatterns([`${v.pool}/${v.name}`], patterns).length) continue;
+      if (isTmpName(v.name) || isAsideName(v.name) || v.name.includes('/') || !selectByPatterns([`${v.pool}/${v.name}`], patterns).length) continue;
       // A project without volumes of its own (features.storage.volumes=false) lists the default
       // project's: they are that project's to back up (with --all-projects, under it).
       const owner = v.project || project;
@@ -152,6 +152,11 @@ abstract class BackupCommand extends BaseCommand {
     return false;
   }
 
+  /** Whether it backs up instances or volumes, so that what killed runs left in their projects is swept first. */
+  protected sweepsProjects(): boolean {
+    return true;
+  }
+
   async run(): Promise<ExitCodeValue> {
     const run = { startedAt: new Date().toISOString(), whole: this.coversWhole() };
     const lockWaitMs = parseLockWait(this.lockWait);
@@ -165,6 +170,9 @@ abstract class BackupCommand extends BaseCommand {
     if (!this.allProjects && !(await api.projectExists(projects[0]!))) {
       throw new UsageError(`project "${projects[0]}" does not exist on this Incus server`, 'check --project (or project: in the configuration file); `incus project list` shows them');
     }
+    // What killed runs left goes first (not in a dry run, which changes nothing): an original that
+    // a killed replace had set aside is put back under its name, and so is backed up tonight.
+    if (!this.dryRun && this.sweepsProjects()) for (const p of projects) await sweepProjectLeftovers(this.runContext(api, backend), p);
     let subjects = await this.subjects(api, projects);
     // A named resource Incus does not have (a typo, a rename) is said so before anything else
     // happens: the run stops (exit 2) when nothing named is there, and otherwise backs up the
@@ -217,7 +225,6 @@ abstract class BackupCommand extends BaseCommand {
       await prepared;
       this.onCleanup(await lockTarget(backend, 'backup', this.lockWait, ctx.ui, outer));
     }
-    for (const p of new Set(subjects.flatMap((s) => (s.kind === 'instance' || s.kind === 'volume' ? [s.project] : [])))) await sweepProjectLeftovers(ctx, p);
     const live = this.noSnapshot || this.settings().values.consistency === 'live';
     const opts = { live, optimized: this.optimized, withSnapshots: this.withSnapshots, compression: this.compression as Compression, run };
     const errors: unknown[] = [];
@@ -355,6 +362,10 @@ export class BackupConfigCommand extends BackupCommand {
     examples: [['Back up the config', '$0 backup config --target dir:/srv/backups']],
   });
 
+  protected override sweepsProjects(): boolean {
+    return false;
+  }
+
   async subjects(): Promise<BackupItem[]> {
     return [{ kind: 'config' }];
   }
@@ -401,6 +412,10 @@ export class BackupImagesCommand extends BackupCommand {
   });
   fingerprints = Option.Rest({ name: 'FINGERPRINT' });
   allImages = Option.Boolean('--all-images', false, { description: 'Every image, also those cached from an image server' });
+
+  protected override sweepsProjects(): boolean {
+    return false;
+  }
 
   subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
     return imageItems(api, projects, this.fingerprints, this.allImages);
