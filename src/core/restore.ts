@@ -629,16 +629,27 @@ async function reattachUsers(ctx: RunContext, project: string, disks: DetachedDi
  *    its first start). With the original's it would not even start next to it on the same
  *    bridge (Incus refuses a MAC that another NIC there has), and in another project it would
  *    share the original's MAC on the wire.
+ *  - Without a replace's journal (replacejournal.ts) that a backup taken during a replace
+ *    holds: the next run would take the restored resource for that replace's original. A
+ *    staged volume is cleared of it too.
  */
 async function settleStagedConfig(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
+  if (staged.kind === 'volume') {
+    // A backup taken while a replace of it was under way holds that replace's journal, which
+    // must not make the next run "put back" the restored volume.
+    const v = await ctx.api.getVolume(staged.project, staged.pool, staged.name);
+    if (JOURNAL_KEY in (v.config ?? {})) await ctx.api.updateVolume(staged.project, staged.pool, staged.name, (x) => ({ ...x, config: withoutJournal(x.config) }));
+    return;
+  }
   if (staged.kind !== 'instance') return;
   const m = item.entry.manifest;
   const autostart = m.source.bootAutostart;
   const copy = item.dest.name !== m.name || item.dest.project !== m.project;
-  if (autostart === undefined && !copy) return;
+  const journaled = JOURNAL_KEY in ((await ctx.api.getInstance(staged.project, staged.name)).config ?? {});
+  if (autostart === undefined && !copy && !journaled) return;
   // One read and one write with its ETag (a PATCH would read the instance a second time).
   await ctx.api.updateInstance(staged.project, staged.name, (i) => {
-    const config = { ...i.config };
+    const config = withoutJournal(i.config);
     if (autostart === '') delete config['boot.autostart'];
     else if (autostart !== undefined) config['boot.autostart'] = autostart;
     if (copy) for (const k of Object.keys(config)) if (/^volatile\.[^.]+\.hwaddr$/.test(k)) delete config[k];

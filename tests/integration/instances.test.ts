@@ -1,6 +1,6 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -283,6 +283,27 @@ describe('instances on a directory target', () => {
       aside.dispose();
       await sh(P, 'web', 'rm -f /data/kill-marker').catch(() => undefined);
       await incus('config', 'device', 'remove', 'web', 'eth9', '--project', P).catch(() => undefined);
+    }
+  });
+
+  it('restores a backup taken while a replace of it was under way without that replace\'s journal', async () => {
+    // The journal of a replace in progress (this test process stands in for its run: its pid
+    // is alive, so no sweep touches it) is in the instance's config when the backup is taken.
+    const journal = JSON.stringify({ pid: process.pid, host: hostname(), at: new Date().toISOString(), name: 'web', stopped: [{ name: 'web', frozen: false, ephemeral: false }] });
+    await incus('config', 'set', 'web', `user.incus-backup.replacing=${journal}`, '--project', P);
+    const aside = tempTarget();
+    try {
+      const b = await cli(['backup', 'instances', 'web', '--project', P, '--target', aside.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      await incus('config', 'unset', 'web', 'user.incus-backup.replacing', '--project', P);
+      const r = await cli(['restore', 'instance', 'web', '--target-name', 'web-j', '--no-start', '-y', '--project', P, '--target', aside.uri]);
+      expect(r.exitCode, r.stderr).toBe(0);
+      // Left in, a later run would take web-j for an original to put back (or another host's).
+      expect(await incus('config', 'get', 'web-j', 'user.incus-backup.replacing', '--project', P)).toBe('');
+    } finally {
+      aside.dispose();
+      await incus('delete', '-f', 'web-j', '--project', P).catch(() => undefined);
+      await incus('config', 'unset', 'web', 'user.incus-backup.replacing', '--project', P).catch(() => undefined);
     }
   });
 
