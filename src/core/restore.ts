@@ -528,9 +528,11 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     throw e;
   }
   // The swap is done; failing to delete the old copy loses nothing, so it is only a warning.
-  await api.deleteOwn(aside).catch((e: unknown) =>
-    ui.warn(`the replaced ${dest.name} is kept as ${aside.name}: deleting it failed (${(e as Error).message})`),
-  );
+  await api.deleteOwn(aside).catch(async (e: unknown) => {
+    ui.warn(`the replaced ${dest.name} is kept as ${aside.name}: deleting it failed (${(e as Error).message})`);
+    // Not an original to put back: the swap is done.
+    await clearJournal(ctx, aside).catch(() => undefined);
+  });
   // The users of a volume that were ephemeral, running again, are so again.
   for (const name of ephemeral) {
     if (dest.kind === 'instance' && name === dest.name) continue;
