@@ -641,6 +641,26 @@ describe('restic target on rest-server', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     expect(await sh(P, 'c1-ao', 'sha256sum /data/f | cut -d" " -f1')).toBe(sha);
 
+    // protect re-tags by writing a new snapshot and deleting the old; the append-only server
+    // refuses the delete (restic still exits 0), so two copies of the manifest stay: one
+    // backup, protected, not damage (verify, restore by version).
+    const listed = async (target: string) => parseJson<{ timestamp: string; protected: boolean }[]>((await cli(['list', 'instances', 'c1', '--project', P, '--target', target, '--output', 'json'], env)).stdout);
+    const [version] = (await listed(uri)).map((e) => e.timestamp);
+    const p = await cli(['protect', 'instances', 'c1', '--version', version!, '--project', P, '--target', uri], env);
+    expect(p.exitCode, p.stderr).toBe(0);
+    expect(await listed(uri)).toEqual([expect.objectContaining({ timestamp: version, protected: true })]);
+    const v = await cli(['verify', '--project', P, '--target', uri], env);
+    expect(v.exitCode, v.stderr + v.stdout).toBe(0);
+    // Unprotecting there cannot work (the protected copy stays): refused, saying why.
+    const u = await cli(['unprotect', 'instances', 'c1', '--version', version!, '--project', P, '--target', uri], env);
+    expect(u.exitCode).toBe(1);
+    expect(u.stderr).toMatch(/^Error: backup \S+ is still protected: restic could not delete its protected snapshot \(the repository refused to delete: probably an append-only rest-server\)$/m);
+    expect(u.stderr).toMatch(/^Hint: unprotect it through a server that allows deleting/m);
+    // Through the writable server it goes, copies and all.
+    const u2 = await cli(['unprotect', 'instances', 'c1', '--version', version!, '--project', P, '--target', `restic:${writable}`], env);
+    expect(u2.exitCode, u2.stderr).toBe(0);
+    expect(await listed(uri)).toEqual([expect.objectContaining({ timestamp: version, protected: false })]);
+
     const ao = backend(appendOnly);
     try {
       const entries = await ao.list({ project: P });

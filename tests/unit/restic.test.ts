@@ -19,6 +19,7 @@ import {
   pairSnapshots,
   resourceId,
   SNAPSHOT_HOST,
+  TAG_PROTECTED,
   tagArgs,
   versionsByResource,
   type ResticEntry,
@@ -289,6 +290,19 @@ describe('two backups of one resource saved under the same version (two runs in 
     { id: manifestId.repeat(64), time: saved, hostname: SNAPSHOT_HOST, paths: [`/${manifestFileName(web1)}`], tags: manifestTags(manifest(web1, version), data.repeat(64)) },
   ];
   const V = '20260102T030405Z';
+
+  it('lists a manifest and the copy a re-tag left behind (append-only server) as one backup, protected, without taking a version', () => {
+    const [data, original] = backup('a', '1', '2026-01-02T03:04:07.1Z', V);
+    // What `restic tag --add ib-protected` wrote where it could not delete the original.
+    const copy: SnapshotInfo = { ...original!, id: '9'.repeat(64), tags: [...original!.tags!, TAG_PROTECTED] };
+    const snaps = [data!, original!, copy, ...backup('b', '2', '2026-01-02T03:04:08Z', V)];
+    const { entries, broken } = pairSnapshots(snaps);
+    expect(broken).toEqual([]);
+    expect(entries.map((e) => [e.manifest.timestamp, e.location[0], e.manifest.protected === true, (e as ResticEntry).otherManifests])).toEqual([
+      [V, 'a', true, ['9'.repeat(64)]],
+      [`${V}-1`, 'b', false, undefined],
+    ]);
+  });
 
   it('lists the one saved first under the version, the later one under the next free one', () => {
     const snaps = [...backup('b', '2', '2026-01-02T03:04:07.5Z', V), ...backup('a', '1', '2026-01-02T03:04:07.1Z', V), ...backup('c', '3', '2026-01-02T03:04:09Z', `${V}-1`)];

@@ -444,15 +444,16 @@ export class ResticBackend implements Backend {
 
   /**
    * The manifest snapshot of each backup: from the listing that produced the entry, or, for an
-   * entry made elsewhere, from one new listing for all of them.
+   * entry made elsewhere, from one new listing for all of them. With `all`, each backup's copies
+   * too (ResticEntry.otherManifests), after its own.
    */
-  private async manifestIds(entries: BackupEntry[]): Promise<string[]> {
-    const known = (e: BackupEntry) => (e as Partial<ResticEntry>).manifestSnapshot;
-    const listed = entries.every(known) ? undefined : new Map((await this.scan()).entries.map((e) => [e.location, e.manifestSnapshot]));
-    return entries.map((e) => {
-      const id = known(e) ?? listed?.get(e.location);
-      if (!id) throw new IbError(`restic snapshot ${e.location.slice(0, 8)} is not a complete backup any more`, 1);
-      return id;
+  private async manifestIds(entries: BackupEntry[], all = false): Promise<string[]> {
+    const known = (e: BackupEntry): ResticEntry | undefined => ((e as Partial<ResticEntry>).manifestSnapshot ? (e as ResticEntry) : undefined);
+    const listed = entries.every(known) ? undefined : new Map((await this.scan()).entries.map((e) => [e.location, e]));
+    return entries.flatMap((e) => {
+      const r = known(e) ?? listed?.get(e.location);
+      if (!r) throw new IbError(`restic snapshot ${e.location.slice(0, 8)} is not a complete backup any more`, 1);
+      return all ? [r.manifestSnapshot, ...(r.otherManifests ?? [])] : [r.manifestSnapshot];
     });
   }
 
@@ -464,7 +465,7 @@ export class ResticBackend implements Backend {
    */
   async remove(entries: BackupEntry[], leftovers: BrokenBackup[] = []): Promise<{ reclaimed?: number }> {
     if (entries.length === 0 && leftovers.length === 0) return {};
-    const ids = [...(await this.manifestIds(entries)), ...entries.map((e) => e.location), ...leftovers.filter((b) => b.leftover).map((b) => b.location)];
+    const ids = [...(await this.manifestIds(entries, true)), ...entries.map((e) => e.location), ...leftovers.filter((b) => b.leftover).map((b) => b.location)];
     const reclaimed = prunedBytes(await this.forget(ids, { prune: true }));
     return reclaimed === undefined ? {} : { reclaimed };
   }
@@ -565,13 +566,27 @@ export class ResticBackend implements Backend {
     if (n > 0) this.onWarning(`removed ${n} stale restic lock(s) from ${this.uri}: left by restic processes of this host that were killed`);
   }
 
-  /** Adds or removes the protection tag on the backup's manifest snapshot. */
+  /**
+   * Adds or removes the protection tag on the backup's manifest snapshot (and its copies, see
+   * ResticEntry.otherManifests). restic re-tags by writing a new snapshot and deleting the old;
+   * where it may not delete (an append-only rest-server) it says so and still exits 0, so what
+   * counts is the listing afterwards: a protect holds there (the new copy is protected), an
+   * unprotect cannot (the old, protected copy stays), and is refused as such.
+   */
   async setProtected(entry: BackupEntry, value: boolean): Promise<BackupEntry> {
-    const [manifestId] = await this.manifestIds([entry]);
-    await this.run(['tag', value ? '--add' : '--remove', TAG_PROTECTED, manifestId!]);
+    const ids = await this.manifestIds([entry], true);
+    const r = await this.run(['tag', value ? '--add' : '--remove', TAG_PROTECTED, ...ids]);
     const again = (await this.list({ type: entry.manifest.type, project: entry.manifest.project, name: entry.manifest.name }))
       .find((e) => e.location === entry.location);
     if (!again) throw new IbError(`backup ${entry.manifest.timestamp} disappeared while it was being ${value ? 'protected' : 'unprotected'}`, 1);
+    if ((again.manifest.protected === true) !== value) {
+      const refused = DELETE_REFUSED.test(r.stderr) || /unable to modify/i.test(r.stderr);
+      throw new IbError(
+        `backup ${entry.manifest.timestamp} is still protected: restic could not delete its protected snapshot${refused ? ' (the repository refused to delete: probably an append-only rest-server)' : ''}`,
+        ExitCode.failed,
+        'unprotect it through a server that allows deleting (the same repository without --append-only)',
+      );
+    }
     return again;
   }
 

@@ -198,6 +198,12 @@ export function latestArchiveSnapshot(snaps: readonly SnapshotInfo[], k: Resourc
 /** A listed restic backup: the data snapshot is its location; the manifest snapshot is kept for removal. */
 export interface ResticEntry extends BackupEntry {
   manifestSnapshot: string;
+  /**
+   * Copies of the manifest snapshot with the same summary (see pairSnapshots): what `restic tag`
+   * leaves where it may add but not delete (an append-only rest-server). Removed and re-tagged
+   * with it.
+   */
+  otherManifests?: string[];
   /** The version its tags and manifest file carry, when the listing had to rename it (see assignVersions). */
   storedVersion?: string;
 }
@@ -269,8 +275,25 @@ export function pairSnapshots(
   const broken: BrokenBackup[] = [];
   const used = new Set<string>();
   const short = (id: string) => id.slice(0, 8);
-  const versions = assignVersions(manifests);
+  // `restic tag` (protect, unprotect) writes the re-tagged snapshot, then deletes the old one;
+  // where it may not delete (an append-only rest-server) both stay: same data, same summary.
+  // That is one backup, listed once, protected if any copy says so (prune must never take what
+  // was meant to be kept); the later copies go with it (ResticEntry.otherManifests).
+  const copiesOf = new Map<string, SnapshotInfo[]>();
+  const firstOf = new Map<string, SnapshotInfo>();
   for (const ms of [...manifests].sort(bySaveTime)) {
+    const tags = ms.tags ?? [];
+    const dataId = tagValue(tags, P_DATA);
+    const summary = tagValue(tags, P_SUMMARY);
+    if (!dataId || !summary) continue;
+    const first = firstOf.get(`${dataId} ${summary}`);
+    if (!first) firstOf.set(`${dataId} ${summary}`, ms);
+    else copiesOf.set(first.id, [...(copiesOf.get(first.id) ?? []), ms]);
+  }
+  const copies = new Set([...copiesOf.values()].flat().map((c) => c.id));
+  const originals = manifests.filter((m) => !copies.has(m.id));
+  const versions = assignVersions(originals);
+  for (const ms of [...originals].sort(bySaveTime)) {
     const tags = ms.tags ?? [];
     const tagKey = keyFromTags(tags);
     const version = tagValue(tags, P_VERSION);
@@ -312,11 +335,19 @@ export function pairSnapshots(
     used.add(ds.id);
     const dataAdded = ds.summary?.data_added;
     // Protection is a tag on the manifest snapshot, so it can change without rewriting the summary.
-    if (tags.includes(TAG_PROTECTED)) manifest.protected = true;
+    const others = copiesOf.get(ms.id) ?? [];
+    if ([ms, ...others].some((m) => (m.tags ?? []).includes(TAG_PROTECTED))) manifest.protected = true;
     const listed = versions.get(ms.id) ?? manifest.timestamp;
     const renamed = listed !== manifest.timestamp ? { storedVersion: manifest.timestamp } : {};
     manifest.timestamp = listed;
-    entries.push({ manifest, location: ds.id, manifestSnapshot: ms.id, ...renamed, ...(dataAdded !== undefined ? { dataAdded } : {}) });
+    entries.push({
+      manifest,
+      location: ds.id,
+      manifestSnapshot: ms.id,
+      ...(others.length ? { otherManifests: others.map((o) => o.id) } : {}),
+      ...renamed,
+      ...(dataAdded !== undefined ? { dataAdded } : {}),
+    });
   }
   // The newest start of a complete backup, per resource.
   const lastStart = new Map<string, number>();
