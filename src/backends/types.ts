@@ -150,6 +150,12 @@ export interface Backend {
    */
   remove(entries: BackupEntry[], leftovers?: BrokenBackup[]): Promise<{ reclaimed?: number }>;
   close(): Promise<void>;
+  /**
+   * The run is interrupted (Ctrl-C, SIGTERM): stop whatever the backend has running now, so
+   * that nothing waits on it (restic retrying a server for minutes, or waiting for a lock). A
+   * SIGTERM sent to incus-backup alone (systemd's KillMode=mixed) reaches no child by itself.
+   */
+  interrupt?(): void;
 
   /**
    * Re-reads the stored data of one backup and checks it against its manifest (and, for dir

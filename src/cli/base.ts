@@ -230,6 +230,12 @@ export abstract class BaseCommand extends Command<IbContext> {
       ...(passwordFile ? { passwordFile } : {}),
     });
     this.cleanupFns.push(() => b.close());
+    const signal = this.context.signal;
+    if (b.interrupt) {
+      const stop = () => b.interrupt!();
+      if (signal.aborted) stop();
+      else signal.addEventListener('abort', stop, { once: true });
+    }
     return b;
   }
 

@@ -2,7 +2,7 @@ import { chmodSync, cpSync, readdirSync, readFileSync, statSync, writeFileSync, 
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, cliSpawn, flipByte, incus, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
+import { cli, cliSpawn, flipByte, incus, launch, parseJson, sh, snapshotNames, tempTarget, testProject } from './helpers.js';
 
 let project: { name: string; dispose: () => Promise<void> };
 let tmp: ReturnType<typeof tempTarget>;
@@ -354,5 +354,30 @@ describe('verify, protect and prune on a restic target', () => {
     expect(waiting).toMatch(/warning: restic backup has not opened \S+ after 10 s: it is loading the repository's index, or waiting \(up to 2m\) for a lock another restic process holds/);
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(await count()).toBe(before + 1);
+  });
+
+  it('stops at once on SIGTERM while restic is still at it (systemd stopping the unit signals incus-backup alone)', async () => {
+    // The listing takes its time (a remote repository retrying a server that went away does
+    // that for up to 15 minutes): here the real restic, started 5 minutes late.
+    const wrapper = join(tmp.dir, 'slow-listing-restic');
+    writeFileSync(wrapper, '#!/bin/sh\ncase " $* " in *" snapshots "*) exec sleep 300 ;; esac\nexec restic "$@"\n', { mode: 0o755 });
+    const count = async () => parseJson<unknown[]>((await run(['list', 'instances', 'm1', '--output', 'json'])).stdout).length;
+    const before = await count();
+    const child = cliSpawn(['backup', 'instances', 'm1', '--project', P, '--target', `restic:${repo()}`], { ...env, RESTIC_BINARY: wrapper });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    const deadline = Date.now() + 30_000;
+    while (!/m1: (staging|\d)/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    // Only the CLI gets the signal, as with KillMode=mixed: its restic children are its to stop.
+    const sent = Date.now();
+    child.kill('SIGTERM');
+    const r = await child;
+    expect(r.exitCode, stderr).toBe(130);
+    // Not after restic is done (systemd would have killed the unit by then, leaving its copy).
+    expect(Date.now() - sent).toBeLessThan(20_000);
+    expect(stderr).toMatch(/nothing was kept/);
+    expect(await count()).toBe(before);
+    expect(await snapshotNames(P, 'm1')).toEqual([]);
+    expect((await incus('list', '--project', P, '--format', 'csv', '--columns', 'n')).split('\n').filter((n) => n.startsWith('ibtmp-'))).toEqual([]);
   });
 });

@@ -593,6 +593,11 @@ export class ResticBackend implements Backend {
   async close(): Promise<void> {
     await this.restic.killAll();
   }
+
+  interrupt(): void {
+    // restic stops on SIGTERM as on Ctrl-C: it removes its lock and saves nothing more.
+    void this.restic.interruptAll();
+  }
 }
 
 /** resticFailure's words for a lock held by a dead restic process of this host. */

@@ -429,7 +429,17 @@ export class Restic {
     }
     // Stopped for any reason (see Stopped), restic's own exit code does not count.
     if (Object.values(stopped).every((why) => why === undefined) && r.exitCode === 0) return r;
+    if (this.interrupted) throw new InterruptedError(`restic ${command} was stopped`);
     throw resticFailure(r, { command, repo: this.repoLabel, secrets: this.secrets, ...stopped });
+  }
+
+  /** Set once the run is interrupted (interruptAll): what restic then fails with is that. */
+  private interrupted = false;
+
+  /** The run is interrupted: every restic still running is stopped, and says so as an interrupt. */
+  interruptAll(): Promise<void> {
+    this.interrupted = true;
+    return this.killAll();
   }
 
   /** Kills every restic this instance still runs and waits for them to go. */

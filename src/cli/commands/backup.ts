@@ -283,8 +283,11 @@ abstract class BackupCommand extends BaseCommand {
       );
       again.forEach((r, j) => (settled[held[j]!] = r));
     }
-    // The target's own failure is the run's one error, not a failure of each resource.
-    await prepared;
+    // The target's own failure is the run's one error, not a failure of each resource; once the
+    // run is interrupted, what the target's restic says of being stopped is not that failure.
+    await prepared.catch((e: unknown) => {
+      if (!outer.aborted) throw e;
+    });
     const rows = settled.map((r, i): ResultRow => {
       if (r.status === 'fulfilled') {
         if (!r.value) return row(subjects[i]!); // skipped
