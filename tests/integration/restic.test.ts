@@ -683,6 +683,19 @@ describe('restic target on rest-server', () => {
     }
   });
 
+  it('gives up within seconds on a repository the server cannot open (its path is a file there: HTTP 500), as on a stopped server', async () => {
+    const dir = mkdtempSync(join(work, 'rest-file-'));
+    writeFileSync(join(dir, 'filerepo'), 'not a repository\n');
+    const server = await restServer(dir);
+    const started = Date.now();
+    const r = await cli(['list', '--project', P, '--target', `restic:${server.replace(/\/repo$/, '/filerepo')}`], env);
+    // restic alone retries that for about 15 minutes.
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/^Error: cannot reach the restic repository rest:http:\/\/127\.0\.0\.1:\d+\/filerepo: .*\b500\b/m);
+    expect(r.stderr).toMatch(/^Hint: check that the server is running and the address in --target is right$/m);
+  });
+
   it('says when the server refuses the credentials in the URL: exit 2, the password masked', async () => {
     const dir = mkdtempSync(join(work, 'rest-auth-'));
     // rest-server's {SHA} entry: base64 of the password's SHA-1.

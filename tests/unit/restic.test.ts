@@ -29,7 +29,9 @@ import {
   hasCredential,
   isFailedSave,
   isLockRefused,
+  isNetworkRetry,
   isUnreachableRetry,
+  OutageClock,
   parseVersion,
   prunedBytes,
   redactRepository,
@@ -402,6 +404,26 @@ describe('restic errors', () => {
     expect(pw.message).not.toContain('\n');
 
     expect(resticFailure({ exitCode: 130, signal: undefined, stderr: '' }, ctx)).toBeInstanceOf(InterruptedError);
+  });
+
+  it('gives up on a repository that cannot be opened for reasons other than the network too (HTTP 500, TLS, no host)', () => {
+    const line = 'Load(<config/0000000000>, 0, 0) returned error, retrying after 1.2s: unexpected HTTP response (500): 500 Internal Server Error';
+    expect(isUnreachableRetry(line)).toBe(true);
+    const e = resticFailure({ exitCode: undefined, signal: 'SIGTERM', stderr: line }, { ...ctx, unreachable: line });
+    expect(e.message).toBe('cannot reach the restic repository /srv/restic: unexpected HTTP response (500): 500 Internal Server Error');
+  });
+
+  it('times an outage from network retries: given up after two minutes of them, a gap starts over', () => {
+    const clock = new OutageClock(120_000);
+    expect(clock.note(0)).toBe(false);
+    expect(clock.note(20_000)).toBe(false);
+    // 40 s of silence: the server answered in between; the outage starts again.
+    expect(clock.note(60_000)).toBe(false);
+    expect(clock.note(170_000)).toBe(false); // a gap over 30 s again
+    for (let t = 180_000; t < 290_000; t += 10_000) expect(clock.note(t)).toBe(false);
+    expect(clock.note(290_000)).toBe(true);
+    expect(isNetworkRetry('Save(<data/12345>) returned error, retrying after 1s: dial tcp 127.0.0.1:8000: connect: connection refused')).toBe(true);
+    expect(isNetworkRetry('Save(<data/12345>) returned error, retrying after 1s: unexpected HTTP response (507)')).toBe(false);
   });
 
   it('recognises an unreachable server from its retry lines and says so', () => {

@@ -146,9 +146,44 @@ function isRetry(line: string): boolean {
   return /returned error, retrying after/.test(line);
 }
 
-/** A retry line restic prints while it cannot even open the repository (config, keys). */
+/**
+ * A retry line restic prints while it cannot even open the repository (its config or keys):
+ * refused connections, TLS against a plain-HTTP server, a URL without a host, a server error
+ * for a repository path that is a file. None of that goes away by waiting.
+ */
 export function isUnreachableRetry(line: string): boolean {
-  return isRetry(line) && /<(config|key)\//.test(line) && NETWORK.test(line);
+  return isRetry(line) && /<(config|key)\//.test(line);
+}
+
+/** A retry line for any request that failed on the network (the server gone mid-run). */
+export function isNetworkRetry(line: string): boolean {
+  return isRetry(line) && NETWORK.test(line);
+}
+
+/**
+ * How long restic may go on retrying a server that does not answer, once the repository was
+ * open (a server that died mid-run), before the run gives up: restic itself would try for
+ * about 15 minutes. A restart of the server takes seconds.
+ */
+export const UNREACHABLE_FOR_MS = 120_000;
+/** Retry lines further apart than this mean the server answered in between. */
+const RETRY_GAP_MS = 30_000;
+
+/**
+ * Times an outage from restic's network retry lines: note() each one; true once they have come
+ * without a gap (RETRY_GAP_MS) for `limitMs`.
+ */
+export class OutageClock {
+  private first?: number;
+  private last?: number;
+
+  constructor(private readonly limitMs = UNREACHABLE_FOR_MS) {}
+
+  note(now = Date.now()): boolean {
+    if (this.last === undefined || now - this.last >= RETRY_GAP_MS) this.first = now;
+    this.last = now;
+    return now - this.first! >= this.limitMs;
+  }
 }
 
 /**
@@ -231,7 +266,7 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
   }
   if (ctx.unreachable || (code === RESTIC_EXIT.fatal && NETWORK.test(detail))) {
     return new ResticError(
-      `cannot reach the restic repository ${repo}${detail ? `: ${lastCause(detail)}` : ''}`,
+      `cannot reach the restic repository ${repo}${detail ? `: ${lastCause(detail.replace(/^.*?returned error, retrying after [^:]*: /, ''))}` : ''}`,
       code,
       ExitCode.failed,
       'check that the server is running and the address in --target is right',
@@ -382,6 +417,7 @@ export class Restic {
     const command = args[0] ?? '';
     const stopped: Stopped = {};
     let retries = 0;
+    const outage = new OutageClock();
     // Unless quiet, restic prints notices such as "repo already locked, waiting up to 2m0s for
     // the lock" on stdout, which for a dump is the archive itself.
     const quiet = command === 'dump' ? ['--quiet'] : [];
@@ -401,7 +437,10 @@ export class Restic {
         if (isUnreachableRetry(line)) {
           if (++retries >= 3) stop('unreachable', line);
         } else if (isLockRefused(line)) stop('lockRefused', line);
-        else if (isRetry(line)) this.onRetry?.(scrub(line, this.secrets));
+        else if (isRetry(line)) {
+          this.onRetry?.(scrub(line, this.secrets));
+          if (isNetworkRetry(line) && outage.note()) stop('unreachable', line);
+        }
         if (isFailedSave(line)) stop('failedSave', line);
         opts.onStderrLine?.(line);
       },
