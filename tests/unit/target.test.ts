@@ -28,6 +28,13 @@ describe('target URIs', () => {
     ['dir:', /needs a path/, /--target dir:/],
     ['restic:relative/repo', /restic repository "relative\/repo" is not an absolute path/, /restic:\/srv\/relative\/repo/],
     ['restic:local:repo', /restic repository "repo" is not an absolute path/, /restic:\/srv\/repo/],
+    // Remote addresses restic would only answer with a URL parser's words (or minutes of retries).
+    ['restic:http://127.0.0.1:8000/repo', /is a URL: restic reaches a rest-server's repository as rest:URL/, /^use --target restic:rest:http:\/\/127\.0\.0\.1:8000\/repo$/],
+    ['restic:REST:http://127.0.0.1:8000/repo', /backend names are lower case, not "REST:"/, /^use --target restic:rest:http:\/\/127\.0\.0\.1:8000\/repo$/],
+    ['restic:ftp:host/repo', /"ftp:" is not a restic backend/, /sftp:, rest:/],
+    ['restic:rest:127.0.0.1:8000/repo', /needs an http:\/\/ or https:\/\/ URL/, /restic:rest:http:\/\/127\.0\.0\.1:8000\/repo$/],
+    // An unencoded @ in the password: restic's parser error would show the rest of it.
+    ['restic:rest:http://backup:p@ss:w/rd@127.0.0.1:8000/repo', /^the user name or password in the restic repository URL has an "@" that is not percent-encoded$/, /%40/],
     // A file where the repository should be (restic would retry opening it for many minutes).
     [`restic:${import.meta.filename}`, /restic repository \S+target\.test\.ts is not a directory/, /repository directory/],
     [`restic:${import.meta.filename}/repo`, /restic repository \S+target\.test\.ts\/repo is not a directory/, /repository directory/],

@@ -914,9 +914,35 @@ function localRepository(repository: string): string | undefined {
   return RESTIC_REMOTE.test(repository) ? undefined : repository.replace(/^local:/, '');
 }
 
+/**
+ * Mistakes in a remote repository's address, said before restic sees it: restic's own words
+ * would be a URL parser's, and for a password with an unencoded `@` they show the rest of it.
+ */
+function checkRemote(rest: string): void {
+  const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(rest)?.[1];
+  if (!scheme || scheme === 'local') return;
+  const shown = redactRepository(rest);
+  if (!RESTIC_REMOTE.test(rest)) {
+    if (/^https?$/i.test(scheme)) throw new UsageError(`${shown} is a URL: restic reaches a rest-server's repository as rest:URL`, `use --target restic:rest:${shown}`);
+    if (RESTIC_REMOTE.test(`${scheme.toLowerCase()}:`)) throw new UsageError(`restic's backend names are lower case, not "${scheme}:"`, `use --target restic:${scheme.toLowerCase()}:${shown.slice(scheme.length + 1)}`);
+    throw new UsageError(`"${scheme}:" is not a restic backend`, 'restic takes a local path (restic:/srv/restic), or sftp:, rest:, s3:, b2:, azure:, gs:, swift: or rclone: (see restic\'s documentation)');
+  }
+  if (scheme !== 'rest') return;
+  const url = rest.slice('rest:'.length);
+  if (!/^https?:\/\/[^/]/.test(url)) {
+    throw new UsageError(`restic's rest: repository needs an http:// or https:// URL, not "${redactRepository(url)}"`, `e.g. --target restic:rest:http://${redactRepository(url).replace(/^[a-z]*:?\/*/i, '')}`);
+  }
+  // user:password@host: an `@` (or `/`) in the password must be percent-encoded, else the URL
+  // parser takes part of the password for the host.
+  if ((url.match(/@/g) ?? []).length > 1) {
+    throw new UsageError('the user name or password in the restic repository URL has an "@" that is not percent-encoded', 'write @ as %40, : as %3A and / as %2F there (p@ss becomes p%40ss)');
+  }
+}
+
 /** The factory with the options the CLI may add later (e.g. --password-file). */
 export function createResticBackend(rest: string, uri: string, opts: ResticBackendOptions = {}): ResticBackend {
   if (!rest) throw new UsageError('restic: target needs a repository', 'e.g. --target restic:/srv/restic or restic:rest:http://host:8000/repo');
+  checkRemote(rest);
   // restic reads a string without a backend prefix as a local path, relative to wherever the
   // command runs: a nightly job started from another directory would write somewhere else.
   const local = localRepository(rest);

@@ -277,7 +277,7 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
       `the server refused the credentials for the restic repository ${repo} (HTTP 401 Unauthorized)`,
       code,
       ExitCode.usage,
-      'check the user name and password in the repository URL, or RESTIC_REST_USERNAME / RESTIC_REST_PASSWORD',
+      'check the user name and password in the repository URL, or RESTIC_REST_USERNAME / RESTIC_REST_PASSWORD; a rest-server with --private-repos also refuses a path that does not start with /USER/',
     );
   }
   switch (code) {
