@@ -200,12 +200,30 @@ abstract class RestoreBase extends BaseCommand {
     );
   }
 
+  /**
+   * What killed runs left in the projects restored into, put right before the plan is made (not
+   * in a dry run, which changes nothing): an original a killed replace had set aside is back
+   * under its name, so the plan sees it as it is.
+   */
+  protected async sweepBeforePlanning(ctx: RunContext, projects: string[]): Promise<void> {
+    if (!this.dryRun) await this.sweep(ctx, projects);
+  }
+
+  /** Projects already swept in this run. */
+  private readonly swept = new Set<string>();
+
+  private async sweep(ctx: RunContext, projects: Iterable<string>): Promise<void> {
+    for (const p of projects) {
+      if (this.swept.has(p)) continue;
+      this.swept.add(p);
+      await sweepProjectLeftovers(ctx, p).catch((e: unknown) => ctx.ui.warn(`could not look for leftovers of killed runs in project ${p}: ${(e as Error).message}`));
+    }
+  }
+
   protected async restoreItems(ctx: RunContext, work: RestorePlanItem[], errors: unknown[]): Promise<ResultRow[]> {
     // What killed runs left in the destination projects goes first, as a backup run does it: a
     // host that is only ever restored to must not collect staged imports of killed restores.
-    for (const p of new Set(work.map((i) => i.dest.project))) {
-      await sweepProjectLeftovers(ctx, p).catch((e: unknown) => ctx.ui.warn(`could not look for leftovers of killed runs in project ${p}: ${(e as Error).message}`));
-    }
+    await this.sweep(ctx, new Set(work.map((i) => i.dest.project)));
     return applyAll(
       work,
       this.parallel,
@@ -261,6 +279,7 @@ abstract class RestoreCommand extends RestoreBase {
     const projects = this.allProjects ? undefined : [this.checkedProject()];
     const api = this.incus();
     const ctx = this.runContext(api, backend);
+    await this.sweepBeforePlanning(ctx, projects ?? (await this.projects(api)));
     // One resource, its newest backup, no question to wait for: start reading it already.
     const [ref] = refs;
     if (!this.dryRun && (this.yes || this.force) && !this.version && refs.length === 1 && projects && ref) {
@@ -404,6 +423,7 @@ export class RestoreAllCommand extends RestoreBase {
     const api = this.incus();
     const ctx = this.runContext(api, backend);
     const project = this.allProjects ? undefined : this.checkedProject();
+    await this.sweepBeforePlanning(ctx, project ? [project] : await this.projects(api));
     const { entries: all, broken } = await backend.scan(project ? { project } : {});
     const inReach = (timestamp: string | undefined) => !this.version || !timestamp || compareTimestamps(timestamp, this.version) <= 0;
     const eligible = all.filter((v) => inReach(v.manifest.timestamp));
