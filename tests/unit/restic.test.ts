@@ -426,6 +426,15 @@ describe('restic errors', () => {
     expect(isNetworkRetry('Save(<data/12345>) returned error, retrying after 1s: unexpected HTTP response (507)')).toBe(false);
   });
 
+  it('says a reading command lost the server when its lock refresh fails on the network, not that data was not kept', () => {
+    const line = 'Save(<lock/4114ca14d2>) failed: Post "http://127.0.0.1:8000/repo/locks/4114ca14d2": dial tcp 127.0.0.1:8000: connect: connection refused';
+    const dump = resticFailure({ exitCode: 1, signal: undefined, stderr: line }, { ...ctx, command: 'dump', failedSave: line });
+    expect(dump.message).toBe('lost the restic repository /srv/restic while reading it: dial tcp 127.0.0.1:8000: connect: connection refused');
+    expect(dump.hint).not.toMatch(/kept/);
+    const backup = resticFailure({ exitCode: 1, signal: undefined, stderr: line }, { ...ctx, command: 'backup', failedSave: line });
+    expect(backup.message).toMatch(/^restic could not write to the repository/);
+  });
+
   it('recognises an unreachable server from its retry lines and says so', () => {
     const line =
       'Stat(<config/>) returned error, retrying after 647.549938ms: Head "http://:***@127.0.0.1:1/x/config": dial tcp 127.0.0.1:1: connect: connection refused';

@@ -139,6 +139,9 @@ export function resticMessage(stderr: string): string {
   return msg.split('\n')[0]!.replace(/^Fatal:\s*/, '').trim();
 }
 
+/** The restic commands that store data (a failed save there is data not kept). */
+const WRITES = new Set(['backup', 'init', 'forget', 'prune', 'tag', 'key']);
+
 const NETWORK = /dial tcp|connection refused|no such host|i\/o timeout|network is unreachable|no route to host|TLS handshake|connection reset/i;
 
 /** A line in which restic says it will try a repository request again. */
@@ -246,6 +249,16 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
   }
   if (ctx.failedSave) {
     const cause = detail.split(': ').at(-1);
+    // What a reading command (a restore's dump, a listing, a check) writes is its lock, which it
+    // keeps refreshing: failing that on the network is a server gone, not storage refusing data.
+    if (!WRITES.has(ctx.command) && NETWORK.test(detail)) {
+      return new ResticError(
+        `lost the restic repository ${repo} while reading it: ${lastCause(detail)}`,
+        code,
+        ExitCode.failed,
+        'check that the server is running and the address in --target is right, and run again',
+      );
+    }
     return new ResticError(
       `restic could not write to the repository ${repo}: ${cause}`,
       code,
