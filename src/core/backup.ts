@@ -167,24 +167,12 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
 
     const bname = tmpName();
     task.phase('staging on the server');
-    let thaw: (() => void) | undefined;
-    let forgetFreeze: (() => Promise<void>) | undefined;
-    if (mode === 'freeze' && subject.kind === 'instance') {
-      instant = new Date();
-      // Written down first, for the next run to thaw if this one is killed outright meanwhile.
-      const unmark = markFrozen(subject.project, [await api.getInstance(subject.project, subject.name)]);
-      const dropMark = cleanup.push('forget the freeze', async () => unmark());
-      forgetFreeze = () => cleanup.runNow(dropMark, async () => unmark());
-      await api.setInstanceState(subject.project, subject.name, 'freeze');
-      thaw = cleanup.push(`unfreeze ${label}`, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
-    } else if (mode !== 'snapshot') instant = new Date();
+    // --with-snapshots: the instance stays frozen while the server stages it (see freezeWriters).
+    const thawAll = mode === 'freeze' ? await freezeWriters(ctx, subject, cleanup) : undefined;
+    if (mode !== 'snapshot') instant = new Date();
     cleanup.push(`delete server-side backup ${bname}`, () => api.deleteServerBackup(exportFrom, bname).catch(ignoreNotFound));
     await api.createServerBackup(exportFrom, bname, { withSnapshots: opts.withSnapshots, optimized: opts.optimized, expiresAt: expires, label }, signal);
-    if (thaw) {
-      await cleanup.runNow(thaw, () => api.setInstanceState(subject.project, subject.name, 'unfreeze'));
-      await forgetFreeze?.();
-      frozenMs = Date.now() - instant.getTime();
-    }
+    if (thawAll) frozenMs = await thawAll();
 
     await writer.ready();
     opts.onStreaming?.();
@@ -309,13 +297,18 @@ export class ResourceBusyError extends IbError {
   }
 }
 
-/** The first temporary name of a live other run among `names`, with its pid. */
-function liveHolder(names: string[]): { pid: number; temporary: string } | undefined {
+/**
+ * The live other run that holds `subject`, from the temporaries on it (`names`): the first of a
+ * live other run, or, for an instance, that run's freeze for a snapshot not there yet (Incus:
+ * "already frozen").
+ */
+function liveHolder(subject: BackupSubject, names: string[]): { pid: number; temporary: string } | undefined {
   for (const temporary of names) {
     const pid = liveOtherRun(temporary);
     if (pid !== undefined) return { pid, temporary };
   }
-  return undefined;
+  const freezer = subject.kind === 'instance' ? liveFreezer(subject.project, subject.name) : undefined;
+  return freezer === undefined ? undefined : { pid: freezer, temporary: 'freeze' };
 }
 
 /** The snapshots and server-side backups on `subject`: where runs keep their temporaries. */
@@ -327,11 +320,7 @@ async function temporariesOn(ctx: RunContext, subject: BackupSubject): Promise<{
 /** The live other run that holds `subject` right now (see ResourceBusyError), if any. */
 export async function otherRunOn(ctx: RunContext, subject: BackupSubject): Promise<{ pid: number; temporary: string } | undefined> {
   const { snapshots, serverBackups } = await temporariesOn(ctx, subject);
-  const holder = liveHolder([...snapshots, ...serverBackups]);
-  if (holder || subject.kind !== 'instance') return holder;
-  // Frozen for the other run's snapshot, which is not there yet (Incus: "already frozen").
-  const freezer = liveFreezer(subject.project, subject.name);
-  return freezer === undefined ? undefined : { pid: freezer, temporary: 'freeze' };
+  return liveHolder(subject, [...snapshots, ...serverBackups]);
 }
 
 /**
@@ -359,8 +348,7 @@ export async function waitForTurn(ctx: RunContext, subject: BackupSubject, deadl
  */
 async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, label: string, waitedMs = 0): Promise<void> {
   const { snapshots, serverBackups } = await temporariesOn(ctx, subject);
-  const freezer = subject.kind === 'instance' ? liveFreezer(subject.project, subject.name) : undefined;
-  const holder = liveHolder([...snapshots, ...serverBackups]) ?? (freezer === undefined ? undefined : { pid: freezer, temporary: 'freeze' });
+  const holder = liveHolder(subject, [...snapshots, ...serverBackups]);
   if (holder) throw new ResourceBusyError(label, holder, undefined, waitedMs);
   // One that Incus cannot remove is said and left: it does not stand in this backup's way.
   const stuck = (what: string) => (e: unknown) => {

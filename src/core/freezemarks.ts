@@ -50,23 +50,31 @@ export function markFrozen(project: string, instances: Instance[]): () => void {
   };
 }
 
-/** Thaws what runs killed while they had instances of `project` frozen left frozen, and says so. */
-export async function thawAbandoned(api: IncusApi, project: string, warn: (msg: string) => void): Promise<void> {
+/** The marks of other runs of this host: each with its file, those of runs still alive or not. */
+function otherRunsMarks(): { file: string; mark: FreezeMark; alive: boolean }[] {
   const dir = marksDir();
   let files: string[];
   try {
     files = readdirSync(dir).filter((f) => f.endsWith('.json'));
   } catch {
-    return;
+    return [];
   }
+  const out: { file: string; mark: FreezeMark; alive: boolean }[] = [];
   for (const f of files) {
-    let mark: FreezeMark;
     try {
-      mark = JSON.parse(readFileSync(join(dir, f), 'utf8')) as FreezeMark;
+      const mark = JSON.parse(readFileSync(join(dir, f), 'utf8')) as FreezeMark;
+      if (mark.pid !== process.pid) out.push({ file: join(dir, f), mark, alive: pidAlive(mark.pid) });
     } catch {
-      continue;
+      // gone meanwhile, or not ours to read
     }
-    if (mark.project !== project || mark.pid === process.pid || pidAlive(mark.pid)) continue;
+  }
+  return out;
+}
+
+/** Thaws what runs killed while they had instances of `project` frozen left frozen, and says so. */
+export async function thawAbandoned(api: IncusApi, project: string, warn: (msg: string) => void): Promise<void> {
+  for (const { file, mark, alive } of otherRunsMarks()) {
+    if (mark.project !== project || alive) continue;
     // The marks of another daemon's run stay for that daemon's next run.
     let ofThisDaemon = false;
     for (const { name, uuid } of mark.instances) {
@@ -82,7 +90,7 @@ export async function thawAbandoned(api: IncusApi, project: string, warn: (msg: 
     }
     if (!ofThisDaemon) continue;
     try {
-      unlinkSync(join(dir, f));
+      unlinkSync(file);
     } catch {
       // another run took it
     }
@@ -94,20 +102,5 @@ export async function thawAbandoned(api: IncusApi, project: string, warn: (msg: 
  * `project`, if any: that run holds the instance right now, before its snapshot shows it.
  */
 export function liveFreezer(project: string, name: string): number | undefined {
-  const dir = marksDir();
-  let files: string[];
-  try {
-    files = readdirSync(dir).filter((f) => f.endsWith('.json'));
-  } catch {
-    return undefined;
-  }
-  for (const f of files) {
-    try {
-      const mark = JSON.parse(readFileSync(join(dir, f), 'utf8')) as FreezeMark;
-      if (mark.project === project && mark.pid !== process.pid && mark.instances.some((i) => i.name === name) && pidAlive(mark.pid)) return mark.pid;
-    } catch {
-      // gone meanwhile, or not ours to read
-    }
-  }
-  return undefined;
+  return otherRunsMarks().find(({ mark, alive }) => alive && mark.project === project && mark.instances.some((i) => i.name === name))?.mark.pid;
 }
