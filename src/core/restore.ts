@@ -639,18 +639,17 @@ async function settleStagedConfig(ctx: RunContext, item: RestorePlanItem, staged
   if (staged.kind === 'volume') {
     // A backup taken while a replace of it was under way holds that replace's journal, which
     // must not make the next run "put back" the restored volume.
-    const v = await ctx.api.getVolume(staged.project, staged.pool, staged.name);
-    if (JOURNAL_KEY in (v.config ?? {})) await ctx.api.updateVolume(staged.project, staged.pool, staged.name, (x) => ({ ...x, config: withoutJournal(x.config) }));
+    await ctx.api.updateVolume(staged.project, staged.pool, staged.name, (v) => (JOURNAL_KEY in (v.config ?? {}) ? { ...v, config: withoutJournal(v.config) } : v));
     return;
   }
   if (staged.kind !== 'instance') return;
   const m = item.entry.manifest;
   const autostart = m.source.bootAutostart;
   const copy = item.dest.name !== m.name || item.dest.project !== m.project;
-  const journaled = JOURNAL_KEY in ((await ctx.api.getInstance(staged.project, staged.name)).config ?? {});
-  if (autostart === undefined && !copy && !journaled) return;
-  // One read and one write with its ETag (a PATCH would read the instance a second time).
+  // One read, and one write with its ETag only when something changes (a PATCH would read the
+  // instance a second time).
   await ctx.api.updateInstance(staged.project, staged.name, (i) => {
+    if (autostart === undefined && !copy && !(JOURNAL_KEY in (i.config ?? {}))) return i;
     const config = withoutJournal(i.config);
     if (autostart === '') delete config['boot.autostart'];
     else if (autostart !== undefined) config['boot.autostart'] = autostart;

@@ -121,10 +121,12 @@ export class IncusApi {
     const { etag } = await this.client.getWithEtag(path, { project });
     await this.client.run('PATCH', path, { project, etag, body: { config } });
   }
+  /** Reads the instance and PUTs what `mutate` makes of it, with its ETag; `mutate` returning the instance itself writes nothing. */
   async updateInstance(project: string, name: string, mutate: (i: Instance) => Instance): Promise<void> {
     const path = `/1.0/instances/${enc(name)}`;
     const { value, etag } = await this.client.getWithEtag<Instance>(path, { project });
-    await this.client.run('PUT', path, { project, etag, body: mutate(value) });
+    const next = mutate(value);
+    if (next !== value) await this.client.run('PUT', path, { project, etag, body: next });
   }
   /** A full, independent copy of one snapshot of an instance (no snapshots of its own). */
   async copyInstanceFromSnapshot(
@@ -212,11 +214,12 @@ export class IncusApi {
       body: { name: newName },
     });
   }
+  /** As updateInstance, for a custom volume's config and description. */
   async updateVolume(project: string, pool: string, name: string, mutate: (v: StorageVolume) => StorageVolume): Promise<void> {
     const path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`;
     const { value, etag } = await this.client.getWithEtag<StorageVolume>(path, { project });
     const v = mutate(value);
-    await this.client.run('PUT', path, { project, etag, body: { config: v.config, description: v.description } });
+    if (v !== value) await this.client.run('PUT', path, { project, etag, body: { config: v.config, description: v.description } });
   }
   async patchVolumeConfig(project: string, pool: string, name: string, config: Record<string, string>): Promise<void> {
     const path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`;
