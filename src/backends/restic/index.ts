@@ -541,14 +541,7 @@ export class ResticBackend implements Backend {
    */
   private async pastStaleLocks<T>(run: () => Promise<T>): Promise<T> {
     const local = localRepository(this.repository);
-    const held = local !== undefined && (() => {
-      try {
-        return readdirSync(join(local, 'locks')).length > 0;
-      } catch {
-        return false;
-      }
-    })();
-    if (held) await this.removeStaleLocks();
+    if (local !== undefined && holdsLocks(local)) await this.removeStaleLocks();
     try {
       return await run();
     } catch (e) {
@@ -597,6 +590,15 @@ export class ResticBackend implements Backend {
   interrupt(): void {
     // restic stops on SIGTERM as on Ctrl-C: it removes its lock and saves nothing more.
     void this.restic.interruptAll();
+  }
+}
+
+/** Whether a local repository has lock files (of live processes or not). */
+function holdsLocks(repository: string): boolean {
+  try {
+    return readdirSync(join(repository, 'locks')).length > 0;
+  } catch {
+    return false;
   }
 }
 

@@ -172,7 +172,10 @@ abstract class BackupCommand extends BaseCommand {
     }
     // What killed runs left goes first (not in a dry run, which changes nothing): an original that
     // a killed replace had set aside is put back under its name, and so is backed up tonight.
-    if (!this.dryRun && this.sweepsProjects()) for (const p of projects) await sweepProjectLeftovers(this.runContext(api, backend), p);
+    if (!this.dryRun && this.sweepsProjects()) {
+      const sweeping = this.runContext(api, backend);
+      for (const p of projects) await sweepProjectLeftovers(sweeping, p);
+    }
     let subjects = await this.subjects(api, projects);
     // A named resource Incus does not have (a typo, a rename) is said so before anything else
     // happens: the run stops (exit 2) when nothing named is there, and otherwise backs up the
