@@ -107,7 +107,8 @@ export interface PruneRow {
   name: string;
   timestamp: string;
   size: number;
-  action: 'keep' | 'remove';
+  /** `removed` only in the document of a prune that removed it (json/yaml). */
+  action: 'keep' | 'remove' | 'removed';
   /** Why it stays; when it goes, empty (no rule keeps it) or ['leftover']. */
   reasons: PruneReason[];
   protected: boolean;
@@ -154,6 +155,6 @@ const REASON_TEXT: Partial<Record<PruneReason, string>> = {
 /** Human text for the REASON column: the rules that keep it, or why it goes. */
 export function reasonText(r: PruneRow): string {
   if (r.reasons.includes('leftover')) return `left by a run that never completed (${(r.location ?? '').slice(0, 8)})`;
-  if (r.action === 'remove') return 'no rule keeps it';
+  if (r.action !== 'keep') return 'no rule keeps it';
   return r.reasons.map((x) => REASON_TEXT[x] ?? x).join(', ');
 }

@@ -11,7 +11,7 @@ const copies: ReturnType<typeof tempTarget>[] = [];
 interface Row {
   name: string;
   timestamp: string;
-  action: 'keep' | 'remove';
+  action: 'keep' | 'remove' | 'removed';
   reasons: string[];
   protected: boolean;
 }
@@ -111,6 +111,11 @@ describe('prune on a directory target', () => {
     expect(u.exitCode, u.stderr).toBe(0);
     const again = await prune(t, 'instances', 'a', '--keep-last', '1', '-y', '--output', 'json');
     expect(again.exitCode, again.stderr).toBe(0);
+    // The document of a prune that ran says what it did.
+    expect(parseJson<Row[]>(again.stdout).map((x) => [x.timestamp, x.action])).toEqual([
+      [aVersions[0], 'removed'],
+      [aVersions[2], 'keep'],
+    ]);
     expect(versions(t, 'a')).toEqual([aVersions[2]]);
   });
 

@@ -11,7 +11,6 @@ import { planRestore, restoreItem } from '../../src/core/restore.js';
 import { IncusApi } from '../../src/incus/api.js';
 import { IncusClient, resolveSocketPath } from '../../src/incus/client.js';
 import { createUi } from '../../src/output/ui.js';
-import { IbError } from '../../src/errors.js';
 import { cli, cliSpawn, freePort, incus, instanceNames, launch, parseJson, repo as repoRoot, restServer, serverBackupNames, sh, snapshotNames, state, stopRestServers, testProject } from './helpers.js';
 
 const PASSWORD = 'correct-horse-restic-pw';
@@ -661,26 +660,26 @@ describe('restic target on rest-server', () => {
     expect(u2.exitCode, u2.stderr).toBe(0);
     expect(await listed(uri)).toEqual([expect.objectContaining({ timestamp: version, protected: false })]);
 
-    const ao = backend(appendOnly);
-    try {
-      const entries = await ao.list({ project: P });
-      expect(entries).toHaveLength(1);
-      const err = await ao.remove(entries).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(IbError);
-      expect((err as IbError).message).toMatch(/refused to delete .*append-only rest-server/);
-      expect((err as IbError).hint).toMatch(/without --append-only/);
-    } finally {
-      await ao.close();
-    }
-    const rw = backend(writable);
-    try {
-      const entries = await rw.list({ project: P });
-      expect(entries).toHaveLength(1);
-      await rw.remove(entries);
-      expect(await rw.scan({ project: P })).toEqual({ entries: [], broken: [] });
-    } finally {
-      await rw.close();
-    }
+    // prune: refused through the append-only server. A script reading --output json must not
+    // be told "remove" for a removal that failed: no document, exit 1, the hint.
+    const b2 = await cli(['backup', 'instances', 'c1', '--project', P, '--target', uri], env);
+    expect(b2.exitCode, b2.stderr).toBe(0);
+    const pruneArgs = ['prune', 'instances', 'c1', '--keep-last', '1', '--project', P, '-y', '--output', 'json'];
+    const refused = await cli([...pruneArgs, '--target', uri], env);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stdout).toBe('');
+    expect(refused.stderr).toMatch(/^Error: prune failed while removing backups: .*refused to delete .*append-only rest-server/m);
+    expect(refused.stderr).toMatch(/^Hint: .*without --append-only/m);
+    expect(await listed(uri)).toHaveLength(2);
+    // Through the writable server it goes, and the document says what was removed.
+    const pruned = await cli([...pruneArgs, '--target', `restic:${writable}`], env);
+    expect(pruned.exitCode, pruned.stderr).toBe(0);
+    const rows = parseJson<{ timestamp: string; action: string }[]>(pruned.stdout);
+    expect(rows).toHaveLength(2);
+    expect(rows.find((x) => x.timestamp === version)?.action).toBe('removed');
+    expect(rows.find((x) => x.timestamp !== version)?.action).toBe('keep');
+    expect((await listed(uri)).map((e) => e.timestamp)).not.toContain(version);
+    expect(await listed(uri)).toHaveLength(1);
   });
 
   it('gives up within seconds on a repository the server cannot open (its path is a file there: HTTP 500), as on a stopped server', async () => {

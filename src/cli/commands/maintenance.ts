@@ -273,8 +273,14 @@ export class PruneCommand extends ScopedCommand {
       if (damaged) ui.warn(`${damaged} damaged backup(s) are left alone; \`incus-backup verify\` names them`);
       if (this.name && entries.length === 0) throw await this.nothingFound(backend, filter);
       const plan = planPrune(entries, (k: ResourceKey) => effectivePolicy(k, flags, () => fromFile));
-      // The plan is prune's report (and its --output data); a quiet cron job gets the totals.
-      if (this.format !== 'table' || this.showsPlan(this.dryRun)) this.print([...pruneRows(plan), ...leftoverRows(leftovers)], pruneColumns);
+      const rows = [...pruneRows(plan), ...leftoverRows(leftovers)];
+      // A table shows the plan before the question (a quiet cron job gets the totals only). With
+      // --output json|yaml the document is the plan when the run stops at it (a dry run, or
+      // refused for want of a terminal), otherwise what was removed, printed once it was: a
+      // script must not read "remove" for a removal that then failed.
+      const nothingToDo = plan.remove.length === 0 && leftovers.length === 0;
+      if (this.showsPlan(this.dryRun) || (this.format !== 'table' && nothingToDo)) this.print(rows, pruneColumns);
+      else this.planForQuestion(false, () => this.print(rows, pruneColumns));
       const err = this.context.stderr;
       const leftoverBytes = leftovers.reduce((n, b) => n + (b.size ?? 0), 0);
       const andN = leftovers.length ? ` and ${leftovers.length} leftover(s)` : '';
@@ -288,7 +294,7 @@ export class PruneCommand extends ScopedCommand {
         err.write('dry run: nothing was changed\n');
         return ExitCode.ok;
       }
-      if (plan.remove.length === 0 && leftovers.length === 0) return ExitCode.ok;
+      if (nothingToDo) return ExitCode.ok;
       await this.confirm(`Remove ${plan.remove.length} backup(s) (${humanBytes(plan.bytesFreed)})${andLeftovers} from ${backend.uri}?`);
       const task = ui.task(`removing ${plan.remove.length} backup(s)${andN}`);
       let removed;
@@ -302,6 +308,7 @@ export class PruneCommand extends ScopedCommand {
       }
       task.end(true);
       ui.stop();
+      if (this.format !== 'table') this.print(rows.map((r) => (r.action === 'remove' ? { ...r, action: 'removed' as const } : r)), pruneColumns);
       this.logResults(plan.remove.map((e) => ({ ...e.manifest, status: 'removed', size: e.manifest.archive.storedSize })));
       // restic keeps whatever other backups share: what it gave back can be far less.
       const freed = removed.reclaimed === undefined ? `freed ${humanBytes(plan.bytesFreed + leftoverBytes)}` : `restic reclaimed ${humanBytes(removed.reclaimed)} (it keeps the data other backups share)`;
