@@ -682,6 +682,32 @@ describe('restic target on rest-server', () => {
     expect(await listed(uri)).toHaveLength(1);
   });
 
+  it('gets past the stale lock a killed restic left on a rest-server repository: names it, removes it, checks', async () => {
+    // On a remote repository the locks cannot be looked at beforehand: restic waits --retry-lock
+    // (2 minutes; 3 s here), names a dead process of this host as the holder, and the check is
+    // run again once `restic unlock` removed that lock.
+    const dir = mkdtempSync(join(work, 'rest-lock-'));
+    const repo = await restServer(dir);
+    await execa('restic', ['init'], { env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD } });
+    const locks = () => readdirSync(join(dir, 'repo', 'locks')).filter((f) => /^[0-9a-f]{64}$/.test(f));
+    const leaver = execa('restic', ['backup', '--stdin', '--stdin-filename', 'x'], { env: { RESTIC_REPOSITORY: repo, RESTIC_PASSWORD: PASSWORD }, reject: false });
+    const deadline = Date.now() + 20_000;
+    while (locks().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    leaver.kill('SIGKILL');
+    await leaver;
+    expect(locks()).toHaveLength(1);
+    const warnings: string[] = [];
+    const be = createResticBackend(repo, `restic:${repo}`, { env: { ...process.env, ...env }, retryLock: '3s', onWarning: (m) => warnings.push(m) });
+    try {
+      expect(await be.check({})).toEqual({ problems: [] });
+    } finally {
+      await be.close();
+    }
+    expect(warnings.join('\n')).toMatch(/locked by restic process \d+ of this host, which is no longer running \(killed\?\); removing the stale lock/);
+    expect(warnings.join('\n')).toMatch(/removed 1 stale restic lock\(s\) from restic:rest:http/);
+    expect(locks()).toHaveLength(0);
+  });
+
   it('gives up within seconds on a repository the server cannot open (its path is a file there: HTTP 500), as on a stopped server', async () => {
     const dir = mkdtempSync(join(work, 'rest-file-'));
     writeFileSync(join(dir, 'filerepo'), 'not a repository\n');
