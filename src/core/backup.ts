@@ -1,12 +1,12 @@
 import { hostname } from 'node:os';
 import { pipeline } from 'node:stream/promises';
-import { subjectLabel, subjectPath, type BackupSubject } from '../incus/api.js';
-import type { Instance } from '../incus/types.js';
+import { subjectLabel, subjectPath, withoutSchedule, type BackupSubject } from '../incus/api.js';
+import type { Instance, StorageVolume } from '../incus/types.js';
 import { IncusError, streamFailure, VOLATILE_REFUSED } from '../incus/errors.js';
 import { IbError, InterruptedError } from '../errors.js';
 import type { ArchiveWriter, BackupEntry } from '../backends/types.js';
 import { HashingStream } from './hashing.js';
-import { identityKeys, safeVolatileKey, setIdentity } from './identity.js';
+import { identityKeys, safeVolatileKey, setCreatedAt, setInstanceConfig, setVolumeConfig } from './identity.js';
 import { draftManifest, type Manifest } from './manifest.js';
 import { Cleanup, type RunContext } from './run.js';
 import { sleep } from './pool.js';
@@ -83,6 +83,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     await api.checkStagingRoom();
     let source: Manifest['source'];
     let running = false;
+    let srcVol: StorageVolume | undefined;
     if (subject.kind === 'instance') {
       const inst: Instance = await api.getInstance(subject.project, subject.name);
       running = inst.status !== 'Stopped';
@@ -93,7 +94,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
         ui.warn(`${label}: not in its backup, since Incus backs up an instance's own volume only: disk ${outside.join(', ')}; back ${outside.length === 1 ? 'it' : 'them'} up separately`);
       }
     } else {
-      const vol = await api.getVolume(subject.project, subject.pool, subject.name);
+      const vol = (srcVol = await api.getVolume(subject.project, subject.pool, subject.name));
       if (vol.content_type === 'iso') throw new IbError(`${label} is an ISO volume: ${ISO_VOLUMES.why}`, 1, ISO_VOLUMES.hint);
       source = { contentType: vol.content_type };
     }
@@ -112,7 +113,8 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     let exportFrom: BackupSubject = subject;
     let instant = new Date();
     let frozenMs: number | undefined;
-    let identityInStream: TarYamlRewriter | undefined;
+    // What the archive's YAML must say of the source rather than of the temporary copy exported.
+    const inStream: ((doc: Record<string, unknown>) => void)[] = [];
     if (mode === 'snapshot') {
       const snap = tmpName();
       task.phase('snapshot');
@@ -137,10 +139,11 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
         const identity = identityKeys(srcInst.config);
         const settle = (keys: Record<string, string>) =>
           api.updateInstance(subject.project, copy, (i) => {
-            const config: Record<string, string> = { ...i.config, ...keys, 'boot.autostart': 'false' };
+            const config: Record<string, string> = { ...withoutSchedule(i.config), ...keys, 'boot.autostart': 'false' };
             delete config['volatile.apply_template'];
-            // A copy is never ephemeral; the archive must say what the source is.
-            return { ...i, config, ephemeral: srcInst.ephemeral };
+            // A copy is never ephemeral, nor has it a description; the archive must say what
+            // the source is.
+            return { ...i, config, ephemeral: srcInst.ephemeral, description: srcInst.description };
           });
         try {
           await settle(identity);
@@ -149,12 +152,18 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
           // The project refuses the keys (limits.* or restrictions, see volatileLocked): the
           // copy keeps its own, and the archive gets the source's on its way to the target.
           await settle(Object.fromEntries(Object.entries(identity).filter(([k]) => safeVolatileKey(k))));
-          identityInStream = new TarYamlRewriter(setIdentity(identity));
+          inStream.push(setInstanceConfig(identity));
         }
+        const schedule = srcInst.config['snapshots.schedule'];
+        if (schedule !== undefined) inStream.push(setInstanceConfig({ 'snapshots.schedule': schedule }));
+        if (srcInst.created_at) inStream.push(setCreatedAt(srcInst.created_at));
         source = { ...source, bootAutostart: srcInst.config['boot.autostart'] ?? '' };
       } else {
         cleanup.push(`delete temporary copy ${copy}`, () => api.deleteOwn({ ...subject, name: copy }));
-        await api.copyVolumeFromSnapshot(subject.project, subject.pool, subject.name, snap, copy, {});
+        const config = await api.copyVolumeFromSnapshot(subject.project, subject.pool, srcVol!, snap, copy);
+        const schedule = config['snapshots.schedule'];
+        if (schedule !== undefined) inStream.push(setVolumeConfig({ 'snapshots.schedule': schedule }));
+        if (srcVol!.created_at) inStream.push(setCreatedAt(srcVol!.created_at));
       }
       // The source carries the snapshot only as long as the copy takes. One Incus cannot
       // delete yet (its dir driver keeps a snapshot of a volume with a space in its name
@@ -179,6 +188,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     const dl = await api.downloadServerBackup(exportFrom, bname, signal);
     const index = new TarIndexCapture();
     const hash = new HashingStream((n) => task.bytes(n, dl.size));
+    const identityInStream = inStream.length ? new TarYamlRewriter((doc) => inStream.forEach((f) => f(doc))) : undefined;
     await pipeline([dl.stream, ...(identityInStream ? [identityInStream] : []), index, hash, writer.stream], { signal });
     // An interrupt that lands after the last byte must still keep nothing.
     signal.throwIfAborted();

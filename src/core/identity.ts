@@ -46,12 +46,41 @@ function instanceSections(doc: Record<string, unknown>): Section[] {
   return yamlSections(doc).flatMap((s) => (s.container && typeof s.container === 'object' ? [s.container as Section] : []));
 }
 
-/** A backup YAML rewrite that gives the instance these identity keys (see backupResource). */
-export function setIdentity(keys: Record<string, string>): (doc: Record<string, unknown>) => void {
+/**
+ * A backup YAML rewrite that gives the instance these config keys (its identity, or what the
+ * temporary copy was not given; see backupResource).
+ */
+export function setInstanceConfig(keys: Record<string, string>): (doc: Record<string, unknown>) => void {
   return (doc) => {
     for (const s of instanceSections(doc)) {
       if (s.config) Object.assign(s.config, keys);
       if (s.expanded_config) Object.assign(s.expanded_config, keys);
+    }
+  };
+}
+
+/** The same for a custom volume's backup YAML (index.yaml). */
+export function setVolumeConfig(keys: Record<string, string>): (doc: Record<string, unknown>) => void {
+  return (doc) => {
+    for (const s of yamlSections(doc)) {
+      const v = s.volume as { config?: Record<string, string> } | undefined;
+      if (v && typeof v === 'object') v.config = { ...(v.config ?? {}), ...keys };
+    }
+  };
+}
+
+/**
+ * A backup YAML rewrite that dates the instance (and its root volume) or the volume as its
+ * source, not as the temporary copy that was exported: Incus's import takes `created_at` from
+ * the archive.
+ */
+export function setCreatedAt(createdAt: string): (doc: Record<string, unknown>) => void {
+  return (doc) => {
+    for (const s of yamlSections(doc)) {
+      for (const key of ['container', 'volume']) {
+        const o = s[key] as { created_at?: unknown } | undefined;
+        if (o && typeof o === 'object' && 'created_at' in o) o.created_at = createdAt;
+      }
     }
   };
 }

@@ -247,7 +247,8 @@ function nicAddresses(i: Instance, network: string): string[] {
 /**
  * The parts of an archive's backup/index.yaml that planning a restore reads: the root pool, the
  * profiles, the NICs' networks and fixed addresses, the disks' pools and sources
- * (requirementsOf) and the cloud-init instance-id (kept across a restore). Small enough to
+ * (requirementsOf), the cloud-init instance-id (kept across a restore), the snapshots' names and
+ * expiry dates. Small enough to
  * travel in a restic snapshot tag, so a restore can be planned from the listing alone.
  */
 export function planIndex(index: Record<string, unknown>): Record<string, unknown> {
@@ -263,10 +264,19 @@ export function planIndex(index: Record<string, unknown>): Record<string, unknow
     devices[name] = kept;
   }
   const cloudInitId = c.config?.['volatile.cloud-init.instance-id'];
+  // The snapshots it brings (a replace's preview) and their expiry dates (kept across a restore).
+  const names = (index as { snapshots?: unknown }).snapshots;
+  const expiring = ((i.config as { snapshots?: { name?: unknown; expires_at?: unknown }[] } | undefined)?.snapshots ?? []).flatMap((sn) =>
+    typeof sn.name === 'string' && typeof sn.expires_at === 'string' && Date.parse(sn.expires_at) > 0 ? [{ name: sn.name, expires_at: sn.expires_at }] : [],
+  );
   return {
     ...(i.pool ? { pool: i.pool } : {}),
     ...optimized,
-    config: { container: { profiles: c.profiles ?? [], devices, ...(cloudInitId ? { config: { 'volatile.cloud-init.instance-id': cloudInitId } } : {}) } },
+    ...(Array.isArray(names) && names.length ? { snapshots: names } : {}),
+    config: {
+      container: { profiles: c.profiles ?? [], devices, ...(cloudInitId ? { config: { 'volatile.cloud-init.instance-id': cloudInitId } } : {}) },
+      ...(expiring.length ? { snapshots: expiring } : {}),
+    },
   };
 }
 

@@ -36,7 +36,7 @@ export interface ReplaceJournal {
   /** The original's name, which it goes back to. */
   name: string;
   stopped: StoppedInstance[];
-  /** An instance: its own devices and its NICs' volatile keys, as they were before the mask. */
+  /** An instance: its own devices, its NICs' MAC addresses and its cloud-init instance-id, as they were. */
   nics?: { devices: Record<string, Record<string, string>>; volatile: Record<string, string> };
   /** A volume: the disk devices that attach it, as they were. */
   detached?: DetachedDisk[];
@@ -122,10 +122,11 @@ async function putBackInstance(api: IncusApi, project: string, inst: Instance, j
     warn(`instance ${project}/${inst.name} is the original of ${j.name}, set aside by a restore --replace that was killed, and runs: stop it, and the next incus-backup run puts it back`);
     return;
   }
-  // Its devices and MAC addresses first (Incus drops a masked NIC's volatile keys), then its name.
+  // Its devices first, then its name, then its MAC addresses (Incus drops a masked NIC's) and
+  // cloud-init instance-id (a rename changes it).
   await api.updateInstance(project, inst.name, (i) => ({ ...i, devices: j.nics?.devices ?? i.devices }));
-  if (j.nics && Object.keys(j.nics.volatile).length) await api.patchInstanceConfig(project, inst.name, j.nics.volatile);
   if (inst.name !== j.name) await api.renameInstance(project, inst.name, j.name);
+  if (j.nics && Object.keys(j.nics.volatile).length) await api.patchInstanceConfig(project, j.name, j.nics.volatile);
   const restarted = await restartStopped(api, project, j.stopped, warn);
   await api.updateInstance(project, j.name, (i) => ({ ...i, config: withoutJournal(i.config) }));
   warn(`instance ${project}/${j.name}: put back as it was before a restore --replace that was killed (pid ${j.pid}, ${j.at})${restarted.length ? `; started again: ${restarted.join(', ')}` : ''}`);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable, type Transform } from 'node:stream';
 import { subjectLabel, volumeUsersIn, type BackupSubject } from '../incus/api.js';
@@ -129,7 +130,10 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     if (exists) {
       if (opts.replace) {
         action = 'replace';
-        dropsSnapshots = await ctx.api.listSnapshots(dest);
+        // Those the backup has (--with-snapshots) come back, as they were then.
+        const brought = entry.manifest.index?.snapshots;
+        const comesBack = new Set(Array.isArray(brought) ? brought.map(String) : []);
+        dropsSnapshots = (await ctx.api.listSnapshots(dest)).filter((n) => !comesBack.has(n));
       } else if (opts.skipExisting) action = 'skip';
       else {
         conflicts.push(subjectLabel(dest));
@@ -391,7 +395,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
         );
       });
     }
-    if (item.notStarted) ui.warn(`${label}: ${item.notStarted}; it is left stopped: change that before starting it`);
+    if (item.notStarted) ui.warn(`${label}: ${item.notStarted}; it is left stopped, with boot.autostart off: change that before starting it`);
     task.end(true, `${m.timestamp} → ${item.dest.name}${item.notStarted ? `; ${item.notStarted}` : ''}`);
   } catch (e) {
     task.end(false);
@@ -446,8 +450,9 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       dest.name,
       stopping.map((i) => ({ name: i.name, frozen: i.status === 'Frozen', ephemeral: i.ephemeral })),
       // The MAC addresses are what Incus drops with a masked NIC; the other volatile keys of a
-      // NIC belong to a running instance and go when it stops.
-      original ? { nics: { devices: original.devices, volatile: nicVolatile(original, /\.hwaddr$/) } } : { detached: attaching },
+      // NIC belong to a running instance and go when it stops. The cloud-init instance-id is
+      // what Incus changes on a rename (there and back).
+      original ? { nics: { devices: original.devices, volatile: { ...nicVolatile(original, /\.hwaddr$/), ...cloudInitId(original) } } } : { detached: attaching },
     );
     await writeJournal(ctx, dest, journal);
     // Undone last: the original is back under its name by then.
@@ -482,7 +487,11 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     const detached = dest.kind === 'volume' ? await detachDisks(ctx, dest.project, attaching) : [];
     undo.push(`re-attach ${dest.name}`, () => reattachUsers(ctx, dest.project, detached));
     await rename(ctx, dest, aside.name);
-    undo.push(`put ${dest.name} back`, () => rename(ctx, aside, dest.name));
+    undo.push(`put ${dest.name} back`, async () => {
+      await rename(ctx, aside, dest.name);
+      // Renamed there and back, it would boot as a new machine to cloud-init.
+      if (original && Object.keys(cloudInitId(original)).length) await api.patchInstanceConfig(dest.project, dest.name, cloudInitId(original));
+    });
     if (aside.kind === 'instance') {
       const unmask = await maskNics(ctx, aside);
       undo.push(`give ${dest.name} its network devices back`, unmask);
@@ -643,19 +652,47 @@ async function settleStagedConfig(ctx: RunContext, item: RestorePlanItem, staged
     return;
   }
   if (staged.kind !== 'instance') return;
+  await keepSnapshotExpiry(ctx, item, staged);
   const m = item.entry.manifest;
   const autostart = m.source.bootAutostart;
   const copy = item.dest.name !== m.name || item.dest.project !== m.project;
   // One read, and one write with its ETag only when something changes (a PATCH would read the
   // instance a second time).
   await ctx.api.updateInstance(staged.project, staged.name, (i) => {
-    if (autostart === undefined && !copy && !(JOURNAL_KEY in (i.config ?? {}))) return i;
+    if (autostart === undefined && !copy && !item.notStarted && !(JOURNAL_KEY in (i.config ?? {}))) return i;
     const config = withoutJournal(i.config);
     if (autostart === '') delete config['boot.autostart'];
     else if (autostart !== undefined) config['boot.autostart'] = autostart;
-    if (copy) for (const k of Object.keys(config)) if (/^volatile\.[^.]+\.hwaddr$/.test(k)) delete config[k];
+    if (copy) {
+      // A second machine beside the first, as `incus copy` makes one: its own MACs and UUIDs.
+      for (const k of Object.keys(config)) if (/^volatile\.[^.]+\.hwaddr$/.test(k)) delete config[k];
+      for (const k of ['volatile.uuid', 'volatile.uuid.generation']) if (k in config) config[k] = randomUUID();
+    }
+    // Left stopped because it would share another's volumes or addresses: nor may Incus start
+    // it on its own when the host boots.
+    if (item.notStarted) config['boot.autostart'] = 'false';
     return { ...i, config };
   });
+}
+
+/**
+ * Incus 6.0 imports an instance's snapshots without their expiry dates (a volume's keep
+ * theirs): each one that had a date still ahead gets it back, so that it goes when it would
+ * have gone. One whose date has passed is kept, with none: deleting restored data is not the
+ * restore's to do.
+ */
+async function keepSnapshotExpiry(ctx: RunContext, item: RestorePlanItem, staged: BackupSubject): Promise<void> {
+  const snaps = (item.entry.manifest.index?.config as { snapshots?: { name?: unknown; expires_at?: unknown }[] } | undefined)?.snapshots;
+  for (const s of Array.isArray(snaps) ? snaps : []) {
+    if (typeof s.name !== 'string' || typeof s.expires_at !== 'string' || !(Date.parse(s.expires_at) > Date.now())) continue;
+    await ctx.api.setSnapshotExpiry(staged, s.name, s.expires_at);
+  }
+}
+
+/** The instance's cloud-init instance-id key, if it has one (see keepCloudInitIdentity). */
+function cloudInitId(i: Instance): Record<string, string> {
+  const id = i.config['volatile.cloud-init.instance-id'];
+  return id ? { 'volatile.cloud-init.instance-id': id } : {};
 }
 
 /**

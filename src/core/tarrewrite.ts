@@ -124,16 +124,23 @@ export function mapInstanceYaml(doc: Record<string, unknown>, maps: { profile: M
   for (const s of yamlSections(doc)) {
     const c = s.container as { profiles?: string[]; devices?: Devices; expanded_devices?: Devices } | undefined;
     if (c) {
-      if (Array.isArray(c.profiles)) c.profiles = c.profiles.map((p) => m(maps.profile, p));
+      // Mapped onto a profile it already has (--profile-map gone=default), it is listed once:
+      // Incus refuses an instance that lists a profile twice, and only after the upload.
+      if (Array.isArray(c.profiles)) c.profiles = [...new Set(c.profiles.map((p) => m(maps.profile, p)))];
       fixDevices(c.devices);
       fixDevices(c.expanded_devices);
     }
     const profiles = s.profiles as { name?: string; devices?: Devices }[] | undefined;
     if (Array.isArray(profiles)) {
-      for (const p of profiles) {
+      const seen = new Set<string>();
+      s.profiles = profiles.filter((p) => {
         if (p.name) p.name = m(maps.profile, p.name);
         fixDevices(p.devices);
-      }
+        if (p.name === undefined) return true;
+        if (seen.has(p.name)) return false;
+        seen.add(p.name);
+        return true;
+      });
     }
   }
 }

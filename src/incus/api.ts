@@ -11,6 +11,16 @@ export type BackupSubject =
   | { kind: 'instance'; project: string; name: string }
   | { kind: 'volume'; project: string; pool: string; name: string };
 
+/**
+ * A config without `snapshots.schedule`: a temporary copy with one could be snapshotted by
+ * Incus while it exists (a nightly run at midnight meets every `@daily` schedule), on the dir
+ * driver a full copy more. The archive gets the source's schedule all the same.
+ */
+export function withoutSchedule(config: Record<string, string>): Record<string, string> {
+  const { 'snapshots.schedule': _, ...rest } = config;
+  return rest;
+}
+
 export function subjectPath(s: BackupSubject): string {
   return s.kind === 'instance'
     ? `/1.0/instances/${enc(s.name)}`
@@ -115,11 +125,14 @@ export class IncusApi {
   async renameInstance(project: string, name: string, newName: string): Promise<void> {
     await this.client.run('POST', `/1.0/instances/${enc(name)}`, { project, body: { name: newName } });
   }
-  /** PATCHes config keys with the current ETag, so a concurrent edit is refused, not lost. */
+  /**
+   * PATCHes config keys with the current ETag, so a concurrent edit is refused, not lost. The
+   * description goes along as it is: Incus 6.0 clears one a PATCH leaves out.
+   */
   async patchInstanceConfig(project: string, name: string, config: Record<string, string>): Promise<void> {
     const path = `/1.0/instances/${enc(name)}`;
-    const { etag } = await this.client.getWithEtag(path, { project });
-    await this.client.run('PATCH', path, { project, etag, body: { config } });
+    const { value, etag } = await this.client.getWithEtag<Instance>(path, { project });
+    await this.client.run('PATCH', path, { project, etag, body: { config, description: value.description } });
   }
   /** Reads the instance and PUTs what `mutate` makes of it, with its ETag; `mutate` returning the instance itself writes nothing. */
   async updateInstance(project: string, name: string, mutate: (i: Instance) => Instance): Promise<void> {
@@ -221,28 +234,38 @@ export class IncusApi {
     const v = mutate(value);
     if (v !== value) await this.client.run('PUT', path, { project, etag, body: { config: v.config, description: v.description } });
   }
+  /** As patchInstanceConfig, for a volume (whose description a PATCH without one clears too). */
   async patchVolumeConfig(project: string, pool: string, name: string, config: Record<string, string>): Promise<void> {
     const path = `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`;
-    const { etag } = await this.client.getWithEtag(path, { project });
-    await this.client.run('PATCH', path, { project, etag, body: { config } });
+    const { value, etag } = await this.client.getWithEtag<StorageVolume>(path, { project });
+    await this.client.run('PATCH', path, { project, etag, body: { config, description: value.description } });
   }
-  async copyVolumeFromSnapshot(
-    project: string,
-    pool: string,
-    source: string,
-    snapshot: string,
-    name: string,
-    config: Record<string, string>,
-  ): Promise<void> {
+  /**
+   * A full, independent copy of one snapshot of a volume (no snapshots of its own). Incus copies
+   * no config for a volume (unlike an instance): the copy gets the snapshot's, as `incus storage
+   * volume copy` does, or it would lose its `user.*` and `snapshots.*` keys, a block volume's
+   * size, and its `volatile.idmap.*` keys, which say how the files on it are shifted (without
+   * them a container sees every owner as 1000000 + uid). All but its snapshot schedule (see
+   * withoutSchedule); returns the whole config, for the archive.
+   */
+  async copyVolumeFromSnapshot(project: string, pool: string, source: StorageVolume, snapshot: string, name: string): Promise<Record<string, string>> {
+    const snap = await this.client.get<{ config?: Record<string, string> }>(
+      `/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(source.name)}/snapshots/${enc(snapshot)}`,
+      { project },
+    );
+    const config = snap.config ?? {};
     await this.client.run('POST', `/1.0/storage-pools/${enc(pool)}/volumes/custom`, {
       project,
       body: {
         name,
         type: 'custom',
-        config,
-        source: { type: 'copy', pool, name: `${source}/${snapshot}`, volume_only: true },
+        config: withoutSchedule(config),
+        description: source.description,
+        content_type: source.content_type,
+        source: { type: 'copy', pool, name: `${source.name}/${snapshot}`, volume_only: true },
       },
     });
+    return config;
   }
 
   // Snapshots, server-side backups, import: the same API shape for instances and volumes
@@ -254,6 +277,10 @@ export class IncusApi {
   }
   async listSnapshots(s: BackupSubject): Promise<string[]> {
     return names(await this.client.get<string[]>(`${subjectPath(s)}/snapshots`, { project: s.project }));
+  }
+  /** Sets when a snapshot expires (Incus deletes it then). */
+  async setSnapshotExpiry(s: BackupSubject, name: string, expiresAt: string): Promise<void> {
+    await this.client.run('PUT', `${subjectPath(s)}/snapshots/${enc(name)}`, { project: s.project, body: { expires_at: expiresAt } });
   }
   async deleteSnapshot(s: BackupSubject, name: string): Promise<void> {
     await this.client.run('DELETE', `${subjectPath(s)}/snapshots/${enc(name)}`, { project: s.project });

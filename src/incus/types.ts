@@ -14,6 +14,7 @@ export interface Instance {
   stateful: boolean;
   description: string;
   architecture: string;
+  created_at?: string;
 }
 
 export interface StorageVolume {
@@ -26,6 +27,7 @@ export interface StorageVolume {
   location?: string;
   project?: string;
   pool?: string;
+  created_at?: string;
 }
 
 export interface Project {

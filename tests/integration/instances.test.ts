@@ -80,6 +80,16 @@ async function whileItsBackupCannotStart(name: string, during: () => Promise<voi
   }
 }
 
+/** Starts `restore instance web --replace -y` through `proxy`; resolves once the proxy holds back an answer. */
+async function replaceHeld(proxy: { socket: string; held: () => number }): Promise<{ child: ReturnType<typeof cliSpawn> }> {
+  const child = cliSpawn(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+  const deadline = Date.now() + 60_000;
+  while (proxy.held() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  expect(proxy.held()).toBe(1);
+  // Wrapped: the child is a promise, which an async function would wait for.
+  return { child };
+}
+
 beforeAll(async () => {
   project = await testProject('inst');
   P = project.name;
@@ -258,10 +268,7 @@ describe('instances on a directory target', () => {
     const proxy = await slowAnswerProxy(/^PUT \/1\.0\/instances\/ibold-/, 10_000);
     const aside = tempTarget();
     try {
-      const child = cliSpawn(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
-      const deadline = Date.now() + 60_000;
-      while (proxy.held() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      expect(proxy.held()).toBe(1);
+      const { child } = await replaceHeld(proxy);
       child.kill('SIGKILL');
       await child.catch(() => undefined);
       const left = await instanceNames(P);
@@ -283,6 +290,48 @@ describe('instances on a directory target', () => {
       aside.dispose();
       await sh(P, 'web', 'rm -f /data/kill-marker').catch(() => undefined);
       await incus('config', 'device', 'remove', 'web', 'eth9', '--project', P).catch(() => undefined);
+    }
+  });
+
+  it('a replace killed outright just after the restored copy took the name: the next run keeps both and says how to keep either', async () => {
+    // Incus's answer to renaming the staged copy to `web` is held back and the run is killed
+    // there: the restored copy holds the name, the original waits, stopped, as ibold-….
+    await sh(P, 'web', 'echo current > /data/kill-marker');
+    const proxy = await slowAnswerProxy(/^POST \/1\.0\/instances\/ibtmp-[^/?]+\?/, 10_000);
+    const aside = tempTarget();
+    try {
+      const { child } = await replaceHeld(proxy);
+      // The rename itself went through: wait for Incus to have done it, then kill.
+      const deadline = Date.now() + 60_000;
+      while (!(await instanceNames(P)).includes('web') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      child.kill('SIGKILL');
+      await child.catch(() => undefined);
+      const left = await instanceNames(P);
+      const original = left.find((n) => n.startsWith('ibold-'));
+      expect(original).toBeDefined();
+      expect(left).toContain('web');
+
+      // Which one to keep is the admin's call: the next run changes neither, and says so.
+      const next = await cli(['backup', 'instances', 'web', '--project', P, '--target', aside.uri]);
+      expect(next.exitCode, next.stderr).toBe(0);
+      expect(next.stderr).toContain(
+        `warning: instance ${P}/web: a restore --replace was killed after the restored copy took its name; the original is kept, stopped, as ${original}. ` +
+          `To keep the restored one: \`incus delete ${original} --project ${P}\`; to go back to the original: \`incus delete -f web --project ${P}\`, and the next incus-backup run puts it back`,
+      );
+      expect((await instanceNames(P)).sort()).toEqual([original, 'web'].sort());
+      // Going back to the original, as the warning says.
+      await incus('delete', '-f', 'web', '--project', P);
+      const back = await cli(['backup', 'instances', 'web', '--project', P, '--target', aside.uri]);
+      expect(back.exitCode, back.stderr).toBe(0);
+      expect(back.stderr).toMatch(new RegExp(`warning: instance ${P}/web: put back as it was before a restore --replace that was killed`));
+      expect(await instanceNames(P)).toEqual(['web']);
+      expect(await state(P, 'web')).toBe('Running');
+      expect(await sh(P, 'web', 'cat /data/kill-marker')).toBe('current');
+      await expectNoLeftovers(['web']);
+    } finally {
+      await proxy.close();
+      aside.dispose();
+      await sh(P, 'web', 'rm -f /data/kill-marker').catch(() => undefined);
     }
   });
 
@@ -634,6 +683,10 @@ describe('instances on a directory target', () => {
   });
 
   it('a restored instance that does not start gives way to the original, running as before', async () => {
+    // "Back in place" means as it was: Incus 6.0 clears a description a PATCH leaves out, and
+    // gives an instance renamed there and back a new cloud-init instance-id.
+    await incus('config', 'set', 'web', 'volatile.cloud-init.instance-id=8b1c2f3e-0000-4000-8000-000000000001', '--project', P);
+    await incus('query', '-X', 'PATCH', `/1.0/instances/web?project=${P}`, '-d', '{"description":"the web server"}');
     await whileItsBackupCannotStart('web', async () => {
       await sh(P, 'web', 'echo kept > /data/after-backup');
       const r = await cli(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri]);
@@ -642,6 +695,8 @@ describe('instances on a directory target', () => {
       expect(r.stderr).toMatch(/^Error: the restored web did not start \(Incus: Error occurred when starting proxy device: .*\); the original is back in place$/m);
       expect(r.stderr).toMatch(/^Hint: restore it with --no-start/m);
     });
+    expect(await incus('config', 'get', 'web', 'volatile.cloud-init.instance-id', '--project', P)).toBe('8b1c2f3e-0000-4000-8000-000000000001');
+    expect(await incus('query', `/1.0/instances/web?project=${P}`)).toContain('"description": "the web server"');
     expect(await state(P, 'web')).toBe('Running');
     expect(await sh(P, 'web', 'cat /data/after-backup')).toBe('kept');
     expect(await instanceNames(P)).toEqual(['web']);
@@ -725,12 +780,13 @@ describe('--with-snapshots', () => {
       await incus('snapshot', 'restore', 'ws2', 's1', '--project', P);
       expect(await sh(P, 'ws2', 'cat /data/v')).toBe('one');
 
-      // A replace deletes the current snapshots (the preview says which); the backup's come back.
+      // A replace deletes the current snapshots; the backup's come back. The preview names
+      // those that do not.
       await incus('snapshot', 'create', 'ws', 's3', '--project', P);
       await sh(P, 'ws', 'echo four > /data/v');
       const args = ['restore', 'instance', 'ws', '--replace', '--project', P, '--target', target.uri];
       const dry = await cli([...args, '--dry-run', '--output', 'json']);
-      expect(parseJson<{ dropsSnapshots: string[] }[]>(dry.stdout)[0]!.dropsSnapshots.sort()).toEqual(['s1', 's2', 's3']);
+      expect(parseJson<{ dropsSnapshots: string[] }[]>(dry.stdout)[0]!.dropsSnapshots).toEqual(['s3']);
       const r = await cli([...args, '-y']);
       expect(r.exitCode, r.stderr).toBe(0);
       expect((await snapshotNames(P, 'ws')).sort()).toEqual(['s1', 's2']);
@@ -1033,7 +1089,8 @@ describe('an instance on a managed bridge', () => {
       expect(parseJson<unknown[]>(preview.stdout)).toEqual([expect.objectContaining({ destination: 'fixed2', action: 'create', start: false, notStarted: why })]);
       const r = await cli([...args, '-y']);
       expect(r.exitCode, r.stderr).toBe(0);
-      expect(r.stderr).toContain(`warning: instance ${P}/fixed2: ${why}; it is left stopped: change that before starting it`);
+      expect(r.stderr).toContain(`warning: instance ${P}/fixed2: ${why}; it is left stopped, with boot.autostart off: change that before starting it`);
+      expect(await incus('config', 'get', 'fixed2', 'boot.autostart', '--project', P)).toBe('false');
       expect(r.stdout).toContain(why);
       expect(await state(P, 'fixed2')).toBe('Stopped');
       expect(await state(P, 'fixed')).toBe('Running');

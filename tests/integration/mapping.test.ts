@@ -75,7 +75,7 @@ describe('restoring into a different environment', () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`missing: volume ${POOL2}/data`);
     // A missing volume comes from its own backup, not from the config.
-    expect(r.stderr).toMatch(/^Hint: restore the volume first \(restore volume, with the same maps; restore all restores volumes before instances\) or create it; or map names/m);
+    expect(r.stderr).toMatch(/^Hint: restore the volume first \(restore volume, with the same maps; restore all restores volumes before instances\) or create it; or map names with --pool-map$/m);
     expect(await instanceNames(P)).toEqual(['app', 'nic']);
   });
 
@@ -185,7 +185,7 @@ describe('restoring into a different environment', () => {
     const r = await run('restore', 'all', '--project-map', `${P}=nowhere-${tag}`, '-y');
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain(`missing: project nowhere-${tag}`);
-    expect(r.stderr).toMatch(/^Hint: create them, or restore the config first \(restore all --apply-config\); or map names/m);
+    expect(r.stderr).toMatch(/^Hint: restore the config first \(restore all --apply-config\) or create them; or map names with --project-map\/--profile-map\/--network-map$/m);
   });
 
   it('restore all --apply-config --project-map builds the project anew under its new name (a restore drill)', async () => {

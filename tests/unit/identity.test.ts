@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { identityKeys, safeVolatileKey, setIdentity, volatileLocked } from '../../src/core/identity.js';
+import { identityKeys, safeVolatileKey, setInstanceConfig, volatileLocked } from '../../src/core/identity.js';
 import { IncusError, VOLATILE_REFUSED } from '../../src/incus/errors.js';
 
 describe('volatileLocked: where Incus 6.0 refuses volatile keys', () => {
@@ -35,10 +35,10 @@ describe('identity keys', () => {
     expect(safeVolatileKey('volatile.idmap.base')).toBe(false);
   });
 
-  it('setIdentity writes them into index.yaml and backup.yaml, config and expanded config', () => {
+  it('setInstanceConfig writes them into index.yaml and backup.yaml, config and expanded config', () => {
     const index = { name: 'copy', config: { container: { config: { 'volatile.uuid': 'x', a: '1' }, expanded_config: { 'volatile.uuid': 'x' } } } };
     const backupYaml = { container: { config: { 'volatile.uuid': 'x' } }, snapshots: [] };
-    const set = setIdentity({ 'volatile.uuid': 'u1', 'volatile.cloud-init.instance-id': 'c1' });
+    const set = setInstanceConfig({ 'volatile.uuid': 'u1', 'volatile.cloud-init.instance-id': 'c1' });
     set(index);
     set(backupYaml);
     expect(index.config.container.config).toEqual({ 'volatile.uuid': 'u1', 'volatile.cloud-init.instance-id': 'c1', a: '1' });

@@ -65,6 +65,12 @@ describe('an optimized archive', () => {
   it('needs the driver that made it, from the full index or from the restic summary', () => {
     expect(optimizedFor(asItem(index))).toBe('btrfs');
     expect(planIndex(index)).toMatchObject({ pool: 'fast', optimized: true, backend: 'btrfs' });
+    // The snapshots' names, and the expiry dates of those that have one (a zero time is none).
+    const withSnaps = {
+      snapshots: ['a', 'b'],
+      config: { container: { profiles: [] }, snapshots: [{ name: 'a', expires_at: '2031-02-03T04:05:06Z', config: { big: 'x' } }, { name: 'b', expires_at: '0001-01-01T00:00:00Z' }] },
+    };
+    expect(planIndex(withSnaps)).toEqual({ snapshots: ['a', 'b'], config: { container: { profiles: [], devices: {} }, snapshots: [{ name: 'a', expires_at: '2031-02-03T04:05:06Z' }] } });
     expect(optimizedFor(asItem(planIndex(index)))).toBe('btrfs');
   });
 

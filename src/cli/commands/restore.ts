@@ -146,12 +146,15 @@ abstract class RestoreBase extends BaseCommand {
     const hints = [
       ...(volumes.length ? [`restore the volume${volumes.length > 1 ? 's' : ''} first (restore volume, with the same maps; restore all restores volumes before instances) or create ${volumes.length > 1 ? 'them' : 'it'}`] : []),
       ...(paths ? ['create the host directories (or remove those disks from the instance later)'] : []),
-      ...(config ? [applyingConfig ? CONFIG_NEEDS_HINT : 'create them, or restore the config first (restore all --apply-config)'] : []),
+      ...(config ? [applyingConfig ? CONFIG_NEEDS_HINT : 'restore the config first (restore all --apply-config) or create them'] : []),
     ];
+    // The maps that can point at what exists instead, for what is missing.
+    const mapFlag: Record<Requirement['what'], string | undefined> = { project: '--project-map', 'storage-pool': '--pool-map', volume: '--pool-map', profile: '--profile-map', network: '--network-map', path: undefined };
+    const maps = [...new Set(missing.map((r) => mapFlag[r.what]).filter((f) => f !== undefined))];
     throw new IbError(
       `cannot restore: ${countDistinct(missing)} thing(s) the backups need do not exist in the destination`,
       ExitCode.failed,
-      config && applyingConfig ? hints.join('; ') : `${hints.join('; ')}; or map names with --project-map/--pool-map`,
+      (config && applyingConfig) || !maps.length ? hints.join('; ') : `${hints.join('; ')}; or map names with ${maps.join('/')}`,
     );
   }
 

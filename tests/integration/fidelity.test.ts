@@ -1,0 +1,131 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, incus, incusJson, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
+
+// What a restore gives back, compared with what was backed up: the default (point-in-time) mode
+// exports a temporary copy, and what the copy does not carry of its source must not be lost.
+
+let project: { name: string; dispose: () => Promise<void> };
+let target: ReturnType<typeof tempTarget>;
+let P: string;
+
+interface InstanceInfo {
+  description: string;
+  created_at: string;
+  profiles: string[];
+  config: Record<string, string>;
+}
+interface VolumeInfo {
+  description: string;
+  config: Record<string, string>;
+}
+const instance = (name: string) => incusJson<InstanceInfo>(`/1.0/instances/${name}`, P);
+const volume = (name: string) => incusJson<VolumeInfo>(`/1.0/storage-pools/default/volumes/custom/${name}`, P);
+const run = (...args: string[]) => cli([...args, '--project', P, '--target', target.uri]);
+
+beforeAll(async () => {
+  project = await testProject('fid');
+  P = project.name;
+  target = tempTarget();
+  await launch(P, 'app');
+});
+
+afterAll(async () => {
+  await project?.dispose();
+  target?.dispose();
+});
+
+describe('a point-in-time backup restores what the source was', () => {
+  it('a volume: its config, description and the owners of its files as a container sees them', async () => {
+    await incus('storage', 'volume', 'create', 'default', 'data', '--project', P, '--description', 'app data');
+    // The schedule is kept off the temporary copy (Incus could snapshot it) and put in the archive.
+    await incus('storage', 'volume', 'set', 'default', 'data', 'user.team=web', 'snapshots.expiry=2w', 'snapshots.schedule=@daily', '--project', P);
+    await incus('storage', 'volume', 'attach', 'default', 'data', 'app', '/mnt/data', '--project', P);
+    // Incus shifts the files of a volume a container uses; volatile.idmap.* say how.
+    await sh(P, 'app', 'echo owned > /mnt/data/f; chown 42:42 /mnt/data/f; chmod 600 /mnt/data/f');
+    expect(Object.keys((await volume('data')).config)).toContain('volatile.idmap.last');
+
+    const b = await run('backup', 'volumes', 'default/data', '--output', 'json');
+    expect(b.exitCode, b.stderr).toBe(0);
+    expect(parseJson<{ consistency: string }[]>(b.stdout)).toEqual([expect.objectContaining({ consistency: 'snapshot' })]);
+    const r = await run('restore', 'volume', 'default/data', '--target-name', 'data2', '-y');
+    expect(r.exitCode, r.stderr).toBe(0);
+
+    const restored = await volume('data2');
+    expect(restored.description).toBe('app data');
+    expect(restored.config).toMatchObject({ 'user.team': 'web', 'snapshots.expiry': '2w', 'snapshots.schedule': '@daily' });
+    // Without its idmap keys, every owner would read 1000000 + uid inside the container.
+    await incus('storage', 'volume', 'attach', 'default', 'data2', 'app', '/mnt/data2', '--project', P);
+    expect(await sh(P, 'app', 'stat -c %u:%g /mnt/data2/f; cat /mnt/data2/f')).toBe('42:42\nowned');
+    await incus('storage', 'volume', 'detach', 'default', 'data2', 'app', '--project', P);
+  });
+
+  it('an instance: its description and creation date; beside the original with UUIDs of its own, in place with its own', async () => {
+    await launch(P, 'solo');
+    await incus('query', '-X', 'PATCH', `/1.0/instances/solo?project=${P}`, '-d', '{"description":"the solo box","config":{"snapshots.schedule":"@daily"}}');
+    const before = await instance('solo');
+    const b = await run('backup', 'instances', 'solo', '--output', 'json');
+    expect(b.exitCode, b.stderr).toBe(0);
+    expect(parseJson<{ consistency: string }[]>(b.stdout)).toEqual([expect.objectContaining({ consistency: 'snapshot' })]);
+
+    const copy = await run('restore', 'instance', 'solo', '--target-name', 'solo2', '-y');
+    expect(copy.exitCode, copy.stderr).toBe(0);
+    const beside = await instance('solo2');
+    expect(beside.description).toBe('the solo box');
+    expect(beside.created_at).toBe(before.created_at);
+    expect(beside.config['snapshots.schedule']).toBe('@daily');
+    // A second machine, as `incus copy` makes one.
+    for (const k of ['volatile.uuid', 'volatile.uuid.generation']) {
+      expect(beside.config[k]).toMatch(/^[0-9a-f-]{36}$/);
+      expect(beside.config[k]).not.toBe(before.config[k]);
+    }
+    await incus('delete', '-f', 'solo2', '--project', P);
+
+    // In place: the same machine, and a PATCH along the way must not clear its description.
+    const replaced = await run('restore', 'instance', 'solo', '--replace', '-y');
+    expect(replaced.exitCode, replaced.stderr).toBe(0);
+    const after = await instance('solo');
+    expect(after.description).toBe('the solo box');
+    expect(after.created_at).toBe(before.created_at);
+    expect(after.config['volatile.uuid']).toBe(before.config['volatile.uuid']);
+  });
+});
+
+describe('restore previews and maps', () => {
+  it.each(['dir', 'restic'])('a replace with a --with-snapshots backup (%s) does not say it deletes the snapshots the backup brings back, which keep their expiry', async (kind) => {
+    const uri = kind === 'dir' ? target.uri : `restic:${join(target.dir, 'restic-repo')}`;
+    const env = { RESTIC_PASSWORD: 'fidelity-test-pw' };
+    const go = (...args: string[]) => cli([...args, '--project', P, '--target', uri], env);
+    for (const sn of ['kept', 'later']) await incus('snapshot', 'delete', 'solo', sn, '--project', P).catch(() => undefined);
+    await incus('snapshot', 'create', 'solo', 'kept', '--project', P);
+    await incus('query', '-X', 'PUT', `/1.0/instances/solo/snapshots/kept?project=${P}`, '-d', '{"expires_at":"2031-02-03T04:05:06Z"}');
+    const b = await go('backup', 'instances', 'solo', '--with-snapshots');
+    expect(b.exitCode, b.stderr).toBe(0);
+    await incus('snapshot', 'create', 'solo', 'later', '--project', P);
+    const dry = await go('restore', 'instance', 'solo', '--replace', '--dry-run', '--output', 'json');
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(parseJson(dry.stdout)).toEqual([expect.objectContaining({ action: 'replace', dropsSnapshots: ['later'] })]);
+    // Incus imports snapshots without their expiry: it is given back.
+    const r = await go('restore', 'instance', 'solo', '--replace', '-y');
+    expect(r.exitCode, r.stderr).toBe(0);
+    const snap = await incusJson<{ expires_at: string }>(`/1.0/instances/solo/snapshots/kept`, P);
+    expect(new Date(snap.expires_at).toISOString()).toBe('2031-02-03T04:05:06.000Z');
+  });
+
+  it('--profile-map onto a profile the instance already has lists it once (Incus refuses duplicates after the upload)', async () => {
+    // The project shares the default project's profiles: a name of its own.
+    const extra = `x${P}`;
+    await incus('profile', 'create', extra, '--project', P);
+    await incus('launch', 'ib-busybox', 'two', '--project', P, '-p', 'default', '-p', extra);
+    try {
+      const b = await run('backup', 'instances', 'two');
+      expect(b.exitCode, b.stderr).toBe(0);
+      const r = await run('restore', 'instance', 'two', '--target-name', 'two2', '--profile-map', `${extra}=default`, '-y');
+      expect(r.exitCode, r.stderr).toBe(0);
+      expect((await instance('two2')).profiles).toEqual(['default']);
+    } finally {
+      for (const i of ['two', 'two2']) await incus('delete', '-f', i, '--project', P).catch(() => undefined);
+      await incus('profile', 'delete', extra, '--project', P).catch(() => undefined);
+    }
+  });
+});
