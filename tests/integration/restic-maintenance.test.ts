@@ -1,4 +1,5 @@
 import { chmodSync, cpSync, readdirSync, readFileSync, statSync, writeFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -93,7 +94,11 @@ describe('verify, protect and prune on a restic target', () => {
   it('verifies a sound repository with exit 0', async () => {
     const r = await run(['verify', '--read-data']);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/3 ok, 0 damaged/);
+    expect(r.stderr).toMatch(/3 ok, 0 damaged; data read by restic check in /);
+    // Without --read-data or --deep no byte of the backups is read, and "ok" says less: said.
+    const light = await run(['verify']);
+    expect(light.exitCode, light.stderr).toBe(0);
+    expect(light.stderr).toMatch(/3 ok, 0 damaged; the repository's structure checked, its data not read \(--read-data reads it, --deep each backup's\) in /);
   });
 
   it('with --deep lists during the repository check and opens each next backup while the current one is read', async () => {
@@ -257,7 +262,7 @@ describe('verify, protect and prune on a restic target', () => {
     expect(next.exitCode, next.stderr).toBe(0);
     const v2 = await run(['verify']);
     expect(v2.exitCode).toBe(3);
-    expect(v2.stdout + v2.stderr).toMatch(/a run that never completed left it \(a later backup of it has completed since\); `incus-backup prune` removes it/);
+    expect(v2.stdout + v2.stderr).toMatch(/a run killed before writing it left it, or the manifest snapshot was lost \(a later backup of it has completed since\); `incus-backup prune` removes it/);
     const dry = await run(['prune', '--keep-last', '5', '--dry-run']);
     expect(dry.exitCode, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(new RegExp(`m1 .*remove.*left by a run that never completed \\(${short}\\)`));
@@ -291,12 +296,34 @@ describe('verify, protect and prune on a restic target', () => {
     const deep = await run(['verify', '--deep', '--output', 'json'], copy);
     expect(deep.exitCode).toBe(3);
     expect(parseJson<{ status: string }[]>(deep.stdout).filter((i) => i.status === 'unknown')).toEqual([]);
-    // prune there: the snapshots go, reclaiming their space cannot; it says so, and not "run again".
-    const prune = await run(['prune', '--keep-last', '1', '-y'], copy);
+    // prune there would keep the newest and forget the older ones, which may be the only sound
+    // ones (restic's own prune finds the damage only after the forget): refused, nothing removed.
+    const listed = async () => parseJson<{ timestamp: string }[]>((await run(['list', 'instances', 'm1', '--output', 'json'], copy)).stdout).map((v) => v.timestamp);
+    const before = await listed();
+    expect(before).toHaveLength(3);
+    const prune = await run(['prune', '--keep-last', '1', '-y', '--output', 'json'], copy);
     expect(prune.exitCode).toBe(1);
-    expect(prune.stderr).toMatch(/^Error: prune failed while removing backups: the backups were removed from \S+, but restic could not reclaim their space: /m);
-    expect(prune.stderr).toMatch(/^Hint: the repository is damaged: `incus-backup verify`/m);
-    expect(prune.stderr).not.toContain('run prune again');
+    expect(prune.stdout).toBe('');
+    expect(prune.stderr).toMatch(/^Error: prune refused: restic:\S+ is damaged \(.*\); nothing was removed$/m);
+    expect(prune.stderr).toMatch(/^Hint: `incus-backup verify --deep` names the backups the damage touches; mend the repository/m);
+    expect(await listed()).toEqual(before);
+    // A dry run still shows the plan, and the damage with it.
+    const dry = await run(['prune', '--keep-last', '1', '--dry-run'], copy);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stderr).toContain('dry run: nothing was changed');
+  });
+
+  it('one unreadable snapshot file, of another backup, stops neither a backup nor the restore of a newest backup', async () => {
+    // restic's search for a parent snapshot, and `dump latest`, load every snapshot file.
+    const copy = join(tmp.dir, 'bad-snapshot');
+    cpSync(repo(), copy, { recursive: true });
+    writeFileSync(join(copy, 'snapshots', 'ab'.repeat(32)), randomBytes(300));
+    const b = await run(['backup', 'instances', 'm1'], copy);
+    expect(b.exitCode, b.stderr).toBe(0);
+    const r = await run(['restore', 'instance', 'm1', '--target-name', 'm1-bad-snap', '-y'], copy);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await sh(P, 'm1-bad-snap', 'test -s /data/blob && echo there')).toBe('there');
+    await incus('delete', '-f', 'm1-bad-snap', '--project', P);
   });
 
   it('asks before using a restic older than 0.18: refused without a terminal, allowed with -y', async () => {

@@ -92,6 +92,8 @@ export class ResticBackend implements Backend {
   private lastListing?: SnapshotInfo[];
   /** Dumps started by readAhead(), by resource id. */
   private readonly readAheads = new StartedAhead<string, PassThrough>();
+  /** Per dump stream: whether restic gave its first byte (or ended well) rather than failing first. */
+  private readonly firstBytes = new WeakMap<PassThrough, Promise<boolean>>();
   private readonly servedAhead = new WeakSet<BackupEntry>();
   /** Writers started by prewarm(), by resource id. */
   private readonly prewarmed = new StartedAhead<string, ResticWriter>();
@@ -312,7 +314,10 @@ export class ResticBackend implements Backend {
   private async takeReadAhead(entry: BackupEntry): Promise<PassThrough | undefined> {
     const out = await this.readAheads.take(resourceId(entry.manifest));
     if (!out) return undefined;
-    if (latestArchiveSnapshot(this.lastListing ?? [], entry.manifest) !== entry.location || out.errored || out.destroyed) {
+    // `latest` makes restic load every snapshot, so one unreadable snapshot file, of any
+    // backup, fails it: it is used once it gives its first byte, and otherwise the plain dump
+    // by id (which reads only its own snapshot) goes ahead. The restore waits for that byte anyway.
+    if (latestArchiveSnapshot(this.lastListing ?? [], entry.manifest) !== entry.location || !(await this.firstBytes.get(out)) || out.errored || out.destroyed) {
       out.destroy();
       return undefined;
     }
@@ -349,9 +354,12 @@ export class ResticBackend implements Backend {
     // restic may fail before the caller has attached to the stream: keep that error for it
     // (openArchive) instead of letting it escape as an unhandled 'error' event.
     out.on('error', () => undefined);
+    let settleFirst!: (flowed: boolean) => void;
+    this.firstBytes.set(out, new Promise((resolve) => (settleFirst = resolve)));
     const attempt = (again: boolean) => {
       const run = this.restic.start(['dump', ...args], { streamStdout: true, read: true, ...(signal ? { signal } : {}) });
       const flowing = new Promise((resolve) => run.child.stdout.once('data', resolve));
+      void flowing.then(() => settleFirst(true));
       this.watchOpening('dump', Promise.race([flowing, run.result]));
       run.child.stdout.pipe(out, { end: false });
       const stdoutDone = new Promise<void>((resolve) => run.child.stdout.once('end', resolve).once('close', resolve));
@@ -359,6 +367,7 @@ export class ResticBackend implements Backend {
       out.once('close', stop);
       run.result.then(
         async () => {
+          settleFirst(true);
           await stdoutDone;
           out.end();
         },
@@ -368,7 +377,10 @@ export class ResticBackend implements Backend {
             run.child.stdout.unpipe(out);
             out.off('close', stop);
             attempt(false);
-          } else out.destroy(e as Error);
+          } else {
+            settleFirst(false);
+            out.destroy(e as Error);
+          }
         },
       );
     };
@@ -726,6 +738,10 @@ class ResticWriter implements ArchiveWriter {
     this.run = this.backend.restic.start(
       [
         'backup',
+        // No parent to compare with (the archive is read whole either way): restic would load
+        // every snapshot to look for one, and one unreadable snapshot file would stop every
+        // backup into the repository.
+        '--force',
         '--stdin-from-command',
         '--stdin-filename',
         archiveFileName(this.key),
@@ -837,7 +853,7 @@ class ResticWriter implements ArchiveWriter {
       archive: { file: archiveFileName(this.key), size: m.archive.size, sha256: m.archive.sha256, storedSize: m.archive.size, storedSha256: m.archive.sha256 },
     };
     await this.backend.run(
-      ['backup', '--stdin', '--stdin-filename', manifestFileName(this.key), '--host', SNAPSHOT_HOST, ...tagArgs(manifestTags(manifest, id)), '--json', '--quiet'],
+      ['backup', '--force', '--stdin', '--stdin-filename', manifestFileName(this.key), '--host', SNAPSHOT_HOST, ...tagArgs(manifestTags(manifest, id)), '--json', '--quiet'],
       { input: JSON.stringify(manifest, null, 2) + '\n' },
     );
     this.committed = true;

@@ -372,7 +372,7 @@ export function pairSnapshots(
       location: ds.id,
       key: key ?? {},
       problem: since
-        ? `data snapshot ${short(ds.id)} (${saved}) has no manifest: a run that never completed left it (${since}); \`incus-backup prune\` removes it`
+        ? `data snapshot ${short(ds.id)} (${saved}) has no manifest: a run killed before writing it left it, or the manifest snapshot was lost (${since}); \`incus-backup prune\` removes it`
         : `data snapshot ${short(ds.id)} (${saved}) has no manifest: its backup never completed, or is completing right now`,
       ...(since ? { leftover: true } : {}),
       ...(size !== undefined ? { size } : {}),

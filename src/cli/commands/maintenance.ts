@@ -168,7 +168,14 @@ export class VerifyCommand extends ScopedCommand {
     const { ok, damaged, gone, unknown } = report.counts;
     const backups = ok + damaged + gone + unknown;
     // restic's check reads the repository's data with --read-data but says nothing of how much.
-    const checked = report.bytesChecked > 0 || !(this.readData || this.readDataSubset) ? `${humanBytes(report.bytesChecked)} checked` : 'data read by restic check';
+    // Without either, restic checks the repository's structure (every pack there, the trees
+    // whole), not the bytes: said, since "ok" on a dir: target means every byte was read.
+    const structureOnly = backend.kind === 'restic' && !(this.readData || this.readDataSubset || this.deep);
+    const checked = structureOnly
+      ? "the repository's structure checked, its data not read (--read-data reads it, --deep each backup's)"
+      : report.bytesChecked > 0 || !(this.readData || this.readDataSubset)
+        ? `${humanBytes(report.bytesChecked)} checked`
+        : 'data read by restic check';
     this.context.stderr.write(
       `verified ${backups} backup(s) in ${backend.uri}: ${ok} ok, ${damaged} damaged${unknown ? `, ${unknown} not known to be sound` : ''}${gone ? `, ${gone} removed meanwhile` : ''}` +
         `${report.repository.length ? '; the repository itself is damaged' : ''}; ${checked} in ${humanDuration(report.durationMs)}\n`,
@@ -202,7 +209,7 @@ export class PruneCommand extends ScopedCommand {
     category: 'Maintenance',
     description: 'Remove old backups according to a retention policy (preview first)',
     details: `
-      The policy applies to each resource (instance, volume, project config) separately, with restic's \`forget\` rules: a backup stays if any rule keeps it. Counts of -1 mean unlimited (write it as --keep-daily=-1); \`--keep-within\` takes durations such as 30d, 2w, 1y6m (measured from the newest backup). The newest backup of every resource and protected backups (see \`protect\`) always stay. Without any --keep option prune refuses to run.
+      The policy applies to each resource (instance, volume, project config) separately, with restic's \`forget\` rules: a backup stays if any rule keeps it. Counts of -1 mean unlimited (write it as --keep-daily=-1); \`--keep-within\` takes durations such as 30d, 2w, 1y6m (measured from the newest backup). The newest backup of every resource (and the newest not dated in the future) and protected backups (see \`protect\`) always stay. Without any --keep option prune refuses to run.
 
       A preview lists every backup with keep or remove and the rules that keep it; \`--dry-run\` stops there, otherwise prune asks for confirmation (\`-y\` to skip). On a dir: target, prune holds the target's writer lock from planning to removal.
 
@@ -239,6 +246,29 @@ export class PruneCommand extends ScopedCommand {
       }
     }
     return checkedPolicy(RULES.map(([field]) => [field, value(field)]), (msg) => new UsageError(msg, 'see `incus-backup prune --help` for the --keep-* options'));
+  }
+
+  /**
+   * Before removing anything from a repository that has a check of its own (restic): its
+   * structure must be sound. Prune decides on dates and manifests; with a pack missing, the
+   * newest backup of a resource may be the damaged one, and removing the older, sound ones
+   * would leave nothing to restore (restic's own prune finds the damage only after the
+   * snapshots are forgotten).
+   */
+  private async refuseOnDamage(backend: Backend, ui: Ui): Promise<void> {
+    if (!backend.check) return;
+    const task = ui.task('checking the repository before removing anything');
+    const { problems } = await backend.check({ signal: this.context.signal }).catch((e: unknown) => {
+      task.end(false);
+      throw e;
+    });
+    task.end(problems.length === 0);
+    if (!problems.length) return;
+    throw new IbError(
+      `prune refused: ${backend.uri} is damaged (${problems.map((p) => p.message).join('; ')}); nothing was removed`,
+      ExitCode.failed,
+      '`incus-backup verify --deep` names the backups the damage touches; mend the repository (`restic repair index`, `restic repair packs`, `restic repair snapshots`), then prune again',
+    );
   }
 
   /** `retention:` from the configuration file (empty when it sets no rule). */
@@ -295,6 +325,7 @@ export class PruneCommand extends ScopedCommand {
         return ExitCode.ok;
       }
       if (nothingToDo) return ExitCode.ok;
+      await this.refuseOnDamage(backend, ui);
       await this.confirm(`Remove ${plan.remove.length} backup(s) (${humanBytes(plan.bytesFreed)})${andLeftovers} from ${backend.uri}?`);
       const task = ui.task(`removing ${plan.remove.length} backup(s)${andN}`);
       let removed;
