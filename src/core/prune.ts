@@ -148,6 +148,7 @@ export function leftoverRows(leftovers: BrokenBackup[]): PruneRow[] {
 
 const REASON_TEXT: Partial<Record<PruneReason, string>> = {
   newest: 'newest (always kept)',
+  'newest-not-future': 'newest not dated in the future (always kept)',
   oldest: 'oldest (a rule has counts left, as in restic)',
   'no-policy': 'no policy for it',
 };

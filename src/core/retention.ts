@@ -45,6 +45,7 @@ export type KeepReason =
   | 'within'
   | 'oldest'
   | 'newest'
+  | 'newest-not-future'
   | 'protected';
 
 /** Generic over the item so callers get their own richer backup records back untouched. */
@@ -174,9 +175,10 @@ function subtract(from: Date, d: Duration): number {
  * dated ahead by a clock that was wrong once, which would push every real one out of it.
  *
  * Unlike restic, an empty policy throws instead of keeping everything (so that a caller bug
- * cannot be mistaken for a policy), and the newest item is always kept.
+ * cannot be mistaken for a policy), and the newest item is always kept, and so is the newest
+ * that is not in the future.
  *
- * @param now What "the future" is measured against (keepWithin only).
+ * @param now What "the future" is measured against (keepWithin, and the newest kept).
  */
 export function applyRetention<T extends RetentionItem>(
   items: T[],
@@ -214,6 +216,9 @@ export function applyRetention<T extends RetentionItem>(
     if (item.time.getTime() >= cutoff) reasons.push('within');
     if (item.protected === true) reasons.push('protected');
     if (index === 0 && reasons.length === 0) reasons.push('newest');
+    // One dated ahead by a clock that was wrong once would otherwise take 'newest' from the
+    // real newest every night (--keep-last 1 removing the backup just made).
+    if (item === latest && reasons.length === 0) reasons.push('newest-not-future');
     return { item, keep: reasons.length > 0, reasons };
   });
 }

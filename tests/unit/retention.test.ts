@@ -487,6 +487,13 @@ describe('applyRetention: keepWithin', () => {
     expect(kept(run(items, { keepWithin: '1d' }, new Date('2000-01-01T00:00:00Z')))).toEqual(['ahead', 'n', 'n-1d', 'n-2d']);
   });
 
+  it('keeps the newest item that is not in the future as well as the newest: --keep-last 1 must not remove the backup just made', () => {
+    const items = [item('ahead', '2025-06-15T12:00:00Z'), ...threeDays];
+    expect(reasons(run(items, { keepLast: 1 }, new Date('2024-06-16T00:00:00Z')))).toEqual({ ahead: ['last'], n: ['newest-not-future'], 'n-1d': [], 'n-2d': [] });
+    // Nothing in the future: nothing more is kept.
+    expect(reasons(run(threeDays, { keepLast: 1 }, new Date('2024-06-16T00:00:00Z')))).toEqual({ n: ['last'], 'n-1d': [], 'n-2d': [] });
+  });
+
   it("keeps the oldest item while a rule still has counts left (restic's \"oldest\" rule)", () => {
     const items = [item('jun', '2024-06-15T12:00:00Z'), item('may', '2024-05-20T12:00:00Z'), item('may-first', '2024-05-01T12:00:00Z')];
     // monthly 12: June, May, and the oldest (same month as may) since 10 counts are left.
