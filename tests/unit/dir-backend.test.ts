@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -33,6 +33,18 @@ describe('directory backend', () => {
     for (const e of listed) expect(e.location.endsWith(e.manifest.timestamp)).toBe(true);
     expect(readdirSync(join(root, '.staging'))).toEqual([]);
     expect(statSync(join(listed[0]!.location, 'export.tar')).mode & 0o777).toBe(0o600);
+  });
+
+  it("a backup's directory copied under another version is damage, not a second backup of the same version", async () => {
+    root = mkdtempSync(join(tmpdir(), 'ib-dir-'));
+    const b = new DirBackend(root, `dir:${root}`);
+    await b.prepareWrite(() => undefined);
+    const made = await write(b, new Date('2026-01-02T03:04:05Z'), Buffer.from('data'));
+    const copy = join(made.location, '..', '20260103T000000Z');
+    cpSync(made.location, copy, { recursive: true });
+    const { entries, broken } = await b.scan();
+    expect(entries.map((e) => e.location)).toEqual([made.location]);
+    expect(broken).toEqual([expect.objectContaining({ location: copy, kind: 'manifest', problem: 'invalid manifest: manifest does not match its location: it is of version 20260102T030405Z' })]);
   });
 
   it('an aborted writer leaves nothing listed and nothing staged', async () => {

@@ -223,9 +223,12 @@ export class DirBackend implements Backend {
         const location = join(dir, ts);
         try {
           const manifest = parseManifest(await fs.readFile(join(location, 'manifest.json'), 'utf8'));
-          if (manifest.type !== key.type || manifest.name !== key.name || manifest.project !== key.project) {
+          if (manifest.type !== key.type || manifest.name !== key.name || manifest.project !== key.project || (key.pool !== undefined && manifest.pool !== key.pool)) {
             throw new ManifestError('manifest does not match its location');
           }
+          // A copy of a backup's directory under another name would list twice as one version,
+          // and --version would no longer name exactly one backup.
+          if (manifest.timestamp !== ts) throw new ManifestError(`manifest does not match its location: it is of version ${manifest.timestamp}`);
           const st = await fs.stat(join(location, manifest.archive.file)).catch(() => undefined);
           if (!st) throw new DamageError('missing', `archive ${manifest.archive.file} is missing`);
           if (st.size !== manifest.archive.storedSize) {
