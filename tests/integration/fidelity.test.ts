@@ -43,7 +43,6 @@ describe('a point-in-time backup restores what the source was', () => {
     await incus('storage', 'volume', 'attach', 'default', 'data', 'app', '/mnt/data', '--project', P);
     // Incus shifts the files of a volume a container uses; volatile.idmap.* say how.
     await sh(P, 'app', 'echo owned > /mnt/data/f; chown 42:42 /mnt/data/f; chmod 600 /mnt/data/f');
-    expect(Object.keys((await volume('data')).config)).toContain('volatile.idmap.last');
 
     const b = await run('backup', 'volumes', 'default/data', '--output', 'json');
     expect(b.exitCode, b.stderr).toBe(0);
