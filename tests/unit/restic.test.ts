@@ -145,19 +145,22 @@ describe('tags', () => {
             gpu: { type: 'gpu', id: '0' },
           },
         },
-        snapshots: [{ name: 's1', config: { big: 'x'.repeat(3000) } }],
+        snapshots: [{ name: 's1', config: { big: 'x'.repeat(3000) } }, { name: 's2', expires_at: '2031-01-01T00:00:00Z', config: { big: 'y'.repeat(3000) } }],
       },
     };
     const m = manifest(web1, '20260102T030405Z', { index });
     const back = decodeSummary(manifestTags(m, 'd'.repeat(64))[6]!.slice('ib-summary='.length));
+    // The snapshots' names and expiry dates (a replace's preview, a restore), not their config.
     expect(back.index).toEqual({
       pool: 'fast',
+      snapshots: ['s1', 's2'],
       config: {
         container: {
           profiles: ['default', 'web'],
           devices: { eth1: { type: 'nic', network: 'lan', hwaddr: 'x' }, data: { type: 'disk', pool: 'fast', source: 'data', path: '/srv' } },
           config: { 'volatile.cloud-init.instance-id': 'abc' },
         },
+        snapshots: [{ name: 's2', expires_at: '2031-01-01T00:00:00Z' }],
       },
     });
     // The plan derives the same requirements from the summary as from the full index.
