@@ -172,7 +172,13 @@ function diffObject(want: ConfigObject, have: ConfigObject): KeyChange[] {
   const out: KeyChange[] = [];
   const keys = new Set([...Object.keys(want.config), ...Object.keys(have.config)]);
   for (const k of [...keys].sort()) {
-    if (ignoredKey(want.kind, k) || want.config[k] === REDACTED) continue;
+    if (ignoredKey(want.kind, k)) continue;
+    // A secret is not in the backup: what is set now stays. One missing now cannot be put back
+    // by the tool, and is said (not "matches"): it has to be set by hand.
+    if (want.config[k] === REDACTED) {
+      if (have.config[k] === undefined) out.push({ key: k, new: REDACTED });
+      continue;
+    }
     if (want.config[k] !== have.config[k]) {
       out.push({ key: k, ...(have.config[k] !== undefined ? { old: have.config[k] } : {}), ...(want.config[k] !== undefined ? { new: want.config[k] } : {}) });
     }
@@ -198,7 +204,7 @@ function diffObject(want: ConfigObject, have: ConfigObject): KeyChange[] {
 
 /**
  * What applying `backup` would change in `current`, within `scope`, in dependency order
- * (creates and updates: projects → pools → networks → ACLs → zones → profiles; deletes in the
+ * (creates and updates: projects → pools → ACLs → zones → networks → profiles; deletes in the
  * reverse order). Deletes are listed only with `withDeletes` (--force); the default project and
  * the default profiles are never deleted.
  */
@@ -305,12 +311,31 @@ export async function backupConfig(ctx: RunContext, run?: Manifest['run']): Prom
     );
     task.end(true, `${snapshot.objects.length} objects`);
     if (snapshot.redacted.length) ctx.ui.warn(`config: ${snapshot.redacted.length} secret value(s) were not stored (see README: secrets)`);
+    const uncovered = await notCovered(configApi(ctx), snapshot);
+    if (uncovered.length) ctx.ui.warn(`config: not in the config backup (this version does not capture them): ${uncovered.join(', ')}; keep their definitions elsewhere`);
     return entry;
   } catch (e) {
     await writer.abort().catch(() => undefined);
     task.end(false);
     throw e;
   }
+}
+
+/**
+ * What the server has that the config backup does not capture, by kind and count: network
+ * forwards (per network) and network zone records (per zone). Said at every config backup, so
+ * that their loss on a rebuilt host is no surprise. A server that has neither endpoint has none.
+ */
+async function notCovered(api: ConfigApi, snapshot: ConfigSnapshot): Promise<string[]> {
+  const count = async (path: string, project?: string) =>
+    (await api.client.get<unknown[]>(path, project ? { project } : {}).catch(() => [])).length;
+  let forwards = 0;
+  let records = 0;
+  for (const o of snapshot.objects) {
+    if (o.kind === 'network') forwards += await count(`/1.0/networks/${encodeURIComponent(o.name)}/forwards`, o.project);
+    if (o.kind === 'network-zone') records += await count(`/1.0/network-zones/${encodeURIComponent(o.name)}/records`, o.project);
+  }
+  return [...(forwards ? [`${forwards} network forward(s)`] : []), ...(records ? [`${records} network zone record(s)`] : [])];
 }
 
 /** Reads a config backup back, checking its sha256 against the manifest. */
@@ -386,6 +411,17 @@ export function configRequirements(
 
 export const profileKey = (project: string, name: string) => `${project}\0${name}`;
 
-/** Where a missing requirement of a config restore lives, and how to bring it. */
-export const CONFIG_NEEDS_HINT =
-  "the config this restore applies does not create them: create them first, restore them from the config backup where they live (the default project's networks and profiles serve projects without their own: `restore config --apply --project default`), or map names with --project-map/--pool-map/--profile-map/--network-map";
+/**
+ * Where the missing requirements of a config restore live, and how to bring them; `withMaps`:
+ * the command takes the --*-map options (restore all).
+ */
+export function configNeedsHint(missing: Requirement[], withMaps: boolean): string {
+  const kinds = new Set(missing.map((r) => r.what));
+  const ways = ['the config this restore applies does not create them: create them first'];
+  if (kinds.has('network') || kinds.has('profile')) {
+    ways.push("restore them from the config backup where they live (the default project's networks and profiles serve projects without their own: `restore config --apply --project default`)");
+  }
+  if (kinds.has('storage-pool')) ways.push('storage pools are server-wide: `restore config --all-projects --apply` restores them, with the whole server\'s config');
+  const maps = withMaps ? [...new Set(missing.flatMap((r) => ({ 'storage-pool': ['--pool-map'], network: ['--network-map'], profile: ['--profile-map'], project: ['--project-map'] })[r.what as string] ?? []))] : [];
+  return maps.length ? `${ways.join(', ')}, or map names with ${maps.join('/')}` : ways.join(', or ');
+}

@@ -362,6 +362,8 @@ function exists(api: IncusApi, r: Requirement): Promise<boolean> {
 
 export function describeRequirement(r: Requirement): string {
   if (r.what === 'path') return `host path ${r.name}, needed by ${r.neededBy}`;
+  // Server-wide: no project of its own.
+  if (r.what === 'storage-pool') return `storage-pool ${r.name}, needed by ${r.neededBy}`;
   return `${r.what} ${r.name} (project ${r.project}), needed by ${r.neededBy}`;
 }
 

@@ -341,8 +341,11 @@ export class IncusApi {
   }
 }
 
-/** Kinds of declarative objects, in the order they must be created (dependencies first). */
-export const CONFIG_KINDS = ['project', 'storage-pool', 'network', 'network-acl', 'network-zone', 'profile'] as const;
+/**
+ * Kinds of declarative objects, in the order they must be created (dependencies first): a
+ * network names its ACLs (`security.acls`) and zones (`dns.zone.*`), which Incus checks.
+ */
+export const CONFIG_KINDS = ['project', 'storage-pool', 'network-acl', 'network-zone', 'network', 'profile'] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
 const CONFIG_COLLECTION: Record<ConfigKind, { path: string; projectScoped: boolean; feature?: string }> = {

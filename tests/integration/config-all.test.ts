@@ -103,6 +103,50 @@ describe('config backup and restore', () => {
     expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).toMatch(/^web,/m);
   });
 
+  it('says which secret it cannot bring back rather than "matches", and refuses a project it does not know', async () => {
+    await incus('profile', 'set', 'web', 'user.db_password=hunter2', '--project', P);
+    try {
+      const b = await run('backup', 'config');
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(b.stderr).toMatch(/warning: config: 1 secret value\(s\) were not stored/);
+      await incus('profile', 'unset', 'web', 'user.db_password', '--project', P);
+      const pv = await run('restore', 'config', '--project', P);
+      expect(pv.exitCode, pv.stderr).toBe(0);
+      expect(pv.stdout).toMatch(new RegExp(`update +│ profile ${P}/web +│ user\\.db_password +│ +│ <redacted> +│ secret, not in the backup: set it by hand`));
+      expect(pv.stderr).not.toContain('config matches');
+      const apply = await run('restore', 'config', '--project', P, '--apply', '-y');
+      expect(apply.exitCode, apply.stderr).toBe(0);
+      expect(apply.stderr).toContain(`warning: config: profile ${P}/web: user.db_password is a secret the backup does not hold: set it by hand`);
+      // A mistyped project is neither here nor in the backup: not "matches".
+      const typo = await run('restore', 'config', '--project', `${P}-typo`);
+      expect(typo.exitCode).toBe(2);
+      expect(typo.stderr).toMatch(new RegExp(`^Error: project "${P}-typo" is neither on this Incus server nor in the config backup of \\d{8}T\\d{6}Z`, 'm'));
+    } finally {
+      await incus('profile', 'unset', 'web', 'user.db_password', '--project', P).catch(() => undefined);
+    }
+  });
+
+  it("applies a project's lowered limit after the profile that lowers its instances' usage, in one run", async () => {
+    // Incus checks a project's limits.memory against what its instances' profiles set now.
+    await incus('profile', 'set', 'web', 'limits.memory=256MiB', '--project', P);
+    await incus('project', 'set', P, 'limits.memory=1GiB');
+    await incus('init', 'ib-busybox', 'lim', '--project', P, '-p', 'default', '-p', 'web');
+    try {
+      const b = await run('backup', 'config');
+      expect(b.exitCode, b.stderr).toBe(0);
+      await incus('project', 'set', P, 'limits.memory=4GiB');
+      await incus('profile', 'set', 'web', 'limits.memory=2GiB', '--project', P);
+      const apply = await run('restore', 'config', '--project', P, '--apply', '-y');
+      expect(apply.exitCode, apply.stderr).toBe(0);
+      expect(await incus('project', 'get', P, 'limits.memory')).toBe('1GiB');
+      expect(await incus('profile', 'get', 'web', 'limits.memory', '--project', P)).toBe('256MiB');
+    } finally {
+      await incus('delete', '-f', 'lim', '--project', P).catch(() => undefined);
+      await incus('project', 'unset', P, 'limits.memory').catch(() => undefined);
+      await incus('profile', 'unset', 'web', 'limits.memory', '--project', P).catch(() => undefined);
+    }
+  });
+
   it('refuses to apply a profile whose host directory this host lacks (Incus would save it and break its instances), until it exists', async () => {
     const media = mkdtempSync(join(tmpdir(), 'ib-media-'));
     try {

@@ -35,6 +35,22 @@ describe('config backups under restore mappings', () => {
     expect(prodDefault.project).toBe('prod');
   });
 
+  it('creates the ACLs and zones a network names before the network (Incus refuses it otherwise), and deletes them after it', () => {
+    const net: ConfigObject = { kind: 'network', project: 'default', name: 'br0', description: '', config: { 'security.acls': 'web', 'dns.zone.forward': 'lan.example' }, type: 'bridge' };
+    const acl: ConfigObject = { kind: 'network-acl', project: 'default', name: 'web', description: '', config: {}, ingress: [], egress: [] };
+    const zone: ConfigObject = { kind: 'network-zone', project: 'default', name: 'lan.example', description: '', config: {} };
+    const creates = diffConfig(snap([net, acl, zone]), snap([]), {}, false);
+    expect(creates.map((c) => c.object.kind)).toEqual(['network-acl', 'network-zone', 'network']);
+    const deletes = diffConfig(snap([]), snap([net, acl, zone]), {}, true);
+    expect(deletes.map((c) => c.object.kind)).toEqual(['network', 'network-zone', 'network-acl']);
+  });
+
+  it('names a secret the backup does not hold and the object lacks now; one the object still has is left alone', () => {
+    const withSecret: ConfigObject = { ...web, config: { 'user.db_password': '<redacted>', 'user.a': '1' } };
+    expect(diffConfig(snap([withSecret]), snap([{ ...web, config: { 'user.a': '1' } }]), {}, false)[0]!.changes).toEqual([{ key: 'user.db_password', new: '<redacted>' }]);
+    expect(diffConfig(snap([withSecret]), snap([{ ...web, config: { 'user.a': '1', 'user.db_password': 'now' } }]), {}, false)).toEqual([]);
+  });
+
   it("updates the empty default profile a new project with its own profiles comes with, instead of creating it", () => {
     const changes = diffConfig(snap([prod, prodDefault, web]), snap([]), { project: 'prod' }, false);
     expect(changes.map((c) => `${c.action} ${c.object.kind} ${c.object.name}`)).toEqual(['create project prod', 'update profile default', 'create profile web']);

@@ -4,20 +4,21 @@ import {
   applyChange,
   captureConfig,
   configApi,
-  CONFIG_NEEDS_HINT,
+  configNeedsHint,
   configRequirements,
   diffConfig,
   extraObjects,
   loadConfig,
   mapConfig,
   objectLabel,
+  REDACTED,
   type ConfigChange,
   type ConfigObject,
   type ConfigScope,
 } from '../../core/config.js';
 import { countDistinct, describeRequirement, missingRequirements, type Mappings } from '../../core/preflight.js';
 import type { RunContext } from '../../core/run.js';
-import { ExitCode, IbError, type ExitCodeValue } from '../../errors.js';
+import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
 import type { Column } from '../../output/format.js';
 import type { Backend, BackupEntry } from '../../backends/types.js';
 import { BaseCommand } from '../base.js';
@@ -29,6 +30,8 @@ export interface ConfigPreview {
   changes: ConfigChange[];
   /** Present now, absent from the backup, and kept because --force was not given. */
   kept: ConfigObject[];
+  /** The projects the backup or the server has. */
+  projects: Set<string>;
 }
 
 interface PreviewRow {
@@ -47,7 +50,10 @@ export function configPreviewRows(p: ConfigPreview): PreviewRow[] {
   for (const c of p.changes) {
     const note = c.disruptive ? 'disruptive' : '';
     if (!c.changes.length) rows.push({ action: c.action, object: objectLabel(c.object), key: '', old: '', new: '', note });
-    for (const k of c.changes) rows.push({ action: c.action, object: objectLabel(c.object), key: k.key, old: clip(k.old), new: clip(k.new), note });
+    for (const k of c.changes) {
+      const secret = k.new === REDACTED ? 'secret, not in the backup: set it by hand' : '';
+      rows.push({ action: c.action, object: objectLabel(c.object), key: k.key, old: clip(k.old), new: clip(k.new), note: [note, secret].filter(Boolean).join('; ') });
+    }
   }
   for (const o of p.kept) rows.push({ action: 'keep', object: objectLabel(o), key: '', old: '', new: '', note: 'not in the backup; --force deletes it' });
   return rows;
@@ -95,7 +101,8 @@ export async function previewConfig(ctx: RunContext, entry: BackupEntry, scope: 
   const stored = await loadConfig(ctx, entry);
   const backup = maps ? mapConfig(stored, maps) : stored;
   const current = await captureConfig(configApi(ctx));
-  return { entry, changes: diffConfig(backup, current, scope, force), kept: force ? [] : extraObjects(backup, current, scope) };
+  const projects = new Set([...backup.objects, ...current.objects].filter((o) => o.kind === 'project').map((o) => o.name));
+  return { entry, changes: diffConfig(backup, current, scope, force), kept: force ? [] : extraObjects(backup, current, scope), projects };
 }
 
 export interface AppliedConfig {
@@ -108,14 +115,34 @@ export async function applyConfig(ctx: RunContext, p: ConfigPreview): Promise<Ap
   const api = configApi(ctx);
   const failed: AppliedConfig['failed'] = [];
   let applied = 0;
+  const apply = async (c: ConfigChange) => {
+    await applyChange(api, c);
+    applied++;
+    ctx.ui.info(`config: ${c.action} ${objectLabel(c.object)}`);
+    const secrets = c.changes.filter((k) => k.new === REDACTED).map((k) => k.key);
+    if (secrets.length) ctx.ui.warn(`config: ${objectLabel(c.object)}: ${secrets.join(', ')} ${secrets.length === 1 ? 'is a secret' : 'are secrets'} the backup does not hold: set ${secrets.length === 1 ? 'it' : 'them'} by hand`);
+  };
+  // A project's lowered limits can be refused until its profiles are lowered too (Incus checks
+  // the current total): such an update is tried once more after the rest.
+  const later: { change: ConfigChange; error: Error }[] = [];
   for (const c of p.changes) {
     try {
-      await applyChange(api, c);
-      applied++;
-      ctx.ui.info(`config: ${c.action} ${objectLabel(c.object)}`);
+      await apply(c);
     } catch (e) {
-      failed.push({ change: c, label: `${c.action} ${objectLabel(c.object)}`, error: (e as Error).message });
-      ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${(e as Error).message}`);
+      if (c.action === 'update' && c.object.kind === 'project') later.push({ change: c, error: e as Error });
+      else {
+        failed.push({ change: c, label: `${c.action} ${objectLabel(c.object)}`, error: (e as Error).message });
+        ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${(e as Error).message}`);
+      }
+    }
+  }
+  for (const { change: c, error: first } of later) {
+    try {
+      await apply(c);
+    } catch (e) {
+      const message = (e as Error).message || first.message;
+      failed.push({ change: c, label: `${c.action} ${objectLabel(c.object)}`, error: message });
+      ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${message}`);
     }
   }
   return { failed, applied };
@@ -143,6 +170,10 @@ export class RestoreConfigCommand extends BaseCommand {
     const entry = await pickConfig(backend, this.version);
     const scope: ConfigScope = this.allProjects ? {} : { project: this.checkedProject() };
     const preview = await previewConfig(ctx, entry, scope, this.force);
+    // A mistyped project is in neither: "matches" would reassure the wrong way.
+    if (scope.project !== undefined && !preview.projects.has(scope.project)) {
+      throw new UsageError(`project "${scope.project}" is neither on this Incus server nor in the config backup of ${entry.manifest.timestamp}`, 'check --project (`incus project list`; `incus-backup list config` for the backups)');
+    }
     // A profile it writes that names a network or pool that is neither there nor created here
     // would be refused by Incus (and its instances would lose the device): said before anything changes.
     const reqs = configRequirements(preview.changes);
@@ -157,7 +188,7 @@ export class RestoreConfigCommand extends BaseCommand {
     this.planForQuestion(stopsHere, () => this.print(configPreviewRows(preview), configPreviewColumns));
     for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
     if (missing.length && this.apply) {
-      throw new IbError(`cannot apply the config: ${countDistinct(missing)} thing(s) its profiles need do not exist in the destination`, ExitCode.failed, CONFIG_NEEDS_HINT);
+      throw new IbError(`cannot apply the config: ${countDistinct(missing)} thing(s) its profiles need do not exist in the destination`, ExitCode.failed, configNeedsHint(missing, false));
     }
     if (!this.apply || this.dryRun) {
       if (preview.changes.length && this.format === 'table') {

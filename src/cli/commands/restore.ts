@@ -1,5 +1,5 @@
 import { Command, Option } from 'clipanion';
-import { CONFIG_NEEDS_HINT, configRequirements, profileKey, type ConfigRequirements } from '../../core/config.js';
+import { configNeedsHint, configRequirements, profileKey, type ConfigRequirements } from '../../core/config.js';
 import { compareTimestamps, formatTimestamp } from '../../core/manifest.js';
 import { planImageRestore, type ImageRestorePlan } from '../../core/images.js';
 import { countDistinct, describeRequirement, mapName, missingRequirements, profilePathRequirements, requirementKey, requirementsOf, unusedMappings, type Devices, type Mappings, type Requirement } from '../../core/preflight.js';
@@ -146,7 +146,7 @@ abstract class RestoreBase extends BaseCommand {
     const hints = [
       ...(volumes.length ? [`restore the volume${volumes.length > 1 ? 's' : ''} first (restore volume, with the same maps; restore all restores volumes before instances) or create ${volumes.length > 1 ? 'them' : 'it'}`] : []),
       ...(paths ? ['create the host directories (or remove those disks from the instance later)'] : []),
-      ...(config ? [applyingConfig ? CONFIG_NEEDS_HINT : 'restore the config first (restore all --apply-config) or create them'] : []),
+      ...(config ? [applyingConfig ? configNeedsHint(missing, true) : 'restore the config first (restore all --apply-config) or create them'] : []),
     ];
     // The maps that can point at what exists instead, for what is missing.
     const mapFlag: Record<Requirement['what'], string | undefined> = { project: '--project-map', 'storage-pool': '--pool-map', volume: '--pool-map', profile: '--profile-map', network: '--network-map', path: undefined };
