@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { diffConfig, mapConfig, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
 import { ownsFeature } from '../../src/core/preflight.js';
+import { clipPair } from '../../src/cli/commands/config.js';
 import type { Mappings } from '../../src/core/preflight.js';
 
 const snap = (objects: ConfigObject[]): ConfigSnapshot => ({ format: 1, capturedAt: '2026-11-22T00:00:00Z', objects, redacted: [] });
@@ -75,5 +76,21 @@ describe('config backups under restore mappings', () => {
     // An existing project's default profile is compared as it is.
     const have = { ...prodDefault, config: {}, devices: {} };
     expect(diffConfig(snap([prod, prodDefault]), snap([prod, have]), { project: 'prod' }, false).map((c) => c.action)).toEqual(['update']);
+  });
+});
+
+describe('the config preview table', () => {
+  it('shows two long values from a little before where they differ, so the change is visible', () => {
+    const base = '#cloud-config\npackages:\n  - nginx\nruncmd:\n  - echo ';
+    const [o, n] = clipPair(`${base}hello world`, `${base}bye world`);
+    expect(o).not.toBe(n);
+    expect(o).toMatch(/^…/);
+    expect(o).toContain('hello');
+    expect(n).toContain('bye');
+    expect(o.length).toBeLessThanOrEqual(41);
+    // Short ones are left whole; a long one beside nothing is cut at the width.
+    expect(clipPair('a', 'b')).toEqual(['a', 'b']);
+    const [none, long] = clipPair(undefined, 'x'.repeat(100));
+    expect([none, long.length]).toEqual(['', 40]);
   });
 });

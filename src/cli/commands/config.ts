@@ -43,7 +43,23 @@ interface PreviewRow {
   note: string;
 }
 
-const clip = (s: string | undefined) => (s === undefined ? '' : s.length > 40 ? `${s.slice(0, 39)}…` : s);
+const WIDTH = 40;
+
+/**
+ * An old and a new value cut to the column's width, both from a little before where they first
+ * differ: cut from their start, two long values that differ further on (cloud-init user-data, a
+ * device's JSON) would look the same.
+ */
+export function clipPair(a: string | undefined, b: string | undefined): [string, string] {
+  const x = a ?? '';
+  const y = b ?? '';
+  if (x.length <= WIDTH && y.length <= WIDTH) return [x, y];
+  let i = 0;
+  if (a !== undefined && b !== undefined) while (i < x.length && i < y.length && x[i] === y[i]) i++;
+  const from = i > WIDTH - 10 ? i - 10 : 0;
+  const cut = (s: string | undefined) => (s === undefined ? '' : (from > 0 ? '…' : '') + (s.length - from > WIDTH ? `${s.slice(from, from + WIDTH - 1)}…` : s.slice(from)));
+  return [cut(a), cut(b)];
+}
 
 export function configPreviewRows(p: ConfigPreview): PreviewRow[] {
   const rows: PreviewRow[] = [];
@@ -52,7 +68,8 @@ export function configPreviewRows(p: ConfigPreview): PreviewRow[] {
     if (!c.changes.length) rows.push({ action: c.action, object: objectLabel(c.object), key: '', old: '', new: '', note });
     for (const k of c.changes) {
       const secret = k.new === REDACTED ? 'secret, not in the backup: set it by hand' : '';
-      rows.push({ action: c.action, object: objectLabel(c.object), key: k.key, old: clip(k.old), new: clip(k.new), note: [note, secret].filter(Boolean).join('; ') });
+      const [o, n] = clipPair(k.old, k.new);
+      rows.push({ action: c.action, object: objectLabel(c.object), key: k.key, old: o, new: n, note: [note, secret].filter(Boolean).join('; ') });
     }
   }
   for (const o of p.kept) rows.push({ action: 'keep', object: objectLabel(o), key: '', old: '', new: '', note: 'not in the backup; --force deletes it' });
