@@ -118,6 +118,10 @@ export function mapConfig(snapshot: ConfigSnapshot, maps: Mappings): ConfigSnaps
   const objects = snapshot.objects.filter((o) => !substituted(o)).map((o): ConfigObject => {
     const out: ConfigObject = { ...o, config: { ...o.config } };
     if (o.project !== undefined) out.project = mapName(maps.project, o.project);
+    // The description Incus gives a project's default profile names the project.
+    if (o.kind === 'profile' && o.name === 'default' && o.project !== undefined && o.description === `Default Incus profile for project ${o.project}`) {
+      out.description = `Default Incus profile for project ${out.project}`;
+    }
     if (o.kind === 'project') out.name = mapName(maps.project, o.name);
     if (o.devices) {
       out.devices = Object.fromEntries(

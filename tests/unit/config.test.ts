@@ -31,6 +31,8 @@ describe('config backups under restore mappings', () => {
     const mapped = mapConfig(snap([prod, prodDefault, web, pool, br0, lan]), maps({ project: { prod: 'drill' }, pool: { ssd: 'hdd' }, network: { br0: 'br1' }, profile: { web: 'web2' } }));
     expect(mapped.objects.map((o) => `${o.kind} ${o.project ?? ''}/${o.name}`)).toEqual(['project /drill', 'profile drill/default', 'network drill/lan']);
     expect(mapped.objects[1]!.devices).toEqual({ root: { type: 'disk', path: '/', pool: 'hdd' }, eth0: { type: 'nic', network: 'br1', name: 'eth0' } });
+    // Incus's own description of the default profile follows the project.
+    expect(mapped.objects[1]!.description).toBe('Default Incus profile for project drill');
     // The stored snapshot is left as it was.
     expect(prodDefault.devices!.root!.pool).toBe('ssd');
     expect(prodDefault.project).toBe('prod');
