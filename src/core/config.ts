@@ -7,6 +7,7 @@ import type { RunContext } from './run.js';
 import { SERVER_WIDE } from './types.js';
 import { IbError } from '../errors.js';
 import { CONFIG_KINDS, ConfigApi, configKindInfo, type ConfigKind } from '../incus/api.js';
+import { IncusError } from '../incus/errors.js';
 import type { Project } from '../incus/types.js';
 import { hostPathOf, mapName, ownsFeature, requirementKey, type Devices, type Mappings, type Requirement } from './preflight.js';
 
@@ -340,6 +341,32 @@ async function notCovered(api: ConfigApi, snapshot: ConfigSnapshot): Promise<str
     if (o.kind === 'network-zone') records += await count(`/1.0/network-zones/${encodeURIComponent(o.name)}/records`, o.project);
   }
   return [...(forwards ? [`${forwards} network forward(s)`] : []), ...(records ? [`${records} network zone record(s)`] : [])];
+}
+
+/**
+ * The custom volumes that profiles this config writes attach and that do not exist (in the
+ * profile's project, as Incus resolves it). Incus takes such a profile; an instance that uses
+ * it does not start until the volume is there. Not a refusal: the worst day's `restore config
+ * --apply` comes before the volumes are restored.
+ */
+export async function absentProfileVolumes(api: ConfigApi, changes: ConfigChange[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const c of changes) {
+    const o = c.object;
+    if (c.action === 'delete' || o.kind !== 'profile') continue;
+    for (const [device, d] of Object.entries(o.devices ?? {})) {
+      if (d.type !== 'disk' || !d.pool || !d.source || d.source.startsWith('/')) continue;
+      const volume = d.source.split('/')[0]!;
+      const found = await api.client
+        .get(`/1.0/storage-pools/${encodeURIComponent(d.pool)}/volumes/custom/${encodeURIComponent(volume)}`, o.project ? { project: o.project } : {})
+        .then(
+          () => true,
+          (e: unknown) => !(e instanceof IncusError && e.notFound),
+        );
+      if (!found) out.push(`profile ${o.project ?? 'default'}/${o.name} (disk ${device}) attaches volume ${d.pool}/${volume}, which does not exist: instances using the profile will not start until it is restored (restore volume ${d.pool}/${volume})`);
+    }
+  }
+  return out;
 }
 
 /** Reads a config backup back, checking its sha256 against the manifest. */

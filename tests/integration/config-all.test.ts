@@ -147,6 +147,24 @@ describe('config backup and restore', () => {
     }
   });
 
+  it('warns, without refusing, when a profile it writes attaches a custom volume that is not there', async () => {
+    const vol = `ibv${tag}`;
+    await incus('storage', 'volume', 'create', 'default', vol, '--project', P);
+    await incus('profile', 'device', 'add', 'web', 'data', 'disk', 'pool=default', `source=${vol}`, 'path=/srv/data', '--project', P);
+    try {
+      const b = await run('backup', 'config');
+      expect(b.exitCode, b.stderr).toBe(0);
+      await incus('profile', 'device', 'remove', 'web', 'data', '--project', P);
+      await incus('storage', 'volume', 'delete', 'default', vol, '--project', P);
+      const apply = await run('restore', 'config', '--project', P, '--apply', '-y');
+      expect(apply.exitCode, apply.stderr).toBe(0);
+      expect(apply.stderr).toContain(`warning: profile ${P}/web (disk data) attaches volume default/${vol}, which does not exist: instances using the profile will not start until it is restored (restore volume default/${vol})`);
+    } finally {
+      await incus('profile', 'device', 'remove', 'web', 'data', '--project', P).catch(() => undefined);
+      await incus('storage', 'volume', 'delete', 'default', vol, '--project', P).catch(() => undefined);
+    }
+  });
+
   it('refuses to apply a profile whose host directory this host lacks (Incus would save it and break its instances), until it exists', async () => {
     const media = mkdtempSync(join(tmpdir(), 'ib-media-'));
     try {

@@ -1,6 +1,7 @@
 import { Command, Option } from 'clipanion';
 import { redactRepository } from '../../backends/restic/restic.js';
 import {
+  absentProfileVolumes,
   applyChange,
   captureConfig,
   configApi,
@@ -195,6 +196,7 @@ export class RestoreConfigCommand extends BaseCommand {
     // would be refused by Incus (and its instances would lose the device): said before anything changes.
     const reqs = configRequirements(preview.changes);
     const missing = await missingRequirements(api, reqs.needs.map(reqs.resolve), reqs.willExist);
+    for (const w of await absentProfileVolumes(configApi(ctx), preview.changes)) ctx.ui.warn(w);
     // With --output json|yaml one document: the preview when nothing is applied, else the changes
     // with how each went.
     const stopsHere = !this.apply || this.dryRun || !preview.changes.length || missing.length > 0;
