@@ -84,8 +84,10 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     let source: Manifest['source'];
     let running = false;
     let srcVol: StorageVolume | undefined;
+    let stoppedInst: Instance | undefined;
     if (subject.kind === 'instance') {
       const inst: Instance = await api.getInstance(subject.project, subject.name);
+      stoppedInst = inst;
       running = inst.status !== 'Stopped';
       source = { status: inst.status, instanceType: inst.type };
       // Said on the first turn only: a resource put off (held by another run) is tried again.
@@ -127,6 +129,8 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       await api.createSnapshot(subject, snap, expires);
       frozenMs = await thawAll();
       const copy = tmpName();
+      // Interrupted meanwhile: no copy (minutes on the dir driver) is started to be thrown away.
+      signal.throwIfAborted();
       task.phase('copying snapshot');
       if (subject.kind === 'instance') {
         const srcInst = await api.getInstance(subject.project, subject.name);
@@ -175,6 +179,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     }
 
     const bname = tmpName();
+    signal.throwIfAborted();
     task.phase('staging on the server');
     // --with-snapshots: the instance stays frozen while the server stages it (see freezeWriters).
     const thawAll = mode === 'freeze' ? await freezeWriters(ctx, subject, cleanup) : undefined;
@@ -182,6 +187,12 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     cleanup.push(`delete server-side backup ${bname}`, () => api.deleteServerBackup(exportFrom, bname).catch(ignoreNotFound));
     await api.createServerBackup(exportFrom, bname, { withSnapshots: opts.withSnapshots, optimized: opts.optimized, expiresAt: expires, label }, signal);
     if (thawAll) frozenMs = await thawAll();
+    // Incus lets an instance start while it stages its backup: staged as a stopped one, it may
+    // then hold files of different instants. Started since (its last use moved) means that.
+    if (mode === 'stopped' && stoppedInst) {
+      const now = await api.getInstance(subject.project, subject.name);
+      if (now.status !== 'Stopped' || now.last_used_at !== stoppedInst.last_used_at) throw new StartedDuringBackupError(label);
+    }
 
     await writer.ready();
     opts.onStreaming?.();
@@ -264,13 +275,20 @@ async function freezeWriters(ctx: RunContext, subject: BackupSubject, cleanup: C
   // Written down first, for the next run to thaw if this one is killed outright meanwhile.
   const unmark = running.length ? markFrozen(subject.project, running) : () => undefined;
   const dropMark = cleanup.push('forget the freeze', async () => unmark());
+  // An admin's `incus restart`, `stop -f` or `resume` meanwhile thawed it already: Incus then
+  // answers the unfreeze with "already running" or "isn't running", which is the goal reached,
+  // not a failed backup (the snapshot was taken frozen).
+  const unfreeze = (name: string) =>
+    ctx.api.setInstanceState(subject.project, name, 'unfreeze').catch((e: unknown) => {
+      if (!(e instanceof IncusError && /already running|isn't running|is not running|not frozen/i.test(e.serverMessage))) throw e;
+    });
   for (const { name } of running) {
     await ctx.api.setInstanceState(subject.project, name, 'freeze');
-    thaws.push({ name, remove: cleanup.push(`unfreeze ${name}`, () => ctx.api.setInstanceState(subject.project, name, 'unfreeze')) });
+    thaws.push({ name, remove: cleanup.push(`unfreeze ${name}`, () => unfreeze(name)) });
   }
   const frozenAt = Date.now();
   return async () => {
-    for (const t of thaws) await cleanup.runNow(t.remove, () => ctx.api.setInstanceState(subject.project, t.name, 'unfreeze'));
+    for (const t of thaws) await cleanup.runNow(t.remove, () => unfreeze(t.name));
     await cleanup.runNow(dropMark, async () => unmark());
     return thaws.length ? Date.now() - frozenAt : 0;
   };
@@ -279,6 +297,14 @@ async function freezeWriters(ctx: RunContext, subject: BackupSubject, cleanup: C
 function ignoreNotFound(e: unknown): void {
   if (e instanceof IncusError && e.notFound) return;
   throw e;
+}
+
+/** A stopped instance was started while Incus staged its backup (see backupResource). */
+export class StartedDuringBackupError extends IbError {
+  constructor(label: string) {
+    super(`${label} was started while Incus staged its backup as a stopped instance: the archive could hold files of different instants; nothing was kept`, 1, 'back it up again: a running instance is backed up at one instant');
+    this.name = 'StartedDuringBackupError';
+  }
 }
 
 /**

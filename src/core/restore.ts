@@ -29,6 +29,8 @@ export interface RestorePlanItem {
    * restored one has the backup's snapshots, if it was taken --with-snapshots, and no others).
    */
   dropsSnapshots: string[];
+  /** A replace: every snapshot the resource had when the plan was made (see swapIn). */
+  snapshotsAtPlan?: string[];
   /** Instances: import onto this pool instead of the archive's. */
   rootPool?: string;
   /** Instances: rename profiles, networks and pools in the archive's YAML on the way in. */
@@ -127,13 +129,15 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     }
     let action: RestoreAction = 'create';
     let dropsSnapshots: string[] = [];
+    let snapshotsAtPlan: string[] | undefined;
     if (exists) {
       if (opts.replace) {
         action = 'replace';
         // Those the backup has (--with-snapshots) come back, as they were then.
         const brought = entry.manifest.index?.snapshots;
         const comesBack = new Set(Array.isArray(brought) ? brought.map(String) : []);
-        dropsSnapshots = (await ctx.api.listSnapshots(dest)).filter((n) => !comesBack.has(n));
+        snapshotsAtPlan = await ctx.api.listSnapshots(dest);
+        dropsSnapshots = snapshotsAtPlan.filter((n) => !comesBack.has(n));
       } else if (opts.skipExisting) action = 'skip';
       else {
         conflicts.push(subjectLabel(dest));
@@ -144,7 +148,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
     const start = action !== 'skip' && entry.manifest.type === 'instance' && entry.manifest.source.status === 'Running' && !opts.noStart;
     const rootPool = dest.kind === 'instance' ? rootPoolOverride(entry, opts.maps) : undefined;
     const maps = dest.kind === 'instance' && rewritesInstance(opts.maps) ? { maps: opts.maps! } : {};
-    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(rootPool ? { rootPool } : {}), ...maps, ...(refused ? { refused } : {}) });
+    plan.push({ entry, dest, action, start, stops: action === 'replace' ? stops : [], dropsSnapshots, ...(snapshotsAtPlan ? { snapshotsAtPlan } : {}), ...(rootPool ? { rootPool } : {}), ...maps, ...(refused ? { refused } : {}) });
   }
   // One listing of the projects for the checks below that need it.
   let configs: Promise<Map<string, Record<string, string>>> | undefined;
@@ -536,12 +540,28 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     if (e instanceof InterruptedError && !putBack) throw new UndoIncompleteError(`interrupted while replacing ${dest.name}; putting the original back did not complete (the warnings above say what is left)`);
     throw e;
   }
-  // The swap is done; failing to delete the old copy loses nothing, so it is only a warning.
-  await api.deleteOwn(aside).catch(async (e: unknown) => {
-    ui.warn(`the replaced ${dest.name} is kept as ${aside.name}: deleting it failed (${(e as Error).message})`);
-    // Not an original to put back: the swap is done.
+  // Snapshots taken since the preview (by the admin, or a schedule) are in no backup and were
+  // not shown as going: the replaced one is kept with them, and said so.
+  const known = new Set(item.snapshotsAtPlan ?? []);
+  const taken = item.snapshotsAtPlan ? (await api.listSnapshots(aside).catch(() => [] as string[])).filter((n) => !known.has(n)) : [];
+  if (taken.length) {
     await clearJournal(ctx, aside).catch(() => undefined);
-  });
+    // Under a name of its own (an ibold-… one would read as what a killed run left).
+    const keptAs = `${dest.name.slice(0, 50)}-pre-restore`;
+    const kept = await rename(ctx, aside, keptAs).then(() => keptAs, () => aside.name);
+    const noun = dest.kind === 'volume' ? `storage volume delete ${dest.pool}` : 'delete';
+    ui.warn(
+      `the replaced ${dest.name} is kept${dest.kind === 'instance' ? ', stopped,' : ''} as ${kept}: it has ${taken.length === 1 ? 'a snapshot' : 'snapshots'} taken since the preview (${taken.join(', ')}), which deleting it would lose; ` +
+        `\`incus ${noun} ${kept} --project ${dest.project}\` once ${taken.length === 1 ? 'it is' : 'they are'} no longer needed`,
+    );
+  } else {
+    // The swap is done; failing to delete the old copy loses nothing, so it is only a warning.
+    await api.deleteOwn(aside).catch(async (e: unknown) => {
+      ui.warn(`the replaced ${dest.name} is kept as ${aside.name}: deleting it failed (${(e as Error).message})`);
+      // Not an original to put back: the swap is done.
+      await clearJournal(ctx, aside).catch(() => undefined);
+    });
+  }
   // The users of a volume that were ephemeral, running again, are so again.
   for (const name of ephemeral) {
     if (dest.kind === 'instance' && name === dest.name) continue;

@@ -15,6 +15,7 @@ export interface Instance {
   description: string;
   architecture: string;
   created_at?: string;
+  last_used_at?: string;
 }
 
 export interface StorageVolume {

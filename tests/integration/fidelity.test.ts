@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, incusJson, launch, parseJson, sh, tempTarget, testProject } from './helpers.js';
+import { cli, cliSpawn, incus, incusJson, instanceNames, launch, parseJson, sh, slowAnswerProxy, snapshotNames, state, tempTarget, testProject } from './helpers.js';
 
 // What a restore gives back, compared with what was backed up: the default (point-in-time) mode
 // exports a temporary copy, and what the copy does not carry of its source must not be lost.
@@ -125,6 +125,63 @@ describe('restore previews and maps', () => {
     } finally {
       for (const i of ['two', 'two2']) await incus('delete', '-f', i, '--project', P).catch(() => undefined);
       await incus('profile', 'delete', extra, '--project', P).catch(() => undefined);
+    }
+  });
+});
+
+describe('an admin at work while a run goes on', () => {
+  /** Runs the CLI through a proxy that holds back Incus's answer to `request`; `during` runs while it is held. */
+  async function whileHeld(request: RegExp, args: string[], during: () => Promise<void>) {
+    const proxy = await slowAnswerProxy(request, 4000);
+    try {
+      const child = cliSpawn([...args, '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+      const deadline = Date.now() + 60_000;
+      while (proxy.held() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(proxy.held()).toBe(1);
+      await during();
+      return await child;
+    } finally {
+      await proxy.close();
+    }
+  }
+
+  it('a replace keeps the original, under a name of its own, when it got a snapshot after the preview', async () => {
+    const b = await run('backup', 'instances', 'solo');
+    expect(b.exitCode, b.stderr).toBe(0);
+    for (const sn of await snapshotNames(P, 'solo')) await incus('snapshot', 'delete', 'solo', sn, '--project', P);
+    // The import's answer is held back: the admin snapshots the original meanwhile.
+    const r = await whileHeld(/^POST \/1\.0\/instances\?/, ['restore', 'instance', 'solo', '--replace', '-y'], () => incus('snapshot', 'create', 'solo', 'admin-snap', '--project', P).then(() => undefined));
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stderr)).toContain(`the replaced solo is kept, stopped, as solo-pre-restore: it has a snapshot taken since the preview (admin-snap), which deleting it would lose; \`incus delete solo-pre-restore --project ${P}\``);
+    expect(await snapshotNames(P, 'solo-pre-restore')).toEqual(['admin-snap']);
+    expect(await incus('config', 'get', 'solo-pre-restore', 'user.incus-backup.replacing', '--project', P)).toBe('');
+    expect(await state(P, 'solo')).toBe('Running');
+    await incus('delete', '-f', 'solo-pre-restore', '--project', P);
+  });
+
+  it('an admin restarting the instance while it is frozen for its snapshot does not fail the backup', async () => {
+    // The freeze's answer is held back (the instance is frozen), and the admin restarts it:
+    // Incus then answers the thaw with "already running".
+    const r = await whileHeld(/^PUT \/1\.0\/instances\/solo\/state\?/, ['backup', 'instances', 'solo'], async () => {
+      const deadline = Date.now() + 20_000;
+      while ((await state(P, 'solo')) !== 'Frozen' && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+      await incus('restart', '-f', 'solo', '--project', P);
+    });
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(await state(P, 'solo')).toBe('Running');
+    expect(await snapshotNames(P, 'solo')).toEqual([]);
+  });
+
+  it('a stopped instance started while Incus stages its backup is backed up again, at one instant', async () => {
+    await incus('init', 'ib-busybox', 'idle', '--project', P);
+    try {
+      const r = await whileHeld(/^POST \/1\.0\/instances\/idle\/backups\?/, ['backup', 'instances', 'idle', '--output', 'json'], () => incus('start', 'idle', '--project', P).then(() => undefined));
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      expect(String(r.stderr)).toMatch(/warning: instance \S+\/idle was started while Incus staged its backup as a stopped instance: the archive could hold files of different instants; backing it up once more/);
+      expect(parseJson<{ consistency: string }[]>(String(r.stdout))).toEqual([expect.objectContaining({ consistency: 'snapshot' })]);
+      expect(await instanceNames(P)).not.toContainEqual(expect.stringMatching(/^ibtmp-/));
+    } finally {
+      await incus('delete', '-f', 'idle', '--project', P).catch(() => undefined);
     }
   });
 });

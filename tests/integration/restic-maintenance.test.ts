@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createResticBackend } from '../../src/backends/restic/index.js';
 import { cli, cliSpawn, flipByte, incus, launch, parseJson, sh, snapshotNames, tempTarget, testProject } from './helpers.js';
 
 let project: { name: string; dispose: () => Promise<void> };
@@ -311,6 +312,20 @@ describe('verify, protect and prune on a restic target', () => {
     const dry = await run(['prune', '--keep-last', '1', '--dry-run'], copy);
     expect(dry.exitCode, dry.stderr).toBe(0);
     expect(dry.stderr).toContain('dry run: nothing was changed');
+  });
+
+  it('verify --deep calls a backup that a prune removed meanwhile gone, not damaged', async () => {
+    const copy = join(tmp.dir, 'pruned-meanwhile');
+    cpSync(repo(), copy, { recursive: true });
+    const be = createResticBackend(copy, `restic:${copy}`, { env: { ...process.env, ...env } });
+    try {
+      const [entry] = await be.list({ project: P });
+      // What a concurrent prune does between verify's listing and its reading this backup.
+      await be.remove([entry!]);
+      expect(await be.checkEntry!(entry!, { deep: true })).toMatchObject({ gone: true, problems: [] });
+    } finally {
+      await be.close();
+    }
   });
 
   it('one unreadable snapshot file, of another backup, stops neither a backup nor the restore of a newest backup', async () => {

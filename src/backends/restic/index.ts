@@ -284,7 +284,18 @@ export class ResticBackend implements Backend {
     if (archive.status === 'rejected') throw archive.reason;
     const r = archive.value;
     if (manifest.status === 'rejected') r.problems.unshift({ kind: 'manifest', message: (manifest.reason as Error).message });
+    // A prune that ran meanwhile removed it: not damage (as on a dir: target).
+    if (r.problems.length && !opts.signal?.aborted && (await this.removedMeanwhile(entry))) return { problems: [], bytesRead: r.bytesRead, gone: true };
     return r;
+  }
+
+  /** Whether the backup's data and manifest snapshots are both gone from a fresh listing. */
+  private async removedMeanwhile(entry: BackupEntry): Promise<boolean> {
+    const listed = await this.snapshots().catch(() => undefined);
+    if (!listed) return false;
+    const ids = new Set(listed.map((sn) => sn.id));
+    const manifests = await this.manifestIds([entry], true).catch(() => [] as string[]);
+    return !ids.has(entry.location) && manifests.every((id) => ![...ids].some((x) => x.startsWith(id) || id.startsWith(x)));
   }
 
   /**

@@ -1,6 +1,6 @@
 import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
-import { backupResource, ISO_VOLUMES, ResourceBusyError, subjectKey, sweepProjectLeftovers, waitForTurn } from '../../core/backup.js';
+import { backupResource, ISO_VOLUMES, ResourceBusyError, StartedDuringBackupError, subjectKey, sweepProjectLeftovers, waitForTurn } from '../../core/backup.js';
 import { isAsideName, isTmpName } from '../../core/tmpnames.js';
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
@@ -262,6 +262,11 @@ abstract class BackupCommand extends BaseCommand {
       try {
         return await once();
       } catch (e) {
+        // Started while staged as a stopped instance: once more, now at one instant.
+        if (e instanceof StartedDuringBackupError && !ctx.signal.aborted) {
+          ctx.ui.warn(`${e.message.replace(/; nothing was kept$/, '')}; backing it up once more`);
+          return await once();
+        }
         // incusd restarted under it (a package upgrade in the nightly window): its cleanup
         // waited for the daemon; once it is back, the resource gets one more try.
         if (ctx.signal.aborted || !incusAway(e) || !(await api.client.waitBack())) throw e;
