@@ -172,6 +172,16 @@ describe('an admin at work while a run goes on', () => {
     expect(await snapshotNames(P, 'solo')).toEqual([]);
   });
 
+  it('an instance deleted during a run over the whole project is skipped, not failed', async () => {
+    await launch(P, 'victim');
+    const r = await whileHeld(/^GET \/1\.0\/instances\/victim\?/, ['backup', 'instances', '--output', 'json'], () => incus('delete', '-f', 'victim', '--project', P).then(() => undefined));
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stderr)).toMatch(/warning: instance \S+\/victim: deleted during the run; skipped/);
+    const rows = parseJson<{ name: string; status: string }[]>(String(r.stdout));
+    expect(rows.find((x) => x.name === 'victim')?.status).toBe('skipped');
+    expect(rows.filter((x) => x.name !== 'victim').every((x) => x.status === 'ok')).toBe(true);
+  });
+
   it('a stopped instance started while Incus stages its backup is backed up again, at one instant', async () => {
     await incus('init', 'ib-busybox', 'idle', '--project', P);
     try {

@@ -10,7 +10,8 @@ import { ImageApi, type Image } from '../../incus/api.js';
 import { mapPool, Semaphore } from '../../core/pool.js';
 import type { Compression } from '../../core/types.js';
 import { ExitCode, IbError, UsageError, type ExitCodeValue } from '../../errors.js';
-import { subjectLabel, type BackupSubject, type IncusApi } from '../../incus/api.js';
+import { subjectLabel, subjectPath, type BackupSubject, type IncusApi } from '../../incus/api.js';
+import { IncusError } from '../../incus/errors.js';
 import { incusAway } from '../../incus/client.js';
 import { BaseCommand, checkName } from '../base.js';
 import { failedRow, resultColumns, settle, sizes, type ResultRow } from '../summary.js';
@@ -262,6 +263,13 @@ abstract class BackupCommand extends BaseCommand {
       try {
         return await once();
       } catch (e) {
+        // Deleted by someone while the run went on: in a run over whole projects, not there to
+        // back up any more (as if the listing had come later), not a failed backup.
+        if (this.coversWhole() && (s.kind === 'instance' || s.kind === 'volume') && !ctx.signal.aborted && e instanceof IncusError && e.notFound && !(await api.exists(subjectPath(s), s.project).catch(() => true))) {
+          subjects[i] = { kind: 'skipped', subject: s, why: 'deleted during the run' };
+          ctx.ui.warn(`${itemLabel(s)}: deleted during the run; skipped`);
+          return undefined;
+        }
         // Started while staged as a stopped instance: once more, now at one instant.
         if (e instanceof StartedDuringBackupError && !ctx.signal.aborted) {
           ctx.ui.warn(`${e.message.replace(/; nothing was kept$/, '')}; backing it up once more`);
