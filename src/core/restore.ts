@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { PassThrough, type Readable, type Transform } from 'node:stream';
-import { subjectLabel, volumeUsersIn, type BackupSubject } from '../incus/api.js';
+import { subjectLabel, subjectPath, volumeUsersIn, type BackupSubject } from '../incus/api.js';
 import type { Instance } from '../incus/types.js';
 import { IncusError, streamFailure } from '../incus/errors.js';
 import { ExitCode, IbError, InterruptedError, UsageError } from '../errors.js';
@@ -377,8 +377,12 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       (body) => api.importBackup(staged, body, { signal, ...(item.rootPool ? { pool: item.rootPool } : {}) }),
       maps ? [new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps))] : [],
     );
-    task.phase('swapping in');
-    if (item.action === 'replace') {
+    // Deleted by someone while the archive uploaded: there is nothing to replace any more, and
+    // the restore takes the free name, as a create would.
+    const replacing = item.action === 'replace' && (await api.exists(subjectPath(item.dest), item.dest.project).catch(() => true));
+    if (item.action === 'replace' && !replacing) ui.warn(`${label}: deleted during the restore; restored under its name all the same`);
+    task.phase(replacing ? 'swapping in' : 'renaming into place');
+    if (replacing) {
       // The restored instance must start before the original goes: one that does not (a device
       // or network the host lacks now) gives way to the original again.
       await unbreakableStep(`replacing ${label}`, () => swapIn(ctx, item, staged, task));

@@ -159,6 +159,17 @@ describe('an admin at work while a run goes on', () => {
     await incus('delete', '-f', 'solo-pre-restore', '--project', P);
   });
 
+  it('a replace whose original was deleted while the archive uploaded restores it under its name all the same', async () => {
+    const b = await run('backup', 'instances', 'solo');
+    expect(b.exitCode, b.stderr).toBe(0);
+    const r = await whileHeld(/^POST \/1\.0\/instances\?/, ['restore', 'instance', 'solo', '--replace', '-y'], () => incus('delete', '-f', 'solo', '--project', P).then(() => undefined));
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(String(r.stderr)).toMatch(/warning: instance \S+\/solo: deleted during the restore; restored under its name all the same/);
+    expect(String(r.stderr)).not.toContain('putting the original back');
+    expect(await state(P, 'solo')).toBe('Running');
+    expect((await instanceNames(P)).filter((n) => n.startsWith('ibtmp-') || n.startsWith('ibold-'))).toEqual([]);
+  });
+
   it('an admin restarting the instance while it is frozen for its snapshot does not fail the backup', async () => {
     // The freeze's answer is held back (the instance is frozen), and the admin restarts it:
     // Incus then answers the thaw with "already running".
