@@ -442,6 +442,8 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
   const aside: BackupSubject = { ...dest, name: asideName() };
   const undo = new Cleanup(api.client);
   let notStarted: { error: Error; user?: string } | undefined;
+  /** Gives the original set aside its network devices and MACs back (see maskNics). */
+  let unmaskAside: (() => Promise<void>) | undefined;
   const ephemeral: string[] = [];
   // Ctrl-C (or SIGTERM) during the swap puts the original back, like any failure before the
   // original is deleted: "stopping and cleaning up" must not end with the original gone.
@@ -501,7 +503,7 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       if (original && Object.keys(cloudInitId(original)).length) await api.patchInstanceConfig(dest.project, dest.name, cloudInitId(original));
     });
     if (aside.kind === 'instance') {
-      const unmask = await maskNics(ctx, aside);
+      const unmask = (unmaskAside = await maskNics(ctx, aside));
       undo.push(`give ${dest.name} its network devices back`, unmask);
     }
     await settleStagedConfig(ctx, item, staged);
@@ -550,6 +552,8 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
   const taken = item.snapshotsAtPlan ? (await api.listSnapshots(aside).catch(() => [] as string[])).filter((n) => !known.has(n)) : [];
   if (taken.length) {
     await clearJournal(ctx, aside).catch(() => undefined);
+    // As it was (its NICs and MACs; it stays stopped, so it clashes with nothing).
+    await unmaskAside?.().catch((e: unknown) => ui.warn(`${aside.name} could not get its network devices back (${(e as Error).message})`));
     // Under a name of its own (an ibold-… one would read as what a killed run left).
     const keptAs = `${dest.name.slice(0, 50)}-pre-restore`;
     const kept = await rename(ctx, aside, keptAs).then(() => keptAs, () => aside.name);

@@ -146,6 +146,8 @@ describe('an admin at work while a run goes on', () => {
   }
 
   it('a replace keeps the original, under a name of its own, when it got a snapshot after the preview', async () => {
+    // A NIC of its own, masked during the swap: the original kept gets it back.
+    await incus('config', 'device', 'add', 'solo', 'eth9', 'nic', 'nictype=p2p', '--project', P);
     const b = await run('backup', 'instances', 'solo');
     expect(b.exitCode, b.stderr).toBe(0);
     for (const sn of await snapshotNames(P, 'solo')) await incus('snapshot', 'delete', 'solo', sn, '--project', P);
@@ -154,9 +156,11 @@ describe('an admin at work while a run goes on', () => {
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(String(r.stderr)).toContain(`the replaced solo is kept, stopped, as solo-pre-restore: it has a snapshot taken since the preview (admin-snap), which deleting it would lose; \`incus delete solo-pre-restore --project ${P}\``);
     expect(await snapshotNames(P, 'solo-pre-restore')).toEqual(['admin-snap']);
+    expect(await incus('config', 'device', 'get', 'solo-pre-restore', 'eth9', 'nictype', '--project', P)).toBe('p2p');
     expect(await incus('config', 'get', 'solo-pre-restore', 'user.incus-backup.replacing', '--project', P)).toBe('');
     expect(await state(P, 'solo')).toBe('Running');
     await incus('delete', '-f', 'solo-pre-restore', '--project', P);
+    await incus('config', 'device', 'remove', 'solo', 'eth9', '--project', P);
   });
 
   it('a replace whose original was deleted while the archive uploaded restores it under its name all the same', async () => {
