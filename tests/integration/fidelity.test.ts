@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, cliSpawn, incus, incusJson, instanceNames, launch, parseJson, sh, slowAnswerProxy, snapshotNames, state, tempTarget, testProject } from './helpers.js';
+import { cli, incus, incusJson, instanceNames, launch, parseJson, sh, slowAnswerProxy, snapshotNames, spawnHeld, state, tempTarget, testProject } from './helpers.js';
 
 // What a restore gives back, compared with what was backed up: the default (point-in-time) mode
 // exports a temporary copy, and what the copy does not carry of its source must not be lost.
@@ -23,6 +23,13 @@ const instance = (name: string) => incusJson<InstanceInfo>(`/1.0/instances/${nam
 const volume = (name: string) => incusJson<VolumeInfo>(`/1.0/storage-pools/default/volumes/custom/${name}`, P);
 const run = (...args: string[]) => cli([...args, '--project', P, '--target', target.uri]);
 
+/** Backs `what` up in the default mode, which for a running instance or a volume is one instant. */
+async function backUpAtOneInstant(...what: string[]): Promise<void> {
+  const b = await run('backup', ...what, '--output', 'json');
+  expect(b.exitCode, b.stderr).toBe(0);
+  expect(parseJson<{ consistency: string }[]>(b.stdout)).toEqual([expect.objectContaining({ consistency: 'snapshot' })]);
+}
+
 beforeAll(async () => {
   project = await testProject('fid');
   P = project.name;
@@ -44,9 +51,7 @@ describe('a point-in-time backup restores what the source was', () => {
     // Incus shifts the files of a volume a container uses; volatile.idmap.* say how.
     await sh(P, 'app', 'echo owned > /mnt/data/f; chown 42:42 /mnt/data/f; chmod 600 /mnt/data/f');
 
-    const b = await run('backup', 'volumes', 'default/data', '--output', 'json');
-    expect(b.exitCode, b.stderr).toBe(0);
-    expect(parseJson<{ consistency: string }[]>(b.stdout)).toEqual([expect.objectContaining({ consistency: 'snapshot' })]);
+    await backUpAtOneInstant('volumes', 'default/data');
     const r = await run('restore', 'volume', 'default/data', '--target-name', 'data2', '-y');
     expect(r.exitCode, r.stderr).toBe(0);
 
@@ -63,9 +68,7 @@ describe('a point-in-time backup restores what the source was', () => {
     await launch(P, 'solo');
     await incus('query', '-X', 'PATCH', `/1.0/instances/solo?project=${P}`, '-d', '{"description":"the solo box","config":{"snapshots.schedule":"@daily"}}');
     const before = await instance('solo');
-    const b = await run('backup', 'instances', 'solo', '--output', 'json');
-    expect(b.exitCode, b.stderr).toBe(0);
-    expect(parseJson<{ consistency: string }[]>(b.stdout)).toEqual([expect.objectContaining({ consistency: 'snapshot' })]);
+    await backUpAtOneInstant('instances', 'solo');
 
     const copy = await run('restore', 'instance', 'solo', '--target-name', 'solo2', '-y');
     expect(copy.exitCode, copy.stderr).toBe(0);
@@ -134,10 +137,7 @@ describe('an admin at work while a run goes on', () => {
   async function whileHeld(request: RegExp, args: string[], during: () => Promise<void>) {
     const proxy = await slowAnswerProxy(request, 4000);
     try {
-      const child = cliSpawn([...args, '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
-      const deadline = Date.now() + 60_000;
-      while (proxy.held() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      expect(proxy.held()).toBe(1);
+      const { child } = await spawnHeld(proxy, [...args, '--project', P, '--target', target.uri]);
       await during();
       return await child;
     } finally {

@@ -266,6 +266,19 @@ export async function slowAnswerProxy(request: RegExp, ms: number): Promise<{ so
 }
 
 /**
+ * Runs the CLI through `proxy` (a slowAnswerProxy) and resolves once the proxy holds back one
+ * of Incus's answers: the moment a test acts in, as an admin would. The child is wrapped (it is
+ * a promise, which an async function would wait for).
+ */
+export async function spawnHeld(proxy: { socket: string; held: () => number }, args: string[]): Promise<{ child: ReturnType<typeof cliSpawn> }> {
+  const child = cliSpawn(args, { INCUS_SOCKET: proxy.socket });
+  const deadline = Date.now() + 60_000;
+  while (proxy.held() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  if (proxy.held() !== 1) throw new Error(`the proxy held back ${proxy.held()} answers, not 1`);
+  return { child };
+}
+
+/**
  * A relay that asks Incus to answer every operation wait at once (`/wait?timeout=0`), as a wait
  * on an operation that outlasts its 30 s slice would be answered: with the error "context
  * deadline exceeded", the operation still running. timedOut() counts those answers.

@@ -19,6 +19,7 @@ import {
   serverBackupNames,
   sh,
   slowAnswerProxy,
+  spawnHeld,
   snapshotNames,
   state,
   tempTarget,
@@ -80,14 +81,12 @@ async function whileItsBackupCannotStart(name: string, during: () => Promise<voi
   }
 }
 
-/** Starts `restore instance web --replace -y` through `proxy`; resolves once the proxy holds back an answer. */
-async function replaceHeld(proxy: { socket: string; held: () => number }): Promise<{ child: ReturnType<typeof cliSpawn> }> {
-  const child = cliSpawn(['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
-  const deadline = Date.now() + 60_000;
-  while (proxy.held() === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-  expect(proxy.held()).toBe(1);
-  // Wrapped: the child is a promise, which an async function would wait for.
-  return { child };
+/** `web` is the original again: alone under its name, running, with `marker` as it left it, nothing of ours left. */
+async function expectWebBack(marker: string): Promise<void> {
+  expect(await instanceNames(P)).toEqual(['web']);
+  expect(await state(P, 'web')).toBe('Running');
+  expect(await sh(P, 'web', `cat /data/${marker}`)).toBe('current');
+  await expectNoLeftovers(['web']);
 }
 
 beforeAll(async () => {
@@ -247,10 +246,7 @@ describe('instances on a directory target', () => {
       expect(String(r.stderr)).toMatch(/SIGINT: still replacing instance \S+\/web: quitting now would leave it half-done \(press Ctrl-C once more to quit anyway\)/);
       // Interrupted before the original was deleted, the swap is undone: the original is back.
       expect(String(r.stderr)).toMatch(/^Error: interrupted while restoring instance \S+\/web; nothing was changed$/m);
-      expect(await instanceNames(P)).toEqual(['web']);
-      expect(await state(P, 'web')).toBe('Running');
-      expect(await sh(P, 'web', 'cat /data/interrupt-marker')).toBe('current');
-      await expectNoLeftovers(['web']);
+      await expectWebBack('interrupt-marker');
     } finally {
       await proxy.close();
       await sh(P, 'web', 'rm -f /data/interrupt-marker').catch(() => undefined);
@@ -268,7 +264,7 @@ describe('instances on a directory target', () => {
     const proxy = await slowAnswerProxy(/^PUT \/1\.0\/instances\/ibold-/, 10_000);
     const aside = tempTarget();
     try {
-      const { child } = await replaceHeld(proxy);
+      const { child } = await spawnHeld(proxy, ['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri]);
       child.kill('SIGKILL');
       await child.catch(() => undefined);
       const left = await instanceNames(P);
@@ -279,12 +275,9 @@ describe('instances on a directory target', () => {
       const next = await cli(['backup', 'instances', 'web', '--project', P, '--target', aside.uri]);
       expect(next.exitCode, next.stderr).toBe(0);
       expect(next.stderr).toMatch(new RegExp(`warning: instance ${P}/web: put back as it was before a restore --replace that was killed \\(pid \\d+, [^)]+\\); started again: web`));
-      expect(await instanceNames(P)).toEqual(['web']);
-      expect(await state(P, 'web')).toBe('Running');
       expect(await incus('config', 'device', 'get', 'web', 'eth9', 'nictype', '--project', P)).toBe('p2p');
       expect(await incus('config', 'get', 'web', 'volatile.eth9.hwaddr', '--project', P)).toBe(mac);
-      expect(await sh(P, 'web', 'cat /data/kill-marker')).toBe('current');
-      await expectNoLeftovers(['web']);
+      await expectWebBack('kill-marker');
     } finally {
       await proxy.close();
       aside.dispose();
@@ -300,7 +293,7 @@ describe('instances on a directory target', () => {
     const proxy = await slowAnswerProxy(/^POST \/1\.0\/instances\/ibtmp-[^/?]+\?/, 10_000);
     const aside = tempTarget();
     try {
-      const { child } = await replaceHeld(proxy);
+      const { child } = await spawnHeld(proxy, ['restore', 'instance', 'web', '--replace', '-y', '--project', P, '--target', target.uri]);
       // The rename itself went through: wait for Incus to have done it, then kill.
       const deadline = Date.now() + 60_000;
       while (!(await instanceNames(P)).includes('web') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -324,10 +317,7 @@ describe('instances on a directory target', () => {
       const back = await cli(['backup', 'instances', 'web', '--project', P, '--target', aside.uri]);
       expect(back.exitCode, back.stderr).toBe(0);
       expect(back.stderr).toMatch(new RegExp(`warning: instance ${P}/web: put back as it was before a restore --replace that was killed`));
-      expect(await instanceNames(P)).toEqual(['web']);
-      expect(await state(P, 'web')).toBe('Running');
-      expect(await sh(P, 'web', 'cat /data/kill-marker')).toBe('current');
-      await expectNoLeftovers(['web']);
+      await expectWebBack('kill-marker');
     } finally {
       await proxy.close();
       aside.dispose();
