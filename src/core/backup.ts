@@ -84,10 +84,9 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     let source: Manifest['source'];
     let running = false;
     let srcVol: StorageVolume | undefined;
-    let stoppedInst: Instance | undefined;
+    let before: Instance | undefined;
     if (subject.kind === 'instance') {
-      const inst: Instance = await api.getInstance(subject.project, subject.name);
-      stoppedInst = inst;
+      const inst: Instance = (before = await api.getInstance(subject.project, subject.name));
       running = inst.status !== 'Stopped';
       source = { status: inst.status, instanceType: inst.type };
       // Said on the first turn only: a resource put off (held by another run) is tried again.
@@ -189,9 +188,9 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     if (thawAll) frozenMs = await thawAll();
     // Incus lets an instance start while it stages its backup: staged as a stopped one, it may
     // then hold files of different instants. Started since (its last use moved) means that.
-    if (mode === 'stopped' && stoppedInst) {
+    if (mode === 'stopped' && before) {
       const now = await api.getInstance(subject.project, subject.name);
-      if (now.status !== 'Stopped' || now.last_used_at !== stoppedInst.last_used_at) throw new StartedDuringBackupError(label);
+      if (now.status !== 'Stopped' || now.last_used_at !== before.last_used_at) throw new StartedDuringBackupError(label);
     }
 
     await writer.ready();

@@ -142,27 +142,16 @@ export async function applyConfig(ctx: RunContext, p: ConfigPreview): Promise<Ap
   };
   // A project's lowered limits can be refused until its profiles are lowered too (Incus checks
   // the current total): such an update is tried once more after the rest.
-  const later: { change: ConfigChange; error: Error }[] = [];
+  const fail = (c: ConfigChange, e: unknown) => {
+    const error = (e as Error).message;
+    failed.push({ change: c, label: `${c.action} ${objectLabel(c.object)}`, error });
+    ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${error}`);
+  };
+  const later: ConfigChange[] = [];
   for (const c of p.changes) {
-    try {
-      await apply(c);
-    } catch (e) {
-      if (c.action === 'update' && c.object.kind === 'project') later.push({ change: c, error: e as Error });
-      else {
-        failed.push({ change: c, label: `${c.action} ${objectLabel(c.object)}`, error: (e as Error).message });
-        ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${(e as Error).message}`);
-      }
-    }
+    await apply(c).catch((e: unknown) => (c.action === 'update' && c.object.kind === 'project' ? later.push(c) : fail(c, e)));
   }
-  for (const { change: c, error: first } of later) {
-    try {
-      await apply(c);
-    } catch (e) {
-      const message = (e as Error).message || first.message;
-      failed.push({ change: c, label: `${c.action} ${objectLabel(c.object)}`, error: message });
-      ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${message}`);
-    }
-  }
+  for (const c of later) await apply(c).catch((e: unknown) => fail(c, e));
   return { failed, applied };
 }
 
