@@ -14,6 +14,7 @@ import { TarIndexCapture } from './tarindex.js';
 import { TarYamlRewriter } from './tarrewrite.js';
 import { isStaleAsideName, isStaleTmpName, liveOtherRun, tmpName } from './tmpnames.js';
 import { journalOf, putBackKilledReplaces } from './replacejournal.js';
+import { RenamedDuringBackupError, Whereabouts } from './renamed.js';
 import { liveFreezer, markFrozen, thawAbandoned } from './freezemarks.js';
 import type { Compression, ConsistencyMode, ResourceKey } from './types.js';
 
@@ -67,6 +68,8 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
   const label = subjectLabel(subject);
   const task = ui.task(label);
   const cleanup = new Cleanup(api.client);
+  // An admin may rename the resource meanwhile: its temporary snapshot and server-side backup go with it.
+  const where = new Whereabouts(api, subject);
   const server = await api.client.server();
   let writer: ArchiveWriter | undefined;
   try {
@@ -87,6 +90,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     let before: Instance | undefined;
     if (subject.kind === 'instance') {
       const inst: Instance = (before = await api.getInstance(subject.project, subject.name));
+      where.uuid = inst.config['volatile.uuid'];
       running = inst.status !== 'Stopped';
       source = { status: inst.status, instanceType: inst.type };
       // Said on the first turn only: a resource put off (held by another run) is tried again.
@@ -124,7 +128,9 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       // CoW drivers the freeze lasts milliseconds).
       const thawAll = await freezeWriters(ctx, subject, cleanup);
       instant = new Date();
-      const dropSnap = cleanup.push(`delete temporary snapshot ${snap}`, () => api.deleteSnapshot(subject, snap).catch(ignoreNotFound));
+      const deleteSnap = () => where.onSubject((s) => api.deleteSnapshot(s, snap));
+      where.snapshot = snap;
+      const dropSnap = cleanup.push(`delete temporary snapshot ${snap}`, deleteSnap);
       await api.createSnapshot(subject, snap, expires);
       frozenMs = await thawAll();
       const copy = tmpName();
@@ -171,7 +177,7 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
       // The source carries the snapshot only as long as the copy takes. One Incus cannot
       // delete yet (its dir driver keeps a snapshot of a volume with a space in its name
       // mounted after a copy) does not cost the backup: the cleanup tries again, and warns.
-      await cleanup.runNow(dropSnap, () => api.deleteSnapshot(subject, snap)).catch((e: unknown) => {
+      await cleanup.runNow(dropSnap, deleteSnap).catch((e: unknown) => {
         if (!(e instanceof IncusError)) throw e;
       });
       exportFrom = { ...subject, name: copy };
@@ -183,7 +189,11 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     // --with-snapshots: the instance stays frozen while the server stages it (see freezeWriters).
     const thawAll = mode === 'freeze' ? await freezeWriters(ctx, subject, cleanup) : undefined;
     if (mode !== 'snapshot') instant = new Date();
-    cleanup.push(`delete server-side backup ${bname}`, () => api.deleteServerBackup(exportFrom, bname).catch(ignoreNotFound));
+    const stagedOn = exportFrom;
+    if (stagedOn === subject) where.backup = bname;
+    cleanup.push(`delete server-side backup ${bname}`, () =>
+      stagedOn === subject ? where.onSubject((s) => api.deleteServerBackup(s, bname)) : api.deleteServerBackup(stagedOn, bname).catch(ignoreNotFound),
+    );
     await api.createServerBackup(exportFrom, bname, { withSnapshots: opts.withSnapshots, optimized: opts.optimized, expiresAt: expires, label }, signal);
     if (thawAll) frozenMs = await thawAll();
     // Incus lets an instance start while it stages its backup: staged as a stopped one, it may
@@ -226,9 +236,18 @@ export async function backupResource(ctx: RunContext, subject: BackupSubject, op
     if (committed.status === 'rejected') throw committed.reason;
     const entry = committed.value;
     task.end(true, `${entry.manifest.timestamp}`);
+    if (where.renamed) ui.warn(`${label} was renamed to ${where.renamed} during its backup; this backup is listed under ${subject.name}`);
     return entry;
   } catch (e) {
     await writer?.abort().catch(() => undefined);
+    // Not found because an admin renamed it meanwhile: said with its new name.
+    if (!signal.aborted && e instanceof IncusError && e.notFound) {
+      const now = await where.renamedTo().catch(() => undefined);
+      if (now) {
+        task.end(false);
+        throw new RenamedDuringBackupError(subject, now);
+      }
+    }
     // Incus refuses to snapshot or copy one instance for two runs at once: a failure while
     // another run holds the resource is that run's turn, as when it was found held.
     // Its last turn reports what happened: the other run's hold, or its own error.

@@ -197,6 +197,75 @@ describe('an admin at work while a run goes on', () => {
     expect(rows.filter((x) => x.name !== 'victim').every((x) => x.status === 'ok')).toBe(true);
   });
 
+  /** The server-side backups and ibtmp- snapshots on an instance. */
+  const leftOn = async (name: string) => [...(await incusJson<string[]>(`/1.0/instances/${name}/backups`, P)), ...(await snapshotNames(P, name))];
+
+  it('a stopped instance renamed while Incus stages its backup: a named run fails with its new name and leaves nothing under it', async () => {
+    await incus('init', 'ib-busybox', 'mover', '--project', P);
+    try {
+      const r = await whileHeld(/^POST \/1\.0\/instances\/mover\/backups\?/, ['backup', 'instances', 'mover'], () => incus('rename', 'mover', 'moved', '--project', P).then(() => undefined));
+      expect(r.exitCode, String(r.stderr)).toBe(1);
+      expect(String(r.stderr)).toContain(`instance ${P}/mover was renamed to moved during its backup; nothing was kept`);
+      expect(String(r.stderr)).toContain('incus-backup backup instances moved');
+      expect(await leftOn('moved')).toEqual([]);
+    } finally {
+      for (const n of ['mover', 'moved']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
+    }
+  });
+
+  it('an instance renamed during a run over the whole project is backed up under its new name', async () => {
+    await incus('init', 'ib-busybox', 'mover', '--project', P);
+    try {
+      const r = await whileHeld(/^POST \/1\.0\/instances\/mover\/backups\?/, ['backup', 'instances', '--output', 'json'], () => incus('rename', 'mover', 'moved', '--project', P).then(() => undefined));
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      expect(String(r.stderr)).toMatch(/warning: instance \S+\/mover: renamed to moved during the run; backing it up under its new name/);
+      const rows = parseJson<{ name: string; status: string }[]>(String(r.stdout));
+      expect(rows.find((x) => x.name === 'moved')?.status).toBe('ok');
+      expect(rows.map((x) => x.name)).not.toContain('mover');
+      expect(await leftOn('moved')).toEqual([]);
+      const l = await run('list', 'instances', '--output', 'json');
+      expect(parseJson<{ name: string }[]>(l.stdout).map((x) => x.name)).toContain('moved');
+    } finally {
+      for (const n of ['mover', 'moved']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
+    }
+  });
+
+  it('a volume renamed while its temporary snapshot is taken loses no snapshot to the run', async () => {
+    const vols = (n: string) => incusJson<string[]>(`/1.0/storage-pools/default/volumes/custom/${n}/snapshots`, P);
+    await incus('storage', 'volume', 'create', 'default', 'vmove', '--project', P);
+    try {
+      const r = await whileHeld(/^POST \/1\.0\/storage-pools\/default\/volumes\/custom\/vmove\/snapshots\?/, ['backup', 'volumes', 'default/vmove'], () =>
+        incus('storage', 'volume', 'rename', 'default', 'vmove', 'vmoved', '--project', P).then(() => undefined),
+      );
+      expect(r.exitCode, String(r.stderr)).toBe(1);
+      expect(String(r.stderr)).toContain(`volume ${P}/default/vmove was renamed to vmoved during its backup; nothing was kept`);
+      expect(String(r.stderr)).toContain('incus-backup backup volumes default/vmoved');
+      expect(await vols('vmoved')).toEqual([]);
+    } finally {
+      for (const n of ['vmove', 'vmoved']) await incus('storage', 'volume', 'delete', 'default', n, '--project', P).catch(() => undefined);
+    }
+  });
+
+  it('an instance stopped and renamed while its snapshot is copied keeps no temporary snapshot', async () => {
+    await launch(P, 'runner');
+    try {
+      const r = await whileHeld(/^POST \/1\.0\/instances\?/, ['backup', 'instances', 'runner'], async () => {
+        await incus('stop', '-f', 'runner', '--project', P);
+        await incus('rename', 'runner', 'runner2', '--project', P);
+      });
+      // The copy (of a small instance) is done before the admin is: the backup is of the
+      // instance at its snapshot instant, listed under the name it had then.
+      expect(r.exitCode, String(r.stderr)).toBe(0);
+      expect(String(r.stderr)).toContain(`instance ${P}/runner was renamed to runner2 during its backup; this backup is listed under runner`);
+      expect(await leftOn('runner2')).toEqual([]);
+      expect(await instanceNames(P)).not.toContainEqual(expect.stringMatching(/^ibtmp-/));
+      // Nothing of the run (a snapshot left mounted, on the dir driver) stands in its deletion's way.
+      await incus('delete', '-f', 'runner2', '--project', P);
+    } finally {
+      for (const n of ['runner', 'runner2']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
+    }
+  });
+
   it('a stopped instance started while Incus stages its backup is backed up again, at one instant', async () => {
     await incus('init', 'ib-busybox', 'idle', '--project', P);
     try {

@@ -2,6 +2,7 @@ import { Command, Option } from 'clipanion';
 import * as t from 'typanion';
 import { backupResource, ISO_VOLUMES, ResourceBusyError, StartedDuringBackupError, subjectKey, sweepProjectLeftovers, waitForTurn } from '../../core/backup.js';
 import { isAsideName, isTmpName } from '../../core/tmpnames.js';
+import { RenamedDuringBackupError } from '../../core/renamed.js';
 import { backupConfig } from '../../core/config.js';
 import { SERVER_WIDE } from '../../core/types.js';
 import { selectByPatterns } from '../../core/settings.js';
@@ -246,15 +247,17 @@ abstract class BackupCommand extends BaseCommand {
       if (s.kind === 'skipped') return undefined;
       if (absent.includes(s as BackupSubject)) throw absentError([s as BackupSubject]);
       const once = async () => {
+        const item = s;
+        if (item.kind === 'skipped') return undefined;
         const release = await streaming.acquire(ctx.signal);
         try {
           const started = Date.now();
           const entry =
-            s.kind === 'config'
+            item.kind === 'config'
               ? await backupConfig(ctx, run.whole ? { ...run, projects } : run)
-              : s.kind === 'image'
-                ? await backupImage(ctx, s.project, s.image)
-                : await backupResource(ctx, s, { ...opts, ...(firstTurn ? { onStreaming: prewarmAfter(i) } : { lastTurn: { lockWaitMs } }), onStreamed: release });
+              : item.kind === 'image'
+                ? await backupImage(ctx, item.project, item.image)
+                : await backupResource(ctx, item, { ...opts, ...(firstTurn ? { onStreaming: prewarmAfter(i) } : { lastTurn: { lockWaitMs } }), onStreamed: release });
           return { entry, ms: Date.now() - started };
         } finally {
           release();
@@ -269,6 +272,16 @@ abstract class BackupCommand extends BaseCommand {
           subjects[i] = { kind: 'skipped', subject: s, why: 'deleted during the run' };
           ctx.ui.warn(`${itemLabel(s)}: deleted during the run; skipped`);
           return undefined;
+        }
+        // Renamed by an admin meanwhile: in a run over whole projects, backed up under its new
+        // name (as if the listing had come later), unless the run has that name already.
+        if (this.coversWhole() && e instanceof RenamedDuringBackupError && !ctx.signal.aborted) {
+          const moved: BackupSubject = { ...e.subject, name: e.newName };
+          if (!subjects.some((o) => (o.kind === 'instance' || o.kind === 'volume') && subjectLabel(o) === subjectLabel(moved))) {
+            ctx.ui.warn(`${itemLabel(s)}: renamed to ${e.newName} during the run; backing it up under its new name`);
+            s = subjects[i] = moved;
+            return await once();
+          }
         }
         // Started while staged as a stopped instance: once more, now at one instant.
         if (e instanceof StartedDuringBackupError && !ctx.signal.aborted) {
