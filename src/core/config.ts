@@ -16,6 +16,9 @@ export interface ConfigObject {
   kind: ConfigKind;
   /** Owning project for project-scoped kinds (profiles, networks, ACLs, zones). */
   project?: string;
+  /** Nested kinds: the network (of a forward) or zone (of a record) the object lives in. */
+  parent?: string;
+  /** A forward's listen address; otherwise the object's name. */
   name: string;
   description: string;
   config: Record<string, string>;
@@ -26,17 +29,31 @@ export interface ConfigObject {
   /** Network ACLs: rules. */
   ingress?: unknown[];
   egress?: unknown[];
+  /** Network forwards: port rules. */
+  ports?: unknown[];
+  /** Network zone records: DNS entries. */
+  entries?: unknown[];
 }
 
 export interface ConfigSnapshot {
   format: 1;
   capturedAt: string;
+  /** The kinds captured; absent in backups made before forwards and zone records were (LEGACY_KINDS). */
+  kinds?: ConfigKind[];
   objects: ConfigObject[];
   /** `kind/project/name key` of every value that was not written in clear. */
   redacted: string[];
 }
 
 export const REDACTED = '<redacted>';
+
+/** What config backups captured before they had `kinds`: a restore of one leaves other kinds alone. */
+const LEGACY_KINDS: readonly ConfigKind[] = ['project', 'storage-pool', 'network-acl', 'network-zone', 'network', 'profile'];
+
+/** The kinds `backup` speaks for: only those are compared with the server (an old backup knows no forwards, so deletes none). */
+function capturedKinds(backup: ConfigSnapshot): Set<ConfigKind> {
+  return new Set(backup.kinds ?? LEGACY_KINDS);
+}
 
 /** Keys whose values are credentials: never written to a backup, never restored. */
 const SECRET = /(password|secret|token|passphrase|private[._-]?key|\.key$)/i;
@@ -48,7 +65,7 @@ function ignoredKey(kind: ConfigKind, key: string): boolean {
   return false;
 }
 
-const id = (o: Pick<ConfigObject, 'kind' | 'project' | 'name'>) => `${o.kind}/${o.project ?? ''}/${o.name}`;
+const id = (o: Pick<ConfigObject, 'kind' | 'project' | 'parent' | 'name'>) => `${o.kind}/${o.project ?? ''}/${o.parent !== undefined ? `${o.parent}/` : ''}${o.name}`;
 
 function projectsWithFeature(projects: Project[], feature: string | undefined): string[] {
   // The default project always has every feature; other projects only where enabled.
@@ -64,17 +81,23 @@ export async function captureConfig(api: ConfigApi): Promise<ConfigSnapshot> {
     const info = configKindInfo(kind);
     const scopes = info.projectScoped ? projectsWithFeature(projects, info.feature) : [undefined];
     for (const project of scopes) {
-      let raw: Record<string, unknown>[];
-      try {
-        raw = await api.list<Record<string, unknown>>(kind, project);
-      } catch (e) {
-        // Zones and ACLs are absent on servers without the extension: nothing to back up.
-        if (kind === 'network-zone' || kind === 'network-acl') continue;
-        throw e;
+      // Nested kinds are read inside each object of their parent's kind captured already.
+      const parents = info.parent ? objects.filter((o) => o.kind === info.parent && o.project === project).map((o) => o.name) : [undefined];
+      const raw: { r: Record<string, unknown>; parent?: string }[] = [];
+      for (const parent of parents) {
+        try {
+          for (const r of await api.list<Record<string, unknown>>(kind, project, parent)) raw.push({ r, ...(parent !== undefined ? { parent } : {}) });
+        } catch (e) {
+          // Zones and ACLs are absent on servers without the extension; a network of a type
+          // without forwards (macvlan, physical...) says it does not support them: nothing to back up.
+          if (kind === 'network-zone' || kind === 'network-acl') continue;
+          if (kind === 'network-forward' && e instanceof IncusError && /does not support/i.test(e.serverMessage)) continue;
+          throw e;
+        }
       }
-      for (const r of raw) {
+      for (const { r, parent } of raw) {
         if (kind === 'network' && r.managed === false) continue;
-        const o = toObject(kind, r, project);
+        const o = toObject(kind, r, project, parent);
         for (const [k, v] of Object.entries(o.config)) {
           if (SECRET.test(k) && v !== '') {
             o.config[k] = REDACTED;
@@ -85,14 +108,15 @@ export async function captureConfig(api: ConfigApi): Promise<ConfigSnapshot> {
       }
     }
   }
-  return { format: 1, capturedAt: new Date().toISOString(), objects, redacted };
+  return { format: 1, capturedAt: new Date().toISOString(), kinds: [...CONFIG_KINDS], objects, redacted };
 }
 
-function toObject(kind: ConfigKind, r: Record<string, unknown>, project: string | undefined): ConfigObject {
+function toObject(kind: ConfigKind, r: Record<string, unknown>, project: string | undefined, parent?: string): ConfigObject {
   const o: ConfigObject = {
     kind,
     ...(project ? { project } : {}),
-    name: String(r.name),
+    ...(parent !== undefined ? { parent } : {}),
+    name: String(r[configKindInfo(kind).nameField ?? 'name']),
     description: String(r.description ?? ''),
     config: { ...((r.config as Record<string, string>) ?? {}) },
   };
@@ -103,7 +127,15 @@ function toObject(kind: ConfigKind, r: Record<string, unknown>, project: string 
     o.ingress = (r.ingress as unknown[]) ?? [];
     o.egress = (r.egress as unknown[]) ?? [];
   }
+  if (kind === 'network-forward') o.ports = (r.ports as unknown[]) ?? [];
+  if (kind === 'network-zone-record') o.entries = (r.entries as unknown[]) ?? [];
   return o;
+}
+
+/** The lists of rules an object carries beside its config (compared and written whole). */
+const RULES = { 'network-acl': ['ingress', 'egress'], 'network-forward': ['ports'], 'network-zone-record': ['entries'] } as const;
+function rulesOf(kind: ConfigKind): readonly ('ingress' | 'egress' | 'ports' | 'entries')[] {
+  return (RULES as Partial<Record<ConfigKind, readonly ('ingress' | 'egress' | 'ports' | 'entries')[]>>)[kind] ?? [];
 }
 
 /**
@@ -114,8 +146,12 @@ function toObject(kind: ConfigKind, r: Record<string, unknown>, project: string 
  * profile devices point at the substitutes, like the instances restored with them.
  */
 export function mapConfig(snapshot: ConfigSnapshot, maps: Mappings): ConfigSnapshot {
+  // A substituted network's forwards go with it: nothing is changed on the substitute.
   const substituted = (o: ConfigObject) =>
-    (o.kind === 'profile' && maps.profile.has(o.name)) || (o.kind === 'network' && maps.network.has(o.name)) || (o.kind === 'storage-pool' && maps.pool.has(o.name));
+    (o.kind === 'profile' && maps.profile.has(o.name)) ||
+    (o.kind === 'network' && maps.network.has(o.name)) ||
+    (o.kind === 'network-forward' && maps.network.has(o.parent ?? '')) ||
+    (o.kind === 'storage-pool' && maps.pool.has(o.name));
   const objects = snapshot.objects.filter((o) => !substituted(o)).map((o): ConfigObject => {
     const out: ConfigObject = { ...o, config: { ...o.config } };
     if (o.project !== undefined) out.project = mapName(maps.project, o.project);
@@ -199,10 +235,8 @@ function diffObject(want: ConfigObject, have: ConfigObject): KeyChange[] {
       }
     }
   }
-  if (want.kind === 'network-acl') {
-    for (const k of ['ingress', 'egress'] as const) {
-      if (stable(want[k]) !== stable(have[k])) out.push({ key: k, old: stable(have[k]), new: stable(want[k]) });
-    }
+  for (const k of rulesOf(want.kind)) {
+    if (stable(want[k] ?? []) !== stable(have[k] ?? [])) out.push({ key: k, old: stable(have[k] ?? []), new: stable(want[k] ?? []) });
   }
   return out;
 }
@@ -215,7 +249,8 @@ function diffObject(want: ConfigObject, have: ConfigObject): KeyChange[] {
  */
 export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scope: ConfigScope, withDeletes: boolean): ConfigChange[] {
   const want = backup.objects.filter((o) => inScope(o, scope));
-  const have = new Map(current.objects.filter((o) => inScope(o, scope)).map((o) => [id(o), o]));
+  const kinds = capturedKinds(backup);
+  const have = new Map(current.objects.filter((o) => inScope(o, scope) && kinds.has(o.kind)).map((o) => [id(o), o]));
   // A project created with its own profiles comes with an empty `default` profile: the
   // backup's default profile (root disk, NICs) is then an update of that one, not a create.
   for (const p of want) {
@@ -225,13 +260,13 @@ export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scop
   }
   const wantIds = new Set(want.map(id));
   const order = (k: ConfigKind) => CONFIG_KINDS.indexOf(k);
-  const disruptive = (o: ConfigObject) => o.kind === 'network' || o.kind === 'storage-pool';
+  const disruptive = (o: ConfigObject) => o.kind === 'network' || o.kind === 'network-forward' || o.kind === 'storage-pool';
   const out: ConfigChange[] = [];
   for (const w of [...want].sort((a, b) => order(a.kind) - order(b.kind))) {
     const h = have.get(id(w));
     if (!h) {
       // A create is shown as a diff against nothing, devices and rules included.
-      const nothing: ConfigObject = { kind: w.kind, name: w.name, description: w.description, config: {}, devices: {}, ingress: [], egress: [] };
+      const nothing: ConfigObject = { kind: w.kind, name: w.name, description: w.description, config: {}, devices: {}, ingress: [], egress: [], ports: [], entries: [] };
       out.push({ object: w, action: 'create', changes: diffObject(w, nothing), disruptive: false });
       continue;
     }
@@ -251,21 +286,22 @@ export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scop
 /** Objects present now but not in the backup, which only --force would delete. */
 export function extraObjects(backup: ConfigSnapshot, current: ConfigSnapshot, scope: ConfigScope): ConfigObject[] {
   const wantIds = new Set(backup.objects.filter((o) => inScope(o, scope)).map(id));
-  return current.objects.filter((o) => inScope(o, scope) && !wantIds.has(id(o)) && !(o.name === 'default' && (o.kind === 'project' || o.kind === 'profile')));
+  const kinds = capturedKinds(backup);
+  return current.objects.filter((o) => inScope(o, scope) && kinds.has(o.kind) && !wantIds.has(id(o)) && !(o.name === 'default' && (o.kind === 'project' || o.kind === 'profile')));
 }
 
 /** Applies one change; the caller collects failures (an object in use, say) and goes on. */
 export async function applyChange(api: ConfigApi, c: ConfigChange): Promise<void> {
   const o = c.object;
-  if (c.action === 'delete') return api.delete(o.kind, o.name, o.project);
+  if (c.action === 'delete') return api.delete(o.kind, o.name, o.project, o.parent);
+  const rules = Object.fromEntries(rulesOf(o.kind).map((k) => [k, o[k] ?? []]));
   if (c.action === 'create') {
     const config = Object.fromEntries(Object.entries(o.config).filter(([k, v]) => !k.startsWith('volatile.') && v !== REDACTED));
-    const body: Record<string, unknown> = { name: o.name, description: o.description, config };
+    const body: Record<string, unknown> = { [configKindInfo(o.kind).nameField ?? 'name']: o.name, description: o.description, config, ...rules };
     if (o.kind === 'profile') body.devices = o.devices ?? {};
     if (o.kind === 'network') body.type = o.type;
     if (o.kind === 'storage-pool') body.driver = o.type;
-    if (o.kind === 'network-acl') Object.assign(body, { ingress: o.ingress ?? [], egress: o.egress ?? [] });
-    return api.create(o.kind, body, o.project);
+    return api.create(o.kind, body, o.project, o.parent);
   }
   await api.update(
     o.kind,
@@ -276,17 +312,24 @@ export async function applyChange(api: ConfigApi, c: ConfigChange): Promise<void
       const config: Record<string, string> = {};
       for (const [k, v] of Object.entries(curConfig)) if (ignoredKey(o.kind, k) || o.config[k] === REDACTED) config[k] = v;
       for (const [k, v] of Object.entries(o.config)) if (!ignoredKey(o.kind, k) && v !== REDACTED) config[k] = v;
-      const body: Record<string, unknown> = { config, description: o.description };
+      const body: Record<string, unknown> = { config, description: o.description, ...rules };
       if (o.kind === 'profile') body.devices = o.devices ?? {};
-      if (o.kind === 'network-acl') Object.assign(body, { ingress: o.ingress ?? [], egress: o.egress ?? [] });
       return body;
     },
     o.project,
+    o.parent,
   );
 }
 
-export function objectLabel(o: Pick<ConfigObject, 'kind' | 'project' | 'name'>): string {
-  return o.project ? `${o.kind} ${o.project}/${o.name}` : `${o.kind} ${o.name}`;
+/** A nested object's parent for documents: `{ network }` of a forward, `{ zone }` of a record. */
+export function parentField(o: Pick<ConfigObject, 'kind' | 'parent'>): Record<string, string> {
+  if (o.parent === undefined) return {};
+  return { [o.kind === 'network-forward' ? 'network' : 'zone']: o.parent };
+}
+
+export function objectLabel(o: Pick<ConfigObject, 'kind' | 'project' | 'parent' | 'name'>): string {
+  const path = [o.project, o.parent, o.name].filter((p) => p !== undefined).join('/');
+  return `${o.kind} ${path}`;
 }
 
 // --- storing and loading a config backup through any backend -------------------------------
@@ -327,20 +370,21 @@ export async function backupConfig(ctx: RunContext, run?: Manifest['run']): Prom
 }
 
 /**
- * What the server has that the config backup does not capture, by kind and count: network
- * forwards (per network) and network zone records (per zone). Said at every config backup, so
- * that their loss on a rebuilt host is no surprise. A server that has neither endpoint has none.
+ * What the server has that the config backup does not capture, by kind and count: network load
+ * balancers and peers (OVN networks only). Said at every config backup, so that their loss on a
+ * rebuilt host is no surprise. A network whose type has neither answers with an error: none.
  */
 async function notCovered(api: ConfigApi, snapshot: ConfigSnapshot): Promise<string[]> {
   const count = async (path: string, project?: string) =>
     (await api.client.get<unknown[]>(path, project ? { project } : {}).catch(() => [])).length;
-  let forwards = 0;
-  let records = 0;
+  let balancers = 0;
+  let peers = 0;
   for (const o of snapshot.objects) {
-    if (o.kind === 'network') forwards += await count(`/1.0/networks/${encodeURIComponent(o.name)}/forwards`, o.project);
-    if (o.kind === 'network-zone') records += await count(`/1.0/network-zones/${encodeURIComponent(o.name)}/records`, o.project);
+    if (o.kind !== 'network') continue;
+    balancers += await count(`/1.0/networks/${encodeURIComponent(o.name)}/load-balancers`, o.project);
+    peers += await count(`/1.0/networks/${encodeURIComponent(o.name)}/peers`, o.project);
   }
-  return [...(forwards ? [`${forwards} network forward(s)`] : []), ...(records ? [`${records} network zone record(s)`] : [])];
+  return [...(balancers ? [`${balancers} network load balancer(s)`] : []), ...(peers ? [`${peers} network peer(s)`] : [])];
 }
 
 /**

@@ -343,50 +343,70 @@ export class IncusApi {
 
 /**
  * Kinds of declarative objects, in the order they must be created (dependencies first): a
- * network names its ACLs (`security.acls`) and zones (`dns.zone.*`), which Incus checks.
+ * network names its ACLs (`security.acls`) and zones (`dns.zone.*`), which Incus checks; a zone
+ * record lives in its zone, a forward in its network.
  */
-export const CONFIG_KINDS = ['project', 'storage-pool', 'network-acl', 'network-zone', 'network', 'profile'] as const;
+export const CONFIG_KINDS = ['project', 'storage-pool', 'network-acl', 'network-zone', 'network-zone-record', 'network', 'network-forward', 'profile'] as const;
 export type ConfigKind = (typeof CONFIG_KINDS)[number];
 
-const CONFIG_COLLECTION: Record<ConfigKind, { path: string; projectScoped: boolean; feature?: string }> = {
+interface ConfigCollection {
+  /** Top-level: the collection's path; nested: the path below the parent object. */
+  path: string;
+  projectScoped: boolean;
+  feature?: string;
+  /** Objects that live inside another (a forward in its network): that one's kind. */
+  parent?: ConfigKind;
+  /** The field that names an object, when it is not `name` (a forward's listen address). */
+  nameField?: string;
+}
+
+const CONFIG_COLLECTION: Record<ConfigKind, ConfigCollection> = {
   project: { path: '/1.0/projects', projectScoped: false },
   'storage-pool': { path: '/1.0/storage-pools', projectScoped: false },
   network: { path: '/1.0/networks', projectScoped: true, feature: 'features.networks' },
+  'network-forward': { path: 'forwards', parent: 'network', nameField: 'listen_address', projectScoped: true, feature: 'features.networks' },
   'network-acl': { path: '/1.0/network-acls', projectScoped: true, feature: 'features.networks' },
   'network-zone': { path: '/1.0/network-zones', projectScoped: true, feature: 'features.networks.zones' },
+  'network-zone-record': { path: 'records', parent: 'network-zone', projectScoped: true, feature: 'features.networks.zones' },
   profile: { path: '/1.0/profiles', projectScoped: true, feature: 'features.profiles' },
 };
 
-export function configKindInfo(kind: ConfigKind) {
+export function configKindInfo(kind: ConfigKind): ConfigCollection {
   return CONFIG_COLLECTION[kind];
 }
 
-/** Generic access to declarative objects (projects, pools, networks, ACLs, zones, profiles). */
+/** Generic access to declarative objects (projects, pools, networks and their forwards, ACLs, zones and their records, profiles). */
 export class ConfigApi {
   constructor(readonly client: IncusClient) {}
 
-  list<T>(kind: ConfigKind, project?: string): Promise<T[]> {
+  /** The collection of `kind`, inside `parent` (the network or zone's name) for nested kinds. */
+  private where(kind: ConfigKind, project?: string, parent?: string): { path: string; opts: { project?: string } } {
     const c = CONFIG_COLLECTION[kind];
-    return this.client.get<T[]>(c.path, { query: { recursion: '1' }, ...(c.projectScoped && project ? { project } : {}) });
+    const path = c.parent ? `${CONFIG_COLLECTION[c.parent].path}/${enc(parent ?? '')}/${c.path}` : c.path;
+    return { path, opts: c.projectScoped && project ? { project } : {} };
   }
 
-  async create(kind: ConfigKind, body: Record<string, unknown>, project?: string): Promise<void> {
-    const c = CONFIG_COLLECTION[kind];
-    await this.client.run('POST', c.path, { body, ...(c.projectScoped && project ? { project } : {}) });
+  list<T>(kind: ConfigKind, project?: string, parent?: string): Promise<T[]> {
+    const { path, opts } = this.where(kind, project, parent);
+    return this.client.get<T[]>(path, { query: { recursion: '1' }, ...opts });
+  }
+
+  async create(kind: ConfigKind, body: Record<string, unknown>, project?: string, parent?: string): Promise<void> {
+    const { path, opts } = this.where(kind, project, parent);
+    await this.client.run('POST', path, { body, ...opts });
   }
 
   /** Read-modify-write with the ETag, so a concurrent edit is refused rather than lost. */
-  async update(kind: ConfigKind, name: string, mutate: (cur: Record<string, unknown>) => Record<string, unknown>, project?: string): Promise<void> {
-    const c = CONFIG_COLLECTION[kind];
-    const path = `${c.path}/${enc(name)}`;
-    const opts = c.projectScoped && project ? { project } : {};
+  async update(kind: ConfigKind, name: string, mutate: (cur: Record<string, unknown>) => Record<string, unknown>, project?: string, parent?: string): Promise<void> {
+    const { path: base, opts } = this.where(kind, project, parent);
+    const path = `${base}/${enc(name)}`;
     const { value, etag } = await this.client.getWithEtag<Record<string, unknown>>(path, opts);
     await this.client.run('PUT', path, { ...opts, etag, body: mutate(value) });
   }
 
-  async delete(kind: ConfigKind, name: string, project?: string): Promise<void> {
-    const c = CONFIG_COLLECTION[kind];
-    await this.client.run('DELETE', `${c.path}/${enc(name)}`, c.projectScoped && project ? { project } : {});
+  async delete(kind: ConfigKind, name: string, project?: string, parent?: string): Promise<void> {
+    const { path, opts } = this.where(kind, project, parent);
+    await this.client.run('DELETE', `${path}/${enc(name)}`, opts);
   }
 }
 

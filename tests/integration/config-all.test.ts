@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -101,6 +101,60 @@ describe('config backup and restore', () => {
     expect(force.exitCode, force.stderr).toBe(0);
     expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).not.toMatch(/^extra,/m);
     expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).toMatch(/^web,/m);
+  });
+
+  it('brings back network forwards with their ports and zone records with their entries, as drift and on a host without them', async () => {
+    const BR = `ibfw${tag}`;
+    const ZONE = `ib${tag}.example`;
+    const subnet = `10.${randomInt(100, 250)}.${randomInt(0, 250)}`;
+    const LA = `192.0.2.${randomInt(2, 250)}`;
+    const forward = () => incusJson<{ description: string; ports: { protocol: string; listen_port: string; target_address: string; target_port: string }[] }>(`/1.0/networks/${BR}/forwards/${LA}`);
+    const record = () => incusJson<{ entries: { type: string; value: string; ttl: number }[] }>(`/1.0/network-zones/${ZONE}/records/www`);
+    const dropAll = async () => {
+      await incus('network', 'forward', 'delete', BR, LA).catch(() => undefined);
+      await incus('network', 'delete', BR).catch(() => undefined);
+      await incus('network', 'zone', 'record', 'delete', ZONE, 'www').catch(() => undefined);
+      await incus('network', 'zone', 'delete', ZONE).catch(() => undefined);
+    };
+    await incus('network', 'create', BR, `ipv4.address=${subnet}.1/24`, 'ipv4.nat=false', 'ipv4.firewall=false', 'ipv6.address=none');
+    try {
+      await incus('network', 'forward', 'create', BR, LA);
+      await incus('network', 'forward', 'set', BR, LA, '--property', 'description=web front');
+      await incus('network', 'forward', 'port', 'add', BR, LA, 'tcp', '80', `${subnet}.5`, '8080');
+      await incus('network', 'zone', 'create', ZONE);
+      await incus('network', 'zone', 'record', 'create', ZONE, 'www');
+      await incus('network', 'zone', 'record', 'entry', 'add', ZONE, 'www', 'A', `${subnet}.5`, '--ttl', '300');
+      const b = await run('backup', 'config');
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(b.stderr).not.toContain('not in the config backup');
+
+      // Drift: the port now goes elsewhere, the record is gone.
+      await incus('network', 'forward', 'port', 'remove', BR, LA, 'tcp', '80');
+      await incus('network', 'forward', 'port', 'add', BR, LA, 'tcp', '80', `${subnet}.6`, '8080');
+      await incus('network', 'zone', 'record', 'delete', ZONE, 'www');
+      const pv = await run('restore', 'config', '--all-projects', '--output', 'json');
+      expect(pv.exitCode, pv.stderr).toBe(0);
+      const changes = parseJson<{ changes: { kind: string; network?: string; zone?: string; name: string; action: string; disruptive: boolean; changes: { key: string; old?: string; new?: string }[] }[] }>(pv.stdout).changes;
+      const fwd = changes.find((c) => c.kind === 'network-forward');
+      expect(fwd).toMatchObject({ action: 'update', network: BR, name: LA, disruptive: true });
+      expect(fwd!.changes.map((k) => k.key)).toEqual(['ports']);
+      expect(fwd!.changes[0]!.new).toContain(`"target_address":"${subnet}.5"`);
+      expect(changes.find((c) => c.kind === 'network-zone-record')).toMatchObject({ action: 'create', zone: ZONE, name: 'www' });
+      const apply = await run('restore', 'config', '--all-projects', '--apply', '-y');
+      expect(apply.exitCode, apply.stderr).toBe(0);
+      expect((await forward()).ports).toEqual([{ description: '', protocol: 'tcp', listen_port: '80', target_address: `${subnet}.5`, target_port: '8080' }]);
+      expect((await record()).entries).toEqual([{ type: 'A', value: `${subnet}.5`, ttl: 300 }]);
+
+      // A host that lost all of it: the network and zone come first, then what lives in them.
+      await dropAll();
+      const again = await run('restore', 'config', '--all-projects', '--apply', '-y');
+      expect(again.exitCode, again.stderr).toBe(0);
+      expect(await incus('network', 'get', BR, 'ipv4.address')).toBe(`${subnet}.1/24`);
+      expect(await forward()).toMatchObject({ description: 'web front', ports: [expect.objectContaining({ listen_port: '80', target_address: `${subnet}.5` })] });
+      expect((await record()).entries).toEqual([{ type: 'A', value: `${subnet}.5`, ttl: 300 }]);
+    } finally {
+      await dropAll();
+    }
   });
 
   it('says which secret it cannot bring back rather than "matches", and refuses a project it does not know', async () => {

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { diffConfig, mapConfig, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
+import { diffConfig, extraObjects, mapConfig, objectLabel, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
 import { ownsFeature } from '../../src/core/preflight.js';
+import { CONFIG_KINDS } from '../../src/incus/api.js';
 import { clipPair } from '../../src/cli/commands/config.js';
 import type { Mappings } from '../../src/core/preflight.js';
 
-const snap = (objects: ConfigObject[]): ConfigSnapshot => ({ format: 1, capturedAt: '2026-11-22T00:00:00Z', objects, redacted: [] });
+const snap = (objects: ConfigObject[]): ConfigSnapshot => ({ format: 1, capturedAt: '2026-11-22T00:00:00Z', kinds: [...CONFIG_KINDS], objects, redacted: [] });
 const maps = (m: Partial<Record<keyof Mappings, Record<string, string>>>): Mappings => ({
   project: new Map(Object.entries(m.project ?? {})),
   pool: new Map(Object.entries(m.pool ?? {})),
@@ -46,6 +47,45 @@ describe('config backups under restore mappings', () => {
     expect(creates.map((c) => c.object.kind)).toEqual(['network-acl', 'network-zone', 'network']);
     const deletes = diffConfig(snap([]), snap([net, acl, zone]), {}, true);
     expect(deletes.map((c) => c.object.kind)).toEqual(['network', 'network-zone', 'network-acl']);
+  });
+
+  it("creates a zone's records after the zone and a network's forwards after the network, tells apart two networks' forwards on one address, and deletes them first", () => {
+    const net: ConfigObject = { kind: 'network', project: 'default', name: 'br0', description: '', config: {}, type: 'bridge' };
+    const net2: ConfigObject = { ...net, name: 'br1' };
+    const fwd: ConfigObject = { kind: 'network-forward', project: 'default', parent: 'br0', name: '192.0.2.50', description: '', config: {}, ports: [{ protocol: 'tcp', listen_port: '80', target_address: '10.0.0.5' }] };
+    const fwd2: ConfigObject = { ...fwd, parent: 'br1' };
+    const zone: ConfigObject = { kind: 'network-zone', project: 'default', name: 'lan.example', description: '', config: {} };
+    const rec: ConfigObject = { kind: 'network-zone-record', project: 'default', parent: 'lan.example', name: 'www', description: '', config: {}, entries: [{ type: 'A', value: '10.0.0.5', ttl: 300 }] };
+    const creates = diffConfig(snap([fwd, fwd2, rec, net, net2, zone]), snap([]), {}, false);
+    expect(creates.map((c) => objectLabel(c.object))).toEqual([
+      'network-zone default/lan.example',
+      'network-zone-record default/lan.example/www',
+      'network default/br0',
+      'network default/br1',
+      'network-forward default/br0/192.0.2.50',
+      'network-forward default/br1/192.0.2.50',
+    ]);
+    expect(creates.find((c) => c.object.kind === 'network-forward')!.changes).toContainEqual({ key: 'ports', old: '[]', new: '[{"listen_port":"80","protocol":"tcp","target_address":"10.0.0.5"}]' });
+    const deletes = diffConfig(snap([]), snap([net, fwd, zone, rec]), {}, true);
+    expect(deletes.map((c) => c.object.kind)).toEqual(['network-forward', 'network', 'network-zone-record', 'network-zone']);
+    // A changed port rule or DNS entry is an update of that forward or record alone.
+    const moved = { ...fwd, ports: [{ protocol: 'tcp', listen_port: '80', target_address: '10.0.0.6' }] };
+    expect(diffConfig(snap([net, moved, zone, rec]), snap([net, fwd, zone, rec]), {}, false).map((c) => `${c.action} ${objectLabel(c.object)} ${c.changes.map((k) => k.key).join()}`)).toEqual([
+      'update network-forward default/br0/192.0.2.50 ports',
+    ]);
+    // A backup made before forwards and records were captured does not speak for them: even
+    // --force deletes none, nor counts them as extras.
+    const { kinds: _kinds, ...legacy } = snap([net, zone]);
+    expect(diffConfig(legacy, snap([net, fwd, zone, rec]), {}, true)).toEqual([]);
+    expect(extraObjects(legacy, snap([net, fwd, zone, rec]), {})).toEqual([]);
+    expect(extraObjects(snap([net, zone]), snap([net, fwd, zone, rec]), {}).map(objectLabel)).toEqual(['network-forward default/br0/192.0.2.50', 'network-zone-record default/lan.example/www']);
+  });
+
+  it("leaves a substituted network's forwards out with it (nothing is changed on the substitute) and moves a mapped project's", () => {
+    const fwd: ConfigObject = { kind: 'network-forward', project: 'prod', parent: 'br0', name: '192.0.2.50', description: '', config: {}, ports: [] };
+    const other: ConfigObject = { ...fwd, parent: 'lan' };
+    const mapped = mapConfig(snap([fwd, other]), maps({ project: { prod: 'drill' }, network: { br0: 'br1' } }));
+    expect(mapped.objects.map(objectLabel)).toEqual(['network-forward drill/lan/192.0.2.50']);
   });
 
   it('names a secret the backup does not hold and the object lacks now; one the object still has is left alone', () => {

@@ -12,6 +12,7 @@ import {
   loadConfig,
   mapConfig,
   objectLabel,
+  parentField,
   REDACTED,
   type ConfigChange,
   type ConfigObject,
@@ -95,6 +96,7 @@ export function configPreviewData(p: ConfigPreview, failed?: AppliedConfig['fail
       return {
         kind: c.object.kind,
         ...(c.object.project ? { project: c.object.project } : {}),
+        ...parentField(c.object),
         name: c.object.name,
         action: c.action,
         disruptive: c.disruptive,
@@ -103,7 +105,7 @@ export function configPreviewData(p: ConfigPreview, failed?: AppliedConfig['fail
         ...(error !== undefined ? { error } : {}),
       };
     }),
-    kept: p.kept.map((o) => ({ kind: o.kind, ...(o.project ? { project: o.project } : {}), name: o.name })),
+    kept: p.kept.map((o) => ({ kind: o.kind, ...(o.project ? { project: o.project } : {}), ...parentField(o), name: o.name })),
   };
 }
 
