@@ -187,6 +187,27 @@ export interface ConfigChange {
   changes: KeyChange[];
   /** Changing managed networks or storage pools can cut off running instances. */
   disruptive: boolean;
+  /** A delete of a profile or network: what uses it now (Incus refuses to delete it then). */
+  usedBy?: string[];
+}
+
+/** `/1.0/instances/web?project=prod` → `instance prod/web` (Incus's used_by entries). */
+export function describeUser(url: string): string {
+  const [path = '', query = ''] = url.split('?', 2);
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const project = new URLSearchParams(query).get('project') ?? 'default';
+  const kind = ({ instances: 'instance', profiles: 'profile', networks: 'network', 'storage-pools': 'volume' } as Record<string, string>)[parts[1] ?? ''] ?? parts[1] ?? '?';
+  return `${kind} ${project}/${parts.slice(2).filter((x) => x !== 'volumes').join('/')}`;
+}
+
+/** Marks each delete of a profile or network with what uses it now (see ConfigChange.usedBy). */
+export async function markUsers(api: ConfigApi, changes: ConfigChange[]): Promise<void> {
+  for (const c of changes) {
+    const o = c.object;
+    if (c.action !== 'delete' || (o.kind !== 'profile' && o.kind !== 'network')) continue;
+    const users = await api.usedBy(o.kind, o.name, o.project).catch((): string[] => []);
+    if (users.length) c.usedBy = users.map(describeUser);
+  }
 }
 
 export interface ConfigScope {
@@ -230,9 +251,13 @@ function diffObject(want: ConfigObject, have: ConfigObject): KeyChange[] {
     for (const d of [...names].sort()) {
       const a = have.devices?.[d];
       const b = want.devices?.[d];
-      if (stable(a) !== stable(b)) {
-        out.push({ key: `devices.${d}`, ...(a ? { old: stable(a) } : {}), ...(b ? { new: stable(b) } : {}) });
-      }
+      if (stable(a) === stable(b)) continue;
+      // A device on both sides: what changed in it, property by property (`devices.eth0.network`).
+      if (a && b) {
+        for (const k of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) {
+          if (a[k] !== b[k]) out.push({ key: `devices.${d}.${k}`, ...(a[k] !== undefined ? { old: a[k] } : {}), ...(b[k] !== undefined ? { new: b[k] } : {}) });
+        }
+      } else out.push({ key: `devices.${d}`, ...(a ? { old: stable(a) } : {}), ...(b ? { new: stable(b) } : {}) });
     }
   }
   for (const k of rulesOf(want.kind)) {

@@ -404,6 +404,12 @@ export class ConfigApi {
     await this.client.run('PUT', path, { ...opts, etag, body: mutate(value) });
   }
 
+  /** What uses the object now (Incus's `used_by`: instance and profile URLs). */
+  async usedBy(kind: ConfigKind, name: string, project?: string, parent?: string): Promise<string[]> {
+    const { path, opts } = this.where(kind, project, parent);
+    return (await this.client.get<{ used_by?: string[] }>(`${path}/${enc(name)}`, opts)).used_by ?? [];
+  }
+
   async delete(kind: ConfigKind, name: string, project?: string, parent?: string): Promise<void> {
     const { path, opts } = this.where(kind, project, parent);
     await this.client.run('DELETE', `${path}/${enc(name)}`, opts);

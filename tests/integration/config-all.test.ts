@@ -180,6 +180,28 @@ describe('config backup and restore', () => {
     }
   });
 
+  it('names what uses a profile that --force would delete, in the preview and when Incus refuses it', async () => {
+    const b = await run('backup', 'config');
+    expect(b.exitCode, b.stderr).toBe(0);
+    await incus('profile', 'create', 'inuse', '--project', P);
+    await incus('init', 'ib-busybox', 'user1', '--project', P, '-p', 'default', '-p', 'inuse');
+    try {
+      const pv = await run('restore', 'config', '--project', P, '--force', '--output', 'json');
+      expect(pv.exitCode, pv.stderr).toBe(0);
+      const del = parseJson<{ changes: { kind: string; name: string; action: string; usedBy?: string[] }[] }>(pv.stdout).changes.find((c) => c.name === 'inuse');
+      expect(del).toMatchObject({ kind: 'profile', action: 'delete', usedBy: [`instance ${P}/user1`] });
+      const apply = await run('restore', 'config', '--project', P, '--apply', '--force', '-y');
+      expect(apply.exitCode).toBe(1);
+      expect(apply.stdout).toMatch(new RegExp(`delete +│ profile ${P}/inuse +│.*in use by instance ${P}/user1`));
+      expect(apply.stderr).toContain(`warning: config: could not delete profile ${P}/inuse: `);
+      expect(apply.stderr).toContain(`(in use by instance ${P}/user1: Incus refuses to delete it until they no longer use it)`);
+      expect(await incus('profile', 'list', '--project', P, '--format', 'csv')).toMatch(/^inuse,/m);
+    } finally {
+      await incus('delete', '-f', 'user1', '--project', P).catch(() => undefined);
+      await incus('profile', 'delete', 'inuse', '--project', P).catch(() => undefined);
+    }
+  });
+
   it("applies a project's lowered limit after the profile that lowers its instances' usage, in one run", async () => {
     // Incus checks a project's limits.memory against what its instances' profiles set now.
     await incus('profile', 'set', 'web', 'limits.memory=256MiB', '--project', P);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { diffConfig, extraObjects, mapConfig, objectLabel, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
+import { describeUser, diffConfig, extraObjects, mapConfig, objectLabel, type ConfigObject, type ConfigSnapshot } from '../../src/core/config.js';
 import { ownsFeature } from '../../src/core/preflight.js';
 import { CONFIG_KINDS } from '../../src/incus/api.js';
 import { clipPair } from '../../src/cli/commands/config.js';
@@ -118,6 +118,23 @@ describe('config backups under restore mappings', () => {
     // An existing project's default profile is compared as it is.
     const have = { ...prodDefault, config: {}, devices: {} };
     expect(diffConfig(snap([prod, prodDefault]), snap([prod, have]), { project: 'prod' }, false).map((c) => c.action)).toEqual(['update']);
+  });
+
+  it("names Incus's used_by entries as an admin would type them", () => {
+    expect(describeUser('/1.0/instances/web?project=prod')).toBe('instance prod/web');
+    expect(describeUser('/1.0/instances/db')).toBe('instance default/db');
+    expect(describeUser('/1.0/profiles/with%20space?project=p')).toBe('profile p/with space');
+  });
+
+  it("shows a device on both sides property by property, and a device added or removed whole", () => {
+    const before: ConfigObject = { ...web, devices: { eth0: { type: 'nic', network: 'br1', name: 'eth0', mtu: '1400' }, old: { type: 'disk', path: '/old', source: '/srv/old' } } };
+    const backup: ConfigObject = { ...web, devices: { eth0: { type: 'nic', network: 'br0', name: 'eth0' }, gpu: { type: 'gpu' } } };
+    expect(diffConfig(snap([backup]), snap([before]), {}, false)[0]!.changes).toEqual([
+      { key: 'devices.eth0.mtu', old: '1400' },
+      { key: 'devices.eth0.network', old: 'br1', new: 'br0' },
+      { key: 'devices.gpu', new: '{"type":"gpu"}' },
+      { key: 'devices.old', old: '{"path":"/old","source":"/srv/old","type":"disk"}' },
+    ]);
   });
 });
 

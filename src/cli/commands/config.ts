@@ -11,6 +11,7 @@ import {
   extraObjects,
   loadConfig,
   mapConfig,
+  markUsers,
   objectLabel,
   parentField,
   REDACTED,
@@ -63,10 +64,16 @@ export function clipPair(a: string | undefined, b: string | undefined): [string,
   return [cut(a), cut(b)];
 }
 
+/** What a delete of an object in use is told: Incus refuses it until nothing uses it. */
+function inUse(users: string[]): string {
+  const shown = users.length > 3 ? [...users.slice(0, 3), `${users.length - 3} more`] : users;
+  return `in use by ${shown.join(', ')}: Incus refuses to delete it until they no longer use it`;
+}
+
 export function configPreviewRows(p: ConfigPreview): PreviewRow[] {
   const rows: PreviewRow[] = [];
   for (const c of p.changes) {
-    const note = c.disruptive ? 'disruptive' : '';
+    const note = [c.disruptive ? 'disruptive' : '', c.usedBy ? inUse(c.usedBy) : ''].filter(Boolean).join('; ');
     if (!c.changes.length) rows.push({ action: c.action, object: objectLabel(c.object), key: '', old: '', new: '', note });
     for (const k of c.changes) {
       const secret = k.new === REDACTED ? 'secret, not in the backup: set it by hand' : '';
@@ -101,6 +108,7 @@ export function configPreviewData(p: ConfigPreview, failed?: AppliedConfig['fail
         action: c.action,
         disruptive: c.disruptive,
         changes: c.changes,
+        ...(c.usedBy ? { usedBy: c.usedBy } : {}),
         ...(failed ? { status: error === undefined ? 'ok' : 'failed' } : {}),
         ...(error !== undefined ? { error } : {}),
       };
@@ -122,7 +130,9 @@ export async function previewConfig(ctx: RunContext, entry: BackupEntry, scope: 
   const backup = maps ? mapConfig(stored, maps) : stored;
   const current = await captureConfig(configApi(ctx));
   const projects = new Set([...backup.objects, ...current.objects].filter((o) => o.kind === 'project').map((o) => o.name));
-  return { entry, changes: diffConfig(backup, current, scope, force), kept: force ? [] : extraObjects(backup, current, scope), projects };
+  const changes = diffConfig(backup, current, scope, force);
+  await markUsers(configApi(ctx), changes);
+  return { entry, changes, kept: force ? [] : extraObjects(backup, current, scope), projects };
 }
 
 export interface AppliedConfig {
@@ -145,7 +155,7 @@ export async function applyConfig(ctx: RunContext, p: ConfigPreview): Promise<Ap
   // A project's lowered limits can be refused until its profiles are lowered too (Incus checks
   // the current total): such an update is tried once more after the rest.
   const fail = (c: ConfigChange, e: unknown) => {
-    const error = (e as Error).message;
+    const error = (e as Error).message + (c.usedBy ? ` (${inUse(c.usedBy)})` : '');
     failed.push({ change: c, label: `${c.action} ${objectLabel(c.object)}`, error });
     ctx.ui.warn(`config: could not ${c.action} ${objectLabel(c.object)}: ${error}`);
   };
