@@ -177,6 +177,8 @@ describe('a target of the other kind, or a directory in use', () => {
     const busy = join(base, 'busy');
     mkdirSync(busy);
     writeFileSync(join(busy, 'notes.txt'), 'not a backup\n');
+    const empty = join(base, 'empty');
+    mkdirSync(empty);
 
     for (const [args, msg, hint] of [
       [['list', '--target', `dir:${repoDir}`], /^Error: dir:\S+\/repo is a restic repository, not a directory target$/m, /^Hint: use --target restic:\S+\/repo$/m],
@@ -185,6 +187,11 @@ describe('a target of the other kind, or a directory in use', () => {
       [['backup', 'config', '--target', `restic:${dirTarget}`], /is a directory target/, /dir:/],
       [['backup', 'config', '--target', `dir:${busy}`], /^Error: dir:\S+\/busy is not empty and is not a directory target \(it has no metadata\.json\)$/m, /busy\/incus-backup/],
       [['backup', 'config', '--target', `restic:${busy}`], /^Error: restic:\S+\/busy is not empty and is not a restic repository$/m, /busy\/restic/],
+      // What reads a target refuses a directory that is none: a backup disk not mounted (an
+      // empty mount point) or a mistyped path must not pass a weekly verify as "0 damaged".
+      [['verify', '--all-projects', '--target', `dir:${empty}`], /^Error: dir:\S+\/empty is not a directory target \(it is empty\)$/m, /^Hint: is the backup disk mounted\?/m],
+      [['list', '--target', `dir:${busy}`], /^Error: dir:\S+\/busy is not a directory target \(it has no metadata\.json and no backups\)$/m, /mounted/],
+      [['prune', '--keep-last', '1', '-y', '--target', `dir:${empty}`], /is not a directory target/, /mounted/],
       [['list', '--target', `restic:${repoDir}`, '--password-file', base], /^Error: cannot get the password for restic repository \S+: .*is a directory$/m, /--password-file/],
     ] as const) {
       const r = await cli([...args], env);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import { createReadStream, createWriteStream, promises as fs, readdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { isAbsolute, join, normalize } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -32,7 +32,8 @@ import { acquireLock, LOCK_FILE } from './lock.js';
 const STAGING = '.staging';
 const TRASH = '.trash';
 /** What a target's root holds besides metadata.json. */
-const LAYOUT = new Set(['instances', 'volumes', 'images', 'config', STAGING, TRASH, LOCK_FILE, `${LOCK_FILE}.takeover`]);
+const BACKUP_TREES = new Set(['instances', 'volumes', 'images', 'config']);
+const LAYOUT = new Set([...BACKUP_TREES, STAGING, TRASH, LOCK_FILE, `${LOCK_FILE}.takeover`]);
 const TS_DIR = /^\d{8}T\d{6}Z(-\d+)?$/;
 
 
@@ -125,7 +126,17 @@ export class DirBackend implements Backend {
     if (!this.rootExists()) {
       throw new UsageError(`target ${this.uri} does not exist`, 'check the path, or run a backup to create it');
     }
-    this.notResticRepository();
+    // An empty directory is what an unmounted backup disk looks like: reading it as a target
+    // with no backups would let a weekly verify pass. One that lost metadata.json but has the
+    // layout is still a target.
+    const holds = this.notResticRepository();
+    if (holds === 'dir-target') return;
+    if (!readdirSync(this.root).some((e) => BACKUP_TREES.has(e))) {
+      throw new UsageError(
+        `${this.uri} is not a directory target (${holds === 'empty' ? 'it is empty' : 'it has no metadata.json and no backups'})`,
+        'is the backup disk mounted? check the path; a directory target is made by its first backup',
+      );
+    }
   }
 
   /** Refuses a restic repository given as dir: (its `config` file is no config backup). */
