@@ -531,12 +531,15 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
       notStarted = { error: e as Error };
       throw e;
     });
-    // The users of a volume run again before the original goes, like a restored instance.
+    // The users of a volume run again before the original goes, like a restored instance; one
+    // the admin had paused (frozen) is paused again, as the undo would leave it.
+    const paused = new Set(stopping.filter((i) => i.status === 'Frozen').map((i) => i.name));
     for (const name of users) {
       await api.setInstanceState(dest.project, name, 'start').catch((e: unknown) => {
         notStarted = { error: e as Error, user: name };
         throw e;
       });
+      if (paused.has(name)) await api.setInstanceState(dest.project, name, 'freeze');
     }
     stillWanted();
   } catch (e) {

@@ -93,7 +93,7 @@ describe('custom volumes on a directory target', () => {
     const r = await cli(['restore', 'volume', 'default/data', '--replace', '-y', '--project', P, '--target', target.uri]);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/stops the running instances/);
-    expect(r.stdout).toMatch(/stops app, then starts it again/);
+    expect(r.stdout).toMatch(/stops app, then starts it again as it was/);
     expect(await sh(P, 'app', 'cat /mnt/data/blob')).toBe('drift');
     // Its dry run says so too (exit 0: it changes nothing).
     const dry = await cli(['restore', 'volume', 'default/data', '--replace', '-y', '--dry-run', '--project', P, '--target', target.uri]);
@@ -101,9 +101,12 @@ describe('custom volumes on a directory target', () => {
     expect(dry.stderr).toContain('note: replacing a volume stops the running instances that use it: the run needs --force');
   });
 
-  it('--replace --force swaps the data in, re-attaches it and restarts its users', async () => {
+  it('--replace --force swaps the data in, re-attaches it and restarts its users; one the admin paused is paused again', async () => {
+    await incus('pause', 'app', '--project', P);
     const r = await cli(['restore', 'volume', 'default/data', '--replace', '--force', '--project', P, '--target', target.uri]);
     expect(r.exitCode, r.stderr).toBe(0);
+    expect(await state(P, 'app')).toBe('Frozen');
+    await incus('resume', 'app', '--project', P);
     expect(await state(P, 'app')).toBe('Running');
     expect(await sh(P, 'app', 'sha256sum /mnt/data/blob | cut -d" " -f1')).toBe(sha);
     const dev = await incusJson<{ devices: Record<string, Record<string, string>> }>('/1.0/instances/app', P);

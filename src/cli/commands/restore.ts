@@ -32,7 +32,7 @@ const previewColumns: Column<RestorePlanItem>[] = [
         : [
             i.missedRun ? `not in the newest backup of all ${i.dest.kind}s (run of ${formatTimestamp(new Date(i.missedRun))})` : '',
             // A volume's users run again once the restored volume is in place.
-            i.stops.length ? `stops ${i.stops.join(', ')}${i.dest.kind === 'volume' ? `, then starts ${i.stops.length > 1 ? 'them' : 'it'} again` : ''}` : '',
+            i.stops.length ? `stops ${i.stops.join(', ')}${i.dest.kind === 'volume' ? `, then starts ${i.stops.length > 1 ? 'them' : 'it'} again as ${i.stops.length > 1 ? 'they were' : 'it was'}` : ''}` : '',
             i.start ? 'starts it afterwards' : (i.notStarted ?? ''),
             dropsText(i.dropsSnapshots),
           ]
