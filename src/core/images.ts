@@ -25,6 +25,14 @@ const short = (fp: string) => fp.slice(0, 12);
 /** How an image is named in progress lines and warnings: `image PROJECT/FINGERPRINT12`. */
 export const imageLabel = (project: string, fingerprint: string) => `image ${project}/${short(fingerprint)}`;
 
+/** An image's expiry, unless it has none (Go's zero time). */
+function expiry(at: string | undefined): string | undefined {
+  return at && !at.startsWith('0001-01-01') ? at : undefined;
+}
+
+/** What an HTTP header can carry (an image's original file name goes in one). */
+const PRINTABLE = /^[\x20-\x7e]+$/;
+
 /** Streams one image through the backend, with its aliases and properties in the manifest. */
 export async function backupImage(ctx: RunContext, project: string, image: Image): Promise<BackupEntry> {
   const task = ctx.ui.task(imageLabel(project, image.fingerprint));
@@ -46,6 +54,8 @@ export async function backupImage(ctx: RunContext, project: string, image: Image
           autoUpdate: image.auto_update,
           type: image.type,
           filename: image.filename,
+          ...(image.profiles ? { profiles: image.profiles } : {}),
+          ...(expiry(image.expires_at) ? { expiresAt: image.expires_at } : {}),
         },
       }),
     );
@@ -107,9 +117,22 @@ export async function applyImageRestore(ctx: RunContext, plan: ImageRestorePlan)
         entry,
         `image ${short(m.name)} ${m.timestamp}`,
         (n) => task.bytes(n, m.archive.size),
-        (body) => api.import(project, body, meta.contentType, { public: meta.public, signal: ctx.signal }),
+        (body) => api.import(project, body, meta.contentType, { public: meta.public, ...(PRINTABLE.test(meta.filename) ? { filename: meta.filename } : {}), signal: ctx.signal }),
       );
-      await api.update(project, m.name, { properties: meta.properties, public: meta.public, auto_update: meta.autoUpdate });
+      // The profiles it launches with: the backup's (a backup made before they were kept: what
+      // Incus gave it), those the project has; Incus refuses the lot for one it lacks.
+      const wanted = meta.profiles ?? (await api.get(project, m.name)).profiles ?? ['default'];
+      const profiles: string[] = [];
+      for (const p of wanted) if (await ctx.api.profile(project, p)) profiles.push(p);
+      const lacking = wanted.filter((p) => !profiles.includes(p));
+      if (lacking.length) ctx.ui.warn(`${imageLabel(project, m.name)}: its profile${lacking.length > 1 ? 's' : ''} ${lacking.join(', ')} ${lacking.length > 1 ? 'are' : 'is'} not in project ${project}; restored without; \`incus image edit ${short(m.name)} --project ${project}\` adds ${lacking.length > 1 ? 'them' : 'it'} once created`);
+      await api.update(project, m.name, {
+        properties: meta.properties,
+        public: meta.public,
+        auto_update: meta.autoUpdate,
+        profiles,
+        ...(meta.expiresAt ? { expires_at: meta.expiresAt } : {}),
+      });
     }
     for (const a of meta.aliases) if (plan.aliases.includes(a.name)) await api.createAlias(project, a.name, m.name, a.description);
     for (const c of plan.conflicts) ctx.ui.warn(`image alias ${c} already points at another image; left as it is`);

@@ -45,6 +45,10 @@ export interface Manifest extends ResourceKey {
     autoUpdate: boolean;
     type: string;
     filename: string;
+    /** The profiles an instance launched from it gets by default; absent in backups made before they were kept. */
+    profiles?: string[];
+    /** When Incus lets it expire; absent when it never does (or in backups made before it was kept). */
+    expiresAt?: string;
   };
   /** The archive's backup/index.yaml, parsed, captured while streaming. */
   index?: Record<string, unknown>;

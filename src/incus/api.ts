@@ -428,6 +428,20 @@ export interface Image {
   filename: string;
   size: number;
   architecture: string;
+  profiles?: string[];
+  /** Go's zero time (0001-01-01…) when it never expires. */
+  expires_at?: string;
+}
+
+/** An image's settings that `incus image edit` changes (Incus's ImagePut). */
+export interface ImageSettings {
+  properties: Record<string, string>;
+  public: boolean;
+  auto_update: boolean;
+  /** Incus gives an image ["default"] when a PUT leaves them out. */
+  profiles: string[];
+  /** Left as it is when absent (Incus ignores a zero time). */
+  expires_at?: string;
 }
 
 /** Images: listing, streaming export and import, aliases. */
@@ -442,19 +456,25 @@ export class ImageApi {
     return this.client.exists(`/1.0/images/${enc(fingerprint)}`, { project });
   }
 
+  get(project: string, fingerprint: string): Promise<Image> {
+    return this.client.get<Image>(`/1.0/images/${enc(fingerprint)}`, { project });
+  }
+
   /** The image file(s) as Incus serves them: a tarball, or multipart for split images. */
   async download(project: string, fingerprint: string, signal?: AbortSignal): Promise<{ stream: Readable; size?: number; contentType: string }> {
     return this.client.download(`/1.0/images/${enc(fingerprint)}/export`, { project, ...(signal ? { signal } : {}) });
   }
 
   /** Uploads what `download` gave (same content type), waits, returns the new fingerprint. */
-  async import(project: string, body: Readable, contentType: string, opts: { public: boolean; signal?: AbortSignal }): Promise<string> {
-    const op = await this.client.upload('/1.0/images', body, { 'content-type': contentType, 'x-incus-public': opts.public ? '1' : '0' }, { project, ...(opts.signal ? { signal: opts.signal } : {}) });
+  async import(project: string, body: Readable, contentType: string, opts: { public: boolean; filename?: string; signal?: AbortSignal }): Promise<string> {
+    // The original file name (a unified image's; a split one's comes from its parts).
+    const headers: Record<string, string> = { 'content-type': contentType, 'x-incus-public': opts.public ? '1' : '0', ...(opts.filename ? { 'x-incus-filename': opts.filename } : {}) };
+    const op = await this.client.upload('/1.0/images', body, headers, { project, ...(opts.signal ? { signal: opts.signal } : {}) });
     const done = await this.client.wait(op, opts.signal);
     return String((done.metadata as { fingerprint?: string } | null)?.fingerprint ?? '');
   }
 
-  async update(project: string, fingerprint: string, props: { properties: Record<string, string>; public: boolean; auto_update: boolean }): Promise<void> {
+  async update(project: string, fingerprint: string, props: ImageSettings): Promise<void> {
     const path = `/1.0/images/${enc(fingerprint)}`;
     const { etag } = await this.client.getWithEtag(path, { project });
     await this.client.run('PUT', path, { project, etag, body: props });

@@ -14,6 +14,9 @@ interface ImageJson {
   fingerprint: string;
   aliases: { name: string }[];
   properties: Record<string, string>;
+  profiles: string[];
+  expires_at: string;
+  filename: string;
 }
 
 beforeAll(async () => {
@@ -25,6 +28,8 @@ beforeAll(async () => {
   rmSync(join(target.dir, 'bb.tar'));
   const images = await incusJson<ImageJson[]>('/1.0/images?recursion=1', P);
   fp = images[0]!.fingerprint;
+  // Launched without a profile by default (what `incus image edit` sets), and it expires.
+  await incus('query', '-X', 'PUT', `/1.0/images/${fp}?project=${P}`, '-d', JSON.stringify({ properties: images[0]!.properties, public: false, auto_update: false, profiles: [], expires_at: '2031-05-05T00:00:00Z' }));
   await incus('image', 'set-property', fp, 'user.purpose', 'incus-backup test', '--project', P);
 });
 
@@ -61,6 +66,10 @@ describe('images', () => {
     const img = await incusJson<ImageJson>(`/1.0/images/${fp}`, P);
     expect(img.aliases.map((a) => a.name)).toEqual(['bb-local']);
     expect(img.properties['user.purpose']).toBe('incus-backup test');
+    // Incus would give it ["default"], no expiry and no file name.
+    expect(img.profiles).toEqual([]);
+    expect(new Date(img.expires_at).toISOString()).toBe('2031-05-05T00:00:00.000Z');
+    expect(img.filename).toBe('bb.tar');
     // A second restore has nothing to do.
     const again = await cli(['restore', 'images', '-y', '--project', P, '--target', target.uri, '--output', 'json']);
     expect(again.exitCode, again.stderr).toBe(0);
