@@ -557,9 +557,13 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     await clearJournal(ctx, aside).catch(() => undefined);
     // As it was (its NICs and MACs; it stays stopped, so it clashes with nothing).
     await unmaskAside?.().catch((e: unknown) => ui.warn(`${aside.name} could not get its network devices back (${(e as Error).message})`));
-    // Under a name of its own (an ibold-… one would read as what a killed run left).
-    const keptAs = `${dest.name.slice(0, 50)}-pre-restore`;
-    const kept = await rename(ctx, aside, keptAs).then(() => keptAs, () => aside.name);
+    // Under a name of its own (an ibold-… one would read as what a killed run left), the first
+    // free one of NAME-pre-restore, NAME-pre-restore-2, …
+    let kept = aside.name;
+    for (let n = 1; n <= 20 && kept === aside.name; n++) {
+      const keptAs = `${dest.name.slice(0, 48)}-pre-restore${n > 1 ? `-${n}` : ''}`;
+      kept = await rename(ctx, aside, keptAs).then(() => keptAs, () => aside.name);
+    }
     const noun = dest.kind === 'volume' ? `storage volume delete ${dest.pool}` : 'delete';
     ui.warn(
       `the replaced ${dest.name} is kept${dest.kind === 'instance' ? ', stopped,' : ''} as ${kept}: it has ${taken.length === 1 ? 'a snapshot' : 'snapshots'} taken since the preview (${taken.join(', ')}), which deleting it would lose; ` +

@@ -159,7 +159,16 @@ describe('an admin at work while a run goes on', () => {
     expect(await incus('config', 'device', 'get', 'solo-pre-restore', 'eth9', 'nictype', '--project', P)).toBe('p2p');
     expect(await incus('config', 'get', 'solo-pre-restore', 'user.incus-backup.replacing', '--project', P)).toBe('');
     expect(await state(P, 'solo')).toBe('Running');
-    await incus('delete', '-f', 'solo-pre-restore', '--project', P);
+    // Once more, that name taken: the next free one, not a temporary name that every later run
+    // would call the leftover of a killed restore.
+    for (const sn of await snapshotNames(P, 'solo')) await incus('snapshot', 'delete', 'solo', sn, '--project', P);
+    const again = await whileHeld(/^POST \/1\.0\/instances\?/, ['restore', 'instance', 'solo', '--replace', '-y'], () => incus('snapshot', 'create', 'solo', 'admin-snap2', '--project', P).then(() => undefined));
+    expect(again.exitCode, String(again.stderr)).toBe(0);
+    expect(String(again.stderr)).toContain('the replaced solo is kept, stopped, as solo-pre-restore-2');
+    expect(await snapshotNames(P, 'solo-pre-restore-2')).toEqual(['admin-snap2']);
+    const next = await run('backup', 'instances', 'solo');
+    expect(next.stderr).not.toContain('killed before putting back');
+    for (const n of ['solo-pre-restore', 'solo-pre-restore-2']) await incus('delete', '-f', n, '--project', P);
     await incus('config', 'device', 'remove', 'solo', 'eth9', '--project', P);
   });
 
