@@ -24,15 +24,18 @@ describe('target URIs', () => {
     [undefined, /no target given/, /INCUS_BACKUP_TARGET/],
     ['/srv/backups', /has no scheme/, /dir:\/srv\/backups/],
     ['s3:bucket', /unknown target scheme "s3:"/, /dir:, restic:/],
-    ['dir:relative/path', /not an absolute path/, /dir:\/srv\/relative\/path/],
+    ['dir:relative/path', /not an absolute path/, new RegExp(`dir:${process.cwd()}/relative/path `)],
     ['dir:', /needs a path/, /--target dir:/],
-    ['restic:relative/repo', /restic repository "relative\/repo" is not an absolute path/, /restic:\/srv\/relative\/repo/],
-    ['restic:local:repo', /restic repository "repo" is not an absolute path/, /restic:\/srv\/repo/],
+    ['restic:relative/repo', /restic repository "relative\/repo" is not an absolute path/, new RegExp(`restic:${process.cwd()}/relative/repo `)],
+    ['restic:local:repo', /restic repository "repo" is not an absolute path/, new RegExp(`restic:${process.cwd()}/repo `)],
     // Remote addresses restic would only answer with a URL parser's words (or minutes of retries).
     ['restic:http://127.0.0.1:8000/repo', /is a URL: restic reaches a rest-server's repository as rest:URL/, /^use --target restic:rest:http:\/\/127\.0\.0\.1:8000\/repo$/],
     ['restic:REST:http://127.0.0.1:8000/repo', /backend names are lower case, not "REST:"/, /^use --target restic:rest:http:\/\/127\.0\.0\.1:8000\/repo$/],
     ['restic:ftp:host/repo', /"ftp:" is not a restic backend/, /sftp:, rest:/],
     ['restic:rest:127.0.0.1:8000/repo', /needs an http:\/\/ or https:\/\/ URL/, /restic:rest:http:\/\/127\.0\.0\.1:8000\/repo$/],
+    // A host name is not a scheme: kept in the hint.
+    ['restic:rest:localhost:8000/repo', /needs an http:\/\/ or https:\/\/ URL/, /restic:rest:http:\/\/localhost:8000\/repo$/],
+    ['restic:rest:htp://backup:8000/repo', /needs an http:\/\/ or https:\/\/ URL/, /restic:rest:http:\/\/backup:8000\/repo$/],
     // An unencoded @ in the password: restic's parser error would show the rest of it.
     ['restic:rest:http://backup:p@ss:w/rd@127.0.0.1:8000/repo', /^the user name or password in the restic repository URL has an "@" that is not percent-encoded$/, /%40/],
     // A file where the repository should be (restic would retry opening it for many minutes).

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream, promises as fs, readdirSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { isAbsolute, join, normalize } from 'node:path';
+import { isAbsolute, join, normalize, resolve } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { compressor, decompressor, EXTENSIONS } from '../../core/compression.js';
@@ -475,7 +475,7 @@ export const dirBackendFactory: BackendFactory = {
   create(rest, uri) {
     if (!rest) throw new UsageError('dir: target needs a path', 'e.g. --target dir:/srv/backups');
     if (!isAbsolute(rest)) {
-      throw new UsageError(`directory target "${rest}" is not an absolute path`, `use e.g. dir:${join('/srv', rest)}`);
+      throw new UsageError(`directory target "${rest}" is not an absolute path`, `use e.g. dir:${resolve(rest)} (cron and systemd start elsewhere)`);
     }
     return new DirBackend(normalize(rest).replace(/(.)\/+$/, '$1'), uri);
   },

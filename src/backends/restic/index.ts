@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { readdirSync } from 'node:fs';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { directoryHolds, pathKind } from '../../core/fsutil.js';
@@ -959,7 +959,7 @@ function checkRemote(rest: string): void {
   if (scheme !== 'rest') return;
   const url = rest.slice('rest:'.length);
   if (!/^https?:\/\/[^/]/.test(url)) {
-    throw new UsageError(`restic's rest: repository needs an http:// or https:// URL, not "${redactRepository(url)}"`, `e.g. --target restic:rest:http://${redactRepository(url).replace(/^[a-z]*:?\/*/i, '')}`);
+    throw new UsageError(`restic's rest: repository needs an http:// or https:// URL, not "${redactRepository(url)}"`, `e.g. --target restic:rest:http://${redactRepository(url).replace(/^([a-z][a-z0-9+.-]*:)?\/\//i, '')}`);
   }
   // user:password@host: an `@` (or `/`) in the password must be percent-encoded, else the URL
   // parser takes part of the password for the host.
@@ -976,7 +976,7 @@ export function createResticBackend(rest: string, uri: string, opts: ResticBacke
   // command runs: a nightly job started from another directory would write somewhere else.
   const local = localRepository(rest);
   if (local !== undefined && !local.startsWith('/')) {
-    throw new UsageError(`restic repository "${local}" is not an absolute path`, `use e.g. restic:${join('/srv', local)}, or a backend such as restic:rest:http://host:8000/repo`);
+    throw new UsageError(`restic repository "${local}" is not an absolute path`, `use e.g. restic:${resolve(local)} (cron and systemd start elsewhere), or a backend such as restic:rest:http://host:8000/repo`);
   }
   // restic would retry a repository it cannot open for many minutes, even a file.
   const kind = local === undefined ? 'missing' : pathKind(local);
