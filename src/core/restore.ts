@@ -361,8 +361,13 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
   try {
     task.phase('importing');
     let swapped = false;
+    let importing: string | undefined;
     cleanup.push(`delete partly restored ${staged.name}`, async () => {
-      if (!swapped) await api.deleteOwn(staged);
+      if (swapped) return;
+      // Incus goes on creating it from a whole upload after the run stopped waiting (Ctrl-C),
+      // and refuses to delete it meanwhile ("busy running a create operation").
+      if (importing) await api.client.settle(importing, () => ui.info(`waiting for Incus to finish importing ${staged.name}, to remove it (Ctrl-C again quits; the next run removes it then)`));
+      await api.deleteOwn(staged);
     });
     const maps = item.maps;
     // The project as it is now, in case its config changed since the plan.
@@ -374,7 +379,7 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
       item.entry,
       `${m.name} ${m.timestamp}`,
       (n) => task.bytes(n, m.archive.size),
-      (body) => api.importBackup(staged, body, { signal, ...(item.rootPool ? { pool: item.rootPool } : {}) }),
+      (body) => api.importBackup(staged, body, { signal, onOperation: (op) => (importing = op), ...(item.rootPool ? { pool: item.rootPool } : {}) }),
       maps ? [new TarYamlRewriter((doc) => mapInstanceYaml(doc, maps))] : [],
     );
     // Deleted by someone while the archive uploaded: there is nothing to replace any more, and
@@ -407,8 +412,11 @@ export async function restoreItem(ctx: RunContext, item: RestorePlanItem, again 
     task.end(true, `${m.timestamp} → ${item.dest.name}${item.notStarted ? `; ${item.notStarted}` : ''}`);
   } catch (e) {
     task.end(false);
-    await cleanup.run(ui.warn.bind(ui));
-    if (signal.aborted) throw e instanceof UndoIncompleteError ? e : new InterruptedError(`interrupted while restoring ${label}; nothing was changed`);
+    const cleaned = await cleanup.run(ui.warn.bind(ui));
+    if (signal.aborted) {
+      if (e instanceof UndoIncompleteError) throw e;
+      throw new InterruptedError(`interrupted while restoring ${label}; ${cleaned ? 'nothing was changed' : `the destination is untouched, but ${staged.name} is left (the warning above says why); the next run removes it`}`);
+    }
     if (!again && e instanceof ChecksumMismatchError && ctx.backend.wasReadAhead?.(item.entry)) {
       // What was read ahead was a newer backup that landed after the listing, not this one.
       ui.warn(`${label}: the read-ahead of ${m.timestamp} met a newer backup; reading ${m.timestamp} again`);

@@ -325,11 +325,14 @@ export class IncusApi {
   }
 
   /** Streams a backup tarball into Incus as a new instance or volume and waits for the import. */
-  async importBackup(s: BackupSubject, body: Readable, opts: RequestOptions & { pool?: string } = {}): Promise<void> {
+  /** `onOperation`: the import's operation, once Incus has the whole upload (it goes on with it if the run stops waiting). */
+  async importBackup(s: BackupSubject, body: Readable, opts: RequestOptions & { pool?: string; onOperation?: (op: string) => void } = {}): Promise<void> {
     const path = s.kind === 'instance' ? '/1.0/instances' : `/1.0/storage-pools/${enc(s.pool)}/volumes/custom`;
     const headers: Record<string, string> = { 'x-incus-name': s.name };
     if (opts.pool) headers['x-incus-pool'] = opts.pool;
-    const op = await this.client.upload(path, body, headers, { ...opts, project: s.project });
+    const { onOperation, ...request } = opts;
+    const op = await this.client.upload(path, body, headers, { ...request, project: s.project });
+    onOperation?.(op);
     await this.client.wait(op, opts.signal);
   }
 

@@ -306,6 +306,30 @@ export class IncusClient {
   }
 
   /** Streams a request body (an import); returns the operation the server created. */
+  /**
+   * Waits until an operation is over, however it ends, without a signal: for a clean-up, which
+   * can remove what the operation makes only once Incus is done with it. `onWaiting` is called
+   * once if it is still running.
+   */
+  async settle(operation: string, onWaiting?: () => void): Promise<void> {
+    const path = `/1.0/operations/${encodeURIComponent(operation.split('/').pop()!)}`;
+    let said = false;
+    for (;;) {
+      try {
+        const op = await this.get<Operation>(path);
+        if (op.status_code >= 200) return;
+        if (!said) onWaiting?.();
+        said = true;
+        await this.get<Operation>(`${path}/wait`, { query: { timeout: String(WAIT_SLICE_S) } });
+        return;
+      } catch (e) {
+        if (!(e instanceof IncusError)) throw e;
+        // Still running after a slice: wait on. Gone, or ended in failure: over.
+        if (e.serverMessage !== 'context deadline exceeded') return;
+      }
+    }
+  }
+
   async upload(
     path: string,
     body: Readable,

@@ -1,6 +1,7 @@
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, incus, incusJson, instanceNames, launch, parseJson, sh, slowAnswerProxy, snapshotNames, spawnHeld, state, tempTarget, testProject } from './helpers.js';
+import { cli, cliSpawn, incus, incusJson, instanceNames, launch, parseJson, sendCountingProxy, sh, slowAnswerProxy, snapshotNames, spawnHeld, state, tempTarget, testProject } from './helpers.js';
 
 // What a restore gives back, compared with what was backed up: the default (point-in-time) mode
 // exports a temporary copy, and what the copy does not carry of its source must not be lost.
@@ -272,6 +273,43 @@ describe('an admin at work while a run goes on', () => {
       await incus('delete', '-f', 'runner2', '--project', P);
     } finally {
       for (const n of ['runner', 'runner2']) await incus('delete', '-f', n, '--project', P).catch(() => undefined);
+    }
+  });
+
+  it('Ctrl-C while Incus creates the restored instance from a whole upload leaves nothing: the clean-up waits for Incus', async () => {
+    await launch(P, 'big');
+    try {
+      // Big enough that Incus is still unpacking it when the run is interrupted.
+      await sh(P, 'big', 'dd if=/dev/urandom of=/big bs=1M count=150 2>/dev/null');
+      const b = await run('backup', 'instances', 'big');
+      expect(b.exitCode, b.stderr).toBe(0);
+      const dir = join(target.dir, 'instances', P, 'big');
+      const size = statSync(join(dir, readdirSync(dir)[0]!, 'export.tar')).size;
+      // Ctrl-C once the whole archive went to Incus, which then creates the instance from it.
+      const proxy = await sendCountingProxy();
+      try {
+        const child = cliSpawn(['restore', 'instance', 'big', '--target-name', 'big2', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+        const deadline = Date.now() + 60_000;
+        // The archive and the chunked encoding's framing have gone, and nothing more comes.
+        let last = -1;
+        while ((proxy.sent() < size || proxy.sent() !== last) && Date.now() < deadline) {
+          last = proxy.sent();
+          await new Promise((res) => setTimeout(res, 30));
+        }
+        child.kill('SIGINT');
+        const r = await child;
+        // Whatever Incus was still doing for the run is over before the host is looked at.
+        const running = async () => Object.values(await incusJson<Record<string, { status: string }[] | null>>('/1.0/operations?recursion=1', P)).flatMap((l) => l ?? []).filter((o) => o.status === 'Running');
+        while ((await running()).length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+        expect(r.exitCode, String(r.stderr)).toBe(130);
+        expect(String(r.stderr)).toMatch(/interrupted while restoring instance \S+\/big2; nothing was changed/);
+        expect(String(r.stderr)).not.toContain('cleanup failed');
+      } finally {
+        await proxy.close();
+      }
+      expect((await instanceNames(P)).filter((n) => n.startsWith('ibtmp-') || n === 'big2')).toEqual([]);
+    } finally {
+      await incus('delete', '-f', 'big', '--project', P).catch(() => undefined);
     }
   });
 

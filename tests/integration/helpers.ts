@@ -279,6 +279,26 @@ export async function spawnHeld(proxy: { socket: string; held: () => number }, a
 }
 
 /**
+ * A relay that counts the bytes clients send, an upload's body included: a test acts in once an
+ * upload is whole (Incus answers an import's POST with its operation long before that).
+ */
+export async function sendCountingProxy(): Promise<{ socket: string; sent: () => number; close: () => Promise<void> }> {
+  let sent = 0;
+  const relay = await incusRelay((client, upstream) => {
+    // Counted once handed to Incus's socket, and read no faster than Incus takes it.
+    client.on('data', (chunk: Buffer) => {
+      if (!upstream.write(chunk, () => (sent += chunk.length))) {
+        client.pause();
+        upstream.once('drain', () => client.resume());
+      }
+    });
+    upstream.pipe(client);
+    endTogether(client, upstream);
+  });
+  return { ...relay, sent: () => sent };
+}
+
+/**
  * A relay that asks Incus to answer every operation wait at once (`/wait?timeout=0`), as a wait
  * on an operation that outlasts its 30 s slice would be answered: with the error "context
  * deadline exceeded", the operation still running. timedOut() counts those answers.
