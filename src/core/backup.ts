@@ -444,5 +444,15 @@ export async function sweepProjectLeftovers(ctx: RunContext, project: string): P
       await ctx.api.deleteOwn({ kind: 'volume', project, pool: v.pool!, name: v.name });
     } else if (isStaleAsideName(v.name) && !journalOf(v.config)) setAside(`volume ${project}/${v.pool}/${v.name}`, `incus storage volume rename ${v.pool} ${v.name} NAME --project ${project}`);
   }
+  // A killed backup's temporary snapshot, on whatever it was backing up: not left for that
+  // resource's own next backup, which may never come (excluded, renamed, backed up elsewhere).
+  for (const { of, name } of await ctx.api.listAllSnapshots(project)) {
+    if (!isStaleTmpName(name)) continue;
+    ctx.ui.warn(`removing temporary snapshot ${name} of ${subjectLabel(of)} left by an interrupted run`);
+    await ctx.api.deleteSnapshot(of, name).catch((e: unknown) => {
+      if (!(e instanceof IncusError)) throw e;
+      if (!e.notFound) ctx.ui.warn(`${subjectLabel(of)}: could not remove temporary snapshot ${name} (${e.message}); it stays until Incus can remove it`);
+    });
+  }
 }
 

@@ -181,6 +181,23 @@ export class IncusApi {
     }
     return out;
   }
+  /**
+   * Every snapshot of the project's instances and custom volumes, with what it belongs to: one
+   * request per storage pool (a pool's volume list names the snapshots too).
+   */
+  async listAllSnapshots(project: string): Promise<{ of: BackupSubject; name: string }[]> {
+    const out: { of: BackupSubject; name: string }[] = [];
+    for (const pool of names(await this.client.get<string[]>('/1.0/storage-pools'))) {
+      for (const url of await this.client.get<string[]>(`/1.0/storage-pools/${enc(pool)}/volumes`, { project })) {
+        const m = /\/volumes\/(container|virtual-machine|custom)\/([^/?]+)\/snapshots\/([^/?]+)/.exec(url);
+        if (!m) continue;
+        const owner = decodeURIComponent(m[2]!);
+        const of: BackupSubject = m[1] === 'custom' ? { kind: 'volume', project, pool, name: owner } : { kind: 'instance', project, name: owner };
+        out.push({ of, name: decodeURIComponent(m[3]!) });
+      }
+    }
+    return out;
+  }
   getVolume(project: string, pool: string, name: string): Promise<StorageVolume> {
     return this.client.get<StorageVolume>(`/1.0/storage-pools/${enc(pool)}/volumes/custom/${enc(name)}`, { project });
   }

@@ -693,6 +693,24 @@ describe('instances on a directory target', () => {
     await expectNoLeftovers(['web']);
   });
 
+  it("removes a killed run's temporary snapshots from every instance and volume of the project, not only from what it backs up", async () => {
+    await launch(P, 'other');
+    await incus('snapshot', 'create', 'web', 'ibtmp-999997-0badf00d', '--project', P);
+    await incus('storage', 'volume', 'create', 'default', 'swept', '--project', P);
+    await incus('storage', 'volume', 'snapshot', 'create', 'default', 'swept', 'ibtmp-999997-0badf00e', '--project', P);
+    try {
+      const b = await cli(['backup', 'instances', 'other', '--project', P, '--target', target.uri]);
+      expect(b.exitCode, b.stderr).toBe(0);
+      expect(b.stderr).toContain(`removing temporary snapshot ibtmp-999997-0badf00d of instance ${P}/web left by an interrupted run`);
+      expect(b.stderr).toContain(`removing temporary snapshot ibtmp-999997-0badf00e of volume ${P}/default/swept left by an interrupted run`);
+      expect(await snapshotNames(P, 'web')).not.toContain('ibtmp-999997-0badf00d');
+      expect(await incusJson<string[]>('/1.0/storage-pools/default/volumes/custom/swept/snapshots', P)).toEqual([]);
+    } finally {
+      await incus('delete', '-f', 'other', '--project', P).catch(() => undefined);
+      await incus('storage', 'volume', 'delete', 'default', 'swept', '--project', P).catch(() => undefined);
+    }
+  });
+
   it('backs up an instance protected against deletion without leaving its temporary copy behind, and will not replace it', async () => {
     // The temporary copy (and a killed run's, here made by hand) inherits the protection.
     await launch(P, 'prot');
