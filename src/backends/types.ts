@@ -180,6 +180,8 @@ export interface Backend {
 export interface BackendOptions {
   /** restic: the repository password file (given to restic as RESTIC_PASSWORD_FILE). */
   passwordFile?: string;
+  /** restic: where the password comes from, as the user names it (said when it is wrong). */
+  passwordSource?: string;
   /** The environment the command runs with (restic reads its credentials from it). */
   env?: NodeJS.ProcessEnv;
   /** Where a backend's warnings go (the run's output layer). */

@@ -221,13 +221,30 @@ export abstract class BaseCommand extends Command<IbContext> {
     return this.effective().target.value;
   }
 
+  /**
+   * The restic password's source: --password-file, then INCUS_BACKUP_PASSWORD_FILE, then
+   * restic's own variables (a shell's RESTIC_PASSWORD_FILE overrides the nightly configuration
+   * file, as the environment does for every other setting), then the configuration file.
+   */
+  resticPassword(): { passwordFile?: string; source?: string } {
+    const pf = this.effective().passwordFile;
+    const env = this.context.env;
+    if (pf.value && pf.source === '--password-file') return { passwordFile: pf.value, source: `--password-file ${pf.value}` };
+    if (pf.value && pf.source === 'INCUS_BACKUP_PASSWORD_FILE') return { passwordFile: pf.value, source: `INCUS_BACKUP_PASSWORD_FILE (${pf.value})` };
+    const own = ['RESTIC_PASSWORD_FILE', 'RESTIC_PASSWORD_COMMAND', 'RESTIC_PASSWORD'].find((k) => env[k]);
+    if (own) return { source: own === 'RESTIC_PASSWORD_FILE' ? `RESTIC_PASSWORD_FILE (${env[own]})` : own };
+    if (pf.value) return { passwordFile: pf.value, source: `restic.password_file (${pf.value}) in ${pf.source}` };
+    return {};
+  }
+
   openTarget(): Backend {
-    const passwordFile = this.effective().passwordFile.value;
+    const { passwordFile, source } = this.resticPassword();
     const b = openBackend(this.resolvedTarget(), {
       env: this.context.env,
       warn: (m) => this.ui().warn(m),
       confirm: (q) => this.confirm(q),
       ...(passwordFile ? { passwordFile } : {}),
+      ...(source ? { passwordSource: source } : {}),
     });
     this.cleanupFns.push(() => b.close());
     const signal = this.context.signal;

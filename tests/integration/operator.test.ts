@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { cli, cliSpawn, incus, instanceNames, launch, parseJson, snapshotNames, tempTarget, testProject } from './helpers.js';
@@ -190,6 +191,30 @@ describe('operator experience', () => {
     expect(r.stdout + r.stderr).not.toContain('url-secret-pw');
     expect(r.stdout).toContain('restic:rest:http://alice:***@127.0.0.1:1/repo');
     expect(r.stdout).toMatch(/RESTIC_PASSWORD .*<redacted>/);
+  });
+
+  it("takes a shell's RESTIC_PASSWORD_FILE over the configuration file's, and names the source of a wrong password", async () => {
+    const repo = join(target.dir, 'pw-repo');
+    const right = join(target.dir, 'pw-right');
+    const wrong = join(target.dir, 'pw-wrong');
+    writeFileSync(right, 'right-secret\n', { mode: 0o600 });
+    writeFileSync(wrong, 'wrong-secret\n', { mode: 0o600 });
+    await execa('restic', ['init', '--repo', repo], { env: { RESTIC_PASSWORD_FILE: right } });
+    const file = join(target.dir, 'pw.yaml');
+    writeFileSync(file, `target: restic:${repo}\nrestic:\n  password_file: ${wrong}\n`);
+    const over = await cli(['list', '--config', file, '--project', P], { RESTIC_PASSWORD_FILE: right });
+    expect(over.exitCode, over.stderr).toBe(0);
+    const show = parseJson<{ key: string; source: string }[]>((await cli(['config', 'show', '--config', file, '--output', 'json'], { RESTIC_PASSWORD_FILE: right })).stdout);
+    expect(show.find((r) => r.key === 'restic.password_file')?.source).toBe(`${file} (not used: RESTIC_PASSWORD_FILE (${right}))`);
+    expect(show.find((r) => r.key === 'RESTIC_PASSWORD_FILE')?.source).toBe('RESTIC_PASSWORD_FILE');
+    // The flag still comes first; a wrong password says where it came from.
+    const flag = await cli(['list', '--config', file, '--project', P, '--password-file', wrong], { RESTIC_PASSWORD_FILE: right });
+    expect(flag.exitCode).toBe(2);
+    expect(flag.stderr).toMatch(/^Error: wrong password for restic repository /m);
+    expect(flag.stderr).toContain(`Hint: check the password from --password-file ${wrong} (the first of`);
+    const fromFile = await cli(['list', '--config', file, '--project', P]);
+    expect(fromFile.exitCode).toBe(2);
+    expect(fromFile.stderr).toContain(`Hint: check the password from restic.password_file (${wrong}) in ${file}`);
   });
 
   it('writes JSON log lines for the run, including Incus requests at debug level', async () => {

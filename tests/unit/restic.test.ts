@@ -495,6 +495,18 @@ describe('restic errors', () => {
     expect(e.hint).toMatch(/user name and password in the repository URL/);
   });
 
+  it('gives a dump of damaged data the advice a checksum mismatch gets', () => {
+    const e = resticFailure(
+      { exitCode: 1, signal: undefined, stderr: 'Fatal: cannot dump file: decrypting blob <data/9b3504cb> from 7eabb0e4 failed: ciphertext verification failed' },
+      { ...ctx, command: 'dump' },
+    );
+    expect(e.message).toMatch(/^restic dump failed: .*ciphertext verification failed$/);
+    expect(e.exitCode).toBe(1);
+    expect(e.hint).toMatch(/^the backup is damaged in the repository: `incus-backup verify --deep` says which; an older one is restored with --version/);
+    // Not every failed dump is damage.
+    expect(resticFailure({ exitCode: 1, signal: undefined, stderr: 'Fatal: no free space' }, { ...ctx, command: 'dump' }).hint).toBeUndefined();
+  });
+
   it('masks a password inside a repository URL', () => {
     expect(redactRepository('rest:https://user:secret@host:8000/repo')).toBe('rest:https://user:***@host:8000/repo');
     expect(redactRepository('/srv/restic')).toBe('/srv/restic');

@@ -558,13 +558,14 @@ export class ResticBackend implements Backend {
    * an exclusive lock waits for every other lock, stale or not, so each later prune and verify
    * would wait --retry-lock's 2 minutes and fail, every night, until someone ran `restic
    * unlock`. That is done here, which removes only stale locks (of this host's dead processes,
-   * or older than 30 minutes) and leaves live ones alone: on a local repository before the
-   * command when it holds any lock, elsewhere once restic has named a dead process of this host
-   * as the holder; then the command runs once more.
+   * or older than 30 minutes) and leaves live ones alone: before the command, on a local
+   * repository when it holds any lock, elsewhere always (its locks cannot be seen without a
+   * restic process, and restic names a stale holder only after waiting out --retry-lock, two
+   * silent minutes); and once more should restic still name a dead process of this host.
    */
   private async pastStaleLocks<T>(run: () => Promise<T>): Promise<T> {
     const local = localRepository(this.repository);
-    if (local !== undefined && holdsLocks(local)) await this.removeStaleLocks();
+    if (local === undefined || holdsLocks(local)) await this.removeStaleLocks();
     try {
       return await run();
     } catch (e) {
@@ -897,6 +898,7 @@ export const resticBackendFactory: BackendFactory = {
     return createResticBackend(rest, uri, {
       ...(opts.env ? { env: opts.env } : {}),
       ...(opts.passwordFile ? { passwordFile: opts.passwordFile } : {}),
+      ...(opts.passwordSource ? { passwordSource: opts.passwordSource } : {}),
       ...(opts.warn ? { onWarning: opts.warn } : {}),
       ...(opts.confirm ? { confirm: opts.confirm } : {}),
     });

@@ -46,6 +46,8 @@ export interface ResticConfig {
   env: NodeJS.ProcessEnv;
   /** A password file given on our command line; overrides the other password variables. */
   passwordFile?: string;
+  /** Where the password comes from, as the user would name it (for the wrong-password hint). */
+  passwordSource?: string;
   /** Program to run: RESTIC_BINARY, or `restic` on PATH. */
   binary?: string;
   /** How long restic waits for a lock held by someone else (restic's --retry-lock). */
@@ -225,6 +227,8 @@ export interface FailureContext {
   failedSave?: string;
   /** restic was stopped because the repository refused its lock file: its retry line. */
   lockRefused?: string;
+  /** Where the password came from (ResticConfig.passwordSource). */
+  passwordSource?: string;
 }
 
 /** restic's words with the passwords masked: those of URLs, and `secrets`. */
@@ -325,7 +329,9 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
         `wrong password for restic repository ${repo} (no key matches it)`,
         code,
         ExitCode.usage,
-        'check the password: --password-file, RESTIC_PASSWORD_FILE, RESTIC_PASSWORD or RESTIC_PASSWORD_COMMAND',
+        ctx.passwordSource
+          ? `check the password from ${ctx.passwordSource} (the first of --password-file, INCUS_BACKUP_PASSWORD_FILE, RESTIC_PASSWORD_FILE, RESTIC_PASSWORD_COMMAND, RESTIC_PASSWORD, restic.password_file in the configuration file is used)`
+          : 'check the password: --password-file, RESTIC_PASSWORD_FILE, RESTIC_PASSWORD or RESTIC_PASSWORD_COMMAND',
       );
     case RESTIC_EXIT.interrupted:
       return new InterruptedError(`restic ${ctx.command} was interrupted`);
@@ -340,7 +346,14 @@ export function resticFailure(r: Pick<ProcessResult, 'exitCode' | 'signal' | 'st
     return new ResticError(`restic check found damage${damage.length ? `: ${damage.slice(0, 2).join('; ')}` : `: ${detail}`}`, code);
   }
   if (code === undefined && r.signal) return new ResticError(`restic ${ctx.command} was stopped (${r.signal})`, code);
-  return new ResticError(`restic ${ctx.command} failed${detail ? `: ${detail}` : ` with exit code ${code}`}`, code);
+  // Data restic could not read back as it was written: the same advice as a sha256 mismatch.
+  const damaged = ctx.command === 'dump' && /ciphertext verification failed|decrypting blob|does not exist|not found in index|pack .* (?:missing|not found)|checksum|hash mismatch/i.test(detail);
+  return new ResticError(
+    `restic ${ctx.command} failed${detail ? `: ${detail}` : ` with exit code ${code}`}`,
+    code,
+    ExitCode.failed,
+    damaged ? 'the backup is damaged in the repository: `incus-backup verify --deep` says which; an older one is restored with --version (`incus-backup list` shows them)' : undefined,
+  );
 }
 
 /** `... Head "http://...": dial tcp 127.0.0.1:1: connect: connection refused` → the last part. */
@@ -379,8 +392,11 @@ export class Restic {
    */
   lockless = false;
 
+  private readonly passwordSource?: string;
+
   constructor(cfg: ResticConfig) {
     if (cfg.onRetry) this.onRetry = cfg.onRetry;
+    if (cfg.passwordSource) this.passwordSource = cfg.passwordSource;
     this.binary = cfg.binary || cfg.env.RESTIC_BINARY || 'restic';
     this.repoLabel = redactRepository(cfg.repository);
     this.env = resticEnv(cfg);
@@ -482,7 +498,7 @@ export class Restic {
     // Stopped for any reason (see Stopped), restic's own exit code does not count.
     if (Object.values(stopped).every((why) => why === undefined) && r.exitCode === 0) return r;
     if (this.interrupted) throw new InterruptedError(`restic ${command} was stopped`);
-    throw resticFailure(r, { command, repo: this.repoLabel, secrets: this.secrets, ...stopped });
+    throw resticFailure(r, { command, repo: this.repoLabel, secrets: this.secrets, ...(this.passwordSource ? { passwordSource: this.passwordSource } : {}), ...stopped });
   }
 
   /** Set once the run is interrupted (interruptAll): what restic then fails with is that. */

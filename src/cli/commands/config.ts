@@ -203,7 +203,14 @@ export class RestoreConfigCommand extends BaseCommand {
     const stopsHere = !this.apply || this.dryRun || !preview.changes.length || missing.length > 0;
     if (this.format === 'table') {
       if (this.showsPlan(stopsHere)) this.print(configPreviewRows(preview), configPreviewColumns);
-      if (!preview.changes.length) this.context.stderr.write(`config matches the backup of ${entry.manifest.timestamp}\n`);
+      if (!preview.changes.length) {
+        const kept = preview.kept.length;
+        this.context.stderr.write(
+          kept
+            ? `config matches the backup of ${entry.manifest.timestamp}, but for ${kept} object(s) not in it (kept; --force deletes them)\n`
+            : `config matches the backup of ${entry.manifest.timestamp}\n`,
+        );
+      }
     } else if (this.showsPlan(stopsHere)) this.printData(configPreviewData(preview));
     this.planForQuestion(stopsHere, () => this.print(configPreviewRows(preview), configPreviewColumns));
     for (const r of missing) this.context.stderr.write(`missing: ${describeRequirement(r)}\n`);
@@ -254,9 +261,16 @@ export class ConfigShowCommand extends BaseCommand {
     add('parallel', e.parallel);
     add('log.level', e.logLevel);
     add('log.file', e.logFile);
-    // The path is configuration; what the file holds is a secret and is never read here.
-    add('restic.password_file', e.passwordFile);
-    if (this.context.env.RESTIC_PASSWORD !== undefined) rows.push({ key: 'RESTIC_PASSWORD', value: '<redacted>', source: 'RESTIC_PASSWORD' });
+    // The path is configuration; what the file holds is a secret and is never read here. Every
+    // password source there is, and which one is used (see resticPassword).
+    const password = this.resticPassword();
+    const used = password.source ?? '';
+    const unused = (source: string, isUsed: boolean) => (isUsed ? source : `${source} (not used: ${used})`);
+    if (e.passwordFile.value !== undefined) add('restic.password_file', { ...e.passwordFile, source: unused(e.passwordFile.source, password.passwordFile !== undefined) });
+    for (const k of ['RESTIC_PASSWORD_FILE', 'RESTIC_PASSWORD_COMMAND', 'RESTIC_PASSWORD']) {
+      const v = this.context.env[k];
+      if (v) rows.push({ key: k, value: k === 'RESTIC_PASSWORD_FILE' ? v : '<redacted>', source: unused(k, used === k || used.startsWith(`${k} (`)) });
+    }
     const fromFile = (key: string, v: unknown) => {
       if (v !== undefined) rows.push({ key, value: Array.isArray(v) ? v.join(', ') : typeof v === 'object' ? JSON.stringify(v) : String(v), source: file! });
     };

@@ -175,7 +175,9 @@ export class VerifyCommand extends ScopedCommand {
       ? "the repository's structure checked, its data not read (--read-data reads it, --deep each backup's)"
       : report.bytesChecked > 0 || !(this.readData || this.readDataSubset)
         ? `${humanBytes(report.bytesChecked)} checked`
-        : 'data read by restic check';
+        : this.readDataSubset && !this.readData
+          ? `${this.readDataSubset} of the data read by restic check`
+          : 'data read by restic check';
     this.context.stderr.write(
       `verified ${backups} backup(s) in ${backend.uri}: ${ok} ok, ${damaged} damaged${unknown ? `, ${unknown} not known to be sound` : ''}${gone ? `, ${gone} removed meanwhile` : ''}` +
         `${report.repository.length ? '; the repository itself is damaged' : ''}; ${checked} in ${humanDuration(report.durationMs)}\n`,
