@@ -82,7 +82,8 @@ export async function main(argv: string[]): Promise<void> {
       }
       process.exit(ExitCode.interrupted);
     }
-    process.stderr.write(`\n${sig}: stopping and cleaning up (press Ctrl-C again to quit at once)\n`);
+    // Ctrl-C is a person at a terminal; SIGTERM or SIGHUP a service manager or a closed session.
+    process.stderr.write(`\n${sig}: stopping and cleaning up${sig === 'SIGINT' ? ' (press Ctrl-C again to quit at once)' : ` (another ${sig} quits at once)`}\n`);
     controller.abort(new Error(`interrupted by ${sig}`));
   };
   process.on('SIGINT', onSignal);
@@ -120,7 +121,13 @@ export async function main(argv: string[]): Promise<void> {
       process.exitCode = ExitCode.usage;
       return;
     }
-    const said = syntaxError(e, words, ALL_COMMANDS);
+    // The options each registered command takes, as its help lists them (`-y,--yes` is two).
+    const optionsOf = (path: string[]) =>
+      cli
+        .definitions()
+        .filter((d) => d.path === `incus-backup ${path.join(' ')}`)
+        .flatMap((d) => d.options.flatMap((o) => o.definition.split(' ')[0]!.split(',')));
+    const said = syntaxError(e, words, ALL_COMMANDS, optionsOf);
     process.stderr.write(said ? `Error: ${said.message}\nHint: ${said.hint}\n` : cli.error(e, { colored: context.colorDepth > 1 }));
     process.exitCode = ExitCode.usage;
     return;

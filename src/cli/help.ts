@@ -113,7 +113,7 @@ function typedPath(commands: CommandInfo[], argv: string[]): string[] | undefine
  * One line and a hint for what clipanion could not parse, or undefined to let clipanion say it
  * (an ambiguity, or anything not foreseen here).
  */
-export function syntaxError(e: unknown, argv: string[], commands: CommandInfo[]): { message: string; hint: string } | undefined {
+export function syntaxError(e: unknown, argv: string[], commands: CommandInfo[], optionsOf?: (path: string[]) => string[]): { message: string; hint: string } | undefined {
   const err = e as { name?: string; message?: string; candidates?: { usage: string; reason: string | null }[] };
   const path = typedPath(commands, argv);
   const help = path ? `\`incus-backup ${path.join(' ')} --help\` shows its options and arguments` : '`incus-backup --help` lists the commands';
@@ -126,6 +126,16 @@ export function syntaxError(e: unknown, argv: string[], commands: CommandInfo[])
     const mine = reasons.find((c) => path && c.usage.startsWith(`incus-backup ${path.join(' ')} `)) ?? reasons[0]!;
     // Named by what was typed: a candidate's usage may be a command nobody asked for.
     const where = path?.join(' ');
+    // A mistyped option: the nearest the command has.
+    const option = /^Unsupported option name \("([^"]+)"\)/.exec(mine.reason!)?.[1];
+    if (option && path && optionsOf) {
+      const near = optionsOf(path)
+        .map((o) => ({ o, d: distance(option, o) }))
+        .filter((x) => x.d <= Math.max(2, Math.floor(option.length / 4)))
+        .sort((a, b) => a.d - b.d || a.o.localeCompare(b.o));
+      const best = near.filter((x) => x.d === near[0]?.d).map((x) => x.o);
+      return { message: `${where}: unknown option ${option}`, hint: best.length ? `did you mean ${best.join(' or ')}? ${help}` : help };
+    }
     return { message: `${where ? `${where}: ` : ''}${lower(mine.reason!)}`, hint: help };
   }
   // No command matched at all: name the nearest one.
@@ -139,7 +149,8 @@ export function syntaxError(e: unknown, argv: string[], commands: CommandInfo[])
     .sort((a, b) => a.d - b.d || a.p.localeCompare(b.p));
   const near = [...new Set(scored.filter((x) => x.d === scored[0]?.d).map((x) => x.p.split(' ').slice(0, depth).join(' ')))];
   return {
-    message: `unknown command "${typed || argv.join(' ')}"`,
+    // The command words only: `restore instanse web` names `restore instanse`.
+    message: `unknown command "${words.slice(0, depth).join(' ') || typed || argv.join(' ')}"`,
     hint: near.length ? `did you mean ${near.map((n) => `\`incus-backup ${n}\``).join(' or ')}? \`incus-backup --help\` lists the commands` : '`incus-backup --help` lists the commands',
   };
 }

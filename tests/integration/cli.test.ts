@@ -129,7 +129,16 @@ describe('the CLI surface', () => {
     // An option the command does not have: one line naming it, not every command's usage.
     const option = await cli(['restore', 'instances', 'c1', '--target-name', 'foo', '--target', 'dir:/tmp']);
     expect(option.exitCode).toBe(2);
-    expect(option.stderr).toBe('Error: restore instances: unsupported option name ("--target-name")\nHint: `incus-backup restore instances --help` shows its options and arguments');
+    expect(option.stderr).toBe('Error: restore instances: unknown option --target-name\nHint: `incus-backup restore instances --help` shows its options and arguments');
+    // Options that only instances and volumes have a use for are said to be of no use.
+    const unused = await cli(['backup', 'config', '--no-snapshot', '--compression', 'xz', '--target', 'dir:/nonexistent/ib-target', '--dry-run']);
+    expect(unused.exitCode, unused.stderr).toBe(0);
+    expect(unused.stderr).toMatch(/warning: --no-snapshot, --compression xz apply to instances and volumes only: the config is stored as JSON, uncompressed/);
+    // A typo of one it has: named.
+    const typo = await cli(['list', '--taget', 'dir:/tmp']);
+    expect(typo.exitCode).toBe(2);
+    expect(typo.stderr).toBe('Error: list: unknown option --taget\nHint: did you mean --target? `incus-backup list --help` shows its options and arguments');
+    expect((await cli(['restore', 'instance', 'c1', '--replce', '--target', 'dir:/tmp'])).stderr).toMatch(/^Hint: did you mean --replace\?/m);
     // A rule of 0 is off in restic's terms; typed, it is refused rather than left to the file's policy.
     for (const [flag, value] of [['--keep-last', '0'], ['--keep-within', '0d']]) {
       const zero = await cli(['prune', flag!, value!, '--target', 'dir:/nonexistent/ib-target']);
@@ -160,6 +169,7 @@ describe('the CLI surface', () => {
     expect(group.exitCode).toBe(2);
     expect(group.stderr).toMatch(/^ {2}backup instances +Back up instances/m);
     const sub = await cli(['restore', 'instnace', 'web']);
+    expect(sub.stderr).toMatch(/^Error: unknown command "restore instnace"$/m);
     expect(sub.stderr).toMatch(/^Hint: did you mean `incus-backup restore instance`\?/m);
   });
 });

@@ -159,12 +159,27 @@ abstract class BackupCommand extends BaseCommand {
     return true;
   }
 
+  /** The options it takes that only instances and volumes have a use for (the config and images: none). */
+  private unusedOptions(): string[] {
+    if (this.sweepsProjects()) return [];
+    return [
+      ...(this.noSnapshot ? ['--no-snapshot'] : []),
+      ...(this.optimized ? ['--optimized'] : []),
+      ...(this.withSnapshots ? ['--with-snapshots'] : []),
+      ...(this.compression !== 'none' ? [`--compression ${this.compression}`] : []),
+    ];
+  }
+
   async run(): Promise<ExitCodeValue> {
     const run = { startedAt: new Date().toISOString(), whole: this.coversWhole() };
     const lockWaitMs = parseLockWait(this.lockWait);
     const backend = this.openTarget();
     if (this.compression !== 'none' && backend.kind !== 'dir') {
       throw new UsageError('--compression applies to directory targets only', 'restic compresses and deduplicates by itself');
+    }
+    const unused = this.unusedOptions();
+    if (unused.length) {
+      this.ui().warn(`${unused.join(', ')} ${unused.length > 1 ? 'apply' : 'applies'} to instances and volumes only: the ${this.path[1] === 'config' ? 'config is stored as JSON' : 'images are stored as Incus exports them'}, uncompressed`);
     }
     const api = this.incus();
     const projects = await this.projects(api);
