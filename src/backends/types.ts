@@ -167,6 +167,12 @@ export interface Backend {
    * (restic: `restic check`, with --read-data / --read-data-subset from opts).
    */
   check?(opts: CheckOptions): Promise<{ problems: Problem[]; bytesRead?: number }>;
+  /**
+   * What a backup's dry run checks of the target without changing it: throws what prepareWrite
+   * would (a directory of the wrong kind, a wrong password); resolves to a note when the real
+   * run would create the target.
+   */
+  checkWritable?(): Promise<string | undefined>;
   /** Pins a backup so that prune never removes it (restic: a tag). Returns the updated entry. */
   setProtected?(entry: BackupEntry, value: boolean): Promise<BackupEntry>;
   /**

@@ -180,6 +180,8 @@ describe('a target of the other kind, or a directory in use', () => {
     const pw = join(base, 'pw');
     writeFileSync(pw, 'kinds-secret\n', { mode: 0o600 });
     const env = { RESTIC_PASSWORD_FILE: pw };
+    const wrongPw = join(base, 'wrong-pw');
+    writeFileSync(wrongPw, 'not-the-secret\n', { mode: 0o600 });
     const repoDir = join(base, 'repo');
     await execa('restic', ['init', '--repo', repoDir], { env });
     const dirTarget = join(base, 'dirtarget');
@@ -203,6 +205,9 @@ describe('a target of the other kind, or a directory in use', () => {
       [['list', '--target', `dir:${busy}`], /^Error: dir:\S+\/busy is not a directory target \(it has no metadata\.json and no backups\)$/m, /mounted/],
       [['prune', '--keep-last', '1', '-y', '--target', `dir:${empty}`], /is not a directory target/, /mounted/],
       [['list', '--target', `restic:${repoDir}`, '--password-file', base], /^Error: cannot get the password for restic repository \S+: .*is a directory$/m, /--password-file/],
+      // A backup's dry run finds what the run would, without creating anything.
+      [['backup', 'config', '--dry-run', '--target', `dir:${busy}`], /is not empty and is not a directory target/, /busy\/incus-backup/],
+      [['backup', 'config', '--dry-run', '--target', `restic:${repoDir}`, '--password-file', wrongPw], /^Error: wrong password for restic repository/m, /^Hint: check the password from --password-file/m],
     ] as const) {
       const r = await cli([...args], env);
       expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(2);
@@ -220,6 +225,12 @@ describe('a target of the other kind, or a directory in use', () => {
     mkdirSync(join(mount, 'lost+found'), { recursive: true });
     expect((await cli(['backup', 'config', '--target', `dir:${mount}`, '-q'])).exitCode).toBe(0);
     expect(existsSync(join(mount, 'metadata.json'))).toBe(true);
+    // A dry run into a new place says it would set it up, and does not.
+    const fresh = join(base, 'fresh');
+    const dry = await cli(['backup', 'config', '--dry-run', '--target', `restic:${fresh}`], env);
+    expect(dry.exitCode, dry.stderr).toBe(0);
+    expect(dry.stderr).toContain(`a backup initialises restic repository ${fresh}`);
+    expect(existsSync(fresh)).toBe(false);
   });
 });
 

@@ -308,10 +308,13 @@ describe('verify, protect and prune on a restic target', () => {
     expect(prune.stderr).toMatch(/^Error: prune refused: restic:\S+ is damaged \(.*\); nothing was removed$/m);
     expect(prune.stderr).toMatch(/^Hint: `incus-backup verify --deep` names the backups the damage touches; mend the repository/m);
     expect(await listed()).toEqual(before);
-    // A dry run still shows the plan, and the damage with it.
+    // A dry run shows the plan, then what the run would say of it: refused (it promised
+    // removals before).
     const dry = await run(['prune', '--keep-last', '1', '--dry-run'], copy);
-    expect(dry.exitCode, dry.stderr).toBe(0);
-    expect(dry.stderr).toContain('dry run: nothing was changed');
+    expect(dry.exitCode).toBe(1);
+    expect(dry.stdout).toMatch(/remove/);
+    expect(dry.stderr).toMatch(/^Error: prune refused: restic:\S+ is damaged \(.*\); nothing was removed$/m);
+    expect(await listed()).toEqual(before);
   });
 
   it('verify --deep calls a backup that a prune removed meanwhile gone, not damaged', async () => {

@@ -69,7 +69,8 @@ export class DirBackend implements Backend {
     return join(this.root, 'config');
   }
 
-  async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
+  /** Whether a backup may write here: a target, or a new or empty directory (throws otherwise). */
+  private writableHolds(): 'dir-target' | 'empty' {
     // What a target's root holds besides metadata.json counts as nothing: a target that lost it
     // is still one, and a first backup of another run may be writing it now (its temporary file).
     const holds = this.rootExists() ? this.notResticRepository((e) => LAYOUT.has(e) || /^\.[0-9a-f]{8}\.tmp$/.test(e)) : 'empty';
@@ -80,6 +81,15 @@ export class DirBackend implements Backend {
         `point --target at a new or empty directory, e.g. dir:${join(this.root, 'incus-backup')}`,
       );
     }
+    return holds === 'restic' ? 'empty' : holds;
+  }
+
+  async checkWritable(): Promise<string | undefined> {
+    return this.writableHolds() === 'dir-target' ? undefined : `a backup initialises directory target ${this.root}`;
+  }
+
+  async prepareWrite(onNotice: (msg: string) => void): Promise<void> {
+    const holds = this.writableHolds();
     if (holds !== 'dir-target') {
       await mkdirPrivate(this.root);
       await writeFileAtomic(

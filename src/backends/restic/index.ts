@@ -197,13 +197,29 @@ export class ResticBackend implements Backend {
     return this.opened;
   }
 
-  private async init(): Promise<void> {
+  /** restic would initialise a repository among whatever the directory holds: refused. */
+  private refuseBusyDirectory(): void {
     const local = localRepository(this.repository);
-    // restic would initialise a repository among whatever the directory holds (what another
-    // run's `restic init` is creating there right now is fine: that init wins, this one fails).
+    // (What another run's `restic init` is creating there right now is fine: that init wins, this one fails.)
     if (local !== undefined && pathKind(local) === 'directory' && directoryHolds(local, (e) => RESTIC_LAYOUT.has(e)) === 'other') {
       throw new UsageError(`${this.uri} is not empty and is not a restic repository`, `point --target at a new or empty directory, e.g. restic:${join(local, 'restic')}`);
     }
+  }
+
+  /** The repository opens with the password (one listing), or would be created by a backup. */
+  async checkWritable(): Promise<string | undefined> {
+    try {
+      await this.snapshots();
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof ResticError && e.resticCode === RESTIC_EXIT.noRepository)) throw e;
+      this.refuseBusyDirectory();
+      return `a backup initialises restic repository ${this.restic.repoLabel}`;
+    }
+  }
+
+  private async init(): Promise<void> {
+    this.refuseBusyDirectory();
     try {
       await this.run(['init', '--json']);
     } catch (e) {

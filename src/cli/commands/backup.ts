@@ -226,6 +226,10 @@ abstract class BackupCommand extends BaseCommand {
       }
     }
     if (this.dryRun) {
+      // The target as the run would find it (a directory of the wrong kind, a wrong password),
+      // without creating it.
+      const note = await backend.checkWritable?.();
+      if (note) this.ui().info(note);
       // A named resource that does not exist is shown as the run would report it.
       this.print(subjects.map((s) => (absent.includes(s as BackupSubject) ? failedRow(row(s), absentError([s as BackupSubject])) : row(s))), resultColumns);
       return ExitCode.ok;

@@ -322,12 +322,13 @@ export class PruneCommand extends ScopedCommand {
           `${plan.remove.length} to remove (${humanBytes(plan.bytesFreed)})${andLeftovers}\n`,
       );
       await this.noteElsewhere(backend, filter, entries.map((e) => e.manifest));
+      // A dry run checks as the run would: its plan must not promise removals the run refuses.
+      if (!nothingToDo) await this.refuseOnDamage(backend, ui);
       if (this.dryRun) {
         err.write('dry run: nothing was changed\n');
         return ExitCode.ok;
       }
       if (nothingToDo) return ExitCode.ok;
-      await this.refuseOnDamage(backend, ui);
       await this.confirm(`Remove ${plan.remove.length} backup(s) (${humanBytes(plan.bytesFreed)})${andLeftovers} from ${backend.uri}?`);
       const task = ui.task(`removing ${plan.remove.length} backup(s)${andN}`);
       let removed;
