@@ -86,8 +86,13 @@ export interface ImageRestorePlan {
  * Plans an image restore: an image whose fingerprint is already present is never imported again
  * (the fingerprint is its content), only its free aliases are given back.
  */
-export async function planImageRestore(ctx: RunContext, entry: BackupEntry, project: string): Promise<ImageRestorePlan> {
+export async function planImageRestore(ctx: RunContext, entry: BackupEntry, into: string): Promise<ImageRestorePlan> {
   const m = entry.manifest;
+  // A project without images of its own (features.images not true) keeps its images in the
+  // default project: Incus imports them there, so the plan says so. (One a config step is yet
+  // to create is planned as named.)
+  const config = into === 'default' ? undefined : await ctx.api.getProject(into).then((p) => p.config ?? {}, () => undefined);
+  const project = config && config['features.images'] !== 'true' ? 'default' : into;
   if (!m.image) throw new IncusError(0, `backup ${m.name} ${m.timestamp} has no image metadata`, 'RESTORE', m.name);
   const api = imageApi(ctx);
   const present = await api.exists(project, m.name);

@@ -106,6 +106,23 @@ describe('images', () => {
     expect(parseJson<{ images: { action: string }[] }>(nothing.stdout).images.map((i) => i.action)).toEqual(['skip']);
   });
 
+  it("leaves a project without images of its own to the default project's images, backing up and restoring", async () => {
+    const shared = `${P}-shared`;
+    await incus('project', 'create', shared, '-c', 'features.images=false');
+    try {
+      // It sees the default project's images (ib-busybox): not its to back up.
+      const dry = await cli(['backup', 'images', '--project', shared, '--target', target.uri, '--dry-run', '--output', 'json']);
+      expect(dry.exitCode, dry.stderr).toBe(0);
+      expect(parseJson<unknown[]>(dry.stdout)).toEqual([]);
+      expect(dry.stderr).toMatch(new RegExp(`project ${shared} has no images of its own: the \\d+ it sees are project default's to back up \\(--project default\\)`));
+      // Restored into it, an image goes where Incus puts it: the default project, as the plan says.
+      const plan = await cli(['restore', 'all', '--dry-run', '--project', P, '--project-map', `${P}=${shared}`, '--target', target.uri, '--output', 'json']);
+      expect(parseJson<{ images: { fingerprint: string; project: string }[] }>(plan.stdout).images).toEqual([expect.objectContaining({ fingerprint: fp, project: 'default' })]);
+    } finally {
+      await incus('project', 'delete', shared).catch(() => undefined);
+    }
+  });
+
   it('leaves out an image cached from an image server (it can be fetched again) unless --all-images, and restores it', async () => {
     // The image server: a second incusd serving a public image over HTTPS. The sandbox daemon
     // caches it when an instance is created from it, as from images.linuxcontainers.org.
@@ -150,5 +167,9 @@ describe('images', () => {
     const r = await cli(['backup', 'images', 'deadbeef', '--project', P, '--target', target.uri]);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/no image deadbeef/);
+    expect(r.stderr).toMatch(new RegExp(`^Hint: \`incus image list --project ${P}\` shows the fingerprints$`, 'm'));
+    const short = await cli(['backup', 'images', fp.slice(0, 3), '--project', P, '--target', target.uri]);
+    expect(short.exitCode).toBe(2);
+    expect(short.stderr).toMatch(/^Error: image fingerprint prefix "[0-9a-f]{3}" is too short$/m);
   });
 });

@@ -31,8 +31,12 @@ type BackupItem =
   | { kind: 'image'; project: string; image: Image }
   | { kind: 'skipped'; subject: BackupSubject; why: string };
 
-/** Images of the projects (each once, under the project that owns it), optionally by fingerprint prefix. */
-async function imageItems(api: IncusApi, projects: string[], prefixes: string[], all: boolean): Promise<BackupItem[]> {
+/**
+ * Images of the projects (each once, under the project that owns it), optionally by fingerprint
+ * prefix. A project without images of its own (features.images=false) lists the default
+ * project's: those are that project's to back up, as with volumes; `say` is told so.
+ */
+async function imageItems(api: IncusApi, projects: string[], prefixes: string[], all: boolean, say: (msg: string) => void): Promise<BackupItem[]> {
   const images = new ImageApi(api.client);
   const seen = new Set<string>();
   const out: BackupItem[] = [];
@@ -40,17 +44,26 @@ async function imageItems(api: IncusApi, projects: string[], prefixes: string[],
     const listed = await images.list(project);
     const pool = prefixes.length ? listed : irreplaceable(listed, all);
     for (const prefix of prefixes) {
-      if (!/^[0-9a-f]{4,64}$/.test(prefix)) throw new UsageError(`"${prefix}" is not an image fingerprint`, 'give a fingerprint or a prefix of one, as `incus image list` shows');
+      const list = `\`incus image list --project ${project}\` shows the fingerprints`;
+      if (/^[0-9a-f]{1,3}$/.test(prefix)) throw new UsageError(`image fingerprint prefix "${prefix}" is too short`, `give at least 4 hex digits; ${list}`);
+      if (!/^[0-9a-f]{4,64}$/.test(prefix)) throw new UsageError(`"${prefix}" is not an image fingerprint (aliases are not taken)`, `give a fingerprint or a prefix of one; ${list}`);
       const hits = listed.filter((i) => i.fingerprint.startsWith(prefix));
-      if (hits.length !== 1) throw new UsageError(`${hits.length ? 'ambiguous' : 'no'} image ${prefix} in project ${project}`, 'give more of the fingerprint');
+      if (hits.length > 1) throw new UsageError(`ambiguous image ${prefix} in project ${project}: ${hits.length} images start with it`, 'give more of the fingerprint');
+      if (!hits.length) throw new UsageError(`no image ${prefix} in project ${project}`, list);
     }
+    let others = 0;
     for (const image of pool) {
       if (prefixes.length && !prefixes.some((p) => image.fingerprint.startsWith(p))) continue;
       const owner = (image as Image & { project?: string }).project ?? project;
+      if (owner !== project && !prefixes.length && !projects.includes(owner)) {
+        others++;
+        continue;
+      }
       if (seen.has(`${owner}/${image.fingerprint}`)) continue;
       seen.add(`${owner}/${image.fingerprint}`);
       out.push({ kind: 'image', project: owner, image });
     }
+    if (others) say(`project ${project} has no images of its own: the ${others} it sees are project default's to back up (--project default)`);
   }
   return out;
 }
@@ -443,7 +456,7 @@ export class BackupAllCommand extends BackupCommand {
     const f = this.settings().values;
     return [
       { kind: 'config' },
-      ...(this.withImages ? await imageItems(api, projects, [], false) : []),
+      ...(this.withImages ? await imageItems(api, projects, [], false, (m) => this.ui().info(m)) : []),
       ...(await volumeSubjects(api, projects, [], f.volumes)),
       ...(await instanceSubjects(api, projects, [], f.instances)),
     ];
@@ -469,6 +482,6 @@ export class BackupImagesCommand extends BackupCommand {
   }
 
   subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
-    return imageItems(api, projects, this.fingerprints, this.allImages);
+    return imageItems(api, projects, this.fingerprints, this.allImages, (m) => this.ui().info(m));
   }
 }
