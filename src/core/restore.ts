@@ -92,6 +92,8 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   const conflicts: string[] = [];
   const protectedOnes: string[] = [];
   const viaProfiles: string[] = [];
+  /** Attached volumes a backup of the other content type would replace (Incus cannot re-attach it). */
+  const otherContent: string[] = [];
   // Each project's instances are listed once, for the users of all its volumes.
   const listed = new Map<string, Promise<Instance[]>>();
   const instancesOf = (project: string) => listed.get(project) ?? listed.set(project, ctx.api.listInstances(project)).get(project)!;
@@ -114,14 +116,22 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
       }
     } else {
       try {
-        await ctx.api.getVolume(dest.project, dest.pool, dest.name);
+        const cur = await ctx.api.getVolume(dest.project, dest.pool, dest.name);
         exists = true;
-        for (const { instance, viaProfile } of volumeUsersIn(await instancesOf(dest.project), dest.pool, dest.name)) {
+        const users = volumeUsersIn(await instancesOf(dest.project), dest.pool, dest.name);
+        for (const { instance, viaProfile } of users) {
           if (instance.status !== 'Stopped') stops.push(instance.name);
           if (viaProfile && opts.replace) {
             viaProfiles.push(`${subjectLabel(dest)} (${instance.name})`);
             refused = `attached through a profile (${instance.name})`;
           }
+        }
+        // A block volume cannot take a filesystem volume's place on its instances (nor the other
+        // way round): Incus refuses the re-attach only after the users were stopped.
+        const was = entry.manifest.source.contentType;
+        if (opts.replace && !refused && users.length && was && cur.content_type && was !== cur.content_type) {
+          otherContent.push(`${subjectLabel(dest)} (a ${cur.content_type} volume attached to ${users.map((u) => u.instance.name).join(', ')}; the backup is of a ${was} volume)`);
+          refused = `a ${was} backup for an attached ${cur.content_type} volume`;
         }
       } catch (e) {
         if (!(e instanceof IncusError && e.notFound)) throw e;
@@ -153,9 +163,18 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   // One listing of the projects for the checks below that need it.
   let configs: Promise<Map<string, Record<string, string>>> | undefined;
   const projects = () => (configs ??= ctx.api.projectConfigs());
-  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? (await otherDrivers(ctx, plan)) ?? (await lockedProjects(plan, projects, opts.projectsAfterConfig));
+  const refusal = refusalOf(protectedOnes, viaProfiles, conflicts, opts) ?? contentRefusal(otherContent) ?? (await otherDrivers(ctx, plan)) ?? (await lockedProjects(plan, projects, opts.projectsAfterConfig));
   if (!refusal) await leaveClashingCopiesStopped(ctx, plan, opts.maps, projects);
   return { plan, ...(refusal ? { refusal } : {}) };
+}
+
+/** Attached volumes a backup of the other content type would replace. */
+function contentRefusal(otherContent: string[]): UsageError | undefined {
+  if (!otherContent.length) return undefined;
+  return new UsageError(
+    `a replace cannot swap in a volume of another content type where instances use it: ${otherContent.join(', ')}`,
+    'restore it beside with --target-name NEW, or detach it from its instances first',
+  );
 }
 
 /** Why the plan cannot be carried out, if it cannot: the first kind of refusal, naming every item of it. */
@@ -555,6 +574,10 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     const putBack = await undo.run(ui.warn.bind(ui));
     if (notStarted && putBack) throw notStartedError(dest.name, notStarted.error, notStarted.user);
     if (e instanceof InterruptedError && !putBack) throw new UndoIncompleteError(`interrupted while replacing ${dest.name}; putting the original back did not complete (the warnings above say what is left)`);
+    // What failed, and that nothing is lost: the error line is what a person reads last.
+    if (putBack && !(e instanceof InterruptedError) && (e instanceof IncusError || e instanceof IbError)) {
+      throw new IbError(`replacing ${dest.name} failed (${e.message}); the original is back in place`, e instanceof IbError ? e.exitCode : ExitCode.failed, e instanceof IbError ? e.hint : undefined, { cause: e });
+    }
     throw e;
   }
   // Snapshots taken since the preview (by the admin, or a schedule) are in no backup and were

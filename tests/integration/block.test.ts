@@ -37,4 +37,20 @@ describe('block custom volumes', () => {
     expect(vol.content_type).toBe('block');
     expect(sha(image('raw2'))).toBe(before);
   });
+
+  it('will not swap a block backup in for a filesystem volume a container uses, before stopping anything', async () => {
+    await incus('storage', 'volume', 'create', 'default', 'fsv', '--project', P);
+    await incus('launch', 'ib-busybox', 'user', '--project', P, '-s', 'default');
+    await incus('storage', 'volume', 'attach', 'default', 'fsv', 'user', '/mnt/fsv', '--project', P);
+    try {
+      const r = await cli(['restore', 'volume', 'default/raw', '--target-name', 'fsv', '--replace', '--force', '--project', P, '--target', target.uri]);
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toMatch(/^Error: a replace cannot swap in a volume of another content type where instances use it: volume \S+\/default\/fsv \(a filesystem volume attached to user; the backup is of a block volume\)$/m);
+      expect(r.stdout).toMatch(/refused: a block backup for an attached filesystem volume/);
+      expect(JSON.parse(await incus('query', `/1.0/instances/user?project=${P}`)).status).toBe('Running');
+    } finally {
+      await incus('delete', '-f', 'user', '--project', P).catch(() => undefined);
+      await incus('storage', 'volume', 'delete', 'default', 'fsv', '--project', P).catch(() => undefined);
+    }
+  });
 });
