@@ -118,7 +118,13 @@ export function syntaxError(e: unknown, argv: string[], commands: CommandInfo[],
   const path = typedPath(commands, argv);
   const help = path ? `\`incus-backup ${path.join(' ')} --help\` shows its options and arguments` : '`incus-backup --help` lists the commands';
   const lower = (s: string) => s.charAt(0).toLowerCase() + s.slice(1).replace(/\.$/, '');
-  if (err.name === 'UsageError' && err.message) return { message: withPlaceholders(lower(err.message.split('\n')[0]!)), hint: help };
+  // `--keep-daily -1`: the parser takes -1 for an option; `=` keeps it a value.
+  const dashValue = (reason: string) => {
+    const option = /^Not enough arguments to option (\S+?)\.?$/.exec(reason)?.[1];
+    const next = option ? argv[argv.indexOf(option) + 1] : undefined;
+    return option && next && /^-\d/.test(next) ? { message: `${option} ${next}: a value that starts with "-" is read as an option`, hint: `write it as ${option}=${next}` } : undefined;
+  };
+  if (err.name === 'UsageError' && err.message) return dashValue(err.message.split('\n')[0]!) ?? { message: withPlaceholders(lower(err.message.split('\n')[0]!)), hint: help };
   if (err.name !== 'UnknownSyntaxError') return undefined;
   const reasons = (err.candidates ?? []).filter((c) => c.reason);
   if (reasons.length) {
@@ -126,6 +132,8 @@ export function syntaxError(e: unknown, argv: string[], commands: CommandInfo[],
     const mine = reasons.find((c) => path && c.usage.startsWith(`incus-backup ${path.join(' ')} `)) ?? reasons[0]!;
     // Named by what was typed: a candidate's usage may be a command nobody asked for.
     const where = path?.join(' ');
+    const dashed = dashValue(mine.reason!);
+    if (dashed) return dashed;
     // A mistyped option: the nearest the command has.
     const option = /^Unsupported option name \("([^"]+)"\)/.exec(mine.reason!)?.[1];
     if (option && path && optionsOf) {

@@ -164,8 +164,11 @@ describe('config backup and restore', () => {
       expect(b.exitCode, b.stderr).toBe(0);
       expect(b.stderr).toMatch(/warning: config: 1 secret value\(s\) were not stored/);
       await incus('profile', 'unset', 'web', 'user.db_password', '--project', P);
+      // A key set since: the apply removes it, which the table says (not an empty value).
+      await incus('profile', 'set', 'web', 'user.since=1', '--project', P);
       const pv = await run('restore', 'config', '--project', P);
       expect(pv.exitCode, pv.stderr).toBe(0);
+      expect(pv.stdout).toMatch(new RegExp(`update +│ profile ${P}/web +│ user\\.since +│ 1 +│ \\(unset\\)`));
       expect(pv.stdout).toMatch(new RegExp(`update +│ profile ${P}/web +│ user\\.db_password +│ +│ <redacted> +│ secret, not in the backup: set it by hand`));
       expect(pv.stderr).not.toContain('config matches');
       const apply = await run('restore', 'config', '--project', P, '--apply', '-y');

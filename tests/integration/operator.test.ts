@@ -171,6 +171,20 @@ describe('operator experience', () => {
     expect(prune.stdout).toMatch(/remove/);
   });
 
+  it('backs up a name given twice once, and refuses a retention rule of 0 in the file as on the command line', async () => {
+    const r = await cli(['backup', 'instances', 'a1', 'a1', '--project', P, '--target', target.uri, '--output', 'json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(parseJson<unknown[]>(r.stdout)).toHaveLength(1);
+    const file = join(target.dir, 'zero.yaml');
+    writeFileSync(file, `target: ${target.uri}\nretention:\n  keep_last: 0\n  keep_daily: 7\n`);
+    const p = await cli(['prune', '--dry-run', '--config', file, '--project', P]);
+    expect(p.exitCode).toBe(2);
+    expect(p.stderr).toMatch(new RegExp(`^Error: ${file}: retention: keep_last: 0 keeps nothing by itself$`, 'm'));
+    const dash = await cli(['prune', '--keep-daily', '-1', '--target', target.uri, '--project', P]);
+    expect(dash.exitCode).toBe(2);
+    expect(dash.stderr).toBe('Error: --keep-daily -1: a value that starts with "-" is read as an option\nHint: write it as --keep-daily=-1');
+  });
+
   it('rejects unknown keys naming the file and the line', async () => {
     const file = join(target.dir, 'bad.yaml');
     writeFileSync(file, `target: ${target.uri}\nkeep_daily: 7\n`);

@@ -72,7 +72,8 @@ async function instanceSubjects(api: IncusApi, projects: string[], names: string
   const out: BackupSubject[] = [];
   for (const project of projects) {
     if (names.length) {
-      for (const n of names) out.push({ kind: 'instance', project, name: checkName('instance', n) });
+      // A name given twice is backed up once.
+      for (const n of new Set(names)) out.push({ kind: 'instance', project, name: checkName('instance', n) });
     } else {
       const all = (await api.listInstances(project)).map((i) => i.name).filter((n) => !isTmpName(n) && !isAsideName(n));
       for (const name of selectByPatterns(all, patterns)) out.push({ kind: 'instance', project, name });
@@ -85,7 +86,7 @@ async function volumeSubjects(api: IncusApi, projects: string[], refs: string[],
   const out: BackupItem[] = [];
   for (const project of projects) {
     if (refs.length) {
-      for (const ref of refs) out.push({ kind: 'volume', project, ...parseVolumeRef(ref) });
+      for (const ref of new Set(refs)) out.push({ kind: 'volume', project, ...parseVolumeRef(ref) });
       continue;
     }
     for (const v of await api.listVolumes(project)) {

@@ -77,7 +77,8 @@ export function configPreviewRows(p: ConfigPreview): PreviewRow[] {
     if (!c.changes.length) rows.push({ action: c.action, object: objectLabel(c.object), key: '', old: '', new: '', note });
     for (const k of c.changes) {
       const secret = k.new === REDACTED ? 'secret, not in the backup: set it by hand' : '';
-      const [o, n] = clipPair(k.old, k.new);
+      // A key the apply removes: said, not an empty value (which setting "" would look like).
+      const [o, n] = clipPair(k.old, k.new === undefined && k.old !== undefined && c.action === 'update' ? '(unset)' : k.new);
       rows.push({ action: c.action, object: objectLabel(c.object), key: k.key, old: o, new: n, note: [note, secret].filter(Boolean).join('; ') });
     }
   }

@@ -47,6 +47,11 @@ const RULES = [
   ['keepWithin', 'keep_within'],
 ] as const;
 
+/** A rule that keeps nothing by itself (restic reads 0 as "off"): refused where it is written. */
+function keepsNothing(field: (typeof RULES)[number][0], v: number | string | undefined): boolean {
+  return v === 0 || (field === 'keepWithin' && typeof v === 'string' && /^\s*(0+[ymwdh])+\s*$/.test(v));
+}
+
 /** The rules that are set, as a policy; a bad rule becomes the error `bad` makes of it. */
 function checkedPolicy(rules: (readonly [keyof RetentionPolicy, number | string | undefined])[], bad: (msg: string) => UsageError): RetentionPolicy {
   const p: Record<string, number | string> = {};
@@ -242,7 +247,7 @@ export class PruneCommand extends ScopedCommand {
     // (or refuse for lack of one) without a word: said instead.
     for (const [field, key] of RULES) {
       const v = value(field);
-      if (v === 0 || (field === 'keepWithin' && typeof v === 'string' && /^\s*(0+[ymwdh])+\s*$/.test(v))) {
+      if (keepsNothing(field, v)) {
         const flag = `--${key.replace(/_/g, '-')}`;
         throw new UsageError(`${flag} ${String(v)} keeps nothing by itself`, `give ${field === 'keepWithin' ? 'a duration such as 30d' : 'N >= 1, or -1 for all'}, or leave ${flag} out`);
       }
@@ -276,6 +281,10 @@ export class PruneCommand extends ScopedCommand {
   /** `retention:` from the configuration file (empty when it sets no rule). */
   filePolicy(): RetentionPolicy {
     const r = this.settings().values.retention ?? {};
+    // As for the flags: a 0 left in the file would otherwise be dropped without a word.
+    for (const [field, key] of RULES) {
+      if (keepsNothing(field, r[key])) throw new UsageError(`${this.settings().file}: retention: ${key}: ${String(r[key])} keeps nothing by itself`, `give ${field === 'keepWithin' ? 'a duration such as 30d' : 'N >= 1, or -1 for all'}, or remove ${key}`);
+    }
     return checkedPolicy(RULES.map(([field, key]) => [field, r[key]]), (msg) => new UsageError(`${this.settings().file}: retention: ${msg}`, 'fix the file'));
   }
 
