@@ -61,6 +61,20 @@ const FILE_SYSTEM_ERRORS: Record<string, [string, string]> = {
   EIO: ['input/output error', 'the disk may be failing: check `dmesg`, then `incus-backup verify` the target'],
 };
 
+/** A file-system error in words (`no such file or directory: /x`), for messages that name a file. */
+export function fsReason(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const words: Record<string, string> = {
+    ENOENT: 'no such file or directory',
+    ENOTDIR: 'a part of the path is not a directory',
+    EISDIR: 'it is a directory',
+    ...Object.fromEntries(Object.entries(FILE_SYSTEM_ERRORS).map(([k, [w]]) => [k, w])),
+  };
+  const said = err?.code ? words[err.code] : undefined;
+  if (!said) return err instanceof Error ? err.message : String(e);
+  return err.path ? `${said} (${err.path})` : said;
+}
+
 /**
  * A file system refusing a read or write (full, read-only, no permission, failing disk) as an
  * IbError: `where` (e.g. the target), the cause in words, the path when the error has one, and a

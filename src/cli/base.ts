@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { DEFAULT_CONFIG_FILE, parseSettings, type FileSettings } from '../core/settings.js';
 import { openBackend } from '../backends/registry.js';
 import type { Backend } from '../backends/types.js';
-import { ExitCode, fileSystemError, IbError, InterruptedError, UsageError, type ExitCodeValue } from '../errors.js';
+import { ExitCode, fileSystemError, fsReason, IbError, InterruptedError, UsageError, type ExitCodeValue } from '../errors.js';
 import { IncusApi } from '../incus/api.js';
 import { IncusClient, resolveSocketPath } from '../incus/client.js';
 import type { RunContext } from '../core/run.js';
@@ -96,7 +96,7 @@ export abstract class BaseCommand extends Command<IbContext> {
     try {
       text = readFileSync(file, 'utf8');
     } catch (e) {
-      throw new UsageError(`cannot read configuration file ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'check --config (or INCUS_BACKUP_CONFIG)');
+      throw new UsageError(`cannot read configuration file ${file}: ${fsReason(e)}`, 'check --config (or INCUS_BACKUP_CONFIG)');
     }
     return (this.settingsCache = { file, values: parseSettings(text, file) });
   }
@@ -306,7 +306,7 @@ export abstract class BaseCommand extends Command<IbContext> {
       this.logCache = file ? new JsonLog(file, this.logLevel, f?.max_size ?? 10 << 20, f?.keep ?? 5) : null;
     } catch (e) {
       this.logCache = null;
-      throw new UsageError(`cannot write the log file ${file}: ${(e as Error).message}`, 'check --log-file (or INCUS_BACKUP_LOG_FILE, or log.file in the configuration file)');
+      throw new UsageError(`cannot write the log file ${file}: ${fsReason(e)}`, 'check --log-file (or INCUS_BACKUP_LOG_FILE, or log.file in the configuration file)');
     }
     if (this.logCache) {
       const log = this.logCache;

@@ -130,17 +130,18 @@ export function checkVersion(version: string | undefined): void {
 }
 
 /** Picks one version of one resource: an exact --version, or the newest complete backup. */
-export function pickVersion(versions: BackupEntry[], label: string, version?: string, damaged: BrokenBackup[] = []): BackupEntry {
+export function pickVersion(versions: BackupEntry[], label: string, version?: string, damaged: BrokenBackup[] = [], listArgs = ''): BackupEntry {
+  const list = `\`incus-backup list${listArgs}\``;
   // A version that is there but cannot be used is named as such, not as missing.
   // The newest damaged one, or the asked-for version.
   const bad = [...damaged].sort((a, b) => compareTimestamps(b.key.timestamp ?? '', a.key.timestamp ?? '')).find((b) => !version || b.key.timestamp === version);
   if (bad && (version || versions.length === 0)) {
     throw new UsageError(
       `${label}${bad.key.timestamp ? ` ${bad.key.timestamp}` : ''} is damaged (${bad.problem})`,
-      versions.length ? `\`incus-backup verify\` says more; pick another version with --version (\`incus-backup list\` shows them)` : '`incus-backup verify` says more',
+      versions.length ? `\`incus-backup verify\` says more; pick another version with --version (${list} shows them)` : '`incus-backup verify` says more',
     );
   }
-  if (versions.length === 0) throw new UsageError(`no backup of ${label} in the target`, 'run `incus-backup list` to see what the target holds');
+  if (versions.length === 0) throw new UsageError(`no backup of ${label} in the target`, `${list} shows what the target holds`);
   if (!version) return versions[versions.length - 1]!;
   const hit = versions.find((v) => v.manifest.timestamp === version);
   if (!hit) {
@@ -187,7 +188,7 @@ export async function selectBackups(
         const damaged = damagedOf({ type, project, ...r });
         const elsewhere = versions.length || damaged.length || projects.length > 1 ? undefined : await elsewhereHint(backend, { type, project, name: r.name, ...(r.pool ? { pool: r.pool } : {}) });
         if (elsewhere) throw new UsageError(`no backup of ${label} in the target`, elsewhere);
-        const picked = pickVersion(versions, label, version, damaged);
+        const picked = pickVersion(versions, label, version, damaged, ` ${type}s --project ${project} --target ${backend.uri}`);
         // The newest is damaged: an older one is restored, which must not go unsaid.
         if (!version) for (const w of [...damageReport([picked], damaged).warnings, futureWarning(picked)]) if (w) warn?.(w);
         out.push(picked);

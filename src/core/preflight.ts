@@ -364,6 +364,7 @@ export function describeRequirement(r: Requirement): string {
   if (r.what === 'path') return `host path ${r.name}, needed by ${r.neededBy}`;
   // Server-wide: no project of its own.
   if (r.what === 'storage-pool') return `storage-pool ${r.name}, needed by ${r.neededBy}`;
+  if (r.what === 'project') return `project ${r.name}, needed by ${r.neededBy}`;
   return `${r.what} ${r.name} (project ${r.project}), needed by ${r.neededBy}`;
 }
 

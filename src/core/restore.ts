@@ -90,7 +90,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
   await ctx.backend.loadIndexes?.(entries);
   const plan: RestorePlanItem[] = [];
   const conflicts: string[] = [];
-  const protectedOnes: string[] = [];
+  const protectedOnes: BackupSubject[] = [];
   const viaProfiles: string[] = [];
   /** Attached volumes a backup of the other content type would replace (Incus cannot re-attach it). */
   const otherContent: string[] = [];
@@ -108,7 +108,7 @@ export async function planRestore(ctx: RunContext, entries: BackupEntry[], opts:
         exists = true;
         if (cur.status !== 'Stopped') stops.push(dest.name);
         if (opts.replace && cur.config?.['security.protection.delete'] === 'true') {
-          protectedOnes.push(subjectLabel(dest));
+          protectedOnes.push(dest);
           refused = 'protected against deletion';
         }
       } catch (e) {
@@ -178,13 +178,16 @@ function contentRefusal(otherContent: string[]): UsageError | undefined {
 }
 
 /** Why the plan cannot be carried out, if it cannot: the first kind of refusal, naming every item of it. */
-function refusalOf(protectedOnes: string[], viaProfiles: string[], conflicts: string[], opts: PlanOptions): UsageError | undefined {
+function refusalOf(protectedOnes: BackupSubject[], viaProfiles: string[], conflicts: string[], opts: PlanOptions): UsageError | undefined {
   // A replace deletes the current instance once the restored one runs: not one that the admin
   // protected against deletion, as `incus delete` would not.
   if (protectedOnes.length) {
+    const [one] = protectedOnes;
     return new UsageError(
-      `${protectedOnes.join(', ')} ${protectedOnes.length === 1 ? 'is' : 'are'} protected against deletion (security.protection.delete=true), and a replace deletes the current instance once the restored one runs`,
-      'unset it first (`incus config unset NAME security.protection.delete`), or restore beside it with --target-name NEW',
+      `${protectedOnes.map((s) => subjectLabel(s)).join(', ')} ${protectedOnes.length === 1 ? 'is' : 'are'} protected against deletion (security.protection.delete=true), and a replace deletes the current instance once the restored one runs`,
+      protectedOnes.length === 1
+        ? `unset it first (\`incus config unset ${one!.name} security.protection.delete --project ${one!.project}\`), or restore beside it with --target-name NEW`
+        : 'unset it first (`incus config unset NAME security.protection.delete --project PROJECT`), or restore beside them with --target-name NEW one by one',
     );
   }
   // Incus re-points the devices of profiles to a renamed volume, so a swap would leave the

@@ -305,7 +305,6 @@ export class IncusClient {
     return { stream: res.body as unknown as Readable, ...(Number.isFinite(len) ? { size: len } : {}), contentType };
   }
 
-  /** Streams a request body (an import); returns the operation the server created. */
   /**
    * Waits until an operation is over, however it ends, without a signal: for a clean-up, which
    * can remove what the operation makes only once Incus is done with it. `onWaiting` is called
@@ -330,6 +329,7 @@ export class IncusClient {
     }
   }
 
+  /** Streams a request body (an import); returns the operation the server created. */
   async upload(
     path: string,
     body: Readable,

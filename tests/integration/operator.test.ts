@@ -161,6 +161,9 @@ describe('operator experience', () => {
     const rows = Object.fromEntries(parseJson<{ key: string; value: string; source: string }[]>(show.stdout).map((r) => [r.key, r]));
     expect(rows.target).toEqual({ key: 'target', value: target.uri, source: file });
     expect(rows.project).toEqual({ key: 'project', value: P, source: 'INCUS_BACKUP_PROJECT' });
+    // Which file was read, and what nothing sets (with the value it then has).
+    expect(rows['configuration file']).toEqual({ key: 'configuration file', value: file, source: '--config' });
+    expect(rows['log.keep']).toEqual({ key: 'log.keep', value: '5', source: 'default' });
     const flag = parseJson<{ key: string; value: string; source: string }[]>((await cli(['config', 'show', '--config', file, '--project', 'x', '--output', 'json'], { INCUS_BACKUP_PROJECT: P })).stdout);
     expect(flag.find((r) => r.key === 'project')).toEqual({ key: 'project', value: 'x', source: '--project' });
     // A nightly `prune all` with no flags uses the file's retention.

@@ -48,6 +48,15 @@ describe('custom volumes on a directory target', () => {
     const r = await cli(['restore', 'volume', 'data', '-y', '--project', P, '--target', target.uri]);
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toMatch(/POOL\/NAME/);
+    // A pool that is not there is named as what is missing.
+    const pool = await cli(['backup', 'volume', 'nopool/data', '--project', P, '--target', target.uri]);
+    expect(pool.exitCode).toBe(2);
+    expect(pool.stderr).toMatch(new RegExp(`^Error: storage pool nopool does not exist \\(named for volume ${P}/nopool/data\\)$`, 'm'));
+    expect(pool.stderr).toMatch(/^Hint: `incus storage list` shows the pools$/m);
+    // A backup not there: the listing that shows what is, for this project and target.
+    const none = await cli(['restore', 'volume', 'default/never', '-y', '--project', P, '--target', target.uri]);
+    expect(none.exitCode).toBe(2);
+    expect(none.stderr).toContain(`Hint: \`incus-backup list volumes --project ${P} --target ${target.uri}\` shows what the target holds`);
   });
 
   it('restores under a new name with identical data', async () => {

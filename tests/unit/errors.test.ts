@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fileSystemError, IbError } from '../../src/errors.js';
+import { fileSystemError, fsReason, IbError } from '../../src/errors.js';
 import { IncusError, oneLineMessage } from '../../src/incus/errors.js';
 
 /** An error as Node's fs raises it. */
@@ -8,6 +8,12 @@ function fsError(code: string, syscall: string, path?: string): NodeJS.ErrnoExce
 }
 
 describe('file system errors', () => {
+  it('words a refused path for a message that names the file', () => {
+    expect(fsReason(fsError('ENOENT', 'mkdir', '/proc/x'))).toBe('no such file or directory (/proc/x)');
+    expect(fsReason(fsError('EACCES', 'open', '/etc/ib.yaml'))).toBe('permission denied (/etc/ib.yaml)');
+    expect(fsReason(new Error('odd'))).toBe('odd');
+  });
+
   it('says what the file system refused, where, and what to do', () => {
     const full = fileSystemError(fsError('ENOSPC', 'write'), 'target dir:/srv/b', 'nothing half-done was kept');
     expect(full).toBeInstanceOf(IbError);

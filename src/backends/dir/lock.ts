@@ -177,7 +177,7 @@ export async function acquireLock(root: string, opts: LockOptions): Promise<Rele
   let announced = false;
   let busyTakeovers = 0;
   for (;;) {
-    if (opts.signal?.aborted) throw new InterruptedError('interrupted while waiting for the target lock');
+    if (opts.signal?.aborted) throw new InterruptedError(announced ? 'interrupted while waiting for the target lock' : 'interrupted before the run started; nothing was changed');
     if (await createExclusive(root, path, JSON.stringify(me, null, 2) + '\n')) break;
     const holder = await readLock(path);
     if (holder === undefined) continue; // released between our attempt and the read

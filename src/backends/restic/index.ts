@@ -63,6 +63,8 @@ const GATE_OPEN = 'subprocess sh: ib-gate-open';
  * is told why nothing moves: restic itself says nothing while it waits for a lock.
  */
 const SLOW_OPEN_MS = 10_000;
+/** At most one warning this often for restic's retries of the repository. */
+const RETRY_WARN_MS = 15_000;
 
 export interface ResticBackendOptions extends Partial<Omit<ResticConfig, 'repository'>> {
   /** Where warnings go (an old restic version, requests restic retries). */
@@ -116,7 +118,21 @@ export class ResticBackend implements Backend {
         'pass --password-file FILE, or set RESTIC_PASSWORD_FILE (or RESTIC_PASSWORD / RESTIC_PASSWORD_COMMAND), or restic.password_file in the configuration file',
       );
     }
-    this.restic = new Restic({ ...opts, repository, env, onRetry: (line) => this.onWarning(`restic: ${line}`) });
+    // restic says every retry (dozens a minute while a server is down): one warning per
+    // RETRY_WARN_MS, counting those in between.
+    let lastRetry = 0;
+    let since = 0;
+    const onRetry = (line: string) => {
+      const now = Date.now();
+      if (now - lastRetry < RETRY_WARN_MS) {
+        since++;
+        return;
+      }
+      this.onWarning(`restic: ${line}${since ? ` (and ${since} more retr${since === 1 ? 'y' : 'ies'} since the last such warning)` : ''}`);
+      lastRetry = now;
+      since = 0;
+    };
+    this.restic = new Restic({ ...opts, repository, env, onRetry });
     this.onWarning = opts.onWarning ?? ((m) => process.stderr.write(`Warning: ${m}\n`));
     this.confirmOld = opts.confirm;
   }

@@ -213,7 +213,14 @@ abstract class BackupCommand extends BaseCommand {
     // others and reports it as failed (exit 3), so a nightly job does not lose every backup.
     const { absent, dropped } = this.coversWhole() ? { absent: [], dropped: [] } : await absentSubjects(api, subjects, this.allProjects);
     subjects = subjects.filter((s) => !dropped.includes(s as BackupSubject));
+    // A volume named in a pool that is not there: the pool is what is missing.
+    const noPool = new Set<string>();
+    for (const a of absent) if (a.kind === 'volume' && !noPool.has(a.pool) && (await api.poolDriver(a.pool)) === undefined) noPool.add(a.pool);
     const absentError = (of: BackupSubject[]) => {
+      const pools = [...new Set(of.flatMap((a) => (a.kind === 'volume' && noPool.has(a.pool) ? [a.pool] : [])))];
+      if (pools.length && of.every((a) => a.kind === 'volume' && noPool.has(a.pool))) {
+        return new IbError(`storage pool ${pools.join(', ')} ${pools.length === 1 ? 'does' : 'do'} not exist (named for ${of.map((a) => subjectLabel(a)).join(', ')})`, ExitCode.usage, '`incus storage list` shows the pools');
+      }
       const names = of.map((a) => (this.allProjects ? `${a.kind} ${a.kind === 'volume' ? `${a.pool}/` : ''}${a.name}` : subjectLabel(a))).join(', ');
       const what = this.allProjects ? `no project has ${names}` : `${names} ${of.length === 1 ? 'does' : 'do'} not exist`;
       return new IbError(what, ExitCode.usage, whereToLook(of[0]!, this.allProjects));

@@ -281,8 +281,12 @@ export class ConfigShowCommand extends BaseCommand {
     fromFile('instances.exclude', f.instances?.exclude);
     fromFile('volumes.include', f.volumes?.include);
     fromFile('volumes.exclude', f.volumes?.exclude);
-    fromFile('log.max_size', f.log?.max_size);
-    fromFile('log.keep', f.log?.keep);
+    // What is not set anywhere, with the value it then has.
+    const orDefault = (key: string, v: unknown, fallback: string) => (v !== undefined ? fromFile(key, v) : rows.push({ key, value: fallback, source: 'default' }));
+    if (f.consistency === undefined) rows.push({ key: 'consistency', value: 'snapshot', source: 'default' });
+    orDefault('log.max_size', f.log?.max_size, String(10 << 20));
+    orDefault('log.keep', f.log?.keep, '5');
+    rows.unshift({ key: 'configuration file', value: file ?? '(none)', source: file ? (this.config ? '--config' : this.context.env.INCUS_BACKUP_CONFIG ? 'INCUS_BACKUP_CONFIG' : 'default') : 'default' });
     this.print(rows, [
       { header: 'KEY', value: (r) => r.key },
       { header: 'VALUE', value: (r) => r.value },

@@ -31,7 +31,8 @@ export function restoreImages(ctx: RunContext, work: ImageRestorePlan[], paralle
     (p) => applyImageRestore(ctx, p),
     (p): ResultRow => {
       const m = p.entry.manifest;
-      return { type: 'image', project: p.project, name: m.name.slice(0, 12), status: 'ok', action: p.action, timestamp: m.timestamp, size: m.archive.size, detail: p.action };
+      // Only an import moves the image: giving aliases back moves nothing.
+      return { type: 'image', project: p.project, name: m.name.slice(0, 12), status: 'ok', action: p.action, timestamp: m.timestamp, size: p.action === 'create' ? m.archive.size : 0, detail: p.action };
     },
     errors,
   );

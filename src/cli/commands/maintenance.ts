@@ -30,8 +30,9 @@ export async function lockTarget(backend: Backend, purpose: string, lockWait: st
   return backend.lock(purpose, { waitMs, signal, onNotice: (m) => ui.warn(m) });
 }
 
+// The config backup is server-wide: "the config", not a project and name.
 const label = (k: { type?: string; project?: string; pool?: string; name?: string }) =>
-  `${k.type ?? '?'} ${[k.project, k.pool, k.name].filter(Boolean).join('/')}`;
+  k.type === 'config' ? 'the config' : `${k.type ?? '?'} ${[k.project, k.pool, k.name].filter(Boolean).join('/')}`;
 
 /** What protect/unprotect name: every kind but `all`. */
 const PROTECTABLE = (Object.keys(KINDS) as Kind[]).filter((k): k is Exclude<Kind, 'all'> => k !== 'all');
