@@ -80,6 +80,8 @@ export interface ImageRestorePlan {
   aliases: string[];
   /** Aliases that already point at another image and are left alone. */
   conflicts: string[];
+  /** An image already there whose settings differ from the backup's: what differs (left as it is). */
+  differs?: string[];
 }
 
 /**
@@ -95,7 +97,11 @@ export async function planImageRestore(ctx: RunContext, entry: BackupEntry, into
   const project = config && config['features.images'] !== 'true' ? 'default' : into;
   if (!m.image) throw new IncusError(0, `backup ${m.name} ${m.timestamp} has no image metadata`, 'RESTORE', m.name);
   const api = imageApi(ctx);
-  const present = await api.exists(project, m.name);
+  const now = await api.get(project, m.name).catch((e: unknown) => {
+    if (e instanceof IncusError && e.notFound) return undefined;
+    throw e;
+  });
+  const present = now !== undefined;
   const aliases: string[] = [];
   const conflicts: string[] = [];
   for (const a of m.image.aliases) {
@@ -104,7 +110,20 @@ export async function planImageRestore(ctx: RunContext, entry: BackupEntry, into
     else if (target !== m.name) conflicts.push(a.name);
   }
   const action = !present ? 'create' : aliases.length ? 'aliases' : 'skip';
-  return { entry, project, action, aliases, conflicts };
+  // There already: its settings are left as they are, which the plan says where they differ.
+  const differs = now ? settingsDiffer(now, m.image) : [];
+  return { entry, project, action, aliases, conflicts, ...(differs.length ? { differs } : {}) };
+}
+
+/** What of an image's settings differs from a backup's (properties, public, auto_update, profiles). */
+function settingsDiffer(now: Image, was: NonNullable<BackupEntry['manifest']['image']>): string[] {
+  const same = (a: Record<string, string>, b: Record<string, string>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+  return [
+    ...(!same(now.properties ?? {}, was.properties) ? ['properties'] : []),
+    ...(now.public !== was.public ? ['public'] : []),
+    ...(now.auto_update !== was.autoUpdate ? ['auto_update'] : []),
+    ...(was.profiles && JSON.stringify(now.profiles ?? []) !== JSON.stringify(was.profiles) ? ['profiles'] : []),
+  ];
 }
 
 /** Carries out a plan: imports the image (verified on the way in), then properties and free aliases. */

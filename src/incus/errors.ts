@@ -41,6 +41,11 @@ function hintFor(serverMessage: string): string | undefined {
     if (/\/backups\//.test(serverMessage)) {
       return "the Incus host's backups directory is full: Incus stages each backup and each restore there as a whole file (/var/lib/incus/backups, or the volume storage.backups_volume names); free space there or give it a bigger volume (`incus config set storage.backups_volume POOL/VOLUME`)";
     }
+    // A volume's own size is a quota on btrfs and zfs: a copy of one that holds more than its
+    // size (written before the quota, or past it) fails so, however empty the pool.
+    if (/quota exceeded/i.test(serverMessage)) {
+      return "a quota is exceeded: a volume's `size` (a quota on btrfs and zfs pools) smaller than what it holds, or a full storage pool; raise the size (`incus storage volume set POOL VOLUME size=…`, or the root disk's size) or free space (`incus storage info POOL`)";
+    }
     return 'a storage pool on the Incus host is full: free space in it (`incus storage info POOL`); a backup needs room there for its temporary copy, a restore can go to another pool (--pool-map)';
   }
   if (PROJECT_LIMIT.test(serverMessage)) {

@@ -74,6 +74,12 @@ describe('images', () => {
     const again = await cli(['restore', 'images', '-y', '--project', P, '--target', target.uri, '--output', 'json']);
     expect(again.exitCode, again.stderr).toBe(0);
     expect(parseJson<{ action: string }[]>(again.stdout)[0]!.action).toBe('skip');
+    // Changed since: left as it is, which the plan says.
+    await incus('image', 'set-property', fp, 'user.purpose', 'changed', '--project', P);
+    const differs = await cli(['restore', 'images', '--dry-run', '--project', P, '--target', target.uri]);
+    expect(differs.stdout).toMatch(/there already; its properties differ from the backup's and are left as they are/);
+    expect((await incusJson<ImageJson>(`/1.0/images/${fp}`, P)).properties['user.purpose']).toBe('changed');
+    await incus('image', 'set-property', fp, 'user.purpose', 'incus-backup test', '--project', P);
   });
 
   it('restore all brings images back with the rest of the set, and a second run has nothing to do', async () => {

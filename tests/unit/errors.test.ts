@@ -8,6 +8,12 @@ function fsError(code: string, syscall: string, path?: string): NodeJS.ErrnoExce
 }
 
 describe('file system errors', () => {
+  it("names a volume's size as the quota a btrfs copy can exceed, not only a full pool", () => {
+    const e = new IncusError(500, 'Create instance from copy: btrfs failed: ERROR: cannot write: Disk quota exceeded', 'WAIT', '/1.0/operations/x');
+    expect(e.hint).toMatch(/^a quota is exceeded: a volume's `size` \(a quota on btrfs and zfs pools\)/);
+    expect(new IncusError(500, 'write: no space left on device', 'WAIT', '/1.0/operations/x').hint).toMatch(/^a storage pool on the Incus host is full/);
+  });
+
   it('words a refused path for a message that names the file', () => {
     expect(fsReason(fsError('ENOENT', 'mkdir', '/proc/x'))).toBe('no such file or directory (/proc/x)');
     expect(fsReason(fsError('EACCES', 'open', '/etc/ib.yaml'))).toBe('permission denied (/etc/ib.yaml)');

@@ -15,11 +15,12 @@ export const imagePreviewColumns: Column<ImageRestorePlan>[] = [
   { header: 'SIZE', value: (p) => humanBytes(p.entry.manifest.archive.size) },
   { header: 'ACTION', value: (p) => p.action },
   { header: 'ALIASES', value: (p) => [...p.aliases, ...p.conflicts.map((c) => `${c} (taken)`)].join(', ') },
+  { header: 'NOTE', value: (p) => (p.differs ? `there already; its ${p.differs.join(', ')} differ from the backup's and are left as they are` : '') },
 ];
 
 export function imagePreviewData(p: ImageRestorePlan): Record<string, unknown> {
   const m = p.entry.manifest;
-  return { fingerprint: m.name, project: p.project, timestamp: m.timestamp, size: m.archive.size, action: p.action, aliases: p.aliases, conflicts: p.conflicts };
+  return { fingerprint: m.name, project: p.project, timestamp: m.timestamp, size: m.archive.size, action: p.action, aliases: p.aliases, conflicts: p.conflicts, ...(p.differs ? { differs: p.differs } : {}) };
 }
 
 /** Carries out image plans, `parallel` at a time; failures go to `errors` and into the rows. */

@@ -403,7 +403,7 @@ abstract class ProtectionCommand extends BaseCommand {
         { header: 'PROJECT', value: (r) => r.project },
         { header: 'NAME', value: (r) => (r.pool ? `${r.pool}/${r.name}` : r.name) },
         { header: 'VERSION', value: (r) => r.timestamp },
-        { header: 'PROTECTED', value: (r) => (r.protected ? 'yes' : 'no') },
+        { header: 'PROTECTED', value: (r) => (r.protected ? 'yes' : '') },
       ]);
       const state = this.value ? 'protected' : 'unprotected';
       if (!this.dryRun) this.logResults([{ ...m, status: was === this.value ? `already ${state}` : state }]);
