@@ -239,8 +239,13 @@ export abstract class BaseCommand extends Command<IbContext> {
 
   openTarget(): Backend {
     const { passwordFile, source } = this.resticPassword();
+    // restic refuses RESTIC_PASSWORD_FILE and RESTIC_PASSWORD_COMMAND together: it gets only
+    // the one used (a password file of ours replaces all three, see resticEnv).
+    const env = { ...this.context.env };
+    const own = source?.split(' ')[0];
+    if (own && /^RESTIC_PASSWORD/.test(own)) for (const k of ['RESTIC_PASSWORD_FILE', 'RESTIC_PASSWORD_COMMAND', 'RESTIC_PASSWORD']) if (k !== own) delete env[k];
     const b = openBackend(this.resolvedTarget(), {
-      env: this.context.env,
+      env,
       warn: (m) => this.ui().warn(m),
       confirm: (q) => this.confirm(q),
       ...(passwordFile ? { passwordFile } : {}),

@@ -261,7 +261,9 @@ function diffObject(want: ConfigObject, have: ConfigObject): KeyChange[] {
     }
   }
   for (const k of rulesOf(want.kind)) {
-    if (stable(want[k] ?? []) !== stable(have[k] ?? [])) out.push({ key: k, old: stable(have[k] ?? []), new: stable(want[k] ?? []) });
+    // A forward's ports and a record's entries are sets: the same ones in another order are no drift.
+    const asSet = k === 'ports' || k === 'entries' ? (l: unknown[]) => l.map(stable).sort().join('\n') : stable;
+    if (asSet(want[k] ?? []) !== asSet(have[k] ?? [])) out.push({ key: k, old: stable(have[k] ?? []), new: stable(want[k] ?? []) });
   }
   return out;
 }

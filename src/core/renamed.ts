@@ -84,7 +84,7 @@ export class RenamedDuringBackupError extends IbError {
     super(
       `${subjectLabel(subject)} was renamed to ${newName} during its backup; nothing was kept`,
       ExitCode.failed,
-      `back it up under its new name: \`incus-backup backup ${subject.kind === 'instance' ? 'instances' : 'volumes'} ${subject.kind === 'volume' ? `${subject.pool}/` : ''}${newName}\``,
+      `back it up under its new name: \`incus-backup backup ${subject.kind === 'instance' ? 'instances' : 'volumes'} ${subject.kind === 'volume' ? `${subject.pool}/` : ''}${newName} --project ${subject.project}\``,
     );
     this.name = 'RenamedDuringBackupError';
   }

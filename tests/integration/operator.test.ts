@@ -221,6 +221,9 @@ describe('operator experience', () => {
     writeFileSync(file, `target: restic:${repo}\nrestic:\n  password_file: ${wrong}\n`);
     const over = await cli(['list', '--config', file, '--project', P], { RESTIC_PASSWORD_FILE: right });
     expect(over.exitCode, over.stderr).toBe(0);
+    // restic refuses a password file and command together: it gets the one used only.
+    const both = await cli(['list', '--project', P, '--target', `restic:${repo}`], { RESTIC_PASSWORD_FILE: right, RESTIC_PASSWORD_COMMAND: 'echo wrong-secret' });
+    expect(both.exitCode, both.stderr).toBe(0);
     const show = parseJson<{ key: string; source: string }[]>((await cli(['config', 'show', '--config', file, '--output', 'json'], { RESTIC_PASSWORD_FILE: right })).stdout);
     expect(show.find((r) => r.key === 'restic.password_file')?.source).toBe(`${file} (not used: RESTIC_PASSWORD_FILE (${right}))`);
     expect(show.find((r) => r.key === 'RESTIC_PASSWORD_FILE')?.source).toBe('RESTIC_PASSWORD_FILE');

@@ -68,6 +68,9 @@ describe('config backups under restore mappings', () => {
     expect(creates.find((c) => c.object.kind === 'network-forward')!.changes).toContainEqual({ key: 'ports', old: '[]', new: '[{"listen_port":"80","protocol":"tcp","target_address":"10.0.0.5"}]' });
     const deletes = diffConfig(snap([]), snap([net, fwd, zone, rec]), {}, true);
     expect(deletes.map((c) => c.object.kind)).toEqual(['network-forward', 'network', 'network-zone-record', 'network-zone']);
+    // The same rules in another order are no drift.
+    const two = [{ type: 'A', value: '10.0.0.5', ttl: 300 }, { type: 'A', value: '10.0.0.6', ttl: 300 }];
+    expect(diffConfig(snap([{ ...rec, entries: two }]), snap([{ ...rec, entries: [...two].reverse() }]), {}, false)).toEqual([]);
     // A changed port rule or DNS entry is an update of that forward or record alone.
     const moved = { ...fwd, ports: [{ protocol: 'tcp', listen_port: '80', target_address: '10.0.0.6' }] };
     expect(diffConfig(snap([net, moved, zone, rec]), snap([net, fwd, zone, rec]), {}, false).map((c) => `${c.action} ${objectLabel(c.object)} ${c.changes.map((k) => k.key).join()}`)).toEqual([

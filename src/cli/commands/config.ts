@@ -268,6 +268,11 @@ export class ConfigShowCommand extends BaseCommand {
     const used = password.source ?? '';
     const unused = (source: string, isUsed: boolean) => (isUsed ? source : `${source} (not used: ${used})`);
     if (e.passwordFile.value !== undefined) add('restic.password_file', { ...e.passwordFile, source: unused(e.passwordFile.source, password.passwordFile !== undefined) });
+    // Those the one above overrides are there too, marked.
+    const envFile = this.context.env.INCUS_BACKUP_PASSWORD_FILE;
+    if (envFile && e.passwordFile.source !== 'INCUS_BACKUP_PASSWORD_FILE') rows.push({ key: 'restic.password_file', value: envFile, source: unused('INCUS_BACKUP_PASSWORD_FILE', false) });
+    const fileValue = f.restic?.password_file;
+    if (fileValue && file && e.passwordFile.source !== file) rows.push({ key: 'restic.password_file', value: fileValue, source: unused(file, false) });
     for (const k of ['RESTIC_PASSWORD_FILE', 'RESTIC_PASSWORD_COMMAND', 'RESTIC_PASSWORD']) {
       const v = this.context.env[k];
       if (v) rows.push({ key: k, value: k === 'RESTIC_PASSWORD_FILE' ? v : '<redacted>', source: unused(k, used === k || used.startsWith(`${k} (`)) });
