@@ -189,6 +189,31 @@ export interface ConfigChange {
   disruptive: boolean;
   /** A delete of a profile or network: what uses it now (Incus refuses to delete it then). */
   usedBy?: string[];
+  /** A create Incus would refuse, and why: not applied (said in the preview and as a failure). */
+  refused?: string;
+}
+
+/**
+ * Creates Incus refuses whatever the order, as a restore drill into another project meets them:
+ * a network other than OVN outside the default project, a zone whose name another project has
+ * (zone names are server-wide), and what lives in either.
+ */
+function markRefusedCreates(changes: ConfigChange[], current: ConfigSnapshot): void {
+  const refusedParents = new Map<string, string>();
+  for (const c of changes) {
+    const o = c.object;
+    if (c.action !== 'create') continue;
+    if (o.kind === 'network' && o.project !== undefined && o.project !== 'default' && o.type !== 'ovn') {
+      c.refused = `Incus creates ${o.type || 'such'} networks in the default project only`;
+    }
+    if (o.kind === 'network-zone') {
+      const other = current.objects.find((h) => h.kind === 'network-zone' && h.name === o.name && h.project !== o.project);
+      if (other) c.refused = `zone names are server-wide, and project ${other.project ?? 'default'} has ${o.name}`;
+    }
+    if (c.refused) refusedParents.set(`${o.kind}/${o.project ?? ''}/${o.name}`, c.refused);
+    const parentKind = o.kind === 'network-forward' ? 'network' : o.kind === 'network-zone-record' ? 'network-zone' : undefined;
+    if (parentKind && refusedParents.has(`${parentKind}/${o.project ?? ''}/${o.parent ?? ''}`)) c.refused = `its ${parentKind === 'network' ? 'network' : 'zone'} ${o.parent} cannot be created`;
+  }
 }
 
 /** `/1.0/instances/web?project=prod` → `instance prod/web` (Incus's used_by entries). */
@@ -300,6 +325,7 @@ export function diffConfig(backup: ConfigSnapshot, current: ConfigSnapshot, scop
     const changes = diffObject(w, h);
     if (changes.length) out.push({ object: w, action: 'update', changes, disruptive: disruptive(w) });
   }
+  markRefusedCreates(out, current);
   if (withDeletes) {
     const extra = [...have.values()].filter((h) => !wantIds.has(id(h)));
     for (const h of extra.sort((a, b) => order(b.kind) - order(a.kind))) {
@@ -484,7 +510,7 @@ export function configRequirements(
   const seenProjects = new Set(projects);
   for (const c of changes) {
     const o = c.object;
-    if (c.action === 'delete') continue;
+    if (c.action === 'delete' || c.refused) continue;
     if (o.kind === 'project' && c.action === 'create') created.set(o.name, o);
     if (o.kind === 'project') willExist.add(requirementKey('project', o.name, o.name));
     if (o.kind === 'profile' || o.kind === 'network') willExist.add(requirementKey(o.kind, o.project ?? 'default', o.name));

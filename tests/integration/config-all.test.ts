@@ -157,6 +157,37 @@ describe('config backup and restore', () => {
     }
   });
 
+  it("marks a zone whose name another project has taken since as refused, and does not ask Incus for it", async () => {
+    const PZ = `t-cfgz-${tag}`;
+    const ZONE = `ibz${tag}.example`;
+    await incus('project', 'create', PZ, '-c', 'features.networks=true', '-c', 'features.networks.zones=true', '-c', 'features.images=false');
+    try {
+      await incus('network', 'zone', 'create', ZONE, '--project', PZ);
+      await incus('network', 'zone', 'record', 'create', ZONE, 'www', '--project', PZ);
+      const b = await run('backup', 'config');
+      expect(b.exitCode, b.stderr).toBe(0);
+      // The zone moves to the default project: its name is taken for PZ now.
+      await incus('network', 'zone', 'record', 'delete', ZONE, 'www', '--project', PZ);
+      await incus('network', 'zone', 'delete', ZONE, '--project', PZ);
+      await incus('network', 'zone', 'create', ZONE);
+      const pv = await run('restore', 'config', '--project', PZ, '--output', 'json');
+      expect(pv.exitCode, pv.stderr).toBe(0);
+      const changes = parseJson<{ changes: { kind: string; action: string; refused?: string }[] }>(pv.stdout).changes;
+      expect(changes.map((c) => `${c.action} ${c.kind}: ${c.refused ?? ''}`)).toEqual([
+        `create network-zone: zone names are server-wide, and project default has ${ZONE}`,
+        `create network-zone-record: its zone ${ZONE} cannot be created`,
+      ]);
+      const apply = await run('restore', 'config', '--project', PZ, '--apply', '-y');
+      expect(apply.exitCode).toBe(1);
+      expect(apply.stderr).toContain(`warning: config: could not create network-zone ${PZ}/${ZONE}: not applied: zone names are server-wide`);
+    } finally {
+      await incus('network', 'zone', 'delete', ZONE).catch(() => undefined);
+      await incus('network', 'zone', 'record', 'delete', ZONE, 'www', '--project', PZ).catch(() => undefined);
+      await incus('network', 'zone', 'delete', ZONE, '--project', PZ).catch(() => undefined);
+      await incus('project', 'delete', PZ).catch(() => undefined);
+    }
+  });
+
   it('says which secret it cannot bring back rather than "matches", and refuses a project it does not know', async () => {
     await incus('profile', 'set', 'web', 'user.db_password=hunter2', '--project', P);
     try {

@@ -84,6 +84,23 @@ describe('config backups under restore mappings', () => {
     expect(extraObjects(snap([net, zone]), snap([net, fwd, zone, rec]), {}).map(objectLabel)).toEqual(['network-forward default/br0/192.0.2.50', 'network-zone-record default/lan.example/www']);
   });
 
+  it('marks creates Incus refuses in a drill into another project: a bridge outside default, a zone name another project has, and what lives in them', () => {
+    const br: ConfigObject = { kind: 'network', project: 'drill', name: 'br0', description: '', config: {}, type: 'bridge' };
+    const ovn: ConfigObject = { ...br, name: 'ovn0', type: 'ovn' };
+    const fwd: ConfigObject = { kind: 'network-forward', project: 'drill', parent: 'br0', name: '192.0.2.5', description: '', config: {}, ports: [] };
+    const zone: ConfigObject = { kind: 'network-zone', project: 'drill', name: 'lan.example', description: '', config: {} };
+    const rec: ConfigObject = { kind: 'network-zone-record', project: 'drill', parent: 'lan.example', name: 'www', description: '', config: {}, entries: [] };
+    const elsewhere: ConfigObject = { ...zone, project: 'prod' };
+    const changes = diffConfig(snap([br, ovn, fwd, zone, rec]), snap([elsewhere]), { project: 'drill' }, false);
+    expect(changes.map((c) => `${objectLabel(c.object)}: ${c.refused ?? 'ok'}`)).toEqual([
+      'network-zone drill/lan.example: zone names are server-wide, and project prod has lan.example',
+      'network-zone-record drill/lan.example/www: its zone lan.example cannot be created',
+      'network drill/br0: Incus creates bridge networks in the default project only',
+      'network drill/ovn0: ok',
+      'network-forward drill/br0/192.0.2.5: its network br0 cannot be created',
+    ]);
+  });
+
   it("leaves a substituted network's forwards out with it (nothing is changed on the substitute) and moves a mapped project's", () => {
     const fwd: ConfigObject = { kind: 'network-forward', project: 'prod', parent: 'br0', name: '192.0.2.50', description: '', config: {}, ports: [] };
     const other: ConfigObject = { ...fwd, parent: 'lan' };

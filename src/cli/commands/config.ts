@@ -73,7 +73,7 @@ function inUse(users: string[]): string {
 export function configPreviewRows(p: ConfigPreview): PreviewRow[] {
   const rows: PreviewRow[] = [];
   for (const c of p.changes) {
-    const note = [c.disruptive ? 'disruptive' : '', c.usedBy ? inUse(c.usedBy) : ''].filter(Boolean).join('; ');
+    const note = [c.refused ? `refused: ${c.refused}` : '', c.disruptive ? 'disruptive' : '', c.usedBy ? inUse(c.usedBy) : ''].filter(Boolean).join('; ');
     if (!c.changes.length) rows.push({ action: c.action, object: objectLabel(c.object), key: '', old: '', new: '', note });
     for (const k of c.changes) {
       const secret = k.new === REDACTED ? 'secret, not in the backup: set it by hand' : '';
@@ -110,6 +110,7 @@ export function configPreviewData(p: ConfigPreview, failed?: AppliedConfig['fail
         disruptive: c.disruptive,
         changes: c.changes,
         ...(c.usedBy ? { usedBy: c.usedBy } : {}),
+        ...(c.refused ? { refused: c.refused } : {}),
         ...(failed ? { status: error === undefined ? 'ok' : 'failed' } : {}),
         ...(error !== undefined ? { error } : {}),
       };
@@ -162,6 +163,11 @@ export async function applyConfig(ctx: RunContext, p: ConfigPreview): Promise<Ap
   };
   const later: ConfigChange[] = [];
   for (const c of p.changes) {
+    // Incus would refuse it: not asked, reported as not applied.
+    if (c.refused) {
+      fail(c, new Error(`not applied: ${c.refused}`));
+      continue;
+    }
     await apply(c).catch((e: unknown) => (c.action === 'update' && c.object.kind === 'project' ? later.push(c) : fail(c, e)));
   }
   for (const c of later) await apply(c).catch((e: unknown) => fail(c, e));
