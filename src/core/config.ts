@@ -133,10 +133,12 @@ function toObject(kind: ConfigKind, r: Record<string, unknown>, project: string 
 }
 
 /** The lists of rules an object carries beside its config (compared and written whole). */
-const RULES = { 'network-acl': ['ingress', 'egress'], 'network-forward': ['ports'], 'network-zone-record': ['entries'] } as const;
-function rulesOf(kind: ConfigKind): readonly ('ingress' | 'egress' | 'ports' | 'entries')[] {
-  return (RULES as Partial<Record<ConfigKind, readonly ('ingress' | 'egress' | 'ports' | 'entries')[]>>)[kind] ?? [];
-}
+const RULES: Partial<Record<ConfigKind, readonly ('ingress' | 'egress' | 'ports' | 'entries')[]>> = {
+  'network-acl': ['ingress', 'egress'],
+  'network-forward': ['ports'],
+  'network-zone-record': ['entries'],
+};
+const rulesOf = (kind: ConfigKind) => RULES[kind] ?? [];
 
 /**
  * The config backup as restore all --apply-config applies it under the restore's maps. A mapped
@@ -199,7 +201,7 @@ export interface ConfigChange {
  * (zone names are server-wide), and what lives in either.
  */
 function markRefusedCreates(changes: ConfigChange[], current: ConfigSnapshot): void {
-  const refusedParents = new Map<string, string>();
+  const refused = new Set<string>();
   for (const c of changes) {
     const o = c.object;
     if (c.action !== 'create') continue;
@@ -210,19 +212,18 @@ function markRefusedCreates(changes: ConfigChange[], current: ConfigSnapshot): v
       const other = current.objects.find((h) => h.kind === 'network-zone' && h.name === o.name && h.project !== o.project);
       if (other) c.refused = `zone names are server-wide, and project ${other.project ?? 'default'} has ${o.name}`;
     }
-    if (c.refused) refusedParents.set(`${o.kind}/${o.project ?? ''}/${o.name}`, c.refused);
-    const parentKind = o.kind === 'network-forward' ? 'network' : o.kind === 'network-zone-record' ? 'network-zone' : undefined;
-    if (parentKind && refusedParents.has(`${parentKind}/${o.project ?? ''}/${o.parent ?? ''}`)) c.refused = `its ${parentKind === 'network' ? 'network' : 'zone'} ${o.parent} cannot be created`;
+    const parent = configKindInfo(o.kind).parent;
+    if (parent && refused.has(id({ kind: parent, project: o.project, name: o.parent ?? '' }))) c.refused = `its ${parentNoun(o.kind)} ${o.parent} cannot be created`;
+    if (c.refused) refused.add(id(o));
   }
 }
 
-/** `/1.0/instances/web?project=prod` → `instance prod/web` (Incus's used_by entries). */
+/** `/1.0/instances/web?project=prod` → `instance prod/web` (a profile's or network's used_by: instances and profiles). */
 export function describeUser(url: string): string {
   const [path = '', query = ''] = url.split('?', 2);
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  const [, collection = '?', ...name] = path.split('/').filter(Boolean).map(decodeURIComponent);
   const project = new URLSearchParams(query).get('project') ?? 'default';
-  const kind = ({ instances: 'instance', profiles: 'profile', networks: 'network', 'storage-pools': 'volume' } as Record<string, string>)[parts[1] ?? ''] ?? parts[1] ?? '?';
-  return `${kind} ${project}/${parts.slice(2).filter((x) => x !== 'volumes').join('/')}`;
+  return `${collection.replace(/s$/, '')} ${project}/${name.join('/')}`;
 }
 
 /** Marks each delete of a profile or network with what uses it now (see ConfigChange.usedBy). */
@@ -374,10 +375,14 @@ export async function applyChange(api: ConfigApi, c: ConfigChange): Promise<void
   );
 }
 
+/** What a nested object's parent is called: a forward's `network`, a record's `zone`. */
+function parentNoun(kind: ConfigKind): string {
+  return configKindInfo(kind).parent === 'network' ? 'network' : 'zone';
+}
+
 /** A nested object's parent for documents: `{ network }` of a forward, `{ zone }` of a record. */
 export function parentField(o: Pick<ConfigObject, 'kind' | 'parent'>): Record<string, string> {
-  if (o.parent === undefined) return {};
-  return { [o.kind === 'network-forward' ? 'network' : 'zone']: o.parent };
+  return o.parent === undefined ? {} : { [parentNoun(o.kind)]: o.parent };
 }
 
 export function objectLabel(o: Pick<ConfigObject, 'kind' | 'project' | 'parent' | 'name'>): string {

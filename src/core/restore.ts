@@ -578,8 +578,9 @@ async function swapIn(ctx: RunContext, item: RestorePlanItem, staged: BackupSubj
     if (notStarted && putBack) throw notStartedError(dest.name, notStarted.error, notStarted.user);
     if (e instanceof InterruptedError && !putBack) throw new UndoIncompleteError(`interrupted while replacing ${dest.name}; putting the original back did not complete (the warnings above say what is left)`);
     // What failed, and that nothing is lost: the error line is what a person reads last.
-    if (putBack && !(e instanceof InterruptedError) && (e instanceof IncusError || e instanceof IbError)) {
-      throw new IbError(`replacing ${dest.name} failed (${e.message}); the original is back in place`, e instanceof IbError ? e.exitCode : ExitCode.failed, e instanceof IbError ? e.hint : undefined, { cause: e });
+    // (An IncusError is an IbError too.)
+    if (putBack && !(e instanceof InterruptedError) && e instanceof IbError) {
+      throw new IbError(`replacing ${dest.name} failed (${e.message}); the original is back in place`, e.exitCode, e.hint, { cause: e });
     }
     throw e;
   }

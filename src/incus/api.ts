@@ -472,10 +472,6 @@ export class ImageApi {
     return this.client.get<Image[]>('/1.0/images', { project, query: { recursion: '1' } });
   }
 
-  exists(project: string, fingerprint: string): Promise<boolean> {
-    return this.client.exists(`/1.0/images/${enc(fingerprint)}`, { project });
-  }
-
   get(project: string, fingerprint: string): Promise<Image> {
     return this.client.get<Image>(`/1.0/images/${enc(fingerprint)}`, { project });
   }

@@ -81,7 +81,7 @@ export class DirBackend implements Backend {
         `point --target at a new or empty directory, e.g. dir:${join(this.root, 'incus-backup')}`,
       );
     }
-    return holds === 'restic' ? 'empty' : holds;
+    return holds as 'dir-target' | 'empty';
   }
 
   async checkWritable(): Promise<string | undefined> {
