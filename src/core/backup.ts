@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import { subjectLabel, subjectPath, withoutSchedule, type BackupSubject } from '../incus/api.js';
 import type { Instance, StorageVolume } from '../incus/types.js';
-import { IncusError, streamFailure, VOLATILE_REFUSED } from '../incus/errors.js';
+import { ignoreNotFound, IncusError, streamFailure, VOLATILE_REFUSED } from '../incus/errors.js';
 import { IbError, InterruptedError } from '../errors.js';
 import type { ArchiveWriter, BackupEntry } from '../backends/types.js';
 import { HashingStream } from './hashing.js';
@@ -312,10 +312,6 @@ async function freezeWriters(ctx: RunContext, subject: BackupSubject, cleanup: C
   };
 }
 
-function ignoreNotFound(e: unknown): void {
-  if (e instanceof IncusError && e.notFound) return;
-  throw e;
-}
 
 /** A stopped instance was started while Incus staged its backup (see backupResource). */
 export class StartedDuringBackupError extends IbError {
@@ -404,11 +400,7 @@ async function sweepResourceLeftovers(ctx: RunContext, subject: BackupSubject, l
   const { snapshots, serverBackups } = await temporariesOn(ctx, subject);
   const holder = liveHolder(subject, [...snapshots, ...serverBackups]);
   if (holder) throw new ResourceBusyError(label, holder, undefined, waitedMs);
-  // One that Incus cannot remove is said and left: it does not stand in this backup's way.
-  const stuck = (what: string) => (e: unknown) => {
-    if (!(e instanceof IncusError)) throw e;
-    if (!e.notFound) ctx.ui.warn(`${label}: could not remove ${what} (${e.message}); it stays until Incus can remove it`);
-  };
+  const stuck = (what: string) => leftAsIs(ctx, label, what);
   for (const snap of snapshots.filter(isStaleTmpName)) {
     ctx.ui.warn(`removing temporary snapshot ${snap} left by an interrupted run`);
     await ctx.api.deleteSnapshot(subject, snap).catch(stuck(`temporary snapshot ${snap}`));
@@ -449,10 +441,18 @@ export async function sweepProjectLeftovers(ctx: RunContext, project: string): P
   for (const { of, name } of await ctx.api.listAllSnapshots(project)) {
     if (!isStaleTmpName(name)) continue;
     ctx.ui.warn(`removing temporary snapshot ${name} of ${subjectLabel(of)} left by an interrupted run`);
-    await ctx.api.deleteSnapshot(of, name).catch((e: unknown) => {
-      if (!(e instanceof IncusError)) throw e;
-      if (!e.notFound) ctx.ui.warn(`${subjectLabel(of)}: could not remove temporary snapshot ${name} (${e.message}); it stays until Incus can remove it`);
-    });
+    await ctx.api.deleteSnapshot(of, name).catch(leftAsIs(ctx, subjectLabel(of), `temporary snapshot ${name}`));
   }
+}
+
+/**
+ * For `.catch()` of a leftover's removal: one that Incus cannot remove is said and left (it does
+ * not stand in this backup's way); one already gone is fine.
+ */
+function leftAsIs(ctx: RunContext, label: string, what: string): (e: unknown) => void {
+  return (e) => {
+    if (!(e instanceof IncusError)) throw e;
+    if (!e.notFound) ctx.ui.warn(`${label}: could not remove ${what} (${e.message}); it stays until Incus can remove it`);
+  };
 }
 

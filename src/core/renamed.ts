@@ -1,5 +1,5 @@
 import { subjectLabel, type BackupSubject, type IncusApi } from '../incus/api.js';
-import { IncusError } from '../incus/errors.js';
+import { ignoreNotFound, IncusError } from '../incus/errors.js';
 import { ExitCode, IbError } from '../errors.js';
 import { isTmpName } from './tmpnames.js';
 
@@ -39,12 +39,8 @@ export class Whereabouts {
       const now = (await api.listInstances(subject.project)).find((i) => i.config['volatile.uuid'] === this.uuid && !isTmpName(i.name));
       if (now && now.name !== subject.name) this.renamed = now.name;
     } else if (this.snapshot) {
-      const mark = `/snapshots/${encodeURIComponent(this.snapshot)}`;
-      const url = (await api.client.get<string[]>(`/1.0/storage-pools/${encodeURIComponent(subject.pool)}/volumes/custom`, { project: subject.project })).find((u) =>
-        u.split('?', 1)[0]!.endsWith(mark),
-      );
-      const name = url ? decodeURIComponent(url.split('?', 1)[0]!.slice(0, -mark.length).split('/').pop()!) : undefined;
-      if (name && name !== subject.name) this.renamed = name;
+      const holder = (await api.listAllSnapshots(subject.project, subject.pool)).find((s) => s.of.kind === 'volume' && s.name === this.snapshot)?.of.name;
+      if (holder && holder !== subject.name) this.renamed = holder;
     } else if (this.backup) {
       for (const v of await api.listVolumes(subject.project)) {
         if (v.pool !== subject.pool || v.name === subject.name || v.name.includes('/')) continue;
@@ -68,9 +64,7 @@ export class Whereabouts {
       if (!(e instanceof IncusError && e.notFound)) throw e;
       const now = await this.renamedTo();
       if (!now) return;
-      await act({ ...this.subject, name: now }).catch((e2: unknown) => {
-        if (!(e2 instanceof IncusError && e2.notFound)) throw e2;
-      });
+      await act({ ...this.subject, name: now }).catch(ignoreNotFound);
     }
   }
 }

@@ -182,12 +182,12 @@ export class IncusApi {
     return out;
   }
   /**
-   * Every snapshot of the project's instances and custom volumes, with what it belongs to: one
-   * request per storage pool (a pool's volume list names the snapshots too).
+   * Every snapshot of the project's instances and custom volumes (in `onlyPool`, if given), with
+   * what it belongs to: one request per storage pool (a pool's volume list names the snapshots too).
    */
-  async listAllSnapshots(project: string): Promise<{ of: BackupSubject; name: string }[]> {
+  async listAllSnapshots(project: string, onlyPool?: string): Promise<{ of: BackupSubject; name: string }[]> {
     const out: { of: BackupSubject; name: string }[] = [];
-    for (const pool of names(await this.client.get<string[]>('/1.0/storage-pools'))) {
+    for (const pool of onlyPool !== undefined ? [onlyPool] : names(await this.client.get<string[]>('/1.0/storage-pools'))) {
       for (const url of await this.client.get<string[]>(`/1.0/storage-pools/${enc(pool)}/volumes`, { project })) {
         const m = /\/volumes\/(container|virtual-machine|custom)\/([^/?]+)\/snapshots\/([^/?]+)/.exec(url);
         if (!m) continue;

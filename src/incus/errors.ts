@@ -81,6 +81,12 @@ export class IncusError extends IbError {
 }
 
 /** The socket is missing, refused or not ours to use: an environment problem, not a bug. */
+/** For `.catch()`: what Incus does not have is nothing to do; anything else goes on. */
+export function ignoreNotFound(e: unknown): void {
+  if (e instanceof IncusError && e.notFound) return;
+  throw e;
+}
+
 export class IncusConnectionError extends IbError {
   /** `gone`: no daemon listens there (the socket is missing or refuses), as during a restart. */
   constructor(
