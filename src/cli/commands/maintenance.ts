@@ -48,9 +48,22 @@ const RULES = [
   ['keepWithin', 'keep_within'],
 ] as const;
 
-/** A rule that keeps nothing by itself (restic reads 0 as "off"): refused where it is written. */
-function keepsNothing(field: (typeof RULES)[number][0], v: number | string | undefined): boolean {
-  return v === 0 || (field === 'keepWithin' && typeof v === 'string' && /^\s*(0+[ymwdh])+\s*$/.test(v));
+/**
+ * Refuses a rule that keeps nothing by itself (restic reads 0 as "off"; it would leave prune to
+ * another policy, or to none, without a word), named as it was written: `said` (`--keep-last 0`)
+ * and `leaveOut` (`leave --keep-last out`).
+ */
+function refuseKeepsNothing(
+  value: (field: (typeof RULES)[number][0], key: string) => number | string | undefined,
+  said: (key: string, v: number | string) => string,
+  leaveOut: (key: string) => string,
+): void {
+  for (const [field, key] of RULES) {
+    const v = value(field, key);
+    if (v === 0 || (field === 'keepWithin' && typeof v === 'string' && /^\s*(0+[ymwdh])+\s*$/.test(v))) {
+      throw new UsageError(`${said(key, v)} keeps nothing by itself`, `give ${field === 'keepWithin' ? 'a duration such as 30d' : 'N >= 1, or -1 for all'}, or ${leaveOut(key)}`);
+    }
+  }
 }
 
 /** The rules that are set, as a policy; a bad rule becomes the error `bad` makes of it. */
@@ -244,15 +257,8 @@ export class PruneCommand extends ScopedCommand {
       throw new UsageError('--keep and --keep-last disagree', '--keep is an alias of --keep-last: give one of them');
     }
     const value = (field: (typeof RULES)[number][0]) => (field === 'keepLast' ? (this.keepLast ?? this.keep) : this[field]);
-    // restic reads 0 as "rule off"; typed on purpose it would leave prune to the file's policy
-    // (or refuse for lack of one) without a word: said instead.
-    for (const [field, key] of RULES) {
-      const v = value(field);
-      if (keepsNothing(field, v)) {
-        const flag = `--${key.replace(/_/g, '-')}`;
-        throw new UsageError(`${flag} ${String(v)} keeps nothing by itself`, `give ${field === 'keepWithin' ? 'a duration such as 30d' : 'N >= 1, or -1 for all'}, or leave ${flag} out`);
-      }
-    }
+    const flag = (key: string) => `--${key.replace(/_/g, '-')}`;
+    refuseKeepsNothing(value, (key, v) => `${flag(key)} ${String(v)}`, (key) => `leave ${flag(key)} out`);
     return checkedPolicy(RULES.map(([field]) => [field, value(field)]), (msg) => new UsageError(msg, 'see `incus-backup prune --help` for the --keep-* options'));
   }
 
@@ -282,10 +288,7 @@ export class PruneCommand extends ScopedCommand {
   /** `retention:` from the configuration file (empty when it sets no rule). */
   filePolicy(): RetentionPolicy {
     const r = this.settings().values.retention ?? {};
-    // As for the flags: a 0 left in the file would otherwise be dropped without a word.
-    for (const [field, key] of RULES) {
-      if (keepsNothing(field, r[key])) throw new UsageError(`${this.settings().file}: retention: ${key}: ${String(r[key])} keeps nothing by itself`, `give ${field === 'keepWithin' ? 'a duration such as 30d' : 'N >= 1, or -1 for all'}, or remove ${key}`);
-    }
+    refuseKeepsNothing((_, key) => r[key as keyof typeof r], (key, v) => `${this.settings().file}: retention: ${key}: ${String(v)}`, (key) => `remove ${key}`);
     return checkedPolicy(RULES.map(([field, key]) => [field, r[key]]), (msg) => new UsageError(`${this.settings().file}: retention: ${msg}`, 'fix the file'));
   }
 
