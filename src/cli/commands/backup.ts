@@ -173,9 +173,14 @@ abstract class BackupCommand extends BaseCommand {
     return true;
   }
 
+  /** How it stores what it backs up, when that is not an export of an instance or volume (which the export options shape). */
+  protected storedAs(): string | undefined {
+    return undefined;
+  }
+
   /** The options it takes that only instances and volumes have a use for (the config and images: none). */
   private unusedOptions(): string[] {
-    if (this.sweepsProjects()) return [];
+    if (this.storedAs() === undefined) return [];
     return [
       ...(this.noSnapshot ? ['--no-snapshot'] : []),
       ...(this.optimized ? ['--optimized'] : []),
@@ -193,7 +198,7 @@ abstract class BackupCommand extends BaseCommand {
     }
     const unused = this.unusedOptions();
     if (unused.length) {
-      this.ui().warn(`${unused.join(', ')} ${unused.length > 1 ? 'apply' : 'applies'} to instances and volumes only: the ${this.path[1] === 'config' ? 'config is stored as JSON' : 'images are stored as Incus exports them'}, uncompressed`);
+      this.ui().warn(`${unused.join(', ')} ${unused.length > 1 ? 'apply' : 'applies'} to instances and volumes only: ${this.storedAs()}, uncompressed`);
     }
     const api = this.incus();
     const projects = await this.projects(api);
@@ -438,6 +443,10 @@ export class BackupConfigCommand extends BackupCommand {
     return false;
   }
 
+  protected override storedAs(): string {
+    return 'the config is stored as JSON';
+  }
+
   async subjects(): Promise<BackupItem[]> {
     return [{ kind: 'config' }];
   }
@@ -487,6 +496,10 @@ export class BackupImagesCommand extends BackupCommand {
 
   protected override sweepsProjects(): boolean {
     return false;
+  }
+
+  protected override storedAs(): string {
+    return 'the images are stored as Incus exports them';
   }
 
   subjects(api: IncusApi, projects: string[]): Promise<BackupItem[]> {
