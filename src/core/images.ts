@@ -25,6 +25,18 @@ const short = (fp: string) => fp.slice(0, 12);
 /** How an image is named in progress lines and warnings: `image PROJECT/FINGERPRINT12`. */
 export const imageLabel = (project: string, fingerprint: string) => `image ${project}/${short(fingerprint)}`;
 
+/** Per run (its Incus client), whether each project has images of its own: read once, for all its images. */
+const ownImages = new WeakMap<object, Map<string, Promise<boolean | undefined>>>();
+
+/** Whether `project` has images of its own (undefined: no such project yet, a config step may create it). */
+function keepsOwnImages(ctx: RunContext, project: string): Promise<boolean | undefined> {
+  let known = ownImages.get(ctx.api);
+  if (!known) ownImages.set(ctx.api, (known = new Map()));
+  let own = known.get(project);
+  if (!own) known.set(project, (own = ctx.api.getProject(project).then((p) => p.config?.['features.images'] === 'true', () => undefined)));
+  return own;
+}
+
 /** An image's expiry, unless it has none (Go's zero time). */
 function expiry(at: string | undefined): string | undefined {
   return at && !at.startsWith('0001-01-01') ? at : undefined;
@@ -93,8 +105,7 @@ export async function planImageRestore(ctx: RunContext, entry: BackupEntry, into
   // A project without images of its own (features.images not true) keeps its images in the
   // default project: Incus imports them there, so the plan says so. (One a config step is yet
   // to create is planned as named.)
-  const config = into === 'default' ? undefined : await ctx.api.getProject(into).then((p) => p.config ?? {}, () => undefined);
-  const project = config && config['features.images'] !== 'true' ? 'default' : into;
+  const project = into !== 'default' && (await keepsOwnImages(ctx, into)) === false ? 'default' : into;
   if (!m.image) throw new IncusError(0, `backup ${m.name} ${m.timestamp} has no image metadata`, 'RESTORE', m.name);
   const api = imageApi(ctx);
   const now = await api.get(project, m.name).catch((e: unknown) => {
