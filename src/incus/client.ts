@@ -311,22 +311,13 @@ export class IncusClient {
    * once if it is still running.
    */
   async settle(operation: string, onWaiting?: () => void): Promise<void> {
-    const path = `/1.0/operations/${encodeURIComponent(operation.split('/').pop()!)}`;
-    let said = false;
-    for (;;) {
-      try {
-        const op = await this.get<Operation>(path);
-        if (op.status_code >= 200) return;
-        if (!said) onWaiting?.();
-        said = true;
-        await this.get<Operation>(`${path}/wait`, { query: { timeout: String(WAIT_SLICE_S) } });
-        return;
-      } catch (e) {
-        if (!(e instanceof IncusError)) throw e;
-        // Still running after a slice: wait on. Gone, or ended in failure: over.
-        if (e.serverMessage !== 'context deadline exceeded') return;
-      }
-    }
+    const op = await this.find<Operation>(`/1.0/operations/${encodeURIComponent(operation.split('/').pop()!)}`);
+    if (!op || op.status_code >= 200) return;
+    onWaiting?.();
+    // Ended in failure is over too.
+    await this.wait(operation).catch((e: unknown) => {
+      if (!(e instanceof IncusError)) throw e;
+    });
   }
 
   /** Streams a request body (an import); returns the operation the server created. */
