@@ -285,28 +285,40 @@ describe('an admin at work while a run goes on', () => {
       expect(b.exitCode, b.stderr).toBe(0);
       const dir = join(target.dir, 'instances', P, 'big');
       const size = statSync(join(dir, readdirSync(dir)[0]!, 'export.tar')).size;
-      // Ctrl-C once the whole archive went to Incus, which then creates the instance from it.
-      const proxy = await sendCountingProxy();
-      try {
-        const child = cliSpawn(['restore', 'instance', 'big', '--target-name', 'big2', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
-        const deadline = Date.now() + 60_000;
-        // The archive and the chunked encoding's framing have gone, and nothing more comes.
-        let last = -1;
-        while ((proxy.sent() < size || proxy.sent() !== last) && Date.now() < deadline) {
-          last = proxy.sent();
-          await new Promise((res) => setTimeout(res, 30));
+      const running = async () => Object.values(await incusJson<Record<string, { status: string }[] | null>>('/1.0/operations?recursion=1', P)).flatMap((l) => l ?? []).filter((o) => o.status === 'Running');
+      // Ctrl-C once the whole archive went to Incus, which then creates the instance from it. The
+      // attempt counts only if Incus's import is still running right after the interrupt (else
+      // the window was missed: the run may have finished, and is tried again).
+      let hits = 0;
+      for (let attempt = 0; attempt < 4 && hits === 0; attempt++) {
+        const proxy = await sendCountingProxy();
+        try {
+          const child = cliSpawn(['restore', 'instance', 'big', '--target-name', 'big2', '-y', '--project', P, '--target', target.uri], { INCUS_SOCKET: proxy.socket });
+          const deadline = Date.now() + 60_000;
+          // The archive and the chunked encoding's framing have gone, and nothing more comes.
+          let last = -1;
+          while ((proxy.sent() < size || proxy.sent() !== last) && Date.now() < deadline) {
+            last = proxy.sent();
+            await new Promise((res) => setTimeout(res, 30));
+          }
+          child.kill('SIGINT');
+          const hit = (await running()).length > 0;
+          const r = await child;
+          // Whatever Incus was still doing for the run is over before the host is looked at.
+          while ((await running()).length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+          if (!hit) {
+            await incus('delete', '-f', 'big2', '--project', P).catch(() => undefined);
+            continue;
+          }
+          hits++;
+          expect(r.exitCode, String(r.stderr)).toBe(130);
+          expect(String(r.stderr)).toMatch(/interrupted while restoring instance \S+\/big2; nothing was changed/);
+          expect(String(r.stderr)).not.toContain('cleanup failed');
+        } finally {
+          await proxy.close();
         }
-        child.kill('SIGINT');
-        const r = await child;
-        // Whatever Incus was still doing for the run is over before the host is looked at.
-        const running = async () => Object.values(await incusJson<Record<string, { status: string }[] | null>>('/1.0/operations?recursion=1', P)).flatMap((l) => l ?? []).filter((o) => o.status === 'Running');
-        while ((await running()).length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
-        expect(r.exitCode, String(r.stderr)).toBe(130);
-        expect(String(r.stderr)).toMatch(/interrupted while restoring instance \S+\/big2; nothing was changed/);
-        expect(String(r.stderr)).not.toContain('cleanup failed');
-      } finally {
-        await proxy.close();
       }
+      expect(hits, 'an interrupt landed while Incus created the copy').toBe(1);
       expect((await instanceNames(P)).filter((n) => n.startsWith('ibtmp-') || n === 'big2')).toEqual([]);
     } finally {
       await incus('delete', '-f', 'big', '--project', P).catch(() => undefined);
