@@ -220,6 +220,10 @@ describe('config backup and restore', () => {
     await incus('profile', 'create', 'inuse', '--project', P);
     await incus('init', 'ib-busybox', 'user1', '--project', P, '-p', 'default', '-p', 'inuse');
     try {
+      // Without --force it is kept, which "matches" must not hide.
+      const kept = await run('restore', 'config', '--project', P);
+      expect(kept.exitCode, kept.stderr).toBe(0);
+      expect(kept.stderr).toMatch(/^config matches the backup of \d{8}T\d{6}Z, but for 1 object\(s\) not in it \(kept; --force deletes them\)$/m);
       const pv = await run('restore', 'config', '--project', P, '--force', '--output', 'json');
       expect(pv.exitCode, pv.stderr).toBe(0);
       const del = parseJson<{ changes: { kind: string; name: string; action: string; usedBy?: string[] }[] }>(pv.stdout).changes.find((c) => c.name === 'inuse');

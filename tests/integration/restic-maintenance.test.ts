@@ -96,6 +96,10 @@ describe('verify, protect and prune on a restic target', () => {
     const r = await run(['verify', '--read-data']);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/3 ok, 0 damaged; data read by restic check in /);
+    // A subset read says how much.
+    const part = await run(['verify', '--read-data-subset', '10%']);
+    expect(part.exitCode, part.stderr).toBe(0);
+    expect(part.stderr).toMatch(/3 ok, 0 damaged; 10% of the data read by restic check in /);
     // Without --read-data or --deep no byte of the backups is read, and "ok" says less: said.
     const light = await run(['verify']);
     expect(light.exitCode, light.stderr).toBe(0);
